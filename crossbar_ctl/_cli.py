@@ -26,7 +26,8 @@ _COMMAND_MODULES = (
     "crossbar_ctl._cli_engine",  # demo, program, check
     "crossbar_ctl._cli_calibrate",  # calibrate, bench calibrate
     "crossbar_ctl._cli_lab",  # info, bench io
-    "crossbar_ctl._cli_sim",  # sim serve, bench circuit
+    "crossbar_ctl._cli_sim",  # sim serve
+    "crossbar_ctl._cli_circuit",  # bench circuit
     "crossbar_ctl._cli_optimizer",  # bench precision, solver, peers, lottery
 )
 
