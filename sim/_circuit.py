@@ -1,0 +1,435 @@
+"""Exact nodal analysis of a crossbar with wire, sense and source resistances.
+
+Topology (``rows x cols`` cells)::
+
+    row terminal i --Rr-- r(i,0) --Rr-- r(i,1) -- ... --Rr-- r(i,cols-1)
+                            |G(i,0)       |G(i,1)
+                          c(i,0)        c(i,1)
+                            |Rc           |Rc
+                          c(i+1,0)       ...
+    c(rows-1,j) --(Rc + Rsense)-- column terminal j (held at col_voltage_v[j], default 0 V)
+
+A line that is not connected floats: its terminal is open. Zero resistances are handled exactly
+by merging the nodes they join (never a huge conductance). Nodes that cannot reach any held
+terminal (a floating island) carry no current; their voltage is undefined (NaN).
+
+Two exact solvers share one front:
+
+- ``structured`` (both wire resistances > 0 and no floating island): every row line is
+  eliminated exactly (tridiagonal solves), leaving a block tridiagonal system over the column
+  nodes, one dense ``cols x cols`` block per array row, coupled by ``-I/Rc``; it is factored by
+  block Cholesky (block Thomas), O(rows * cols^3) to prepare and O(rows * cols^2) per vector.
+- ``sparse``: the general case, a sparse LU (SuperLU) of the merged nodal matrix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+import scipy.sparse.csgraph as csgraph
+import scipy.sparse.linalg as spla
+
+from crossbar_ctl.errors import ConfigError
+
+__all__ = ["CircuitSolution", "CrossbarCircuit"]
+
+
+@functools.cache
+def _blas_controller():
+    try:
+        import threadpoolctl
+    except ImportError:  # optional: without it BLAS keeps its own thread count
+        return None
+    return threadpoolctl.ThreadpoolController()
+
+
+def _one_blas_thread():
+    """One BLAS thread: the blocks are small, and on a shared machine BLAS threads that spin
+    while another process holds a core slow a solve down many times over."""
+    controller = _blas_controller()
+    if controller is None:
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")
+
+
+@dataclass(frozen=True)
+class CircuitSolution:
+    """Currents (and node voltages) of one batch of solves.
+
+    Attributes
+    ----------
+    row_current_a : ndarray, float64 (batch, rows)
+        Current into the array from each row's source terminal, A (0 for a floating row).
+    col_current_a : ndarray, float64 (batch, cols)
+        Current out of each column into its sense terminal, A (0 for a floating column).
+    row_node_voltage_v : ndarray, float64 (batch, rows, cols)
+        Voltage of row node (i, j), V (NaN on a floating island).
+    col_node_voltage_v : ndarray, float64 (batch, rows, cols)
+        Voltage of column node (i, j), V (NaN on a floating island).
+    """
+
+    row_current_a: np.ndarray
+    col_current_a: np.ndarray
+    row_node_voltage_v: np.ndarray
+    col_node_voltage_v: np.ndarray
+
+
+def _resistance(name: str, value: float) -> float:
+    value = float(value)
+    if not (np.isfinite(value) and value >= 0):
+        raise ConfigError(f"{name} = {value!r}: must be finite and >= 0", key=name)
+    return value
+
+
+def _mask(name: str, value, size: int) -> np.ndarray:
+    if value is None:
+        return np.ones(size, dtype=bool)
+    array = np.asarray(value)
+    if array.shape != (size,):
+        raise ConfigError(f"{name} has shape {array.shape}, expected ({size},)", key=name)
+    return array.astype(bool)
+
+
+def _voltages(name: str, value, size: int) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim not in (1, 2) or array.shape[-1] != size:
+        raise ConfigError(
+            f"{name} has shape {array.shape}, expected ({size},) or (batch, {size})", key=name
+        )
+    if not np.all(np.isfinite(array)):
+        raise ConfigError(f"{name} holds non-finite values", key=name)
+    return np.atleast_2d(array)
+
+
+class CrossbarCircuit:
+    """A crossbar's nodal equations, prepared once, solved for any batch of line voltages.
+
+    Parameters
+    ----------
+    conductance_s : array_like, float (rows, cols)
+        Conductance of each cell between its row node and its column node, S (finite, >= 0).
+    row_wire_resistance_ohm : float
+        Resistance of one row segment (also from the source terminal to cell 0), ohm.
+    col_wire_resistance_ohm : float
+        Resistance of one column segment (also from the last cell to the sense end), ohm.
+    sense_resistance_ohm : float
+        Input resistance of each column's sense terminal, ohm.
+    row_connected, col_connected : array_like of bool (rows,) / (cols,), optional
+        Whether each line's terminal is connected (default all); a disconnected line floats.
+    method : {"auto", "structured", "sparse"}
+        Solver; ``auto`` takes ``structured`` whenever it applies.
+
+    Raises
+    ------
+    ConfigError
+        A shape, a negative or non-finite value, or ``method="structured"`` where it does not apply.
+    """
+
+    def __init__(
+        self,
+        conductance_s,
+        *,
+        row_wire_resistance_ohm: float = 0.0,
+        col_wire_resistance_ohm: float = 0.0,
+        sense_resistance_ohm: float = 0.0,
+        row_connected=None,
+        col_connected=None,
+        method: str = "auto",
+    ) -> None:
+        g = np.array(conductance_s, dtype=np.float64)
+        if g.ndim != 2 or 0 in g.shape:
+            raise ConfigError(f"conductance_s has shape {g.shape}, expected (rows, cols)",
+                              key="conductance_s")
+        if not (np.all(np.isfinite(g)) and np.all(g >= 0)):
+            raise ConfigError("conductance_s must be finite and >= 0", key="conductance_s")
+        self.rows, self.cols = g.shape
+        self.conductance_s = g
+        self.conductance_s.flags.writeable = False
+        self.row_wire_resistance_ohm = _resistance("row_wire_resistance_ohm", row_wire_resistance_ohm)
+        self.col_wire_resistance_ohm = _resistance("col_wire_resistance_ohm", col_wire_resistance_ohm)
+        self.sense_resistance_ohm = _resistance("sense_resistance_ohm", sense_resistance_ohm)
+        self.row_connected = _mask("row_connected", row_connected, self.rows)
+        self.col_connected = _mask("col_connected", col_connected, self.cols)
+        if method not in ("auto", "structured", "sparse"):
+            raise ConfigError(f"method = {method!r}: expected auto, structured or sparse", key="method")
+        all_connected = bool(self.row_connected.all() and self.col_connected.all())
+        wires = self.row_wire_resistance_ohm > 0 and self.col_wire_resistance_ohm > 0
+        structured_ok = wires and (all_connected or not _has_island(self))
+        if method == "structured" and not structured_ok:
+            raise ConfigError(
+                "method = 'structured' needs both wire resistances > 0 and no floating island",
+                key="method",
+            )
+        self._structured = None
+        if structured_ok and method != "sparse":
+            try:
+                with _one_blas_thread():
+                    self._structured = _StructuredSolver(self)
+            except np.linalg.LinAlgError:
+                # Rounding left a block indefinite (lines held only by ~zero leakage).
+                if method == "structured":
+                    raise ConfigError("method = 'structured': a block is not positive definite "
+                                      "at working precision; use method='sparse'", key="method")
+        self._sparse = _SparseSolver(self) if self._structured is None else None
+        self.method = "structured" if self._structured is not None else "sparse"
+
+    def solve(self, row_voltage_v, col_voltage_v=None) -> CircuitSolution:
+        """Solve for a batch of terminal voltages.
+
+        Parameters
+        ----------
+        row_voltage_v : array_like, float (rows,) or (batch, rows)
+            Source voltage of each row, V (ignored on floating rows).
+        col_voltage_v : array_like, float (cols,) or (batch, cols), optional
+            Voltage each column's sense terminal holds, V (default 0 V, virtual ground).
+
+        Returns
+        -------
+        CircuitSolution
+            Terminal currents ``(batch, rows)`` / ``(batch, cols)`` and node voltages.
+        """
+        vr = _voltages("row_voltage_v", row_voltage_v, self.rows)
+        vc = (np.zeros((1, self.cols)) if col_voltage_v is None
+              else _voltages("col_voltage_v", col_voltage_v, self.cols))
+        batch = max(vr.shape[0], vc.shape[0])
+        if vr.shape[0] not in (1, batch) or vc.shape[0] not in (1, batch):
+            raise ConfigError(
+                f"row_voltage_v batch {vr.shape[0]} and col_voltage_v batch {vc.shape[0]} differ",
+                key="col_voltage_v",
+            )
+        vr = np.broadcast_to(vr, (batch, self.rows))
+        vc = np.broadcast_to(vc, (batch, self.cols))
+        solver = self._structured if self._structured is not None else self._sparse
+        # Node voltages as (rows, cols, batch).
+        with _one_blas_thread():
+            row_node, col_node = solver.solve(vr, vc)
+        # Terminal currents by KCL over each line's cells: accurate even when the wire drop is tiny.
+        cell = self.conductance_s[:, :, None] * (row_node - col_node)
+        if solver is self._sparse and self._sparse.has_island:
+            np.nan_to_num(cell, copy=False, nan=0.0)
+        row_current = np.where(self.row_connected, cell.sum(axis=1).T, 0.0)
+        col_current = np.where(self.col_connected, cell.sum(axis=0).T, 0.0)
+        return CircuitSolution(
+            row_current, col_current, row_node.transpose(2, 0, 1), col_node.transpose(2, 0, 1)
+        )
+
+
+def _has_island(circuit: CrossbarCircuit) -> bool:
+    """Whether some line floats without a cell path to a connected line (resistive wires)."""
+    rows, cols = circuit.rows, circuit.cols
+    i, j = np.nonzero(circuit.conductance_s)
+    lines = sp.coo_matrix((np.ones(i.size), (i, rows + j)), shape=(rows + cols, rows + cols))
+    count, component = csgraph.connected_components(lines, directed=False)
+    held = np.zeros(count, dtype=bool)
+    held[component[np.concatenate([circuit.row_connected, circuit.col_connected])]] = True
+    return not held.all()
+
+
+class _SparseSolver:
+    """General nodal analysis: ideal elements merge nodes, SuperLU on the rest."""
+
+    def __init__(self, circuit: CrossbarCircuit) -> None:
+        rows, cols = circuit.rows, circuit.cols
+        n = rows * cols
+        self.n = n
+        self.grid_shape = (rows, cols)
+        grid = np.arange(n).reshape(rows, cols)
+        row_node, col_node = grid, n + grid
+        row_term = 2 * n + np.arange(rows)
+        col_term = 2 * n + rows + np.arange(cols)
+        size = 2 * n + rows + cols
+        rr, rc = circuit.row_wire_resistance_ohm, circuit.col_wire_resistance_ohm
+        rend = rc + circuit.sense_resistance_ohm
+        live_rows = np.flatnonzero(circuit.row_connected)
+        live_cols = np.flatnonzero(circuit.col_connected)
+        # Every wire element: (nodes a, nodes b, resistance in ohm).
+        wires = [
+            (row_term[live_rows], row_node[live_rows, 0], rr),
+            (row_node[:, :-1].ravel(), row_node[:, 1:].ravel(), rr),
+            (col_node[:-1, :].ravel(), col_node[1:, :].ravel(), rc),
+            (col_node[-1, live_cols], col_term[live_cols], rend),
+        ]
+        ideal = [(a, b) for a, b, r in wires if r == 0]
+        a_ideal = np.concatenate([a for a, _ in ideal] + [np.zeros(0, int)])
+        b_ideal = np.concatenate([b for _, b in ideal] + [np.zeros(0, int)])
+        merge = sp.coo_matrix((np.ones(a_ideal.size), (a_ideal, b_ideal)), shape=(size, size))
+        _, label = csgraph.connected_components(merge, directed=False)
+        # Finite elements in merged-group space.
+        a = [row_node.ravel()]
+        b = [col_node.ravel()]
+        g = [circuit.conductance_s.ravel()]
+        for ea, eb, r in wires:
+            if r > 0:
+                a.append(ea)
+                b.append(eb)
+                g.append(np.full(ea.size, 1.0 / r))
+        a, b, g = label[np.concatenate(a)], label[np.concatenate(b)], np.concatenate(g)
+        keep = (a != b) & (g > 0)
+        a, b, g = a[keep], b[keep], g[keep]
+        groups = label.max() + 1
+        lap = sp.coo_matrix(
+            (np.concatenate([g, g, -g, -g]),
+             (np.concatenate([a, b, a, b]), np.concatenate([a, b, b, a]))),
+            shape=(groups, groups),
+        ).tocsr()
+        # Held groups: the terminals of connected lines (each group holds at most one).
+        held_row, held_col = label[row_term[live_rows]], label[col_term[live_cols]]
+        held = np.zeros(groups, dtype=bool)
+        held[held_row] = True
+        held[held_col] = True
+        # A floating island: a component of the finite-element graph with no held group.
+        _, component = csgraph.connected_components(lap, directed=False)
+        live_component = np.zeros(component.max() + 1, dtype=bool)
+        live_component[component[held]] = True
+        live = live_component[component]
+        # Groups that stand for real nodes but are not reachable are islands.
+        node_groups = np.unique(label[: 2 * n])
+        self.has_island = bool(np.any(~live[node_groups]))
+        unknown = np.flatnonzero(live & ~held)
+        self.unknown, self.label, self.groups = unknown, label, groups
+        self.live_rows, self.live_cols = live_rows, live_cols
+        self._held = np.concatenate([held_row, held_col])
+        coupling = lap[unknown]
+        self._a_uh = coupling[:, self._held].tocsr()
+        # Symmetric positive definite: a symmetric fill-reducing ordering.
+        self._lu = (spla.splu(coupling[:, unknown].tocsc(), permc_spec="MMD_AT_PLUS_A")
+                    if unknown.size else None)
+
+    def solve(self, vr: np.ndarray, vc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        batch = vr.shape[0]
+        v = np.full((self.groups, batch), np.nan)
+        held_v = np.concatenate([vr[:, self.live_rows].T, vc[:, self.live_cols].T])
+        v[self._held] = held_v
+        if self.unknown.size:
+            v[self.unknown] = self._lu.solve(-(self._a_uh @ held_v)).reshape(-1, batch)
+        node = v[self.label[: 2 * self.n]].reshape(2, *self.grid_shape, batch)
+        return node[0], node[1]
+
+
+class _StructuredSolver:
+    """Row lines eliminated exactly, block Cholesky (block Thomas) over the column nodes.
+
+    With ``K_i`` the tridiagonal matrix of row line i (its wire, its source, its cells ``D_i``),
+    the column nodes obey a block tridiagonal system with blocks
+    ``S_ii = A_i + D_i - D_i K_i^-1 D_i`` (``A_i``: the column wires at array row i) and
+    ``S_i,i+1 = -I / Rc``. The prepared state is ``T_i^-1`` per array row, where
+    ``T_i = S_ii - T_{i-1}^-1 / Rc^2`` (the Schur complements of block Cholesky).
+    """
+
+    def __init__(self, circuit: CrossbarCircuit) -> None:
+        rows, cols = circuit.rows, circuit.cols
+        g = circuit.conductance_s
+        g_r = 1.0 / circuit.row_wire_resistance_ohm
+        g_c = 1.0 / circuit.col_wire_resistance_ohm
+        self.g_c = g_c
+        self.g_source = np.where(circuit.row_connected, g_r, 0.0)
+        self.g_end = np.where(
+            circuit.col_connected,
+            1.0 / (circuit.col_wire_resistance_ohm + circuit.sense_resistance_ohm), 0.0,
+        )
+        # Row lines: K_i = wire chain + source + cells, factored by Thomas (LDL^T).
+        k_diag = g + _chain_degree(cols) * g_r
+        k_diag[:, 0] += self.g_source
+        self.k_off = -g_r
+        self.k_pivot = _thomas_factor(k_diag, self.k_off)
+        # Every K_i^-1 at once (rows, cols, cols); overwritten in place by T_i^-1 below.
+        blocks = np.zeros((rows, cols, cols))
+        blocks[:, np.arange(cols), np.arange(cols)] = 1.0
+        _thomas_solve(self.k_pivot, self.k_off, blocks)
+        # Source transfer: column-node injection per volt on row i.
+        self.source_gain = self.g_source[:, None] * g * blocks[:, :, 0]
+        self.cell = g
+        col_degree = _chain_degree(rows) * g_c
+        for i in range(rows):
+            block = blocks[i]
+            block *= -g[i][:, None]
+            block *= g[i][None, :]
+            diagonal = block.reshape(-1)[:: cols + 1]
+            diagonal += g[i] + col_degree[i]
+            if i == rows - 1:
+                diagonal += self.g_end
+            if i > 0:
+                block -= g_c * g_c * blocks[i - 1]
+            blocks[i] = _spd_inverse(block)
+        self.t_inverse = blocks
+
+    def solve(self, vr: np.ndarray, vc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.t_inverse.shape[0]
+        g_c, t_inv = self.g_c, self.t_inverse
+        # Right-hand side per column block: (rows, cols, batch).
+        f = self.source_gain[:, :, None] * vr.T[:, None, :]
+        f[-1] += self.g_end[:, None] * vc.T
+        for i in range(1, rows):
+            f[i] += g_c * (t_inv[i - 1] @ f[i - 1])
+        c = f
+        c[-1] = t_inv[-1] @ f[-1]
+        for i in range(rows - 2, -1, -1):
+            c[i] = t_inv[i] @ (f[i] + g_c * c[i + 1])
+        r = self.cell[:, :, None] * c
+        r[:, 0, :] += self.g_source[:, None] * vr.T
+        _thomas_solve(self.k_pivot, self.k_off, r)
+        return r, c
+
+
+def _chain_degree(length: int) -> np.ndarray:
+    """Number of chain neighbours of each node of a line of ``length`` nodes."""
+    degree = np.full(length, 2.0)
+    degree[0] -= 1
+    degree[-1] -= 1
+    return degree
+
+
+def _spd_inverse(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite matrix from its lower triangle (Cholesky)."""
+    factor, info = scipy.linalg.lapack.dpotrf(matrix, lower=1, clean=0, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"block not positive definite (potrf info {info})")
+    inverse, info = scipy.linalg.lapack.dpotri(factor, lower=1, overwrite_c=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"block inverse failed (potri info {info})")
+    _mirror_lower(inverse)
+    return inverse
+
+
+@numba.njit(cache=True)
+def _mirror_lower(matrix):
+    """Copy the lower triangle onto the upper one, in place."""
+    n = matrix.shape[0]
+    for i in range(n):
+        for j in range(i):
+            matrix[j, i] = matrix[i, j]
+
+
+@numba.njit(cache=True)
+def _thomas_factor(diag, off):
+    """Pivots of the LDL^T factorisation of each tridiagonal line (constant off-diagonal)."""
+    lines, n = diag.shape
+    pivot = np.empty((lines, n))
+    for k in range(lines):
+        pivot[k, 0] = diag[k, 0]
+        for j in range(1, n):
+            pivot[k, j] = diag[k, j] - off * off / pivot[k, j - 1]
+    return pivot
+
+
+@numba.njit(cache=True)
+def _thomas_solve(pivot, off, rhs):
+    """Solve every line's tridiagonal system in place; ``rhs`` is (lines, n, batch)."""
+    lines, n, batch = rhs.shape
+    for k in range(lines):
+        for j in range(1, n):
+            factor = off / pivot[k, j - 1]
+            for b in range(batch):
+                rhs[k, j, b] -= factor * rhs[k, j - 1, b]
+        for b in range(batch):
+            rhs[k, n - 1, b] /= pivot[k, n - 1]
+        for j in range(n - 2, -1, -1):
+            inv = 1.0 / pivot[k, j]
+            for b in range(batch):
+                rhs[k, j, b] = (rhs[k, j, b] - off * rhs[k, j + 1, b]) * inv

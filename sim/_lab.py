@@ -1,0 +1,186 @@
+"""The simulated lab: one physical array behind a source-measure unit, a switch board and a matrix.
+
+The SMU's measurement (docs/internals.md): HI drives the lines routed to it, LO holds the lines
+routed to it at 0 V and reports the current returning through them (a column's through its sense
+resistance), ground routes hold their lines at 0 V, floating lines are left open. The routing comes
+from the board (rows ``SRC``/``GND``/``FLOAT``, columns ``SENSE``/``GND``/``FLOAT``) or, with
+``routing="matrix"``, from the switch matrix (input 1 = HI, input 2 = LO, outputs ``1..rows`` the
+rows and ``rows+1..rows+cols`` the columns; an output on no input is grounded in ground mode,
+floating otherwise). A line on both HI and LO shorts the SMU, which then sits at its limit.
+
+The array is linear, so the current is the conductance HI sees times the voltage: one exact solve
+per switch and routing configuration gives every reading and every list sweep.
+
+Simulated time: every reading advances it by NPLC / 60 s. Drift makes every time step a new
+circuit, so the lab passes time to the array in steps of at most ``time_step_s`` (default 1 s of
+simulated time; the random walk of the drift has the same distribution at every step boundary).
+:meth:`SimLab.sync_time` hands over the remainder.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import numpy as np
+
+from crossbar_ctl.config import SimArrayConfig
+from crossbar_ctl.errors import ConfigError
+from sim._array import PhysicalArray
+from sim._board import SimSwitchBoard
+from sim._keithley import SimKeithley2400, SimKeithley2450
+from sim._matrix import SimSwitchMatrix
+from sim._scpi import LineDevice
+
+__all__ = ["SMU_MODELS", "SimLab"]
+
+SMU_MODELS = ("keithley2450", "keithley2400")
+
+
+class _Terminals:
+    """Which lines HI drives, which LO senses and which are grounded: six ``bool`` vectors."""
+
+    def __init__(self, hi_rows, lo_rows, gnd_rows, hi_cols, lo_cols, gnd_cols) -> None:
+        self.hi_rows, self.lo_rows, self.gnd_rows = hi_rows, lo_rows, gnd_rows
+        self.hi_cols, self.lo_cols, self.gnd_cols = hi_cols, lo_cols, gnd_cols
+        self.shorted = bool((hi_rows & lo_rows).any() or (hi_cols & lo_cols).any())
+        self.open = not (hi_rows.any() or hi_cols.any()) or not (lo_rows.any() or lo_cols.any())
+        self.row_connected = hi_rows | lo_rows | gnd_rows
+        self.col_connected = hi_cols | lo_cols | gnd_cols
+
+
+class _ArrayLoad:
+    """The array as the SMU sees it through the routing (the :class:`sim._keithley.Load`)."""
+
+    def __init__(self, lab: SimLab) -> None:
+        self._lab = lab
+        self._route_key: tuple[str, int] | None = None
+        self._terminals: _Terminals | None = None
+        self._cached: tuple[Any, float] | None = None  # (circuit, conductance)
+
+    def terminals(self) -> _Terminals:
+        lab = self._lab
+        source = lab.board if lab.routing == "board" else lab.matrix
+        key = (lab.routing, source.version)
+        if key != self._route_key or self._terminals is None:
+            self._terminals = lab._board_terminals() if lab.routing == "board" else lab._matrix_terminals()
+            self._route_key = key
+            self._cached = None
+        return self._terminals
+
+    def conductance_s(self) -> float:
+        terminals = self.terminals()
+        if terminals.shorted:
+            return math.inf
+        if terminals.open:
+            return 0.0
+        circuit = self._lab.array.circuit(terminals.row_connected, terminals.col_connected)
+        if self._cached is None or self._cached[0] is not circuit:
+            solution = circuit.solve(terminals.hi_rows.astype(float), terminals.hi_cols.astype(float))
+            current = (solution.col_current_a[0][terminals.lo_cols].sum()
+                       - solution.row_current_a[0][terminals.lo_rows].sum())
+            self._cached = (circuit, float(current))
+        return self._cached[1]
+
+    def read_noise(self, current_a: np.ndarray, range_a: float, nplc: float) -> np.ndarray:
+        return self._lab.array.read_noise(current_a, range_a, nplc)
+
+    def advance_time(self, duration_s: float) -> None:
+        self._lab.advance_time(duration_s)
+
+    @property
+    def time_s(self) -> float:
+        return self._lab.time_s
+
+
+class SimLab:
+    """A simulated lab: one :class:`PhysicalArray` and the instruments that reach it.
+
+    Parameters
+    ----------
+    config : SimArrayConfig
+        The array (geometry, resistors, wires, noise, faults, seed).
+    smu_model : {"keithley2450", "keithley2400"}
+        Which source-measure unit answers as ``devices["smu"]``.
+    routing : {"board", "matrix"}
+        Which instrument connects the SMU's terminals to the array's lines.
+    language : {"SCPI", "TSP", "SCPI2400"}
+        The 2450's command set (``*LANG?``), to test that drivers refuse the wrong one.
+    time_step_s : float
+        Largest step of simulated time handed to the array at once (see the module notes).
+
+    Attributes
+    ----------
+    array : PhysicalArray
+        The truth: resistors, switches, faults, temperature, time.
+    devices : dict of str to LineDevice
+        ``smu``, ``board`` and ``matrix``: byte-level interpreters (``feed``, faults).
+    """
+
+    def __init__(self, config: SimArrayConfig | None = None, *, smu_model: str = "keithley2450",
+                 routing: str = "board", language: str = "SCPI", time_step_s: float = 1.0) -> None:
+        config = config if config is not None else SimArrayConfig()
+        if smu_model not in SMU_MODELS:
+            raise ConfigError(f"smu_model = {smu_model!r}: the simulator has {', '.join(SMU_MODELS)}",
+                              key="instruments.source_meter.model")
+        if routing not in ("board", "matrix"):
+            raise ConfigError(f"routing = {routing!r}: expected 'board' or 'matrix'",
+                              key="instruments.routing")
+        if not time_step_s > 0:
+            raise ConfigError(f"time_step_s = {time_step_s!r}: must be > 0", key="time_step_s")
+        self.config = config
+        self.routing = routing
+        self.time_step_s = float(time_step_s)
+        self.array = PhysicalArray(config)
+        self.lock = threading.RLock()
+        self._pending_s = 0.0
+        seed = config.seed
+        self.board = SimSwitchBoard(self.array, advance_time=self.advance_time, lock=self.lock,
+                                    seed=seed + 1)
+        self.matrix = SimSwitchMatrix(config.rows + config.cols, lock=self.lock, seed=seed + 2)
+        self._load = _ArrayLoad(self)
+        if smu_model == "keithley2450":
+            smu: LineDevice = SimKeithley2450(self._load, language=language, lock=self.lock,
+                                              seed=seed + 3)
+        else:
+            smu = SimKeithley2400(self._load, lock=self.lock, seed=seed + 3)
+        self.smu = smu
+        self.devices: dict[str, LineDevice] = {"smu": smu, "board": self.board, "matrix": self.matrix}
+
+    # ---- time --------------------------------------------------------------------------------
+    @property
+    def time_s(self) -> float:
+        """Simulated time, including the part not yet handed to the array."""
+        return self.array.time_s + self._pending_s
+
+    def advance_time(self, duration_s: float) -> None:
+        """Let simulated time pass (handed to the array in steps of ``time_step_s``)."""
+        with self.lock:
+            self._pending_s += duration_s
+            if self._pending_s >= self.time_step_s:
+                self.sync_time()
+
+    def sync_time(self) -> None:
+        """Hand all pending simulated time to the array now."""
+        with self.lock:
+            pending, self._pending_s = self._pending_s, 0.0
+            if pending > 0:
+                self.array.advance_time(pending)
+
+    # ---- the SMU's view of the routing -------------------------------------------------------
+    def conductance_s(self) -> float:
+        """The conductance the SMU sees between HI and LO now, S (``inf`` when shorted)."""
+        with self.lock:
+            return self._load.conductance_s()
+
+    def _board_terminals(self) -> _Terminals:
+        rows, cols = self.board.row_routes, self.board.col_routes
+        return _Terminals(rows == "SRC", np.zeros(len(rows), bool), rows == "GND",
+                          np.zeros(len(cols), bool), cols == "SENSE", cols == "GND")
+
+    def _matrix_terminals(self) -> _Terminals:
+        hi, lo = self.matrix.terminals()
+        ground = ~self.matrix.connected_outputs() if self.matrix.ground else np.zeros_like(hi)
+        r = self.config.rows
+        return _Terminals(hi[:r], lo[:r], ground[:r], hi[r:], lo[r:], ground[r:])
