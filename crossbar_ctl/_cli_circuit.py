@@ -1,4 +1,4 @@
-"""``crossbar bench circuit``: timings of the exact circuit solver (registered by crossbar_ctl._cli)."""
+"""``crossbar bench circuit``: timings of the exact circuit solver (registered by ``_cli``)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ def add_commands(commands, bench) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=None, metavar="N",
                         help="array sizes, rows = cols (default 32 64 128 256)")
     parser.add_argument("--branches", type=int, default=8, help="branches per cell (default 8)")
-    parser.add_argument("--batch", type=int, default=64, help="input vectors per solve (default 64)")
+    parser.add_argument("--batch", type=int, default=64,
+                        help="input vectors per solve (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of arrays and inputs")
+    parser.add_argument("--compare-sparse", action="store_true",
+                        help="also time the general sparse LU solver and compare its currents")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=_bench_circuit)
 
@@ -29,7 +32,7 @@ def _bench_circuit(args: argparse.Namespace) -> int:
     from sim._bench_circuit import DEFAULT_SIZES, bench_circuit
 
     results = bench_circuit(args.sizes or DEFAULT_SIZES, branches=args.branches,
-                            batch=args.batch, seed=args.seed)
+                            batch=args.batch, seed=args.seed, compare_sparse=args.compare_sparse)
 
     def show(rows: list[dict]) -> None:
         table = [
@@ -42,6 +45,9 @@ def _bench_circuit(args: argparse.Namespace) -> int:
                 "ideal_us/vec": 1e6 * r["ideal_s"],
                 "peak_mib": r["peak_mib"],
                 "kcl_rel": r["kcl_rel"],
+                **({"sparse_factor_ms": 1e3 * r["sparse_factor_s"],
+                    "sparse_solve_ms/vec": 1e3 * r["sparse_solve_s"],
+                    "sparse_rel_diff": r["sparse_rel_diff"]} if "sparse_factor_s" in r else {}),
             }
             for r in rows
         ]

@@ -12,7 +12,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from crossbar_ctl.config import Fault, SimArrayConfig
+from pydantic import ValidationError
+
+from crossbar_ctl.config import Fault, SimArrayConfig, config_error
 from crossbar_ctl.errors import ConfigError
 from sim._circuit import CrossbarCircuit
 
@@ -27,18 +29,30 @@ class PhysicalArray:
 
     Parameters
     ----------
-    config : SimArrayConfig
+    config : SimArrayConfig or dict
         Geometry, populations, wires, temperature, drift, noise, faults and seed.
+
+    Raises
+    ------
+    ConfigError
+        An invalid configuration, or a shorted-resistor fault with an ideal switch.
 
     Attributes
     ----------
-    masks : ndarray, uint64 (rows, cols)
-        Commanded branch masks (bit k closes branch k); read-only, change with the setters.
-    time_s : float
-        Simulated time since the start of the run, s.
+    config : SimArrayConfig
+        The configuration.
+    switch_on_resistance_ohm : ndarray, float64 (rows, cols, branches)
+        On-resistance of every branch switch, ohm (read-only).
+    faults : tuple of Fault
+        Every fault injected so far (from the config, then at run time).
     """
 
-    def __init__(self, config: SimArrayConfig) -> None:
+    def __init__(self, config: SimArrayConfig | dict) -> None:
+        if not isinstance(config, SimArrayConfig):
+            try:
+                config = SimArrayConfig.model_validate(config)
+            except ValidationError as exc:
+                raise config_error(exc, "sim array configuration") from exc
         self.config = config
         self.rows, self.cols, self.branches = config.rows, config.cols, config.branches
         shape = (self.rows, self.cols, self.branches)
@@ -56,12 +70,13 @@ class PhysicalArray:
         self.switch_on_resistance_ohm = config.switch_on_resistance_ohm * np.exp(
             draw.normal(-0.5 * s * s, s, size=shape)
         )
+        self.switch_on_resistance_ohm.flags.writeable = False
         drift_seed, noise_seed = np.random.SeedSequence(config.seed).spawn(2)
         self._drift_rng = np.random.default_rng(drift_seed)
         self._noise_rng = np.random.default_rng(noise_seed)
         self._drift = np.ones(shape)
         self._temperature_c = float(config.temperature_c)
-        self.time_s = 0.0
+        self._time_s = 0.0
         self._masks = np.zeros((self.rows, self.cols), dtype=np.uint64)
         self._masks.flags.writeable = False
         # Fault state per branch.
@@ -70,7 +85,6 @@ class PhysicalArray:
         self._stuck_open = np.zeros(shape, dtype=bool)
         self._stuck_closed = np.zeros(shape, dtype=bool)
         self.faults: tuple[Fault, ...] = ()
-        self._version = 0
         self._circuits: OrderedDict = OrderedDict()
         for fault in config.faults:
             self.inject_fault(fault)
@@ -78,13 +92,17 @@ class PhysicalArray:
     # -- state -------------------------------------------------------------------------------
 
     def _changed(self) -> None:
-        self._version += 1
         self._circuits.clear()
 
     @property
     def masks(self) -> np.ndarray:
         """Commanded branch masks, ``uint64 (rows, cols)`` (read-only view)."""
         return self._masks
+
+    @property
+    def time_s(self) -> float:
+        """Simulated time since the start of the run, s (advance it with :meth:`advance_time`)."""
+        return self._time_s
 
     @property
     def temperature_c(self) -> float:
@@ -113,7 +131,7 @@ class PhysicalArray:
                               key="duration_s")
         if duration_s == 0:
             return
-        self.time_s += duration_s
+        self._time_s += duration_s
         sigma = self.config.drift_per_hour * np.sqrt(duration_s / _SECONDS_PER_HOUR)
         if sigma > 0:
             self._drift *= np.exp(self._drift_rng.normal(0.0, sigma, size=self._drift.shape))
@@ -165,7 +183,10 @@ class PhysicalArray:
     def inject_fault(self, fault: Fault) -> None:
         """Add a fault at run time (the config's faults are injected at construction)."""
         if not isinstance(fault, Fault):
-            fault = Fault.model_validate(fault)
+            try:
+                fault = Fault.model_validate(fault)
+            except ValidationError as exc:
+                raise config_error(exc, "fault") from exc
         if fault.row >= self.rows or fault.col >= self.cols or fault.branch >= self.branches:
             raise ConfigError(
                 f"fault at ({fault.row}, {fault.col}, {fault.branch}) lies outside the "
@@ -205,7 +226,12 @@ class PhysicalArray:
         return np.where(self._open_resistor | self._stuck_open, leak, conductance)
 
     def closed(self) -> np.ndarray:
-        """Which switches conduct now (mask or stuck closed, not stuck open), ``bool (rows, cols, branches)``."""
+        """Which switches conduct now: mask or stuck closed, and not stuck open.
+
+        Returns
+        -------
+        ndarray, bool (rows, cols, branches)
+        """
         bits = (self._masks[:, :, None] >> np.arange(self.branches, dtype=np.uint64)) & np.uint64(1)
         return (bits.astype(bool) | self._stuck_closed) & ~self._stuck_open
 
@@ -230,8 +256,9 @@ class PhysicalArray:
         CrossbarCircuit
             Cached until the masks, the temperature, the time or the faults change.
         """
-        rows = np.ones(self.rows, bool) if row_connected is None else np.asarray(row_connected, bool)
-        cols = np.ones(self.cols, bool) if col_connected is None else np.asarray(col_connected, bool)
+        rows = np.ones(self.rows, bool) if row_connected is None else np.asarray(row_connected)
+        cols = np.ones(self.cols, bool) if col_connected is None else np.asarray(col_connected)
+        rows, cols = rows.astype(bool), cols.astype(bool)
         if rows.shape != (self.rows,) or cols.shape != (self.cols,):
             raise ConfigError(f"row_connected / col_connected have shapes {rows.shape} / "
                               f"{cols.shape}, expected ({self.rows},) / ({self.cols},)",

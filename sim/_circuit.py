@@ -20,12 +20,16 @@ Two exact solvers share one front:
   nodes, one dense ``cols x cols`` block per array row, coupled by ``-I/Rc``; it is factored by
   block Cholesky (block Thomas), O(rows * cols^3) to prepare and O(rows * cols^2) per vector.
 - ``sparse``: the general case, a sparse LU (SuperLU) of the merged nodal matrix.
+
+Rows are driven at column index 0; columns are sensed at row index ``rows - 1``. Terminal
+currents are summed from the cell currents of each line (KCL), which keeps them accurate when the
+wire drops are tiny. Dense work runs on one BLAS thread (see :class:`_OneBlasThread`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import threading
 from dataclasses import dataclass
 
 import numba
@@ -39,23 +43,45 @@ from crossbar_ctl.errors import ConfigError
 
 __all__ = ["CircuitSolution", "CrossbarCircuit"]
 
-
-@functools.cache
-def _blas_controller():
-    try:
-        import threadpoolctl
-    except ImportError:  # optional: without it BLAS keeps its own thread count
-        return None
-    return threadpoolctl.ThreadpoolController()
+# The structured solver keeps one dense cols x cols block per row: beyond this, use sparse.
+_STRUCTURED_MAX_BYTES = 2**30
 
 
-def _one_blas_thread():
-    """One BLAS thread: the blocks are small, and on a shared machine BLAS threads that spin
-    while another process holds a core slow a solve down many times over."""
-    controller = _blas_controller()
-    if controller is None:
-        return contextlib.nullcontext()
-    return controller.limit(limits=1, user_api="blas")
+class _OneBlasThread:
+    """Context manager: one BLAS thread while any solve runs (thread-safe, re-entrant).
+
+    The dense blocks are small; on a shared machine, BLAS threads that spin while another process
+    holds a core slow a solve down many times over. Needs ``threadpoolctl`` (else a no-op).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limiter = None
+
+    @functools.cached_property
+    def _controller(self):
+        try:
+            import threadpoolctl
+        except ImportError:
+            return None
+        return threadpoolctl.ThreadpoolController()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0 and self._controller is not None:
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._users += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+_one_blas_thread = _OneBlasThread()
 
 
 @dataclass(frozen=True)
@@ -151,25 +177,30 @@ class CrossbarCircuit:
         self.rows, self.cols = g.shape
         self.conductance_s = g
         self.conductance_s.flags.writeable = False
-        self.row_wire_resistance_ohm = _resistance("row_wire_resistance_ohm", row_wire_resistance_ohm)
-        self.col_wire_resistance_ohm = _resistance("col_wire_resistance_ohm", col_wire_resistance_ohm)
+        self.row_wire_resistance_ohm = _resistance("row_wire_resistance_ohm",
+                                                   row_wire_resistance_ohm)
+        self.col_wire_resistance_ohm = _resistance("col_wire_resistance_ohm",
+                                                   col_wire_resistance_ohm)
         self.sense_resistance_ohm = _resistance("sense_resistance_ohm", sense_resistance_ohm)
         self.row_connected = _mask("row_connected", row_connected, self.rows)
         self.col_connected = _mask("col_connected", col_connected, self.cols)
         if method not in ("auto", "structured", "sparse"):
-            raise ConfigError(f"method = {method!r}: expected auto, structured or sparse", key="method")
+            raise ConfigError(f"method = {method!r}: expected auto, structured or sparse",
+                              key="method")
         all_connected = bool(self.row_connected.all() and self.col_connected.all())
         wires = self.row_wire_resistance_ohm > 0 and self.col_wire_resistance_ohm > 0
-        structured_ok = wires and (all_connected or not _has_island(self))
+        small = self.rows * self.cols * self.cols * 8 <= _STRUCTURED_MAX_BYTES
+        structured_ok = wires and small and (all_connected or not _has_island(self))
         if method == "structured" and not structured_ok:
             raise ConfigError(
-                "method = 'structured' needs both wire resistances > 0 and no floating island",
+                "method = 'structured' needs both wire resistances > 0, no floating island and "
+                f"rows * cols^2 * 8 bytes <= {_STRUCTURED_MAX_BYTES}",
                 key="method",
             )
         self._structured = None
         if structured_ok and method != "sparse":
             try:
-                with _one_blas_thread():
+                with _one_blas_thread:
                     self._structured = _StructuredSolver(self)
             except np.linalg.LinAlgError:
                 # Rounding left a block indefinite (lines held only by ~zero leakage).
@@ -207,7 +238,7 @@ class CrossbarCircuit:
         vc = np.broadcast_to(vc, (batch, self.cols))
         solver = self._structured if self._structured is not None else self._sparse
         # Node voltages as (rows, cols, batch).
-        with _one_blas_thread():
+        with _one_blas_thread:
             row_node, col_node = solver.solve(vr, vc)
         # Terminal currents by KCL over each line's cells: accurate even when the wire drop is tiny.
         cell = self.conductance_s[:, :, None] * (row_node - col_node)

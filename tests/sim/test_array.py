@@ -171,10 +171,21 @@ def test_bad_input_raises_and_changes_nothing(call):
 
 
 def test_array_circuit_matches_an_ideal_mvm_without_parasitics():
-    config = small(row_wire_resistance_ohm=0.0, col_wire_resistance_ohm=0.0, sense_resistance_ohm=0.0)
+    config = small(row_wire_resistance_ohm=0.0, col_wire_resistance_ohm=0.0,
+                   sense_resistance_ohm=0.0)
     array = PhysicalArray(config)
     rng = np.random.default_rng(0)
     array.set_masks(rng.integers(0, 16, size=(6, 5)))
     v = rng.normal(size=6)
     current = array.circuit().solve(v).col_current_a[0]
     np.testing.assert_allclose(current, v @ array.cell_conductance_s(), rtol=1e-14)
+
+
+def test_config_from_a_mapping_and_bad_config_names_the_key():
+    array = PhysicalArray({"rows": 3, "cols": 2, "branches": 2})
+    assert array.masks.shape == (3, 2)
+    with pytest.raises(ConfigError) as info:
+        PhysicalArray({"rows": 0})
+    assert info.value.key == "rows"
+    with pytest.raises(ConfigError, match="kind"):
+        array.inject_fault({"kind": "melted", "row": 0, "col": 0, "branch": 0})

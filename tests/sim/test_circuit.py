@@ -1,9 +1,11 @@
-"""The circuit solver against its oracles: dense modified nodal analysis, I = G^T V, physics laws."""
+"""The circuit solver against its oracles: dense modified nodal analysis, I = G^T V, physics."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crossbar_ctl.errors import ConfigError
 from sim import CrossbarCircuit
@@ -213,7 +215,8 @@ def test_floating_island_is_nan_and_silent():
     assert np.all(np.isnan(solution.row_node_voltage_v[0, 1]))
     assert np.all(np.isfinite(solution.col_current_a))
     # The same array with row 1 connected: it carries no current either way.
-    ref = CrossbarCircuit(g, row_wire_resistance_ohm=1, col_wire_resistance_ohm=1).solve([1.0, 2.0, 3.0])
+    ref = CrossbarCircuit(g, row_wire_resistance_ohm=1, col_wire_resistance_ohm=1)
+    ref = ref.solve([1.0, 2.0, 3.0])
     np.testing.assert_allclose(solution.col_current_a, ref.col_current_a, rtol=1e-13)
     assert solution.row_current_a[0, 1] == 0
 
@@ -279,6 +282,8 @@ def test_bench_circuit_reports_every_size():
         assert r["method"] == "structured"
         assert r["factor_s"] > 0 and r["solve_s"] > 0 and r["ideal_s"] > 0 and r["peak_mib"] > 0
         assert r["kcl_rel"] < 1e-12
+    (compared,) = bench_circuit((6,), batch=2, budget_s=0.01, compare_sparse=True)
+    assert compared["sparse_factor_s"] > 0 and compared["sparse_rel_diff"] < 1e-12
 
 
 def test_cli_bench_circuit(capsys):
@@ -289,8 +294,58 @@ def test_cli_bench_circuit(capsys):
     assert main(["bench", "circuit", "--sizes", "5", "--batch", "2", "--json"]) == 0
     (result,) = json.loads(capsys.readouterr().out)
     assert {"rows", "cols", "factor_s", "solve_s", "peak_mib"} <= set(result)
-    assert main(["bench", "circuit", "--sizes", "5", "--batch", "2"]) == 0
-    assert "5x5" in capsys.readouterr().out
+    assert main(["bench", "circuit", "--sizes", "5", "--batch", "2", "--compare-sparse"]) == 0
+    table = capsys.readouterr().out
+    assert "5x5" in table and "sparse_rel_diff" in table
     assert main(["bench", "circuit", "--sizes", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("crossbar: error:") and len(err.strip().splitlines()) == 1
+
+
+@settings(derandomize=True, max_examples=80, deadline=None)
+@given(
+    rows=st.integers(1, 7),
+    cols=st.integers(1, 7),
+    seed=st.integers(0, 2**32 - 1),
+    wire_ohm=st.sampled_from([0.0, 0.01, 1.0, 100.0]),
+    sense_ohm=st.sampled_from([0.0, 10.0]),
+)
+def test_every_configuration_agrees_with_dense_mna(rows, cols, seed, wire_ohm, sense_ohm):
+    """Any shape, wires, open cells and floating lines (islands included) against the oracle."""
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(1e-4, 1e-2, (rows, cols)) * (rng.random((rows, cols)) < 0.6)
+    row_connected = rng.random(rows) < 0.6
+    col_connected = rng.random(cols) < 0.6
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=wire_ohm,
+                              col_wire_resistance_ohm=rng.choice([0.0, wire_ohm]),
+                              sense_resistance_ohm=sense_ohm, row_connected=row_connected,
+                              col_connected=col_connected)
+    vr, vc = rng.normal(size=rows), rng.normal(size=cols)
+    solution = circuit.solve(vr, vc)
+    # The oracle needs every node held: with an island (NaN voltages) check only finite currents.
+    voltages = np.concatenate([solution.row_node_voltage_v, solution.col_node_voltage_v])
+    if np.isnan(voltages).any():
+        assert np.isfinite(solution.row_current_a).all()
+        assert np.isfinite(solution.col_current_a).all()
+        return
+    row_ref, col_ref = dense_mna(g, circuit.row_wire_resistance_ohm,
+                                 circuit.col_wire_resistance_ohm, sense_ohm, row_connected,
+                                 col_connected, vr, vc)
+    # Normwise, on the largest current or one cell's current at full voltage (all may be 0).
+    full_scale = g.max() * max(np.abs(vr).max(), np.abs(vc).max())
+    scale = max(np.abs(row_ref).max(), np.abs(col_ref).max(), full_scale)
+    assert np.max(np.abs(solution.row_current_a[0] - row_ref)) <= 1e-11 * scale
+    assert np.max(np.abs(solution.col_current_a[0] - col_ref)) <= 1e-11 * scale
+
+
+def test_solves_restore_the_blas_thread_count():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()]
+    circuit = CrossbarCircuit(np.full((20, 20), 1e-3), row_wire_resistance_ohm=1,
+                              col_wire_resistance_ohm=1)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda k: circuit.solve(np.full(20, float(k))), range(16)))
+    assert [lib["num_threads"] for lib in threadpoolctl.threadpool_info()] == before
+    np.testing.assert_allclose(results[3].col_current_a, 3 * results[1].col_current_a, rtol=1e-13)
