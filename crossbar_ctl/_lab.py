@@ -1,0 +1,183 @@
+"""The lab factory: the one place that starts a simulated lab.
+
+``with open_lab() as lab:`` gives the default simulated lab on a fresh machine; ``open_lab("lab.toml")``
+opens the instruments a lab file names (any mix of ``visa://``, ``serial://`` and ``sim://``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from crossbar_ctl.config import LabConfig, SimArrayConfig, load_lab_config
+from drivers import DEFAULT_MIN_RESISTANCE_OHM, Lab, Transport, build_lab, open_transport
+
+__all__ = ["bench_io", "lab_info", "min_resistance_ohm", "open_lab"]
+
+_LOGNORMAL_SIGMAS = 5.0
+"""How far below nominal a lognormal resistor is assumed to reach (exp(-5 sigma))."""
+
+
+def min_resistance_ohm(sim: SimArrayConfig | None) -> float:
+    """The smallest resistance behind one closed branch that the lab declares, in ohms.
+
+    For a simulated array: the population's lower tail (uniform: ``nominal * (1 - spread)``;
+    lognormal and ladder: ``nominal * exp(-5 spread)``) plus the switch's on-resistance
+    (``-5`` sigma of its spread). Without a declaration: a conservative default.
+    """
+    if sim is None:
+        return DEFAULT_MIN_RESISTANCE_OHM
+    population = sim.population
+    if population.kind == "uniform":
+        low = population.nominal_resistance_ohm * (1 - population.spread)
+    else:
+        low = population.nominal_resistance_ohm * math.exp(-_LOGNORMAL_SIGMAS * population.spread)
+    return low + sim.switch_on_resistance_ohm * math.exp(-_LOGNORMAL_SIGMAS * sim.switch_on_spread)
+
+
+def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, sim: Any = None) -> Lab:
+    """Open a lab: load the configuration, start the simulator if asked, identify every instrument.
+
+    Parameters
+    ----------
+    config : LabConfig, path, dict or None
+        A lab configuration, a TOML lab file, a parsed mapping, or None for the default
+        simulated lab.
+    sim : SimLab, optional
+        A simulated lab already running (for example served on TCP by ``crossbar sim serve`` in
+        this process): ``sim://`` URIs use its devices and ``lab.sim`` is set to it, so tests can
+        read the truth behind ``visa://`` instruments. By default a ``SimLab`` is started when any
+        URI is ``sim://``.
+
+    Returns
+    -------
+    Lab
+        Use it in a ``with`` block: on exit (or any error, or Ctrl-C) outputs go off and every
+        switch opens. ``lab.sim`` is the simulated lab when any URI is ``sim://``.
+
+    Raises
+    ------
+    ConfigError
+        The configuration is invalid.
+    InstrumentError
+        An instrument cannot be reached or is not the configured model.
+    """
+    lab_config = load_lab_config(config)
+    instruments = lab_config.instruments
+    roles = {"switch_board": instruments.switch_board, "source_meter": instruments.source_meter,
+             "switch_matrix": instruments.switch_matrix}
+    roles = {role: inst for role, inst in roles.items() if inst is not None}
+    if sim is None and any(inst.uri.startswith("sim://") for inst in roles.values()):
+        from sim import SimLab  # the only import of the simulator outside tests
+
+        smu = instruments.source_meter
+        sim = SimLab(lab_config.sim, smu_model=(smu.model or "keithley2450") if smu else "keithley2450",
+                     routing=instruments.routing)
+    transports: dict[str, Transport] = {}
+    try:
+        for role, inst in roles.items():
+            transports[role] = open_transport(inst.uri, timeout_s=inst.timeout_s, reconnects=inst.reconnects,
+                                              devices=sim.devices if sim is not None else None)
+        return build_lab(lab_config, transports, min_resistance_ohm=min_resistance_ohm(lab_config.sim), sim=sim)
+    except BaseException:
+        for transport in transports.values():
+            transport.close()
+        raise
+
+
+def lab_info(lab: Lab) -> dict[str, Any]:
+    """What ``crossbar info`` shows: geometry, identities, limits, roles."""
+    rows, cols, branches = lab.geometry
+    return {
+        "name": lab.config.name,
+        "simulated": lab.sim is not None,
+        "rows": rows,
+        "cols": cols,
+        "branches": branches,
+        "idn": lab.idn(),
+        "uris": {role: inst.uri for role, inst in (
+            ("switch_board", lab.config.instruments.switch_board),
+            ("source_meter", lab.config.instruments.source_meter),
+            ("switch_matrix", lab.config.instruments.switch_matrix)) if inst is not None},
+        "routing": lab.config.instruments.routing if lab.routing is not None else "none",
+        "readout": type(lab.readout).__name__,
+        "capabilities": sorted(lab.board.capabilities()),
+        "temperature_c": lab.temperature_c(),
+        "limits": lab.limits.model_dump(),
+        "min_resistance_ohm": lab.guard.min_resistance_ohm,
+    }
+
+
+def bench_io(*, single_readings: int = 2000, sweep_points: int = 2500, sweeps: int = 4,
+             nplc: float = 0.01, seed: int = 0) -> list[dict[str, Any]]:
+    """Readings per second through the SMU driver: one point at a time versus list sweeps,
+    in process and over loopback TCP (pyvisa ``@py``) against the simulated lab.
+
+    In process, the time spent inside the simulated instrument (its physics) is measured apart,
+    so ``controller_us_per_reading`` is the driver and transport path alone.
+
+    Returns
+    -------
+    list of dict
+        One row per (transport, mode): ``transport``, ``mode``, ``readings``, ``seconds``,
+        ``readings_per_s``, ``us_per_reading``, ``sim_us_per_reading`` and
+        ``controller_us_per_reading`` (in process only; None over TCP, where the simulator runs in
+        server threads of this process).
+    """
+    import time
+
+    import numpy as np
+
+    from sim import LabServer, SimLab
+
+    def setup(transport_uri: str, devices: Any) -> Any:
+        board_uri, smu_uri = transport_uri
+        config = LabConfig(sim=sim_config, instruments={
+            "switch_board": {"uri": board_uri, "model": "switchboard"},
+            "source_meter": {"uri": smu_uri, "model": "keithley2450"}})
+        lab = open_lab(config, sim=devices)
+        smu = lab.source_meter
+        smu.reset()
+        smu.set_nplc(nplc)
+        smu.set_current_range_a(1e-4)
+        lab.board.set_mask(0, 0, 1)
+        lab.routing.connect(source_rows=[0], sense_cols=[0])
+        smu.set_source_voltage_v(0.1)
+        smu.output_on()
+        return lab
+
+    def run(lab: Lab, transport: str) -> list[dict[str, Any]]:
+        smu = lab.source_meter
+        link = smu.transport
+        rows = []
+        voltages = np.full(sweep_points, 0.1)
+        for mode, count, action in (
+            ("single", single_readings, lambda: [smu.measure_current_a() for _ in range(single_readings)]),
+            ("list", sweeps * sweep_points, lambda: [smu.sweep_voltages_v(voltages) for _ in range(sweeps)]),
+        ):
+            device_before = getattr(link, "device_time_s", None)
+            start = time.perf_counter()
+            action()
+            seconds = time.perf_counter() - start
+            row = {"transport": transport, "mode": mode, "readings": count, "seconds": seconds,
+                   "readings_per_s": count / seconds, "us_per_reading": 1e6 * seconds / count,
+                   "sim_us_per_reading": None, "controller_us_per_reading": None}
+            if device_before is not None:
+                device_s = link.device_time_s - device_before
+                row["sim_us_per_reading"] = 1e6 * device_s / count
+                row["controller_us_per_reading"] = 1e6 * (seconds - device_s) / count
+            rows.append(row)
+        return rows
+
+    sim_config = SimArrayConfig(rows=16, cols=16, branches=8, seed=seed)
+    results = []
+    sim_lab = SimLab(sim_config)
+    with setup(("sim://board", "sim://smu"), sim_lab) as lab:
+        results += run(lab, "in-process")
+    sim_lab = SimLab(sim_config)
+    with LabServer(sim_lab) as server:
+        uris = {name: f"visa://{resource}" for name, resource in server.uris.items()}
+        with setup((uris["board"], uris["smu"]), sim_lab) as lab:
+            results += run(lab, "tcp (pyvisa @py)")
+    return results

@@ -1,0 +1,365 @@
+"""The switch board (role ``SwitchBoard``): docs/switchboard-protocol.md, version 1.
+
+Every command line gets one reply line, ``OK [payload]`` or ``ERR <code> <text>``; an ``ERR``
+raises :class:`InstrumentReportedError` at once (a failed command changes nothing on the board).
+The driver keeps the masks it knows the board holds, so :meth:`SwitchBoard.load_masks` sends only
+the rows that changed, and every row load is checksummed and read back.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+
+import numpy as np
+
+from crossbar_ctl.errors import InstrumentReportedError, LimitError, ProtocolError
+from drivers._safety import SafetyGuard, check_choice, check_int, check_number
+from drivers._scpi import OVERFLOW, format_number
+from drivers._transport import Transport
+
+__all__ = ["ROW_ROUTES", "COL_ROUTES", "SwitchBoard", "crc16_ccitt"]
+
+ROW_ROUTES = ("SRC", "GND", "FLOAT")
+COL_ROUTES = ("SENSE", "GND", "FLOAT")
+_ERR = re.compile(r"ERR (\d+) ?(.*)")
+
+
+def crc16_ccitt(text: str) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) of ASCII text, as ``LOAD`` and ``ROW?`` use."""
+    return binascii.crc_hqx(text.encode("ascii"), 0xFFFF)
+
+
+class SwitchBoard:
+    """The branch switches of every cell and the routing of every line, over a serial line.
+
+    Parameters
+    ----------
+    transport : Transport
+        An open transport to the board.
+    guard : SafetyGuard, optional
+        The lab's limits, applied to readout voltages.
+
+    Attributes
+    ----------
+    idn : str
+        The board's ``*IDN?`` payload.
+    version : int
+        Increases whenever the driver changes a mask or a route (lets readouts cache per state).
+    route_version : int
+        Increases whenever the driver changes a route.
+    """
+
+    def __init__(self, transport: Transport, *, guard: SafetyGuard | None = None) -> None:
+        self.transport = transport
+        self.guard = guard if guard is not None else SafetyGuard()
+        self.idn = self._command("*IDN?")
+        fields = self.idn.split(",")
+        if len(fields) != 4:
+            raise ProtocolError(f"expected a switch board (<maker>,<model>,<serial>,<firmware>), got {self.idn!r}",
+                                address=self.address, command="*IDN?")
+        self._geometry = self._parse_geometry(self._command("GEOM?"))
+        self._capabilities = frozenset(self._command("CAP?").upper().split())
+        self._masks: np.ndarray | None = None  # what the board holds, once known
+        self._dac_max_v: float | None = None
+        self._bound: tuple[int, np.ndarray] | None = None  # (version, conductance bound)
+        self.version = 0
+        self.route_version = 0
+
+    @property
+    def address(self) -> str:
+        """The board's URI."""
+        return self.transport.address
+
+    def __repr__(self) -> str:
+        return f"SwitchBoard({self.address!r})"
+
+    # ---- the exchange -------------------------------------------------------------------------
+    def _command(self, command: str) -> str:
+        """Send one line, return the ``OK`` payload; ``ERR`` raises InstrumentReportedError."""
+        reply = self.transport.query(command)
+        if reply == "OK":
+            return ""
+        if reply.startswith("OK "):
+            return reply[3:]
+        match = _ERR.fullmatch(reply)
+        if match:
+            raise InstrumentReportedError(int(match.group(1)), match.group(2), address=self.address, command=command)
+        shown = reply if len(reply) <= 60 else reply[:57] + "..."
+        raise ProtocolError(f"expected OK or ERR, got {shown!r}", address=self.address, command=command)
+
+    def _parse_geometry(self, payload: str) -> tuple[int, int, int]:
+        try:
+            rows, cols, branches = (int(item) for item in payload.split())
+        except ValueError:
+            raise ProtocolError(f"expected '<rows> <cols> <branches>', got {payload!r}", address=self.address,
+                                command="GEOM?") from None
+        return rows, cols, branches
+
+    # ---- identification and status --------------------------------------------------------------
+    def geometry(self) -> tuple[int, int, int]:
+        """``(rows, cols, branches)`` of the array (``GEOM?``, read on connect)."""
+        return self._geometry
+
+    def capabilities(self) -> set[str]:
+        """The board's capabilities (``CAP?``): ``{"MVM"}`` for boards with DACs and ADCs."""
+        return set(self._capabilities)
+
+    @property
+    def has_readout(self) -> bool:
+        """Whether the board runs whole matrix-vector products (``MVM`` in ``CAP?``)."""
+        return "MVM" in self._capabilities
+
+    def temperature_c(self) -> float:
+        """``TEMP?``: the board's temperature sensor, degrees Celsius."""
+        return self._number("TEMP?")
+
+    def errors(self) -> list[tuple[int, str]]:
+        """Drain the board's error queue (``ERR?``), oldest first."""
+        found = []
+        for _ in range(64):
+            payload = self._command("ERR?")
+            code, _, text = payload.partition(" ")
+            if not code.isdigit():
+                raise ProtocolError(f"expected '<code> <text>', got {payload!r}", address=self.address, command="ERR?")
+            if int(code) == 0:
+                return found
+            found.append((int(code), text))
+        raise ProtocolError("error queue does not empty", address=self.address, command="ERR?")
+
+    def check_errors(self) -> None:
+        """Raise the oldest queued board error, if any."""
+        found = self.errors()
+        if found:
+            raise InstrumentReportedError(*found[0], address=self.address, command="ERR?")
+
+    def reset(self) -> None:
+        """``*RST``: the safe state, and the error queue cleared."""
+        self._command("*RST")
+        self._became_safe()
+
+    def _number(self, command: str) -> float:
+        payload = self._command(command)
+        try:
+            return float(payload)
+        except ValueError:
+            raise ProtocolError(f"expected a number, got {payload!r}", address=self.address, command=command) from None
+
+    # ---- masks ------------------------------------------------------------------------------------
+    def _cell(self, row: int, col: int) -> tuple[int, int]:
+        rows, cols, _ = self._geometry
+        return check_int("row", row, 0, rows - 1), check_int("col", col, 0, cols - 1)
+
+    def _check_masks(self, masks: object, shape: tuple[int, ...]) -> np.ndarray:
+        array = np.asarray(masks)
+        if array.shape != shape or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
+            raise LimitError("masks", np.nan, np.nan, f"expected integers of shape {shape}, got "
+                             f"{array.dtype} {array.shape}")
+        branches = self._geometry[2]
+        limit = (1 << branches) - 1
+        if np.any(array < 0) or np.any(array.astype(np.uint64) > np.uint64(limit)):
+            raise LimitError("mask", float(array.max()), limit, f"{branches} branches per cell")
+        return array.astype(np.uint64)
+
+    def set_mask(self, row: int, col: int, mask: int) -> None:
+        """``SET <r> <c> <mask>``: close the branches whose bits are set in ``mask``."""
+        row, col = self._cell(row, col)
+        mask = check_int("mask", mask, 0, (1 << self._geometry[2]) - 1)
+        self._command(f"SET {row} {col} {mask:x}")
+        if self._masks is not None:
+            self._masks[row, col] = mask
+        self.version += 1
+
+    def get_mask(self, row: int, col: int) -> int:
+        """``GET? <r> <c>``: the cell's mask as set."""
+        row, col = self._cell(row, col)
+        payload = self._command(f"GET? {row} {col}")
+        try:
+            return int(payload, 16)
+        except ValueError:
+            raise ProtocolError(f"expected a hex mask, got {payload!r}", address=self.address,
+                                command=f"GET? {row} {col}") from None
+
+    def load_row(self, row: int, masks: object) -> None:
+        """``LOAD <r> <masks> <crc>``, then ``ROW? <r>``: the board must hold exactly ``masks``.
+
+        Raises
+        ------
+        ProtocolError
+            The read-back differs from what was sent.
+        """
+        row = check_int("row", row, 0, self._geometry[0] - 1)
+        values = self._check_masks(masks, (self._geometry[1],))
+        text = ",".join(f"{int(mask):x}" for mask in values)
+        self._command(f"LOAD {row} {text} {crc16_ccitt(text):04x}")
+        self.version += 1
+        if self._masks is not None:
+            self._masks[row] = values
+        if not np.array_equal(self.read_row(row), values):
+            self._masks = None  # no longer known
+            raise ProtocolError("row read back differs from the row loaded", address=self.address,
+                                command=f"ROW? {row}")
+
+    def read_row(self, row: int) -> np.ndarray:
+        """``ROW? <r>``: one row's masks, ``uint64 (cols,)``, checksum verified."""
+        row = check_int("row", row, 0, self._geometry[0] - 1)
+        command = f"ROW? {row}"
+        payload = self._command(command)
+        text, _, crc = payload.rpartition(" ")
+        try:
+            values = np.array([int(item, 16) for item in text.split(",")], dtype=np.uint64)
+            valid = int(crc, 16) == crc16_ccitt(text) and len(values) == self._geometry[1]
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ProtocolError(f"bad row read-back {payload[:60]!r}", address=self.address, command=command)
+        return values
+
+    def read_masks(self) -> np.ndarray:
+        """Every row's masks, ``uint64 (rows, cols)`` (one ``ROW?`` per row)."""
+        masks = np.stack([self.read_row(row) for row in range(self._geometry[0])])
+        self._masks = masks.copy()
+        self.version += 1
+        return masks
+
+    def known_masks(self) -> np.ndarray:
+        """The masks the board holds, read once and then tracked, ``uint64 (rows, cols)``."""
+        if self._masks is None:
+            self.read_masks()
+        return self._masks.copy()
+
+    def load_masks(self, masks: object) -> int:
+        """Load a whole array of masks, sending only the rows that differ from the board's.
+
+        Parameters
+        ----------
+        masks : array_like of int, shape (rows, cols)
+
+        Returns
+        -------
+        int
+            How many rows were sent.
+        """
+        rows, cols, _ = self._geometry
+        values = self._check_masks(masks, (rows, cols))
+        current = self.known_masks()
+        changed = [row for row in range(rows) if not np.array_equal(current[row], values[row])]
+        for row in changed:
+            self.load_row(row, values[row])
+        return len(changed)
+
+    # ---- routing -------------------------------------------------------------------------------
+    def _line(self, name: str, index: int | str, size: int) -> str:
+        if index == "*":
+            return "*"
+        return str(check_int(name, index, 0, size - 1))
+
+    def route_row(self, row: int | str, route: str) -> None:
+        """``ROUTE ROW <r|*> <SRC|GND|FLOAT>``: to the SMU's HI, to ground, or open."""
+        line = self._line("row", row, self._geometry[0])
+        mode = check_choice("row route", route, ROW_ROUTES)
+        self._command(f"ROUTE ROW {line} {mode}")
+        self.version += 1
+        self.route_version += 1
+
+    def route_col(self, col: int | str, route: str) -> None:
+        """``ROUTE COL <c|*> <SENSE|GND|FLOAT>``: to the SMU's LO (sense), to ground, or open."""
+        line = self._line("col", col, self._geometry[1])
+        mode = check_choice("col route", route, COL_ROUTES)
+        self._command(f"ROUTE COL {line} {mode}")
+        self.version += 1
+        self.route_version += 1
+
+    def row_route(self, row: int) -> str:
+        """``ROUTE? ROW <r>``."""
+        return self._command(f"ROUTE? ROW {self._line('row', row, self._geometry[0])}")
+
+    def col_route(self, col: int) -> str:
+        """``ROUTE? COL <c>``."""
+        return self._command(f"ROUTE? COL {self._line('col', col, self._geometry[1])}")
+
+    def safe(self) -> None:
+        """``SAFE``: every branch open, every line to ground, every DAC at 0 V."""
+        self._command("SAFE")
+        self._became_safe()
+
+    def _became_safe(self) -> None:
+        rows, cols, _ = self._geometry
+        self._masks = np.zeros((rows, cols), dtype=np.uint64)
+        self.version += 1
+        self.route_version += 1
+
+    # ---- readout (boards with MVM) -----------------------------------------------------------------
+    def dac_max_v(self) -> float:
+        """``DACMAX?``: the largest |V| a row DAC produces (read once)."""
+        if self._dac_max_v is None:
+            self._dac_max_v = self._number("DACMAX?")
+        return self._dac_max_v
+
+    def set_adc_range_a(self, current_a: float) -> None:
+        """``ADCRANGE <amps>``: full-scale current of the column ADCs."""
+        value = check_number("adc_range_a", current_a, 1e-12, 1.0)
+        self._command(f"ADCRANGE {format_number(value)}")
+
+    def adc_range_a(self) -> float:
+        """``ADCRANGE?``."""
+        return self._number("ADCRANGE?")
+
+    def set_adc_nplc(self, nplc: float) -> None:
+        """``ADCNPLC <n>``: ADC integration time in power-line cycles, 0.01..10."""
+        value = check_number("nplc", nplc, 0.01, 10.0)
+        self._command(f"ADCNPLC {format_number(value)}")
+
+    def adc_nplc(self) -> float:
+        """``ADCNPLC?``."""
+        return self._number("ADCNPLC?")
+
+    def conductance_bound_s(self) -> np.ndarray:
+        """Upper bound of each row's conductance to the columns, S: closed branches / R_min."""
+        if self._bound is None or self._bound[0] != self.version:
+            masks = self.known_masks()
+            closed = np.zeros(self._geometry[0])
+            for bit in range(self._geometry[2]):
+                closed += ((masks >> np.uint64(bit)) & np.uint64(1)).sum(axis=1)
+            self._bound = (self.version, closed / self.guard.min_resistance_ohm)
+        return self._bound[1]
+
+    def mvm(self, voltage_v: object) -> np.ndarray:
+        """``MVM <v0>,...``: drive every row, return every column's current.
+
+        Parameters
+        ----------
+        voltage_v : array_like, shape (rows,)
+            Row voltages, volts; within ``max_voltage_v``, the DAC range and the power and total
+            current limits (checked before sending).
+
+        Returns
+        -------
+        current_a : ndarray, shape (cols,)
+            Column currents, amperes; a column beyond the ADC range reads NaN.
+        """
+        rows, cols, _ = self._geometry
+        values = self.guard.voltages_v(voltage_v)
+        if values.shape != (rows,):
+            raise LimitError("voltage_v", np.nan, rows, f"expected shape ({rows},), got {values.shape}")
+        dac_max = self.dac_max_v()
+        peak = float(np.max(np.abs(values)))
+        if peak > dac_max:
+            raise LimitError("dac_max_v", peak, dac_max, "the board's DAC range")
+        self.guard.total_current_a(values, self.conductance_bound_s())
+        command = "MVM " + ",".join(format_number(value) for value in values)
+        payload = self._command(command)
+        try:
+            current = np.array([float(item) for item in payload.split(",")])
+        except ValueError:
+            raise ProtocolError(f"expected {cols} numbers, got {payload[:60]!r}", address=self.address,
+                                command=command[:40] + "...") from None
+        if current.shape != (cols,):
+            raise ProtocolError(f"expected {cols} currents, got {current.size}", address=self.address,
+                                command=command[:40] + "...")
+        current[np.abs(current) >= OVERFLOW] = np.nan
+        return current
+
+    def close(self) -> None:
+        """Close the transport."""
+        self.transport.close()
