@@ -79,7 +79,7 @@ def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, s
         for role, inst in roles.items():
             transports[role] = open_transport(inst.uri, timeout_s=inst.timeout_s, reconnects=inst.reconnects,
                                               devices=sim.devices if sim is not None else None)
-        return build_lab(lab_config, transports, min_resistance_ohm=min_resistance_ohm(lab_config.sim), sim=sim)
+        return build_lab(lab_config, transports, min_resistance_ohm=lab_config.limits.min_resistance_ohm or min_resistance_ohm(lab_config.sim), sim=sim)
     except BaseException:
         for transport in transports.values():
             transport.close()

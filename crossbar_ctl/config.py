@@ -52,6 +52,9 @@ class Limits(StrictModel):
     """Largest sum of |I| over all driven lines at once."""
     ramp_step_v: float = Field(0.5, gt=0, le=200)
     """Voltage changes larger than this are applied in steps of at most this size."""
+    min_resistance_ohm: float | None = Field(None, gt=0)
+    """Smallest resistance behind one closed branch, for the power check; ``None``: derived from
+    the ``[sim]`` population, or a conservative 1 kOhm on hardware."""
 
 
 class ResistorPopulation(StrictModel):

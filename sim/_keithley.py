@@ -109,7 +109,9 @@ class _SourceMeter(ScpiDevice):
             voltage[compliance] = 0.0 if np.isinf(conductance) else current[compliance] / conductance
         if self.current_range_a is None:
             ranges = np.asarray(self.CURRENT_RANGES_A)
-            index = np.searchsorted(ranges * _OVERRANGE, np.abs(current))
+            # Like the real instruments, auto range leaves headroom: it picks the smallest range
+            # holding the current itself, so noise alone cannot push a reading into overflow.
+            index = np.searchsorted(ranges, np.abs(current))
             range_a = ranges[np.minimum(index, len(ranges) - 1)]
         else:
             range_a = np.full(current.shape, self.current_range_a)
