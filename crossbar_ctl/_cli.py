@@ -52,10 +52,17 @@ def print_table(rows: Sequence[dict[str, Any]], *, title: str = "", file=None) -
 
     table = [[cell(row.get(col, "")) for col in columns] for row in rows]
     widths = [max(len(col), *(len(r[i]) for r in table)) for i, col in enumerate(columns)]
-    print("  ".join(col.rjust(w) for col, w in zip(columns, widths)), file=file)
+    # Numbers align right, text aligns left.
+    numeric = [all(isinstance(row.get(col), (int, float)) for row in rows) for col in columns]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    print(line(columns), file=file)
     print("  ".join("-" * w for w in widths), file=file)
     for r in table:
-        print("  ".join(v.rjust(w) for v, w in zip(r, widths)), file=file)
+        print(line(r), file=file)
 
 
 def emit(result: Any, args: argparse.Namespace, show: Callable[[Any], None]) -> None:
@@ -112,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except OSError as exc:
         print(f"crossbar: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: one line for the user, the traceback with -vv
+        logging.getLogger("crossbar").debug("internal error", exc_info=True)
+        print(f"crossbar: internal error: {type(exc).__name__}: {exc} (rerun with -vv for the "
+              "traceback, and please report it)", file=sys.stderr)
         return EXIT_ERROR
     return int(code or 0)
 

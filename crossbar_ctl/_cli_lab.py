@@ -45,8 +45,8 @@ def _info(args: argparse.Namespace) -> int:
                 {"item": "readout", "value": info["readout"]},
                 {"item": "temperature_c", "value": f"{info['temperature_c']:.2f}"}]
         rows += [{"item": f"{role}", "value": f"{idn}  [{info['uris'][role]}]"} for role, idn in info["idn"].items()]
-        rows += [{"item": key, "value": f"{value:g}"} for key, value in info["limits"].items()]
-        rows.append({"item": "min_resistance_ohm", "value": f"{info['min_resistance_ohm']:g}"})
+        limits = {**info["limits"], "min_resistance_ohm": info["min_resistance_ohm"]}
+        rows += [{"item": key, "value": f"{value:g}"} for key, value in limits.items()]
         print_table(rows)
 
     emit(result, args, show)
