@@ -1,0 +1,47 @@
+"""Calibration: measure every branch of a crossbar, with honest uncertainties and fault flags.
+
+``calibrate(lab)`` returns a :class:`CalibrationRecord` (per-branch ``conductance_s``,
+``sigma_s`` and ``flags``, the fitted wiring twin, provenance), resumable from its checkpoint;
+``recheck(lab, record)`` says whether a record still holds.
+"""
+
+from calibration._designs import design_covariance, design_matrix, s_matrix, theoretical_gain
+from calibration._procedures import RecheckResult, calibrate, recheck
+from calibration._record import (
+    CALIBRATION_SCHEMA_VERSION,
+    FLAG_EXCLUDE,
+    FLAG_INCONSISTENT,
+    FLAG_NOT_MEASURED,
+    FLAG_OPEN,
+    FLAG_SHORT,
+    FLAG_STUCK_CLOSED,
+    FLAG_UNCERTAIN,
+    CalibrationHeader,
+    CalibrationOptions,
+    CalibrationRecord,
+    TwinParameters,
+    flag_names,
+)
+
+__all__ = [
+    "CALIBRATION_SCHEMA_VERSION",
+    "FLAG_EXCLUDE",
+    "FLAG_INCONSISTENT",
+    "FLAG_NOT_MEASURED",
+    "FLAG_OPEN",
+    "FLAG_SHORT",
+    "FLAG_STUCK_CLOSED",
+    "FLAG_UNCERTAIN",
+    "CalibrationHeader",
+    "CalibrationOptions",
+    "CalibrationRecord",
+    "RecheckResult",
+    "TwinParameters",
+    "calibrate",
+    "recheck",
+    "design_covariance",
+    "design_matrix",
+    "flag_names",
+    "s_matrix",
+    "theoretical_gain",
+]

@@ -1,0 +1,265 @@
+"""The calibration record: per-branch conductance, uncertainty and fault flags, with provenance.
+
+A record is a strict pydantic header plus named arrays in one checksummed ``.npz``
+(:func:`crossbar_ctl.files.save_record`). Besides the results (``conductance_s``, ``sigma_s``,
+``flags``, each ``(rows, cols, branches)``) it keeps the raw sums of every reading, so a partial
+record is also the checkpoint a resumed run continues from, and a finished one can be re-estimated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from crossbar_ctl.config import StrictModel
+from crossbar_ctl.errors import RecordError
+from crossbar_ctl.files import load_record, save_record
+
+__all__ = [
+    "CALIBRATION_SCHEMA_VERSION",
+    "FLAG_EXCLUDE",
+    "FLAG_INCONSISTENT",
+    "FLAG_NOT_MEASURED",
+    "FLAG_OPEN",
+    "FLAG_SHORT",
+    "FLAG_STUCK_CLOSED",
+    "FLAG_UNCERTAIN",
+    "CalibrationHeader",
+    "CalibrationOptions",
+    "CalibrationRecord",
+    "TwinParameters",
+    "flag_names",
+]
+
+CALIBRATION_SCHEMA_VERSION = 1
+
+# Fault flags, one bit each, per branch.
+FLAG_OPEN = 1 << 0
+"""No conduction: an open resistor or a switch stuck open (electrically the same)."""
+FLAG_SHORT = 1 << 1
+"""Conductance far above the population, or the reading overflowed / hit compliance."""
+FLAG_STUCK_CLOSED = 1 << 2
+"""The branch conducts with every switch of its cell open (seen in the all-open baseline)."""
+FLAG_INCONSISTENT = 1 << 3
+"""Pattern readings disagree with the branch's own reads beyond their uncertainty."""
+FLAG_UNCERTAIN = 1 << 4
+"""The requested relative uncertainty was not reached within the time budget."""
+FLAG_NOT_MEASURED = 1 << 5
+"""Not measured (a partial record, or a row outside the requested subset)."""
+
+FLAG_EXCLUDE = FLAG_OPEN | FLAG_SHORT | FLAG_STUCK_CLOSED | FLAG_INCONSISTENT | FLAG_NOT_MEASURED
+"""Flags that exclude a branch from programming (``FLAG_UNCERTAIN`` alone does not)."""
+
+_FLAG_NAMES = {
+    FLAG_OPEN: "open",
+    FLAG_SHORT: "short",
+    FLAG_STUCK_CLOSED: "stuck_closed",
+    FLAG_INCONSISTENT: "inconsistent",
+    FLAG_UNCERTAIN: "uncertain",
+    FLAG_NOT_MEASURED: "not_measured",
+}
+
+
+def flag_names(flags: int) -> list[str]:
+    """Names of the bits set in one branch's ``flags`` value."""
+    return [name for bit, name in _FLAG_NAMES.items() if int(flags) & bit]
+
+
+class TwinParameters(StrictModel):
+    """The fitted digital twin of the array's wiring (what the engine pre-distorts with)."""
+
+    row_wire_resistance_ohm: float = Field(ge=0)
+    """Resistance of one row segment (between adjacent cells, and from the driver to cell 0)."""
+    col_wire_resistance_ohm: float = Field(ge=0)
+    """Resistance of one column segment (between adjacent cells, and to the sense end)."""
+    sense_resistance_ohm: float = Field(ge=0)
+    """Input resistance of a column's sense amplifier."""
+    switch_on_resistance_ohm: float | None = None
+    """Mean switch on-resistance, measurable only through shorted resistors (``None`` when no
+    branch is shorted). Branch conductances are measured through their own switch, so it is
+    already inside them."""
+    fit_rel_rms: float = Field(0.0, ge=0)
+    """Relative RMS residual of the readings used in the fit."""
+    holdout_rel_rms: float | None = None
+    """Relative RMS error of the fitted model on held-out multi-cell readings."""
+    holdout_z_rms: float | None = None
+    """RMS of the held-out errors over their predicted uncertainty (about 1 when honest)."""
+
+    @classmethod
+    def ideal(cls) -> "TwinParameters":
+        """No wire or sense resistance."""
+        return cls(row_wire_resistance_ohm=0.0, col_wire_resistance_ohm=0.0, sense_resistance_ohm=0.0)
+
+
+class CalibrationOptions(StrictModel):
+    """How to calibrate. The defaults suit the default simulated lab."""
+
+    method: Literal["auto", "readout", "smu"] = "auto"
+    """``readout``: one row driven, every column sensed at once by the board's readout
+    (column-parallel); ``smu``: one cell at a time through the source-meter and routing;
+    ``auto``: ``readout`` when the board has one."""
+    design: Literal["single", "s-matrix"] = "single"
+    """Branch patterns closed in each cell per step: ``single`` one branch at a time, ``s-matrix``
+    a weighing design (about half the branches per step, estimated by least squares)."""
+    read_voltage_v: float = Field(0.5, gt=0)
+    """Voltage on the driven row; must lie within the lab's limits."""
+    nplc: float = Field(1.0, ge=0.01, le=10)
+    """Integration time of every reading, in power-line cycles."""
+    repeats: int = Field(2, ge=2, le=1000)
+    """Readings per step in the first pass (at least 2: the noise model is fitted from them)."""
+    target_rel_sigma: float | None = Field(None, gt=0)
+    """Adaptive averaging: repeat steps until every branch's sigma / conductance is below this."""
+    time_budget_s: float | None = Field(None, gt=0)
+    """Wall-time budget for adaptive averaging (after the first pass)."""
+    unselected: Literal["ground", "float"] = "ground"
+    """Unselected lines in ``smu`` reads: grounded through the routing, or left floating (shows
+    the sneak-path error)."""
+    fit_twin: bool = True
+    """Fit wire and sense resistance from multi-cell patterns (column-parallel reads only) and
+    correct every reading through them."""
+    twin: TwinParameters | None = None
+    """Known wiring (e.g. from an earlier column-parallel calibration of the same array): used
+    as is instead of fitting. Reads through the SMU fit none, so give it there."""
+    short_factor: float = Field(5.0, gt=1)
+    """A branch above this many times the median conductance is flagged as a short."""
+    open_factor: float = Field(0.05, gt=0, lt=1)
+    """A branch below this fraction of the median conductance is flagged as open."""
+    inconsistency_z: float = Field(6.0, gt=0)
+    """Pattern residuals beyond this many sigma flag the cell's branches as inconsistent."""
+    rows: tuple[int, ...] | None = None
+    """Calibrate only these rows (the others are flagged ``not_measured``); ``None``: all."""
+    seed: int = Field(0, ge=0)
+    """Seed of the random choices (held-out twin patterns, recheck samples)."""
+
+
+class CalibrationHeader(StrictModel):
+    """Header of a calibration record."""
+
+    schema_version: int = CALIBRATION_SCHEMA_VERSION
+    kind: Literal["calibration"] = "calibration"
+    rows: int = Field(ge=1)
+    cols: int = Field(ge=1)
+    branches: int = Field(ge=1, le=64)
+    method: Literal["readout", "smu"]
+    """The procedure actually used."""
+    options: CalibrationOptions
+    read_voltage_v: float = Field(gt=0)
+    idn: dict[str, str] = {}
+    """Instrument identification strings by role."""
+    lab_config_json: str = ""
+    """The lab configuration the run used, as JSON."""
+    seed: int | None = None
+    """The simulated array's seed (``None`` on hardware)."""
+    started_at: str = ""
+    """ISO 8601 UTC time the calibration started."""
+    updated_at: str = ""
+    """ISO 8601 UTC time of the last checkpoint or of completion."""
+    temperature_start_c: float | None = None
+    temperature_end_c: float | None = None
+    complete: bool = False
+    """False for a partial record (a checkpoint)."""
+    noise_rel: float = Field(0.0, ge=0)
+    """Fitted relative read noise (per reading)."""
+    noise_floor_a: float = Field(0.0, ge=0)
+    """Fitted absolute read-noise floor (per reading)."""
+    resolution_a: float = Field(0.0, ge=0)
+    """Smallest step seen between readings (the readout ADC's LSB; ~0 for unquantized ones)."""
+    twin: TwinParameters | None = None
+    readings: int = Field(0, ge=0)
+    """Readings taken."""
+    round_trips: int = Field(0, ge=0)
+    """Instrument round trips (commands answered) used."""
+    wall_s: float = Field(0.0, ge=0)
+    """Wall time spent measuring, over every resumed session."""
+
+
+_RESULTS = ("conductance_s", "sigma_s", "flags")
+
+
+class CalibrationRecord:
+    """Per-branch conductance, uncertainty and fault flags of one array, with provenance.
+
+    Parameters
+    ----------
+    header : CalibrationHeader
+    arrays : dict of str to ndarray
+        ``conductance_s`` and ``sigma_s`` (float64, siemens) and ``flags`` (uint8), each
+        ``(rows, cols, branches)``, plus the raw reading sums the estimates came from.
+    """
+
+    def __init__(self, header: CalibrationHeader, arrays: dict[str, np.ndarray]) -> None:
+        shape = (header.rows, header.cols, header.branches)
+        for name in _RESULTS:
+            if name not in arrays:
+                raise RecordError(f"calibration record has no {name!r} array")
+            if arrays[name].shape != shape:
+                raise RecordError(f"{name} has shape {arrays[name].shape}, header says {shape}")
+        self.header = header
+        self.arrays = {name: np.asarray(value) for name, value in arrays.items()}
+
+    @property
+    def geometry(self) -> tuple[int, int, int]:
+        """``(rows, cols, branches)``."""
+        return self.header.rows, self.header.cols, self.header.branches
+
+    @property
+    def conductance_s(self) -> np.ndarray:
+        """Estimated conductance of each branch through its own switch, ``(rows, cols, branches)``."""
+        return self.arrays["conductance_s"]
+
+    @property
+    def sigma_s(self) -> np.ndarray:
+        """Standard uncertainty of ``conductance_s``, siemens."""
+        return self.arrays["sigma_s"]
+
+    @property
+    def flags(self) -> np.ndarray:
+        """Fault flags (``FLAG_*`` bits), ``uint8 (rows, cols, branches)``."""
+        return self.arrays["flags"]
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Boolean ``(rows, cols, branches)``: branches the optimizer may close."""
+        return (self.flags & FLAG_EXCLUDE) == 0
+
+    @property
+    def twin(self) -> TwinParameters | None:
+        return self.header.twin
+
+    def summary(self) -> dict[str, float | int]:
+        """Counts and uncertainty figures of the record (the CLI's summary)."""
+        measured = (self.flags & FLAG_NOT_MEASURED) == 0
+        ok = self.usable
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = self.sigma_s[ok] / self.conductance_s[ok]
+        return {
+            "branches": int(measured.sum()),
+            "flagged": int(((self.flags & ~np.uint8(FLAG_NOT_MEASURED)) != 0).sum()),
+            "median_rel_sigma": float(np.median(rel)) if rel.size else float("nan"),
+            "worst_rel_sigma": float(np.max(rel)) if rel.size else float("nan"),
+            "readings": self.header.readings,
+            "round_trips": self.header.round_trips,
+            "wall_s": self.header.wall_s,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the record atomically as a checksummed ``.npz``."""
+        save_record(path, self.header, self.arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CalibrationRecord":
+        """Load and verify a record.
+
+        Raises
+        ------
+        RecordError
+            Missing, truncated, corrupt, of another kind or version, or inconsistent shapes.
+        """
+        header, arrays = load_record(path, CalibrationHeader, kind="calibration")
+        try:
+            return cls(header, arrays)
+        except RecordError as exc:
+            raise RecordError(f"{path}: {exc}") from exc

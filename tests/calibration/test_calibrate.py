@@ -1,0 +1,187 @@
+"""Calibration end to end on the simulated lab, where the truth is known."""
+
+import numpy as np
+import pytest
+
+from calibration import (
+    FLAG_NOT_MEASURED,
+    CalibrationOptions,
+    CalibrationRecord,
+    TwinParameters,
+    calibrate,
+    recheck,
+)
+from calibration._bench import accuracy, seeded_faults
+from calibration._estimate import fit_noise
+from crossbar_ctl._lab import open_lab
+from crossbar_ctl.config import Fault, LabConfig, SimArrayConfig
+from crossbar_ctl.errors import CalibrationError, InstrumentError
+
+ROWS, COLS, BRANCHES = 12, 12, 6
+
+
+def lab_config(seed=1, *, faults=True, **sim):
+    shape = dict(rows=ROWS, cols=COLS, branches=BRANCHES)
+    shape.update({k: sim.pop(k) for k in ("rows", "cols", "branches") if k in sim})
+    found = seeded_faults(shape["rows"], shape["cols"], shape["branches"], per_kind=1, seed=seed) if faults else ()
+    return LabConfig(sim=SimArrayConfig(**shape, faults=found, seed=seed, **sim))
+
+
+def check_honest(record, truth, faults):
+    stats = accuracy(record, truth, faults)
+    assert 0.8 <= stats["z_sd"] <= 1.25, stats
+    assert stats["z_over_4_pct"] < 1.0, stats
+    assert stats["faults_flagged"] == f"{len(faults)}/{len(faults)}", stats
+    assert stats["healthy_flagged"] == 0, stats
+    return stats
+
+
+def test_fit_noise_recovers_the_model():
+    rng = np.random.default_rng(0)
+    mean = rng.uniform(1e-6, 1e-4, 20000)
+    sd = np.hypot(1e-4 * mean, 3e-9)
+    readings = mean + sd * rng.standard_normal((3, mean.size))
+    rel, floor = fit_noise(readings.mean(axis=0), readings.var(axis=0, ddof=1))
+    assert rel == pytest.approx(1e-4, rel=0.05)
+    assert floor == pytest.approx(3e-9, rel=0.1)
+
+
+@pytest.mark.parametrize("design", ["single", "s-matrix"])
+def test_readout_calibration_is_honest_and_finds_every_fault(tmp_path, design):
+    config = lab_config()
+    with open_lab(config) as lab:
+        record = calibrate(lab, options=CalibrationOptions(design=design), checkpoint=tmp_path / "cal.npz")
+        truth = lab.sim.array.branch_conductance_s()
+    check_honest(record, truth, config.sim.faults)
+    twin = record.twin
+    assert twin.row_wire_resistance_ohm == pytest.approx(0.5, rel=0.05)
+    assert twin.sense_resistance_ohm + ROWS * twin.col_wire_resistance_ohm == pytest.approx(10 + ROWS * 0.5, rel=0.02)
+    assert twin.holdout_z_rms < 2.0
+    loaded = CalibrationRecord.load(tmp_path / "cal.npz")
+    assert loaded.header.complete and loaded.header.idn and loaded.header.seed == 1
+    np.testing.assert_array_equal(loaded.conductance_s, record.conductance_s)
+
+
+def test_smu_calibration_fits_its_twin_and_is_honest():
+    config = lab_config(rows=8, cols=8, branches=4)
+    with open_lab(config) as lab:
+        record = calibrate(lab, options=CalibrationOptions(method="smu", repeats=3))
+        truth = lab.sim.array.branch_conductance_s()
+    assert record.header.method == "smu"
+    check_honest(record, truth, config.sim.faults)
+    assert record.twin.sense_resistance_ohm + 8 * record.twin.col_wire_resistance_ohm == pytest.approx(14.0, rel=0.05)
+
+
+def test_row_subset_and_adaptive_averaging():
+    config = lab_config(faults=False, rows=6, cols=6, branches=4)
+    with open_lab(config) as lab:
+        record = calibrate(lab, options=CalibrationOptions(rows=(1, 2), target_rel_sigma=4e-5))
+    assert np.all(record.flags[[0, 3, 4, 5]] & FLAG_NOT_MEASURED)
+    measured = record.flags[[1, 2]] == 0
+    assert measured.all()
+    assert np.all(record.sigma_s[[1, 2]] / record.conductance_s[[1, 2]] <= 4e-5)
+
+
+def interrupt_at(step, action):
+    def progress(done, total, stage):
+        if done == step:
+            action()
+    return progress
+
+
+def test_ctrl_c_leaves_the_lab_safe_and_resume_matches(tmp_path):
+    config = lab_config(seed=2)
+    path = tmp_path / "cal.npz"
+
+    def stop():
+        raise KeyboardInterrupt
+
+    with open_lab(config) as lab:
+        with pytest.raises(KeyboardInterrupt):
+            calibrate(lab, checkpoint=path, progress=interrupt_at(5, stop))
+        assert not lab.sim.array.masks.any()  # every switch open
+        partial = CalibrationRecord.load(path)
+        assert not partial.header.complete
+        assert partial.arrays["state_row_done"].sum() == 4  # baseline + 4 rows
+        resumed = calibrate(lab, checkpoint=path, resume=True)
+        truth = lab.sim.array.branch_conductance_s()
+    assert resumed.header.complete
+    assert resumed.header.readings > partial.header.readings
+    check_honest(resumed, truth, config.sim.faults)
+    with open_lab(config) as lab:
+        straight = calibrate(lab)
+    ok = resumed.usable & straight.usable
+    diff = (resumed.conductance_s - straight.conductance_s)[ok]
+    combined = np.hypot(resumed.sigma_s, straight.sigma_s)[ok]
+    assert np.all(np.abs(diff) < 5 * combined)
+
+
+def test_lost_connection_mid_run_then_resume(tmp_path):
+    config = lab_config(seed=3)
+    path = tmp_path / "cal.npz"
+    lab = open_lab(config)
+    sim = lab.sim
+    with pytest.raises(InstrumentError):
+        calibrate(lab, checkpoint=path, progress=interrupt_at(6, lambda: sim.devices["board"].inject_fault("drop")))
+    sim.devices["board"].clear_fault()
+    assert path.exists() and not CalibrationRecord.load(path).header.complete
+    with open_lab(config, sim=sim) as again:
+        record = calibrate(again, checkpoint=path, resume=True)
+        truth = sim.array.branch_conductance_s()
+    check_honest(record, truth, config.sim.faults)
+
+
+def test_resume_refuses_other_options(tmp_path):
+    path = tmp_path / "cal.npz"
+    config = lab_config(faults=False, rows=4, cols=4, branches=3)
+
+    def stop():
+        raise KeyboardInterrupt
+
+    with open_lab(config) as lab:
+        with pytest.raises(KeyboardInterrupt):
+            calibrate(lab, checkpoint=path, progress=interrupt_at(2, stop))
+        with pytest.raises(CalibrationError, match="other options"):
+            calibrate(lab, checkpoint=path, resume=True, options=CalibrationOptions(repeats=3))
+
+
+def test_recheck_sees_a_temperature_change():
+    config = lab_config(faults=False, rows=8, cols=8, branches=4)
+    with open_lab(config) as lab:
+        record = calibrate(lab)
+        fresh = recheck(lab, record, sample=48)
+        lab.sim.array.temperature_c = 35.0
+        warm = recheck(lab, record, sample=48)
+    assert fresh.valid and fresh.rms_z < 2
+    assert not warm.valid
+    assert warm.median_rel_drift == pytest.approx(-1e-3, rel=0.1)  # tcr 1e-4/K over 10 K
+    assert warm.temperature_change_c == pytest.approx(10.0)
+
+
+def test_smu_reads_with_a_known_twin_are_honest():
+    config = lab_config(seed=4, rows=6, cols=6, branches=4)
+    wiring = TwinParameters(row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.5, sense_resistance_ohm=10.0)
+    with open_lab(config) as lab:
+        record = calibrate(lab, options=CalibrationOptions(method="smu", twin=wiring))
+        truth = lab.sim.array.branch_conductance_s()
+    check_honest(record, truth, config.sim.faults)
+    assert record.twin.switch_on_resistance_ohm == pytest.approx(20.0, rel=0.3)  # from the short
+
+
+def test_floating_lines_show_the_sneak_path_error():
+    # Three stuck-closed switches around cell (0, 0) close a sneak loop: (0,1) -> (1,1) -> (1,0).
+    stuck = tuple(Fault(kind="switch_stuck_closed", row=r, col=c, branch=0) for r, c in ((0, 1), (1, 1), (1, 0)))
+    config = LabConfig(sim=SimArrayConfig(rows=3, cols=3, branches=2, faults=stuck, seed=5,
+                                          row_wire_resistance_ohm=0.0, col_wire_resistance_ohm=0.0,
+                                          sense_resistance_ohm=0.0))
+    sneak, error = {}, {}
+    for unselected in ("ground", "float"):
+        with open_lab(config) as lab:
+            record = calibrate(lab, options=CalibrationOptions(method="smu", unselected=unselected, repeats=3))
+            truth = lab.sim.array.branch_conductance_s()
+        base = record.arrays["raw_base_sum_a"][0, 0] / record.arrays["raw_base_count"][0, 0]
+        sneak[unselected] = base / record.header.read_voltage_v / truth[0, 0, 1]  # all open, vs the branch
+        error[unselected] = abs(record.conductance_s[0, 0, 1] / truth[0, 0, 1] - 1)
+    assert abs(sneak["ground"]) < 1e-4  # grounded lines drain the loop
+    assert sneak["float"] > 0.1  # floating: the loop conducts as much as a third of a branch...
+    assert max(error.values()) < 1e-3  # ...which the all-open baseline then takes off

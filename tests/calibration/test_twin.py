@@ -1,0 +1,86 @@
+"""The wiring twin against the simulator's exact circuit solver (an independent oracle)."""
+
+import numpy as np
+import pytest
+
+from calibration import TwinParameters
+from calibration._twin import fit_twin, network_col_current_a, row_step_conductance, solve_row_step
+from sim import CrossbarCircuit
+
+TWIN = TwinParameters(row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.7, sense_resistance_ohm=10.0)
+
+
+def oracle(g, volts, twin=TWIN, **lines):
+    return CrossbarCircuit(g, row_wire_resistance_ohm=twin.row_wire_resistance_ohm,
+                           col_wire_resistance_ohm=twin.col_wire_resistance_ohm,
+                           sense_resistance_ohm=twin.sense_resistance_ohm, **lines).solve(volts).col_current_a
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_network_matches_the_circuit_solver(seed):
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(5e-5, 1.5e-4, (12, 9))
+    g[rng.random(g.shape) < 0.6] = 0.0
+    volts = rng.uniform(0, 1, (3, 12))
+    reference = oracle(g, volts)
+    np.testing.assert_allclose(network_col_current_a(g, volts, TWIN), reference,
+                               rtol=0, atol=1e-12 * np.abs(reference).max())
+    rows_on, cols_on = rng.random(12) < 0.7, rng.random(9) < 0.7
+    reference = oracle(g, volts, row_connected=rows_on, col_connected=cols_on)
+    mine = network_col_current_a(g, volts, TWIN, row_connected=rows_on, col_connected=cols_on)
+    np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-12 * np.abs(reference).max())
+
+
+def test_row_step_closed_form_is_exact():
+    rng = np.random.default_rng(3)
+    g = np.zeros((16, 10))
+    g[5] = rng.uniform(5e-5, 1.5e-4, 10)
+    volts = np.zeros(16)
+    volts[5] = 0.5
+    current = oracle(g, volts)[0]
+    np.testing.assert_allclose(row_step_conductance(current, 0.5, 5, TWIN, 16), g[5], rtol=1e-12)
+
+
+def test_row_step_with_stuck_cells_elsewhere():
+    rng = np.random.default_rng(4)
+    steps = rng.uniform(5e-5, 1.5e-4, (3, 10))
+    others = np.zeros((16, 10))
+    others[9, 3] = others[2, 7] = others[5, 4] = 1e-4
+    volts = np.zeros(16)
+    volts[5] = 0.5
+    truth = steps + others[5]
+    current = np.array([oracle(np.where(np.arange(16)[:, None] == 5, t, others), volts)[0] for t in truth])
+    naive = row_step_conductance(current, 0.5, 5, TWIN, 16)
+    assert np.max(np.abs(naive / truth - 1)) > 1e-4  # the stuck cells matter...
+    solved = solve_row_step(current, 5, 0.5, TWIN, others, naive)
+    np.testing.assert_allclose(solved, truth, rtol=1e-9)  # ...and are accounted for
+
+
+def test_fit_recovers_the_wiring():
+    rng = np.random.default_rng(5)
+    g = rng.uniform(5e-5, 1.5e-4, (16, 16))
+    patterns = []
+    for rows in (slice(0, 4), slice(12, 16)):
+        mask = np.zeros((16, 16))
+        mask[rows, ::2] = 1
+        volts = np.zeros(16)
+        volts[rows] = 0.3
+        patterns.append((g * mask, volts))
+    for row in (0, 15):
+        mask = np.zeros((16, 16))
+        mask[row, 8:] = 1
+        volts = np.zeros(16)
+        volts[row] = 0.5
+        patterns.append((g * mask, volts))
+    measured = [oracle(cells, volts)[0] for cells, volts in patterns]
+
+    def residuals(twin):
+        return np.concatenate([(m - network_col_current_a(c, v, twin)[0]) / 1e-9
+                               for m, (c, v) in zip(measured, patterns)])
+
+    fitted, covariance = fit_twin(residuals, TwinParameters.ideal().model_copy(
+        update={"row_wire_resistance_ohm": 0.1, "col_wire_resistance_ohm": 0.1, "sense_resistance_ohm": 1.0}))
+    assert fitted.row_wire_resistance_ohm == pytest.approx(0.5, rel=1e-4)
+    assert fitted.col_wire_resistance_ohm == pytest.approx(0.7, rel=1e-4)
+    assert fitted.sense_resistance_ohm == pytest.approx(10.0, rel=1e-4)
+    assert covariance.shape == (3, 3)
