@@ -85,3 +85,14 @@ def test_atomic_write_leaves_no_temporaries(tmp_path):
     atomic_write_text(path, '{"a": 1}')
     assert path.read_text() == '{"a": 1}'
     assert [p.name for p in path.parent.iterdir()] == ["report.json"]
+
+
+def test_atomic_write_uses_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "r.txt"
+    atomic_write_text(path, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
