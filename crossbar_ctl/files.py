@@ -32,6 +32,9 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "load_record", "save_recor
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
+
 _HEADER = "__header__"
 _CHECKSUM = "__checksum__"
 
@@ -42,9 +45,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a record is an ordinary file
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a record is an ordinary file
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
