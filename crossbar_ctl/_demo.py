@@ -176,34 +176,11 @@ def run_demo(*, lab_config: Any = None, network: Network | None = None, samples:
     }
 
 
-@contextmanager
 def demo_lab(lab_config: Any = None, *, served: bool = False):
     """The demo's simulated lab, in process or served (pyvisa over TCP, pyserial over a pty)."""
     from crossbar_ctl._lab import open_lab
-    from crossbar_ctl.config import load_lab_config
 
-    config = load_lab_config(lab_config if lab_config is not None else str(DEMO_LAB))
-    if not served:
-        with open_lab(config) as lab:
-            yield lab
-        return
-    if config.sim is None:
-        raise EngineError("--served needs a simulated lab (a [sim] table)")
-    from sim._lab import SimLab
-    from sim._serve import LabServer
-
-    smu = config.instruments.source_meter
-    sim = SimLab(config.sim, smu_model=(smu.model or "keithley2450") if smu else "keithley2450",
-                 routing=config.instruments.routing)
-    with LabServer(sim) as server:
-        uris = server.lab_uris()
-        instruments = config.instruments.model_copy(update={
-            "switch_board": config.instruments.switch_board.model_copy(
-                update={"uri": uris["board"], "timeout_s": 10.0}),
-            "source_meter": smu.model_copy(update={"uri": uris["smu"], "timeout_s": 10.0}) if smu else None,
-        })
-        with open_lab(config.model_copy(update={"instruments": instruments}), sim=sim) as lab:
-            yield lab
+    return open_lab(lab_config if lab_config is not None else str(DEMO_LAB), served=served)
 
 
 def _calibration_progress(bar):

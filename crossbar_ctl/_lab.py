@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from crossbar_ctl.config import LabConfig, SimArrayConfig, load_lab_config
+from crossbar_ctl.errors import ConfigError
 from drivers import DEFAULT_MIN_RESISTANCE_OHM, Lab, Transport, build_lab, open_transport
 
 __all__ = ["bench_io", "lab_info", "min_resistance_ohm", "open_lab"]
@@ -36,7 +37,8 @@ def min_resistance_ohm(sim: SimArrayConfig | None) -> float:
     return low + sim.switch_on_resistance_ohm * math.exp(-_LOGNORMAL_SIGMAS * sim.switch_on_spread)
 
 
-def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, sim: Any = None) -> Lab:
+def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, sim: Any = None,
+             served: bool = False) -> Lab:
     """Open a lab: load the configuration, start the simulator if asked, identify every instrument.
 
     Parameters
@@ -49,6 +51,10 @@ def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, s
         this process): ``sim://`` URIs use its devices and ``lab.sim`` is set to it, so tests can
         read the truth behind ``visa://`` instruments. By default a ``SimLab`` is started when any
         URI is ``sim://``.
+    served : bool
+        Serve the simulated instruments on loopback TCP (pyvisa ``@py``) and the board on a
+        pseudo-terminal (pyserial), and reach them through those stacks instead of in process.
+        The servers stop when the lab closes.
 
     Returns
     -------
@@ -59,7 +65,7 @@ def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, s
     Raises
     ------
     ConfigError
-        The configuration is invalid.
+        The configuration is invalid, or ``served`` without simulated instruments.
     InstrumentError
         An instrument cannot be reached or is not the configured model.
     """
@@ -68,21 +74,38 @@ def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, s
     roles = {"switch_board": instruments.switch_board, "source_meter": instruments.source_meter,
              "switch_matrix": instruments.switch_matrix}
     roles = {role: inst for role, inst in roles.items() if inst is not None}
-    if sim is None and any(inst.uri.startswith("sim://") for inst in roles.values()):
-        from sim import SimLab  # the only import of the simulator outside tests
+    simulated = any(inst.uri.startswith("sim://") for inst in roles.values())
+    if served and not simulated:
+        raise ConfigError("served=True needs sim:// instruments to serve")
+    if sim is None and simulated:
+        from sim import SimLab  # the lab factory is the only place that starts the simulator
 
         smu = instruments.source_meter
         sim = SimLab(lab_config.sim, smu_model=(smu.model or "keithley2450") if smu else "keithley2450",
                      routing=instruments.routing)
+    server = None
+    if served:
+        from sim import LabServer
+
+        server = LabServer(sim).start()
+        served_uris = server.lab_uris()
+        # The simulator computes its physics in the reply path: allow it more than a real reply.
+        roles = {role: inst.model_copy(update={"uri": served_uris[inst.uri.removeprefix("sim://")],
+                                               "timeout_s": max(inst.timeout_s, 10.0)})
+                 if inst.uri.startswith("sim://") else inst for role, inst in roles.items()}
     transports: dict[str, Transport] = {}
     try:
         for role, inst in roles.items():
             transports[role] = open_transport(inst.uri, timeout_s=inst.timeout_s, reconnects=inst.reconnects,
                                               devices=sim.devices if sim is not None else None)
-        return build_lab(lab_config, transports, min_resistance_ohm=lab_config.limits.min_resistance_ohm or min_resistance_ohm(lab_config.sim), sim=sim)
+        min_ohm = lab_config.limits.min_resistance_ohm or min_resistance_ohm(lab_config.sim)
+        return build_lab(lab_config, transports, min_resistance_ohm=min_ohm, sim=sim,
+                         on_close=server.stop if server is not None else None)
     except BaseException:
         for transport in transports.values():
             transport.close()
+        if server is not None:
+            server.stop()
         raise
 
 

@@ -54,7 +54,8 @@ class Lab:
 
     def __init__(self, config: LabConfig, *, guard: SafetyGuard, board: SwitchBoard,
                  source_meter: SourceMeter | None = None, matrix: SwitchMatrix | None = None,
-                 routing: Routing | None = None, readout: ArrayReadout, sim: Any = None) -> None:
+                 routing: Routing | None = None, readout: ArrayReadout, sim: Any = None,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.config = config
         self.limits = config.limits
         self.guard = guard
@@ -64,6 +65,7 @@ class Lab:
         self.routing = routing
         self.readout = readout
         self.sim = sim
+        self._on_close = on_close  # releases what the lab factory started (a served simulator)
         self.geometry = board.geometry()
         self._closed = False
 
@@ -127,8 +129,12 @@ class Lab:
         try:
             self.safe_state()
         finally:
-            for driver in self._instruments().values():
-                driver.close()
+            try:
+                for driver in self._instruments().values():
+                    driver.close()
+            finally:
+                if self._on_close is not None:
+                    self._on_close()
 
     def __enter__(self) -> Lab:
         return self
@@ -151,7 +157,7 @@ def _model(models: Mapping[str, type], name: str, key: str) -> type:
 
 
 def build_lab(config: LabConfig, transports: Mapping[str, Transport], *, min_resistance_ohm: float,
-              sim: Any = None) -> Lab:
+              sim: Any = None, on_close: Callable[[], None] | None = None) -> Lab:
     """Identify every instrument and wire the roles.
 
     Parameters
@@ -164,6 +170,8 @@ def build_lab(config: LabConfig, transports: Mapping[str, Transport], *, min_res
         The smallest resistance behind one closed branch, for the power and current limits.
     sim : optional
         The simulated lab behind ``sim://`` transports.
+    on_close : callable, optional
+        Called last when the lab closes (the factory stops what it started).
 
     Returns
     -------
@@ -194,4 +202,4 @@ def build_lab(config: LabConfig, transports: Mapping[str, Transport], *, min_res
         raise ConfigError("the board has no MVM readout and no source_meter is configured: nothing can "
                           "read the array", key="instruments.source_meter")
     return Lab(config, guard=guard, board=board, source_meter=source_meter, matrix=matrix, routing=routing,
-               readout=readout, sim=sim)
+               readout=readout, sim=sim, on_close=on_close)

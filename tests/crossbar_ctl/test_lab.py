@@ -138,3 +138,25 @@ def test_cli_bench_io_json(capsys):
     assert {(r["transport"], r["mode"]) for r in rows} == {
         ("in-process", "single"), ("in-process", "list"), ("tcp (pyvisa @py)", "single"), ("tcp (pyvisa @py)", "list")}
     assert all(r["readings_per_s"] > 0 for r in rows)
+
+
+def test_served_lab_goes_through_pyvisa_and_pyserial_and_stops_its_servers():
+    config = {"sim": {"rows": 4, "cols": 4, "branches": 2}}
+    with open_lab(config, served=True) as lab:
+        assert lab.board.transport.address.startswith("serial://")
+        assert lab.source_meter.transport.address.startswith("visa://TCPIP0::127.0.0.1::")
+        lab.board.set_mask(1, 2, 0b01)
+        assert lab.board.get_mask(1, 2) == 0b01
+        assert lab.sim.array.masks[1, 2] == 0b01
+        port = int(lab.source_meter.transport.address.split("::")[2])
+    import socket
+
+    with pytest.raises(OSError):  # the server is gone with the lab
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_served_needs_simulated_instruments():
+    config = {"sim": None, "instruments": {"switch_board": {"uri": "serial://loop://"},
+                                            "source_meter": None}}
+    with pytest.raises(ConfigError, match="served"):
+        open_lab(config, served=True)
