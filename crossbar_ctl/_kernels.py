@@ -4,8 +4,9 @@ One cell: pick a subset of its usable branches whose sum is closest to the targe
 
 - Exact (``k <= MAX_EXACT`` usable branches): meet in the middle (Horowitz-Sahni). Each half's
   2^(k/2) subset sums are generated already sorted, by merging the list with itself shifted by
-  one value at a time; a two-pointer sweep finds the best error; a second sweep visits every pair
-  within ``best + tolerance`` and keeps the lowest propagated variance, then the fewest closed
+  one value at a time; a pointer sweep finds the least error and, among exact ties, the lowest
+  propagated variance, then the fewest closed branches. With a tolerance, a second sweep visits
+  every pair within ``best + tolerance`` and keeps the lowest variance, then the fewest closed
   branches, then the lowest error. A cap on closed branches splits each half by popcount and
   sweeps only the allowed pairs of classes.
 - Reduced (more branches): a random split leaves ``REDUCED_FREE`` branches free; the others are
@@ -249,35 +250,36 @@ def _scan(a_s, a_m, a0, a1, b_s, b_m, b0, b1, shift, target, bound, sig2, key, c
     j2 = _first_above(a_s[i2], b_s, b0, b1, target, bound) - 1
     i3 = e2
     j3 = _first_above(a_s[i3], b_s, b0, b1, target, bound) - 1
-    while (i0 < e0) & (j0 >= b0) & (i1 < e1) & (j1 >= b0) & (i2 < e2) & (j2 >= b0) & (i3 < a1) & (j3 >= b0):
-            d = (a_s[i0] + b_s[j0]) - target
-            if abs(d) <= bound:
-                bound = _window(a_s[i0], a_m[i0], b_s, b_m, j0, -1, b0, b1, shift, target, bound,
-                                sig2, running, key, chosen)
-            above = np.int64(d > bound)
-            i0 += 1 - above
-            j0 -= above
-            d = (a_s[i1] + b_s[j1]) - target
-            if abs(d) <= bound:
-                bound = _window(a_s[i1], a_m[i1], b_s, b_m, j1, -1, b0, b1, shift, target, bound,
-                                sig2, running, key, chosen)
-            above = np.int64(d > bound)
-            i1 += 1 - above
-            j1 -= above
-            d = (a_s[i2] + b_s[j2]) - target
-            if abs(d) <= bound:
-                bound = _window(a_s[i2], a_m[i2], b_s, b_m, j2, -1, b0, b1, shift, target, bound,
-                                sig2, running, key, chosen)
-            above = np.int64(d > bound)
-            i2 += 1 - above
-            j2 -= above
-            d = (a_s[i3] + b_s[j3]) - target
-            if abs(d) <= bound:
-                bound = _window(a_s[i3], a_m[i3], b_s, b_m, j3, -1, b0, b1, shift, target, bound,
-                                sig2, running, key, chosen)
-            above = np.int64(d > bound)
-            i3 += 1 - above
-            j3 -= above
+    while ((i0 < e0) & (j0 >= b0) & (i1 < e1) & (j1 >= b0) & (i2 < e2) & (j2 >= b0)
+           & (i3 < a1) & (j3 >= b0)):  # all four walks go on; each finishes alone below
+        d = (a_s[i0] + b_s[j0]) - target
+        if abs(d) <= bound:
+            bound = _window(a_s[i0], a_m[i0], b_s, b_m, j0, -1, b0, b1, shift, target, bound,
+                            sig2, running, key, chosen)
+        above = np.int64(d > bound)
+        i0 += 1 - above
+        j0 -= above
+        d = (a_s[i1] + b_s[j1]) - target
+        if abs(d) <= bound:
+            bound = _window(a_s[i1], a_m[i1], b_s, b_m, j1, -1, b0, b1, shift, target, bound,
+                            sig2, running, key, chosen)
+        above = np.int64(d > bound)
+        i1 += 1 - above
+        j1 -= above
+        d = (a_s[i2] + b_s[j2]) - target
+        if abs(d) <= bound:
+            bound = _window(a_s[i2], a_m[i2], b_s, b_m, j2, -1, b0, b1, shift, target, bound,
+                            sig2, running, key, chosen)
+        above = np.int64(d > bound)
+        i2 += 1 - above
+        j2 -= above
+        d = (a_s[i3] + b_s[j3]) - target
+        if abs(d) <= bound:
+            bound = _window(a_s[i3], a_m[i3], b_s, b_m, j3, -1, b0, b1, shift, target, bound,
+                            sig2, running, key, chosen)
+        above = np.int64(d > bound)
+        i3 += 1 - above
+        j3 -= above
     bound = _walk(a_s, a_m, i0, e0, b_s, b_m, j0, b0, b1, shift, target, bound, sig2, running, key, chosen)
     bound = _walk(a_s, a_m, i1, e1, b_s, b_m, j1, b0, b1, shift, target, bound, sig2, running, key, chosen)
     bound = _walk(a_s, a_m, i2, e2, b_s, b_m, j2, b0, b1, shift, target, bound, sig2, running, key, chosen)

@@ -83,7 +83,7 @@ def _real_array(name: str, value, *, ndim: tuple[int, ...]) -> np.ndarray:
     if array.ndim not in ndim:
         raise OptimizerError(f"{name}: expected {' or '.join(f'{d}-D' for d in ndim)}, "
                              f"got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=np.float64)
+    array = _for_kernel(array, np.float64)
     if not np.all(np.isfinite(array)):
         raise OptimizerError(f"{name}: contains NaN or infinite values")
     return array
@@ -91,8 +91,14 @@ def _real_array(name: str, value, *, ndim: tuple[int, ...]) -> np.ndarray:
 
 def _shaped(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if array.shape != shape:
-        raise OptimizerError(f"{name}: shape {array.shape} does not match values_s {shape}")
+        raise OptimizerError(f"{name}: expected shape {shape} (from values_s), got {array.shape}")
     return array
+
+
+def _for_kernel(array: np.ndarray, dtype) -> np.ndarray:
+    """C-contiguous, of ``dtype`` and writable: read-only arrays would compile another signature."""
+    array = np.ascontiguousarray(array, dtype=dtype)
+    return array if array.flags.writeable else array.copy()
 
 
 def _max_closed(value, cells: int, single: bool) -> np.ndarray:
@@ -107,10 +113,11 @@ def _max_closed(value, cells: int, single: bool) -> np.ndarray:
         raise OptimizerError(f"max_closed: expected an integer or shape ({cells},), got shape {array.shape}")
     if np.any(array < 0):
         raise OptimizerError(f"max_closed: must be >= 0, got {int(array.min())}")
-    return np.ascontiguousarray(np.broadcast_to(array, (cells,)), dtype=np.int64)
+    return _for_kernel(np.broadcast_to(array, (cells,)), np.int64)
 
 
-def _seeds(rng, cells: int) -> np.ndarray:
+def _seeds(rng, cells: int, *, draw: bool) -> np.ndarray:
+    """Per-cell seeds for the reduction path (zeros unless ``draw``); validates ``rng`` always."""
     if rng is None:
         rng = 0
     if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
@@ -119,6 +126,8 @@ def _seeds(rng, cells: int) -> np.ndarray:
         rng = np.random.default_rng(int(rng))
     if not isinstance(rng, np.random.Generator):
         raise OptimizerError(f"rng: expected None, an int seed or a numpy Generator, got {type(rng).__name__}")
+    if not draw:
+        return np.zeros(cells, dtype=np.uint64)
     return rng.integers(0, 2**63, size=cells, dtype=np.int64).astype(np.uint64)
 
 
@@ -180,14 +189,17 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
         sigma = _shaped("sigma_s", _real_array("sigma_s", sigma_s, ndim=(1, 2)), shape).reshape(cells, m)
         if np.any(sigma < 0):
             raise OptimizerError("sigma_s: uncertainties must be >= 0")
-        sig2 = sigma**2
+        with np.errstate(over="ignore"):
+            sig2 = sigma**2
+        if not np.isfinite(sig2.sum(axis=1)).all():
+            raise OptimizerError("sigma_s: squared sums overflow float64")
     if usable is None:
         allowed = np.ones((cells, m), dtype=bool)
     else:
         allowed = np.asarray(usable)
         if allowed.dtype != bool:
             raise OptimizerError(f"usable: expected a bool mask, got dtype {allowed.dtype}")
-        allowed = np.ascontiguousarray(_shaped("usable", allowed, shape).reshape(cells, m))
+        allowed = _for_kernel(_shaped("usable", allowed, shape).reshape(cells, m), bool)
     cap = _max_closed(max_closed, cells, single)
     try:
         tolerance = float(tolerance_s)
@@ -195,8 +207,7 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
         raise OptimizerError(f"tolerance_s: expected a number, got {tolerance_s!r}") from exc
     if not np.isfinite(tolerance) or tolerance < 0:
         raise OptimizerError(f"tolerance_s: must be finite and >= 0, got {tolerance_s!r}")
-    reduced = allowed.sum(axis=1) > MAX_EXACT_BRANCHES
-    seeds = _seeds(rng, cells) if reduced.any() else np.zeros(cells, dtype=np.uint64)
+    seeds = _seeds(rng, cells, draw=bool(np.any(allowed.sum(axis=1) > MAX_EXACT_BRANCHES)))
 
     mask = np.zeros((cells, m), dtype=bool)
     achieved = np.zeros(cells)

@@ -58,8 +58,16 @@ def test_peers_reach_the_optimum_on_small_pools():
     assert by_solver["milp_highs"]["optimal"] == "2/2"  # six binaries: HiGHS proves it
 
 
+def test_lottery_network_targets_have_the_papers_shape():
+    targets = bench.lottery_targets("network", np.random.default_rng(0))
+    assert targets.shape == (397_000,)
+    assert np.abs(targets[:392_000]).max() <= 1 / np.sqrt(784)
+    assert np.abs(targets[392_000:]).max() <= 1 / np.sqrt(500)
+    assert np.abs(targets[392_000:]).max() > 1 / np.sqrt(784)
+
+
 def test_lottery_small_run():
-    result = bench.bench_lottery(targets=3000, chunk=1000, target_max=0.25)
+    result = bench.bench_lottery(kind="uniform", targets=3000, chunk=1000, target_max=0.25)
     assert result["targets"] == 3000
     assert result["proven_optimal"] == 3000
     assert result["within_tolerance"] + result["out_of_range"] >= 2990

@@ -127,6 +127,20 @@ def test_single_pool_shapes_and_read_only():
         result.mask = None  # type: ignore[misc]
 
 
+def test_read_only_and_broadcast_inputs_use_the_one_compiled_signature():
+    from crossbar_ctl import _kernels
+
+    values = np.broadcast_to(np.array([1.0, 2.0, 4.0]), (3, 3))  # read-only view
+    usable = np.ones((3, 3), dtype=bool)
+    usable.flags.writeable = False
+    solve_subset_sum(np.ones((1, 3)), [1.0])
+    before = len(_kernels.solve_cells.signatures)
+    result = solve_subset_sum(values, np.broadcast_to(3.0, (3,)), usable=usable,
+                              max_closed=np.broadcast_to(np.int64(2), (3,)))
+    assert result.achieved_s.tolist() == [3.0, 3.0, 3.0]
+    assert len(_kernels.solve_cells.signatures) == before
+
+
 def test_unusable_everywhere_and_zero_cells():
     result = solve_subset_sum(np.ones((2, 3)), [0.0, 1.0], usable=np.zeros((2, 3), dtype=bool))
     assert not result.mask.any()
@@ -223,6 +237,8 @@ def test_reduction_path_out_of_range_is_the_extreme_subset():
         (dict(values_s=[[1.0, 2.0]], target_s=[0.0], tolerance_s=-1.0), "tolerance_s"),
         (dict(values_s=[[1.0, 2.0]], target_s=[0.0], tolerance_s="x"), "tolerance_s"),
         (dict(values_s=np.ones((1, 50)), target_s=[3.0], rng="seed"), "rng"),
+        (dict(values_s=np.ones((1, 5)), target_s=[3.0], rng=-1), "rng"),
+        (dict(values_s=[[1.0, 2.0]], target_s=[0.0], sigma_s=[[1e200, 1e200]]), "sigma_s"),
     ],
 )
 def test_bad_input_names_the_argument(kwargs, name):
