@@ -29,3 +29,13 @@ def test_leaves_import_nothing_heavy():
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_public_api_resolves_lazily():
+    import crossbar_ctl
+
+    code = ("import sys, crossbar_ctl; assert 'numba' not in sys.modules; "
+            "crossbar_ctl.solve_subset_sum; assert 'numba' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for name in crossbar_ctl.__all__:
+        assert getattr(crossbar_ctl, name) is not None
