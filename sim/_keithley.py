@@ -79,6 +79,7 @@ class _SourceMeter(ScpiDevice):
     CURRENT_RANGES_A: tuple[float, ...] = ()
     VOLTAGE_RANGES_V: tuple[float, ...] = (0.2, 2.0, 20.0, 200.0)
     MAX_VOLTAGE_V = 210.0
+    LIST_CAPACITY: int  # points a source list holds
 
     def __init__(self, load: Load, *, lock: threading.RLock | None = None, seed: int = 0) -> None:
         self.load = load
@@ -214,6 +215,25 @@ class _SourceMeter(ScpiDevice):
         """A number as the instrument prints it."""
         return f"{value:.9E}"
 
+    # ---- source lists (both models: 100 values a command, :APPend to extend) ---------------
+    @scpi(":SOURce:LIST:VOLTage", Number(-210, 210, unit="V"), repeat_last=100)
+    def _list(self, *volts: float) -> None:
+        self.source_list = list(volts)
+
+    @scpi(":SOURce:LIST:VOLTage:APPend", Number(-210, 210, unit="V"), repeat_last=100)
+    def _list_append(self, *volts: float) -> None:
+        if len(self.source_list) + len(volts) > self.LIST_CAPACITY:
+            raise ScpiError(-223)
+        self.source_list.extend(volts)
+
+    @scpi(":SOURce:LIST:VOLTage?")
+    def _list_query(self) -> str:
+        return ",".join(map(self.format, self.source_list)) if self.source_list else ""
+
+    @scpi(":SOURce:LIST:VOLTage:POINts?")
+    def _list_points(self) -> str:
+        return str(len(self.source_list))
+
 
 # ------------------------------------------------------------------------------------------------
 # Keithley 2450 (SCPI command set)
@@ -221,7 +241,6 @@ class _SourceMeter(ScpiDevice):
 
 _BUFFERS = ("defbuffer1", "defbuffer2")
 _ELEMENTS_2450 = Choice("READing", "SOURce", "RELative", "SEConds")
-
 
 class _Buffer:
     """A reading buffer: parallel lists of reading, source value and time; oldest dropped when full."""
@@ -372,23 +391,6 @@ class SimKeithley2450(_SourceMeter):
         return self._read(buffer, *elements)
 
     # ---- source lists, sweeps and buffers ----------------------------------------------------
-    @scpi(":SOURce:LIST:VOLTage", Number(-210, 210, unit="V"), repeat_last=100)
-    def _list(self, *volts: float) -> None:
-        self.source_list = list(volts)
-
-    @scpi(":SOURce:LIST:VOLTage:APPend", Number(-210, 210, unit="V"), repeat_last=100)
-    def _list_append(self, *volts: float) -> None:
-        if len(self.source_list) + len(volts) > self.LIST_CAPACITY:
-            raise ScpiError(-223)
-        self.source_list.extend(volts)
-
-    @scpi(":SOURce:LIST:VOLTage?")
-    def _list_query(self) -> str:
-        return ",".join(map(self.format, self.source_list)) if self.source_list else ""
-
-    @scpi(":SOURce:LIST:VOLTage:POINts?")
-    def _list_points(self) -> str:
-        return str(len(self.source_list))
 
     @scpi(":SOURce:SWEep:VOLTage:LIST", Integer(1, 100_000), Number(0, 10_000, unit="S"),
           Integer(1, 268_435_455), Boolean(), required=1)
@@ -555,23 +557,6 @@ class SimKeithley2400(_SourceMeter):
     def _mode_query(self) -> str:
         return "LIST" if self.list_mode else "FIX"
 
-    @scpi(":SOURce:LIST:VOLTage", Number(-210, 210, unit="V"), repeat_last=100)
-    def _list(self, *volts: float) -> None:
-        self.source_list = list(volts)
-
-    @scpi(":SOURce:LIST:VOLTage:APPend", Number(-210, 210, unit="V"), repeat_last=100)
-    def _list_append(self, *volts: float) -> None:
-        if len(self.source_list) + len(volts) > self.LIST_CAPACITY:
-            raise ScpiError(-223)
-        self.source_list.extend(volts)
-
-    @scpi(":SOURce:LIST:VOLTage?")
-    def _list_query(self) -> str:
-        return ",".join(map(self.format, self.source_list)) if self.source_list else ""
-
-    @scpi(":SOURce:LIST:VOLTage:POINts?")
-    def _list_points(self) -> str:
-        return str(len(self.source_list))
 
     @scpi(":TRIGger:COUNt", Integer(1, 2500))
     def _trigger_count(self, count: int) -> None:
