@@ -26,7 +26,7 @@ def add_commands(commands, bench) -> None:
         "also on a pseudo-terminal. Open them with pyvisa (ResourceManager('@py'), "
         "read_termination and write_termination '\\n') or pyserial (serial.Serial(path)).",
     )
-    serve.add_argument("--config", metavar="LAB_TOML",
+    serve.add_argument("--config", "--lab", dest="config", metavar="LAB_TOML",
                        help="lab file: its [sim] table is the array, "
                        "instruments.source_meter.model the SMU (default: the built-in lab)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
