@@ -3,33 +3,73 @@
 Topology (docs/internals.md): row ``i`` is driven at column index 0 through ``j + 1`` row
 segments to cell ``(i, j)``; column ``j`` is sensed at row index ``rows - 1``, cell ``(i, j)``
 reaching the sense end through ``rows - i`` column segments and the sense resistance. Lines not
-driven are held at 0 V at the same ends.
+driven are held at 0 V at the same ends. This is the network of
+:class:`crossbar_ctl.circuit.CrossbarCircuit` (the one solver of the project, shared with the
+simulator), which solves it exactly.
 
-Only the closed cells matter (open ones leak picosiemens, part of the measured baseline), so the
-network solved here keeps two nodes per closed cell and merges the wire between consecutive
-closed cells of a line into one resistor: a row step (one row's cells closed) is a few hundred
-nodes, solved exactly. A row step with nothing else closed also has a closed form
-(:func:`row_step_conductance`), which is what corrects the bulk of the readings.
+Only the closed cells matter (open ones leak picosiemens, part of the measured baseline): a cell
+at 0 S is open. The wire beyond the closed cells carries no current, so each solve is cut down to
+the rows and columns that reach a closed cell (:func:`_closed_circuit`). A row step with nothing
+else closed also has a closed form (:func:`row_step_conductance`), which is what corrects the bulk
+of the readings.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.optimize import least_squares
-from scipy.sparse.linalg import spsolve
 
 from calibration._record import TwinParameters
+from crossbar_ctl.circuit import CrossbarCircuit
 
-__all__ = ["Network", "fit_twin", "network_col_current_a", "row_step_conductance", "solve_row_step"]
-
-_MIN_RESISTANCE_OHM = 1e-6  # a zero wire is solved as a very good conductor
+__all__ = ["fit_twin", "network_col_current_a", "row_step_conductance", "solve_row_step"]
 
 
-def _wires(twin: TwinParameters) -> tuple[float, float, float]:
-    return (max(twin.row_wire_resistance_ohm, _MIN_RESISTANCE_OHM),
-            max(twin.col_wire_resistance_ohm, _MIN_RESISTANCE_OHM),
-            twin.sense_resistance_ohm)
+def _closed_circuit(conductance_s: np.ndarray, twin: TwinParameters, *,
+                    layout: np.ndarray | None = None, row_connected: np.ndarray | None = None,
+                    col_connected: np.ndarray | None = None) -> tuple[CrossbarCircuit, slice, int] | None:
+    """The circuit of the closed cells, cut to the wire that carries current.
+
+    Rows above the first closed cell and columns right of the last one are dangling wire (no
+    current): left out. The column segments below the last closed row are in series with every
+    column's sense resistance: folded into it. Exact, and much smaller for the sparse patterns of
+    calibration.
+
+    Parameters
+    ----------
+    conductance_s : ndarray (rows, cols)
+        Cell conductances, S; zero, negative or NaN is open.
+    twin : TwinParameters
+    layout : ndarray bool (rows, cols), optional
+        Cells the cut must keep (default: the closed ones).
+    row_connected, col_connected : ndarray of bool, optional
+        Lines whose terminal is connected (default all); the others float.
+
+    Returns
+    -------
+    (circuit, rows, cols) or None
+        The circuit, the slice of array rows it keeps and the number of columns it keeps (from
+        column 0); None when the layout is empty.
+    """
+    g = np.asarray(conductance_s, dtype=np.float64)
+    g = np.where(g > 0, g, 0.0)
+    layout = g > 0 if layout is None else np.asarray(layout, bool)
+    kept_rows = np.flatnonzero(layout.any(axis=1))
+    if kept_rows.size == 0:
+        return None
+    first, last = int(kept_rows[0]), int(kept_rows[-1])
+    cols = int(np.flatnonzero(layout.any(axis=0))[-1]) + 1
+    rows = slice(first, last + 1)
+    below_ohm = (g.shape[0] - 1 - last) * twin.col_wire_resistance_ohm
+    circuit = CrossbarCircuit(
+        g[rows, :cols],
+        row_wire_resistance_ohm=twin.row_wire_resistance_ohm,
+        col_wire_resistance_ohm=twin.col_wire_resistance_ohm,
+        sense_resistance_ohm=twin.sense_resistance_ohm + below_ohm,
+        row_connected=None if row_connected is None else np.asarray(row_connected, bool)[rows],
+        col_connected=None if col_connected is None else np.asarray(col_connected, bool)[:cols],
+    )
+    return circuit, rows, cols
 
 
 def row_step_conductance(current_a: np.ndarray, voltage_v: float, row: np.ndarray | int,
@@ -65,94 +105,6 @@ def row_step_conductance(current_a: np.ndarray, voltage_v: float, row: np.ndarra
     return current / (node_v - current * col_ohm)
 
 
-class Network:
-    """The nodal equations of the closed cells of an array, for any of their conductances.
-
-    Two nodes per closed cell (its row node and its column node); the wire between consecutive
-    closed cells of a line is one resistor. Solving for a batch of conductance sets stacks their
-    systems block-diagonally into one sparse solve.
-
-    Parameters
-    ----------
-    closed : ndarray bool (rows, cols)
-        The cells in the network.
-    twin : TwinParameters
-    row_connected, col_connected : ndarray of bool, optional
-        Lines whose terminal is connected (default all); the others float.
-    """
-
-    def __init__(self, closed: np.ndarray, twin: TwinParameters, *,
-                 row_connected: np.ndarray | None = None, col_connected: np.ndarray | None = None) -> None:
-        rows, cols = closed.shape
-        self.rows, self.cols = rows, cols
-        ci, cj = np.nonzero(closed)
-        self.ci, self.cj = ci, cj
-        n = self.cells = ci.size
-        r_row, r_col, r_sense = _wires(twin)
-        row_ok = np.ones(rows, bool) if row_connected is None else np.asarray(row_connected, bool)
-        col_ok = np.ones(cols, bool) if col_connected is None else np.asarray(col_connected, bool)
-        same_row = ci[1:] == ci[:-1]  # nonzero() sorts by (row, col)
-        a = np.nonzero(same_row)[0]
-        wa, wb, wg = [a], [a + 1], [1.0 / ((cj[a + 1] - cj[a]) * r_row)]
-        first = np.nonzero(np.r_[True, ~same_row])[0] if n else np.zeros(0, int)
-        first = first[row_ok[ci[first]]]
-        self.first, self.term_g = first, 1.0 / ((cj[first] + 1) * r_row)
-        order = np.lexsort((ci, cj))
-        oi, oj = ci[order], cj[order]
-        same_col = oj[1:] == oj[:-1]
-        a = np.nonzero(same_col)[0]
-        wa.append(order[a] + n)
-        wb.append(order[a + 1] + n)
-        wg.append(1.0 / ((oi[a + 1] - oi[a]) * r_col))
-        last = np.nonzero(np.r_[~same_col, True])[0] if n else np.zeros(0, int)
-        last = last[col_ok[oj[last]]]
-        self.sense_node, self.sense_col = order[last] + n, oj[last]
-        self.sense_g = 1.0 / ((rows - oi[last]) * r_col + r_sense)
-        self.wire = tuple(np.concatenate(x) for x in (wa, wb, wg))
-
-    def col_current_a(self, cell_s: np.ndarray, row_voltage_v: np.ndarray) -> np.ndarray:
-        """Sensed column currents ``(batch, cols)``.
-
-        Parameters
-        ----------
-        cell_s : ndarray (batch, cells) or (cells,)
-            Conductance of each closed cell (in ``np.nonzero(closed)`` order), S.
-        row_voltage_v : ndarray (batch, rows) or (rows,)
-            Row terminal voltages, V; with one ``cell_s`` row, any batch of voltages.
-        """
-        g = np.atleast_2d(np.asarray(cell_s, dtype=np.float64))
-        volts = np.atleast_2d(np.asarray(row_voltage_v, dtype=np.float64))
-        out = np.zeros((max(g.shape[0], volts.shape[0]), self.cols))
-        if self.cells == 0:
-            return out
-        n, copies = 2 * self.cells, g.shape[0]
-        wa, wb, wg = self.wire
-        cell_a, cell_b = np.arange(self.cells), np.arange(self.cells) + self.cells
-        shift = (np.arange(copies) * n)[:, None]
-        ea = np.concatenate([(wa + shift).ravel(), (cell_a + shift).ravel()])
-        eb = np.concatenate([(wb + shift).ravel(), (cell_b + shift).ravel()])
-        eg = np.concatenate([np.tile(wg, copies), g.ravel()])
-        diag = np.zeros(copies * n)
-        np.add.at(diag, (self.first + shift).ravel(), np.tile(self.term_g, copies))
-        np.add.at(diag, (self.sense_node + shift).ravel(), np.tile(self.sense_g, copies))
-        size = copies * n
-        lap = sp.csc_matrix((np.r_[-eg, -eg, eg, eg, diag + 1e-18],
-                             (np.r_[ea, eb, ea, eb, np.arange(size)],
-                              np.r_[eb, ea, ea, eb, np.arange(size)])), shape=(size, size))
-        drive = volts[:, self.ci[self.first]] * self.term_g  # (nv, first)
-        if copies == 1:  # one network, every voltage vector a right-hand side
-            rhs = np.zeros((n, volts.shape[0]))
-            rhs[self.first] = drive.T
-            node_v = spsolve(lap, rhs).reshape(n, -1).T  # (nv, n)
-            out[:, self.sense_col] = node_v[:, self.sense_node] * self.sense_g
-            return out
-        rhs = np.zeros((copies, n))
-        rhs[:, self.first] = np.broadcast_to(drive, (copies, drive.shape[1]))
-        node_v = spsolve(lap, rhs.ravel()).reshape(copies, n)
-        out[:, self.sense_col] = node_v[:, self.sense_node] * self.sense_g
-        return out
-
-
 def network_col_current_a(conductance_s: np.ndarray, row_voltage_v: np.ndarray,
                           twin: TwinParameters, *, row_connected: np.ndarray | None = None,
                           col_connected: np.ndarray | None = None) -> np.ndarray:
@@ -174,8 +126,13 @@ def network_col_current_a(conductance_s: np.ndarray, row_voltage_v: np.ndarray,
         Current out of each column's sense end, A.
     """
     g = np.asarray(conductance_s, dtype=np.float64)
-    network = Network(g > 0, twin, row_connected=row_connected, col_connected=col_connected)
-    return network.col_current_a(g[network.ci, network.cj], row_voltage_v)
+    volts = np.atleast_2d(np.asarray(row_voltage_v, dtype=np.float64))
+    out = np.zeros((volts.shape[0], g.shape[1]))
+    cut = _closed_circuit(g, twin, row_connected=row_connected, col_connected=col_connected)
+    if cut is not None:
+        circuit, rows, cols = cut
+        out[:, :cols] = circuit.solve(volts[:, rows]).col_current_a
+    return out
 
 
 def solve_row_step(current_a: np.ndarray, row: int, voltage_v: float, twin: TwinParameters,
@@ -184,7 +141,9 @@ def solve_row_step(current_a: np.ndarray, row: int, voltage_v: float, twin: Twin
     """Cell conductances of a driven row when other cells of the array are closed too.
 
     Fixed point: scale each cell's conductance by measured over predicted current until the
-    network reproduces the readings (every step of the row solved at once).
+    network reproduces the readings (every step of the row solved at once). The predictions are
+    exact: the network without the row's cells is solved once (:func:`_row_ports`), and the row's
+    cells are added to it per step as a small dense system.
 
     Parameters
     ----------
@@ -206,28 +165,63 @@ def solve_row_step(current_a: np.ndarray, row: int, voltage_v: float, twin: Twin
     ndarray (steps, cols)
     """
     current = np.atleast_2d(current_a)
-    rows, cols = others_s.shape
+    cols = others_s.shape[1]
     closed = np.ones(cols, bool) if closed is None else np.asarray(closed, bool)
     g = np.array(np.atleast_2d(start_s), dtype=np.float64)
-    layout = others_s > 0
-    layout[row] = (others_s[row] > 0) | closed
-    network = Network(layout, twin)
-    in_row = network.ci == row
-    mine = in_row & closed[network.cj]
-    cells = np.broadcast_to(others_s[network.ci, network.cj], (current.shape[0], network.cells)).copy()
-    estimate = np.clip(np.nan_to_num(g[:, closed]), 1e-30, None)
-    volts = np.zeros(rows)
-    volts[row] = voltage_v
-    measured = current[:, network.cj[mine]]
+    mine = np.flatnonzero(closed)
+    if mine.size == 0:
+        return g
+    base = np.where(others_s > 0, others_s, 0.0)
+    base[row, mine] = 0.0
+    u0, i0, z, t = _row_ports(base, row, mine, voltage_v, twin)
+    estimate = np.clip(np.nan_to_num(g[:, mine]), 1e-30, None)
+    measured = current[:, mine]
+    identity = np.eye(mine.size)
     for _ in range(iterations):
-        cells[:, mine] = estimate
-        predicted = network.col_current_a(cells, volts)[:, network.cj[mine]]
+        # Cell currents c of every step: c = X (u0 - Z c), X the step's conductances.
+        cell_a = np.linalg.solve(identity + estimate[:, :, None] * z, (estimate * u0)[:, :, None])
+        predicted = i0 - cell_a[:, :, 0] @ t.T
         ratio = np.divide(measured, predicted, out=np.ones_like(predicted), where=predicted > 0)
         estimate = estimate * ratio
         if np.max(np.abs(ratio - 1.0)) < tolerance:
             break
-    g[:, network.cj[mine]] = estimate
+    g[:, mine] = estimate
     return g
+
+
+def _row_ports(base_s: np.ndarray, row: int, cols: np.ndarray, voltage_v: float,
+               twin: TwinParameters) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The network without cells ``(row, cols)``, seen from those cells (their ports).
+
+    Port k joins row node ``(row, cols[k])`` to column node ``(row, cols[k])``. One batched solve:
+    row ``row`` at ``voltage_v`` (every other line at 0 V), then a unit current through each port
+    (into its row node, out of its column node) with every terminal at 0 V.
+
+    Returns
+    -------
+    u0 : ndarray (ports,)
+        Port voltages with the row driven, V.
+    i0 : ndarray (ports,)
+        Currents sensed at columns ``cols`` with the row driven, A.
+    z : ndarray (ports, ports)
+        ``z[j, k]``: voltage of port j per ampere through port k, ohm.
+    t : ndarray (ports, ports)
+        ``t[j, k]``: current sensed at column ``cols[j]`` per ampere through port k.
+    """
+    layout = base_s > 0
+    layout[row, cols] = True
+    circuit, rows, kept = _closed_circuit(base_s, twin, layout=layout)
+    local = row - rows.start
+    ports = np.arange(cols.size)
+    volts = np.zeros((cols.size + 1, circuit.rows))
+    volts[0, local] = voltage_v
+    into_row = np.zeros((cols.size + 1, circuit.rows, kept))
+    into_row[1 + ports, local, cols] = 1.0
+    solution = circuit.solve(volts, row_node_current_a=into_row, col_node_current_a=-into_row)
+    port_v = (solution.row_node_voltage_v[:, local, cols]
+              - solution.col_node_voltage_v[:, local, cols])
+    sensed_a = solution.col_current_a[:, cols]
+    return port_v[0], sensed_a[0], port_v[1:].T, sensed_a[1:].T
 
 
 def fit_twin(residuals, start: TwinParameters) -> tuple[TwinParameters, np.ndarray]:

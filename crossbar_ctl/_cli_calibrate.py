@@ -181,21 +181,11 @@ def plot_record(record, path: Path) -> None:
 
 # ---- bench ---------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _tcp_lab(config) -> Iterator[Any]:
+def _tcp_lab(config) -> Any:
     """The same simulated lab served on loopback TCP (SMU) and a pty (board), opened through them."""
     from crossbar_ctl._lab import open_lab
-    from sim import LabServer, SimLab
 
-    sim = SimLab(config.sim)
-    with LabServer(sim) as server:
-        uris = server.lab_uris()
-        instruments = config.instruments.model_copy(update={
-            "switch_board": config.instruments.switch_board.model_copy(update={"uri": uris["board"]}),
-            "source_meter": config.instruments.source_meter.model_copy(update={"uri": uris["smu"]}),
-        })
-        with open_lab(config.model_copy(update={"instruments": instruments}), sim=sim) as lab:
-            yield lab
+    return open_lab(config, served=True)
 
 
 def _bench(args: argparse.Namespace) -> int:

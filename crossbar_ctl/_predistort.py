@@ -38,7 +38,7 @@ def twin_response(twin: TwinParameters, conductance_s: np.ndarray) -> tuple[np.n
     slope : ndarray (rows, cols)
         ``dT[i, j] / dG[i, j]`` (dimensionless), from the adjoint solve.
     """
-    from sim import CrossbarCircuit
+    from crossbar_ctl.circuit import CrossbarCircuit
 
     g = np.asarray(conductance_s, dtype=np.float64)
     rows, cols = g.shape

@@ -1,9 +1,9 @@
 """The engine's digital twin of the array: its transfer matrix under the fitted wire parameters.
 
 The twin is the calibration's :class:`calibration.TwinParameters` (row and column wire resistance
-per segment, sense resistance), solved exactly by the calibration's own nodal solver (the one it
-fitted the parameters with), so the engine needs nothing from the simulator. The transfer matrix ``T`` ``(rows, cols)`` holds the current into
-column ``j`` per volt on row ``i`` with every other row at 0 V; the array is linear, so
+per segment, sense resistance), solved exactly by :mod:`crossbar_ctl.circuit`, the nodal solver
+the calibration fitted the parameters with. The transfer matrix ``T`` ``(rows, cols)`` holds the
+current into column ``j`` per volt on row ``i`` with every other row at 0 V; the array is linear, so
 ``I = V @ T`` for any row voltages ``V (batch, rows)``.
 """
 

@@ -1,7 +1,7 @@
 """Physics and simulated instruments: the array model, the exact circuit solver, the lab."""
 
+from crossbar_ctl.circuit import CircuitSolution, CrossbarCircuit
 from sim._array import PhysicalArray
-from sim._circuit import CircuitSolution, CrossbarCircuit
 from sim._spice import find_ngspice, solve_with_ngspice, spice_netlist
 from sim._board import SimSwitchBoard, crc16
 from sim._keithley import OVERFLOW, SimKeithley2400, SimKeithley2450

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from crossbar_ctl.config import Fault, SimArrayConfig, config_error
 from crossbar_ctl.errors import ConfigError
-from sim._circuit import CrossbarCircuit
+from crossbar_ctl.circuit import CrossbarCircuit
 
 __all__ = ["PhysicalArray"]
 

@@ -18,7 +18,7 @@ import numpy as np
 from crossbar_ctl.config import SimArrayConfig
 from crossbar_ctl.errors import ConfigError
 from sim._array import PhysicalArray
-from sim._circuit import CrossbarCircuit, _one_blas_thread
+from crossbar_ctl.circuit import CrossbarCircuit, _one_blas_thread
 
 __all__ = ["DEFAULT_SIZES", "bench_circuit"]
 
@@ -69,7 +69,7 @@ def bench_circuit(
     if batch < 1 or branches < 1 or not sizes or min(sizes) < 1:
         raise ConfigError("bench circuit needs sizes >= 1, branches >= 1 and batch >= 1",
                           key="sizes")
-    # Load the compiled kernels before any timing.
+    # Warm up (imports, caches) before any timing.
     CrossbarCircuit(np.ones((2, 2)), row_wire_resistance_ohm=1.0, col_wire_resistance_ohm=1.0)
     results = []
     for size in sizes:

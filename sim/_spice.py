@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from crossbar_ctl.errors import CrossbarError
-from sim._circuit import CrossbarCircuit
+from crossbar_ctl.circuit import CrossbarCircuit
 
 __all__ = ["find_ngspice", "solve_with_ngspice", "spice_netlist"]
 

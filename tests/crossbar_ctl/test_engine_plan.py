@@ -104,7 +104,7 @@ def test_weights_beyond_the_pools_and_too_many_tiles_are_refused():
 
 
 def test_twin_transfer_matches_the_simulator_circuit():
-    from sim import CrossbarCircuit
+    from crossbar_ctl.circuit import CrossbarCircuit
 
     g = np.random.default_rng(4).uniform(1e-4, 5e-4, size=(7, 6))
     g[2, 3] = 0.0

@@ -24,7 +24,7 @@ def test_errors_carry_data():
 
 
 def test_leaves_import_nothing_heavy():
-    code = ("import sys, crossbar_ctl.errors, crossbar_ctl.config, crossbar_ctl.files; "
+    code = ("import sys, crossbar_ctl.errors, crossbar_ctl.config, crossbar_ctl.files, crossbar_ctl.circuit; "
             "heavy = [m for m in ('numba', 'pyvisa', 'serial', 'sim', 'drivers', 'calibration') "
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,15 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crossbar_ctl.circuit import CrossbarCircuit
 from crossbar_ctl.errors import ConfigError
-from sim import CrossbarCircuit
 
 
-def dense_mna(g, rr, rc, rs, row_connected, col_connected, vr, vc):
+def dense_mna(g, rr, rc, rs, row_connected, col_connected, vr, vc, row_inj=None, col_inj=None):
     """Slow, obvious oracle: modified nodal analysis, a 0-ohm element is a 0 V source (as SPICE).
 
     Nodes: row nodes, column nodes, row terminals, column terminals; every connected terminal is
-    driven by a voltage source to ground whose current is the terminal current.
+    driven by a voltage source to ground whose current is the terminal current. ``row_inj`` and
+    ``col_inj`` ``(rows, cols)`` are currents injected into the row and column nodes.
     """
     rows, cols = g.shape
     n = rows * cols
@@ -61,11 +62,26 @@ def dense_mna(g, rr, rc, rs, row_connected, col_connected, vr, vc):
             a_mat[row, b] -= 1.0
             a_mat[b, row] -= 1.0
         rhs[row] = volts
+    for i in range(rows):
+        for j in range(cols):
+            rhs[row_node(i, j)] += 0.0 if row_inj is None else row_inj[i, j]
+            rhs[col_node(i, j)] += 0.0 if col_inj is None else col_inj[i, j]
     # Isolated nodes (unused terminals) get a trivial equation.
     for k in range(size):
         if not a_mat[k].any():
             a_mat[k, k] = 1.0
+    # Solve for the source currents in units of 1e-4 A (the size of the cell currents) so they are
+    # as well resolved as the node voltages, then refine with residuals in extended precision:
+    # wire conductances dwarf the cells', so a plain float64 solve is good to only ~cond * 1e-16.
+    unit = np.ones(len(rhs))
+    unit[size + len(extra):] = 1e-4
+    a_mat = a_mat * unit
     x = np.linalg.solve(a_mat, rhs)
+    a_ext, rhs_ext = a_mat.astype(np.longdouble), rhs.astype(np.longdouble)
+    for _ in range(3):
+        residual = rhs_ext - a_ext @ x.astype(np.longdouble)
+        x = (x.astype(np.longdouble) + np.linalg.solve(a_mat, residual.astype(np.float64))).astype(np.float64)
+    x = x * unit
     source_current = x[size + len(extra):]  # current into the source's + node from the network
     row_current = np.zeros(rows)
     col_current = np.zeros(cols)
@@ -109,7 +125,7 @@ WIRES = [
 @pytest.mark.parametrize("wires", WIRES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (7, 9), (12, 10)])
 def test_matches_dense_mna(shape, wires, method):
-    rng = np.random.default_rng(hash((shape, wires)) % 2**32)
+    rng = np.random.default_rng([*shape, *(int(1000 * w) for w in wires)])
     g, row_connected, col_connected = random_case(rng, *shape)
     rr, rc, rs = wires
     circuit = CrossbarCircuit(
@@ -124,6 +140,54 @@ def test_matches_dense_mna(shape, wires, method):
         scale = max(np.abs(row_ref).max(), np.abs(col_ref).max())
         assert np.max(np.abs(solution.row_current_a[b] - row_ref)) <= 1e-12 * scale
         assert np.max(np.abs(solution.col_current_a[b] - col_ref)) <= 1e-12 * scale
+
+
+@pytest.mark.parametrize("method", ["auto", "sparse"])
+@pytest.mark.parametrize("wires", WIRES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (7, 9)])
+def test_node_injections_match_dense_mna(shape, wires, method):
+    rng = np.random.default_rng([*shape, *(int(1000 * w) for w in wires), 7])
+    g, row_connected, col_connected = random_case(rng, *shape)
+    rr, rc, rs = wires
+    circuit = CrossbarCircuit(
+        g, row_wire_resistance_ohm=rr, col_wire_resistance_ohm=rc, sense_resistance_ohm=rs,
+        row_connected=row_connected, col_connected=col_connected, method=method,
+    )
+    vr = rng.normal(size=(2, shape[0]))
+    row_inj = rng.normal(scale=1e-4, size=(2, *shape))
+    col_inj = rng.normal(scale=1e-4, size=shape)  # broadcast over the batch
+    solution = circuit.solve(vr, row_node_current_a=row_inj, col_node_current_a=col_inj)
+    zero = np.zeros(shape[1])
+    for b in range(2):
+        row_ref, col_ref = dense_mna(g, rr, rc, rs, row_connected, col_connected, vr[b], zero,
+                                     row_inj[b], col_inj)
+        scale = max(np.abs(row_ref).max(), np.abs(col_ref).max(), np.abs(row_inj).max())
+        assert np.max(np.abs(solution.row_current_a[b] - row_ref)) <= 1e-12 * scale
+        assert np.max(np.abs(solution.col_current_a[b] - col_ref)) <= 1e-12 * scale
+    # Superposition: the injections alone add to the voltages alone.
+    alone = circuit.solve(np.zeros(shape[0]), row_node_current_a=row_inj, col_node_current_a=col_inj)
+    plain = circuit.solve(vr)
+    np.testing.assert_allclose(plain.col_current_a + alone.col_current_a, solution.col_current_a,
+                               rtol=0, atol=1e-12 * scale)
+
+
+def test_bad_injections_are_refused():
+    circuit = CrossbarCircuit(np.ones((2, 3)), row_wire_resistance_ohm=1.0, col_wire_resistance_ohm=1.0)
+    with pytest.raises(ConfigError, match="row_node_current_a"):
+        circuit.solve([1.0, 0.0], row_node_current_a=np.ones((3, 2)))
+    with pytest.raises(ConfigError, match="col_node_current_a"):
+        circuit.solve([1.0, 0.0], col_node_current_a=np.full((2, 3), np.nan))
+    with pytest.raises(ConfigError, match="batch"):
+        circuit.solve(np.ones((2, 2)), col_node_current_a=np.ones((3, 2, 3)))
+    # Row 1 floats and has no cell: current injected into it has nowhere to go.
+    g = np.array([[1e-3, 1e-3, 1e-3], [0.0, 0.0, 0.0]])
+    floating = CrossbarCircuit(g, row_wire_resistance_ohm=1.0, col_wire_resistance_ohm=1.0,
+                               row_connected=[True, False])
+    injection = np.zeros((2, 3))
+    floating.solve([1.0, 0.0], row_node_current_a=injection)  # zero is fine
+    injection[1, 1] = 1e-6
+    with pytest.raises(ConfigError, match="floating island"):
+        floating.solve([1.0, 0.0], row_node_current_a=injection)
 
 
 def test_structured_matches_sparse_with_floating_lines():

@@ -1,5 +1,9 @@
 """Exact nodal analysis of a crossbar with wire, sense and source resistances.
 
+A leaf: it imports only numpy, scipy, threadpoolctl and :mod:`crossbar_ctl.errors`, so the
+simulator (:mod:`sim`), calibration's wiring twin and the engine all solve the same network with
+the same code.
+
 Topology (``rows x cols`` cells)::
 
     row terminal i --Rr-- r(i,0) --Rr-- r(i,1) -- ... --Rr-- r(i,cols-1)
@@ -11,7 +15,9 @@ Topology (``rows x cols`` cells)::
 
 A line that is not connected floats: its terminal is open. Zero resistances are handled exactly
 by merging the nodes they join (never a huge conductance). Nodes that cannot reach any held
-terminal (a floating island) carry no current; their voltage is undefined (NaN).
+terminal (a floating island) carry no current; their voltage is undefined (NaN). Besides the
+terminal voltages, a solve may inject currents into any row or column node (ideal current
+sources from ground), which gives the response of the array to a port inside it.
 
 Two exact solvers share one front:
 
@@ -32,7 +38,6 @@ import functools
 import threading
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
@@ -45,6 +50,8 @@ __all__ = ["CircuitSolution", "CrossbarCircuit"]
 
 # The structured solver keeps one dense cols x cols block per row: beyond this, use sparse.
 _STRUCTURED_MAX_BYTES = 2**30
+# Row lines up to this length are inverted by LAPACK pttrs, longer ones by vectorised sweeps.
+_SHORT_LINE = 32
 
 
 class _OneBlasThread:
@@ -133,6 +140,18 @@ def _voltages(name: str, value, size: int) -> np.ndarray:
     return np.atleast_2d(array)
 
 
+def _injections(name: str, value, shape: tuple[int, int]) -> np.ndarray:
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim not in (2, 3) or array.shape[-2:] != shape:
+        raise ConfigError(
+            f"{name} has shape {array.shape}, expected {shape} or (batch, {shape[0]}, {shape[1]})",
+            key=name,
+        )
+    if not np.all(np.isfinite(array)):
+        raise ConfigError(f"{name} holds non-finite values", key=name)
+    return array.reshape((-1, *shape))
+
+
 class CrossbarCircuit:
     """A crossbar's nodal equations, prepared once, solved for any batch of line voltages.
 
@@ -210,8 +229,9 @@ class CrossbarCircuit:
         self._sparse = _SparseSolver(self) if self._structured is None else None
         self.method = "structured" if self._structured is not None else "sparse"
 
-    def solve(self, row_voltage_v, col_voltage_v=None) -> CircuitSolution:
-        """Solve for a batch of terminal voltages.
+    def solve(self, row_voltage_v, col_voltage_v=None, *, row_node_current_a=None,
+              col_node_current_a=None) -> CircuitSolution:
+        """Solve for a batch of terminal voltages (and node current injections).
 
         Parameters
         ----------
@@ -219,6 +239,9 @@ class CrossbarCircuit:
             Source voltage of each row, V (ignored on floating rows).
         col_voltage_v : array_like, float (cols,) or (batch, cols), optional
             Voltage each column's sense terminal holds, V (default 0 V, virtual ground).
+        row_node_current_a, col_node_current_a : array_like, float (rows, cols) or (batch, rows, cols), optional
+            Current injected into each row node / column node from ground, A (default none).
+            Injecting into a floating island (no path to a held terminal) raises.
 
         Returns
         -------
@@ -228,24 +251,40 @@ class CrossbarCircuit:
         vr = _voltages("row_voltage_v", row_voltage_v, self.rows)
         vc = (np.zeros((1, self.cols)) if col_voltage_v is None
               else _voltages("col_voltage_v", col_voltage_v, self.cols))
-        batch = max(vr.shape[0], vc.shape[0])
-        if vr.shape[0] not in (1, batch) or vc.shape[0] not in (1, batch):
-            raise ConfigError(
-                f"row_voltage_v batch {vr.shape[0]} and col_voltage_v batch {vc.shape[0]} differ",
-                key="col_voltage_v",
-            )
+        shape = (self.rows, self.cols)
+        inputs = {"row_voltage_v": vr, "col_voltage_v": vc}
+        if row_node_current_a is not None:
+            inputs["row_node_current_a"] = _injections("row_node_current_a", row_node_current_a, shape)
+        if col_node_current_a is not None:
+            inputs["col_node_current_a"] = _injections("col_node_current_a", col_node_current_a, shape)
+        batch = max(array.shape[0] for array in inputs.values())
+        if any(array.shape[0] not in (1, batch) for array in inputs.values()):
+            sizes = ", ".join(f"{name} {array.shape[0]}" for name, array in inputs.items())
+            raise ConfigError(f"batch sizes differ: {sizes}", key=list(inputs)[-1])
         vr = np.broadcast_to(vr, (batch, self.rows))
         vc = np.broadcast_to(vc, (batch, self.cols))
+        injected = None
+        if len(inputs) > 2:  # node injections as (rows, cols, batch)
+            zero = np.zeros((1, *shape))
+            injected = tuple(
+                np.broadcast_to(inputs.get(name, zero), (batch, *shape)).transpose(1, 2, 0)
+                for name in ("row_node_current_a", "col_node_current_a")
+            )
         solver = self._structured if self._structured is not None else self._sparse
         # Node voltages as (rows, cols, batch).
         with _one_blas_thread:
-            row_node, col_node = solver.solve(vr, vc)
-        # Terminal currents by KCL over each line's cells: accurate even when the wire drop is tiny.
+            row_node, col_node = solver.solve(vr, vc, injected)
+        # Terminal currents by KCL over each line's cells (and injections): accurate even when
+        # the wire drop is tiny.
         cell = self.conductance_s[:, :, None] * (row_node - col_node)
         if solver is self._sparse and self._sparse.has_island:
             np.nan_to_num(cell, copy=False, nan=0.0)
-        row_current = np.where(self.row_connected, cell.sum(axis=1).T, 0.0)
-        col_current = np.where(self.col_connected, cell.sum(axis=0).T, 0.0)
+        row_sum, col_sum = cell.sum(axis=1), cell.sum(axis=0)
+        if injected is not None:
+            row_sum = row_sum - injected[0].sum(axis=1)
+            col_sum = col_sum + injected[1].sum(axis=0)
+        row_current = np.where(self.row_connected, row_sum.T, 0.0)
+        col_current = np.where(self.col_connected, col_sum.T, 0.0)
         return CircuitSolution(
             row_current, col_current, row_node.transpose(2, 0, 1), col_node.transpose(2, 0, 1)
         )
@@ -322,6 +361,7 @@ class _SparseSolver:
         # Groups that stand for real nodes but are not reachable are islands.
         node_groups = np.unique(label[: 2 * n])
         self.has_island = bool(np.any(~live[node_groups]))
+        self._island_node = ~live[label[: 2 * n]]
         unknown = np.flatnonzero(live & ~held)
         self.unknown, self.label, self.groups = unknown, label, groups
         self.live_rows, self.live_cols = live_rows, live_cols
@@ -332,13 +372,26 @@ class _SparseSolver:
         self._lu = (spla.splu(coupling[:, unknown].tocsc(), permc_spec="MMD_AT_PLUS_A")
                     if unknown.size else None)
 
-    def solve(self, vr: np.ndarray, vc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def solve(self, vr: np.ndarray, vc: np.ndarray,
+              injected: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
         batch = vr.shape[0]
         v = np.full((self.groups, batch), np.nan)
         held_v = np.concatenate([vr[:, self.live_rows].T, vc[:, self.live_cols].T])
         v[self._held] = held_v
+        rhs = -(self._a_uh @ held_v)
+        if injected is not None:
+            node_current = np.concatenate([injected[0].reshape(self.n, batch),
+                                           injected[1].reshape(self.n, batch)])
+            stranded = self._island_node & np.any(node_current != 0, axis=1)
+            if stranded.any():
+                key = "row_node_current_a" if stranded[: self.n].any() else "col_node_current_a"
+                raise ConfigError(f"{key}: current injected into a floating island (a node with "
+                                  "no path to a connected terminal)", key=key)
+            group_current = np.zeros((self.groups, batch))
+            np.add.at(group_current, self.label[: 2 * self.n], node_current)
+            rhs = rhs + group_current[self.unknown]
         if self.unknown.size:
-            v[self.unknown] = self._lu.solve(-(self._a_uh @ held_v)).reshape(-1, batch)
+            v[self.unknown] = self._lu.solve(rhs).reshape(-1, batch)
         node = v[self.label[: 2 * self.n]].reshape(2, *self.grid_shape, batch)
         return node[0], node[1]
 
@@ -364,15 +417,12 @@ class _StructuredSolver:
             circuit.col_connected,
             1.0 / (circuit.col_wire_resistance_ohm + circuit.sense_resistance_ohm), 0.0,
         )
-        # Row lines: K_i = wire chain + source + cells, factored by Thomas (LDL^T).
+        # Row lines: K_i = wire chain + source + cells, factored together (LDL^T).
         k_diag = g + _chain_degree(cols) * g_r
         k_diag[:, 0] += self.g_source
-        self.k_off = -g_r
-        self.k_pivot = _thomas_factor(k_diag, self.k_off)
-        # Every K_i^-1 at once (rows, cols, cols); overwritten in place by T_i^-1 below.
-        blocks = np.zeros((rows, cols, cols))
-        blocks[:, np.arange(cols), np.arange(cols)] = 1.0
-        _thomas_solve(self.k_pivot, self.k_off, blocks)
+        self.row_lines = _TridiagonalLines(k_diag, -g_r)
+        # Every K_i^-1 (rows, cols, cols); overwritten in place by T_i^-1 below.
+        blocks = self.row_lines.inverses()
         # Source transfer: column-node injection per volt on row i.
         self.source_gain = self.g_source[:, None] * g * blocks[:, :, 0]
         self.cell = g
@@ -390,12 +440,15 @@ class _StructuredSolver:
             blocks[i] = _spd_inverse(block)
         self.t_inverse = blocks
 
-    def solve(self, vr: np.ndarray, vc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def solve(self, vr: np.ndarray, vc: np.ndarray,
+              injected: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
         rows = self.t_inverse.shape[0]
         g_c, t_inv = self.g_c, self.t_inverse
         # Right-hand side per column block: (rows, cols, batch).
         f = self.source_gain[:, :, None] * vr.T[:, None, :]
         f[-1] += self.g_end[:, None] * vc.T
+        if injected is not None:  # column nodes directly, row nodes through D_i K_i^-1
+            f += injected[1] + self.cell[:, :, None] * self.row_lines.solve(injected[0].copy())
         for i in range(1, rows):
             f[i] += g_c * (t_inv[i - 1] @ f[i - 1])
         c = f
@@ -404,8 +457,9 @@ class _StructuredSolver:
             c[i] = t_inv[i] @ (f[i] + g_c * c[i + 1])
         r = self.cell[:, :, None] * c
         r[:, 0, :] += self.g_source[:, None] * vr.T
-        _thomas_solve(self.k_pivot, self.k_off, r)
-        return r, c
+        if injected is not None:
+            r += injected[0]
+        return self.row_lines.solve(r), c
 
 
 def _chain_degree(length: int) -> np.ndarray:
@@ -424,43 +478,85 @@ def _spd_inverse(matrix: np.ndarray) -> np.ndarray:
     inverse, info = scipy.linalg.lapack.dpotri(factor, lower=1, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"block inverse failed (potri info {info})")
-    _mirror_lower(inverse)
+    # potri fills the lower triangle only: mirror it onto the upper one.
+    upper, lower = _mirror_indices(inverse.shape[0])
+    if not inverse.flags.c_contiguous:  # LAPACK's (Fortran) order: the flat view is transposed
+        upper, lower = lower, upper
+    flat = inverse.ravel(order="K")  # a view of the contiguous result
+    flat[upper] = flat[lower]
     return inverse
 
 
-@numba.njit(cache=True)
-def _mirror_lower(matrix):
-    """Copy the lower triangle onto the upper one, in place."""
-    n = matrix.shape[0]
-    for i in range(n):
-        for j in range(i):
-            matrix[j, i] = matrix[i, j]
+@functools.lru_cache(maxsize=8)
+def _mirror_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the strict upper triangle of an ``(n, n)`` matrix and of their mirrors."""
+    i, j = np.triu_indices(n, 1)
+    return i * n + j, j * n + i
 
 
-@numba.njit(cache=True)
-def _thomas_factor(diag, off):
-    """Pivots of the LDL^T factorisation of each tridiagonal line (constant off-diagonal)."""
-    lines, n = diag.shape
-    pivot = np.empty((lines, n))
-    for k in range(lines):
-        pivot[k, 0] = diag[k, 0]
-        for j in range(1, n):
-            pivot[k, j] = diag[k, j] - off * off / pivot[k, j - 1]
-    return pivot
+class _TridiagonalLines:
+    """Symmetric positive definite tridiagonal systems, one per line, with one off-diagonal value.
 
+    The lines are stacked into one block-diagonal tridiagonal matrix (zero coupling between
+    consecutive lines) and factored by LAPACK ``pttrf`` (``L D L^T``); ``pttrs`` then solves every
+    line at once.
 
-@numba.njit(cache=True)
-def _thomas_solve(pivot, off, rhs):
-    """Solve every line's tridiagonal system in place; ``rhs`` is (lines, n, batch)."""
-    lines, n, batch = rhs.shape
-    for k in range(lines):
-        for j in range(1, n):
-            factor = off / pivot[k, j - 1]
-            for b in range(batch):
-                rhs[k, j, b] -= factor * rhs[k, j - 1, b]
-        for b in range(batch):
-            rhs[k, n - 1, b] /= pivot[k, n - 1]
-        for j in range(n - 2, -1, -1):
-            inv = 1.0 / pivot[k, j]
-            for b in range(batch):
-                rhs[k, j, b] = (rhs[k, j, b] - off * rhs[k, j + 1, b]) * inv
+    Parameters
+    ----------
+    diag : ndarray, float64 (lines, n)
+        Diagonal of each line's matrix.
+    off : float
+        Off-diagonal of every line's matrix.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        A line is not positive definite at working precision.
+    """
+
+    def __init__(self, diag: np.ndarray, off: float) -> None:
+        lines, n = diag.shape
+        coupling = np.full((lines, n), off)
+        coupling[:, -1] = 0.0  # the last node of a line is not coupled to the next line
+        self._single = lines * n == 1  # the LAPACK wrappers reject an empty off-diagonal
+        if self._single:
+            d, e, info = diag.ravel().copy(), None, int(not diag[0, 0] > 0)
+        else:
+            d, e, info = scipy.linalg.lapack.dpttrf(diag.ravel(), coupling.ravel()[:-1])
+        if info != 0:
+            raise np.linalg.LinAlgError(f"line not positive definite (pttrf info {info})")
+        self.lines, self.n, self._d, self._e = lines, n, d, e
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        """Solution ``(lines, n, batch)`` of every line for ``rhs`` ``(lines, n, batch)``."""
+        if self._single:
+            return rhs / self._d[0]
+        x, info = scipy.linalg.lapack.dpttrs(self._d, self._e, rhs.reshape(self.lines * self.n, -1),
+                                             overwrite_b=1)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"tridiagonal solve failed (pttrs info {info})")
+        return x.reshape(rhs.shape)
+
+    def inverses(self) -> np.ndarray:
+        """Every line's inverse, ``(lines, n, n)``.
+
+        Short lines: ``pttrs`` on the unit vectors (few calls). Long lines: the same ``L D L^T``
+        sweeps, one node at a time over every line and unit vector at once, in place, which
+        vectorises where ``pttrs`` (one right-hand side after another) does not.
+        """
+        lines, n = self.lines, self.n
+        if n <= _SHORT_LINE:
+            identity = np.zeros((lines * n, n), order="F")
+            identity[np.arange(lines * n), np.tile(np.arange(n), lines)] = 1.0
+            # C order: the caller updates each block's diagonal through a flat view.
+            return np.ascontiguousarray(self.solve(identity.reshape(lines, n, n)))
+        out = np.zeros((lines, n, n))
+        out[:, np.arange(n), np.arange(n)] = 1.0
+        pivot = self._d.reshape(lines, n)
+        multiplier = np.append(self._e, 0.0).reshape(lines, n)[:, :, None]
+        for j in range(1, n):  # L y = b
+            out[:, j] -= multiplier[:, j - 1] * out[:, j - 1]
+        out /= pivot[:, :, None]  # D z = y
+        for j in range(n - 2, -1, -1):  # L^T x = z
+            out[:, j] -= multiplier[:, j] * out[:, j + 1]
+        return out
