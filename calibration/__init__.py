@@ -5,6 +5,7 @@
 ``recheck(lab, record)`` says whether a record still holds.
 """
 
+from calibration._bench import bench_calibrate
 from calibration._designs import design_covariance, design_matrix, s_matrix, theoretical_gain
 from calibration._procedures import RecheckResult, calibrate, recheck
 from calibration._record import (
@@ -22,6 +23,7 @@ from calibration._record import (
     TwinParameters,
     flag_names,
 )
+from calibration._twin import network_col_current_a
 
 __all__ = [
     "CALIBRATION_SCHEMA_VERSION",
@@ -37,11 +39,13 @@ __all__ = [
     "CalibrationRecord",
     "RecheckResult",
     "TwinParameters",
+    "bench_calibrate",
     "calibrate",
     "recheck",
     "design_covariance",
     "design_matrix",
     "flag_names",
+    "network_col_current_a",
     "s_matrix",
     "theoretical_gain",
 ]

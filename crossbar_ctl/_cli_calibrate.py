@@ -189,7 +189,7 @@ def _tcp_lab(config) -> Any:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from calibration._bench import bench_calibrate
+    from calibration import bench_calibrate
     from crossbar_ctl._cli import emit, print_table
     from crossbar_ctl._lab import open_lab
 

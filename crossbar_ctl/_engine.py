@@ -97,7 +97,7 @@ def check_drift(lab: Any, record: Any, *, max_rms_z: float = 2.0) -> Any:
     EngineError
         The rechecked branches moved by more than their uncertainty allows.
     """
-    from calibration._procedures import recheck
+    from calibration import recheck
 
     result = recheck(lab, record, max_rms_z=max_rms_z)
     if not result.valid:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from calibration import TwinParameters
-from calibration._twin import network_col_current_a
+from calibration import network_col_current_a
 
 __all__ = ["is_ideal", "twin_transfer"]
 
