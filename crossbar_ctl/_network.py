@@ -243,14 +243,19 @@ def build_network(
     return network
 
 
-def _load_npz(path: Path) -> Network:
+def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (never unpickled), or a one-line error naming ``what`` it is."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            data = {key: npz[key] for key in npz.files}
+            return {key: npz[key] for key in npz.files}
     except FileNotFoundError as exc:
-        raise EngineError(f"{path}: no such network file") from exc
+        raise EngineError(f"{path}: no such {what} file") from exc
     except (OSError, ValueError, EOFError) as exc:
-        raise EngineError(f"{path}: not a readable .npz network (no pickles allowed): {exc}") from exc
+        raise EngineError(f"{path}: not a readable .npz {what} (no pickles allowed): {exc}") from exc
+
+
+def _load_npz(path: Path) -> Network:
+    data = _read_npz(path, "network")
     found: dict[int, dict[str, np.ndarray]] = {}
     for key, value in data.items():
         match = _LAYER_KEY.match(key)
@@ -409,13 +414,7 @@ def load_dataset(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     y : ndarray (samples,) of int, or None without labels
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {key: npz[key] for key in npz.files}
-    except FileNotFoundError as exc:
-        raise EngineError(f"{path}: no such data file") from exc
-    except (OSError, ValueError, EOFError) as exc:
-        raise EngineError(f"{path}: not a readable .npz (no pickles allowed): {exc}") from exc
+    data = _read_npz(path, "data")
     for x_key, y_key in (("test.x", "test.y"), ("x", "y")):
         if x_key in data:
             x = _finite(x_key, data[x_key])
