@@ -111,6 +111,8 @@ def load_record(
         Missing, truncated, corrupt (checksum), of another kind, or of a newer schema.
     """
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise RecordError(f"{path}: not a readable record (truncated or corrupt, or not an .npz at all)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             contents = {name: npz[name] for name in npz.files}

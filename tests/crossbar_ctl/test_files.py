@@ -96,3 +96,10 @@ def test_atomic_write_uses_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_file_of_another_format_is_refused_plainly(tmp_path):
+    path = tmp_path / "junk.npz"
+    path.write_text("garbage")
+    with pytest.raises(RecordError, match="not an .npz at all"):
+        load_record(path, Header)
