@@ -106,3 +106,10 @@ def test_cli_plot_without_matplotlib_is_one_line(monkeypatch, capsys):
     assert main(["bench", "precision", "--quick", "--plot", "x.png"]) == 2
     err = capsys.readouterr().err
     assert "matplotlib" in err and "Traceback" not in err
+
+
+def test_peers_include_cpsat_when_ortools_is_installed():
+    pytest.importorskip("ortools.sat.python.cp_model", reason="OR-Tools is the optional 'ortools' extra")
+    rows = bench.bench_peers(sizes=(8,), instances=2, time_limit_s=5.0, seed=0)
+    cpsat = [r for r in rows if r["solver"] == "cpsat"]
+    assert cpsat and cpsat[0]["optimal"] == "2/2"
