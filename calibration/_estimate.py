@@ -142,6 +142,11 @@ class RawData:
         for array in (self.step_sum_a, self.step_sumsq_a2, self.step_count):
             array[row] = 0
 
+    def clear_base(self, rows: np.ndarray) -> None:
+        """Forget the baseline readings of ``rows`` (an interrupted baseline is measured again)."""
+        for array in (self.base_sum_a, self.base_sumsq_a2, self.base_count):
+            array[rows] = 0
+
     def add_step(self, row: int, step: int, current_a: np.ndarray, cols: slice | np.ndarray = slice(None)) -> None:
         """Add readings ``(repeats, n)`` of one step of ``row`` for the columns ``cols``."""
         current = np.atleast_2d(current_a)
@@ -316,10 +321,13 @@ def estimate(raw: RawData, *, voltage_v: float, method: str, twin: TwinParameter
     median = float(np.median(g[valid])) if valid.any() else 0.0
     low = g < options.open_factor * median
     # A stuck-closed branch is in the baseline of its cell, so it reads ~0 above it.
+    # An open branch of that cell reads the same, so the baseline is shared among the suspects:
+    # the cell's forced conductance (what the engine adds to it) stays the baseline, not a multiple.
     stuck = stuck_cells[..., None] & low & valid
     flags[stuck] |= FLAG_STUCK_CLOSED
-    g = np.where(stuck, base_g[..., None], g)
-    sigma = np.where(stuck, np.sqrt(base_varg)[..., None], sigma)
+    suspects = np.maximum(stuck.sum(axis=2), 1)[..., None]
+    g = np.where(stuck, base_g[..., None] / suspects, g)
+    sigma = np.where(stuck, np.sqrt(base_varg)[..., None] / suspects, sigma)
     flags[low & valid & ~stuck] |= FLAG_OPEN
     flags[(raw.excluded | (g > options.short_factor * median)) & measured_rows[:, None, None]] |= FLAG_SHORT
     dof = steps - int(np.linalg.matrix_rank(design))

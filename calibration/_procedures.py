@@ -410,6 +410,11 @@ def _provenance(lab: Any) -> dict[str, Any]:
     }
 
 
+def _board_idn(idn: dict[str, str]) -> str:
+    """The switch board's identification among a lab's instruments ("" when not known)."""
+    return str(idn.get("switch_board") or idn.get("board") or "")
+
+
 def _fresh(lab: Any, options: CalibrationOptions) -> tuple[CalibrationHeader, RawData, dict, dict]:
     rows, cols, branches = lab.geometry
     method = _method(lab, options)
@@ -595,11 +600,15 @@ def calibrate(lab: Any, *, options: CalibrationOptions | None = None,
     if resume and checkpoint is not None and Path(checkpoint).exists():
         record = CalibrationRecord.load(checkpoint)
         header = record.header
-        if header.complete:
-            return record
         if (header.rows, header.cols, header.branches) != tuple(lab.geometry):
             raise CalibrationError(f"{checkpoint}: a {header.rows}x{header.cols}x{header.branches} "
                                    f"record, this lab is {'x'.join(map(str, lab.geometry))}")
+        recorded, board = _board_idn(header.idn), _board_idn(lab.idn())
+        if recorded and board and board != recorded:
+            raise CalibrationError(f"{checkpoint}: recorded on board {recorded!r}, this lab's "
+                                   f"board is {board!r}; calibrate this array afresh")
+        if header.complete:
+            return record
         if header.options != options:
             raise CalibrationError(f"{checkpoint}: recorded with other options; resume with the same "
                                    "options or start afresh")
@@ -638,6 +647,8 @@ def calibrate(lab: Any, *, options: CalibrationOptions | None = None,
     try:
         _prepare(lab, options, header)
         if not state["base_done"][0]:
+            # an interrupted baseline left some rows' readings in the checkpoint: start it over
+            run.raw.clear_base(np.nonzero(wanted)[0])
             run.measure_baseline(np.nonzero(wanted)[0])
             state["base_done"][0] = True
             tick("baseline")

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from crossbar_ctl._mapping import row_voltages
+from crossbar_ctl._network import Layer
 from crossbar_ctl._twin import is_ideal, twin_transfer
 from crossbar_ctl._plan import CalibrationRef, SwitchPlan, pair_transfer, utc_now
 from crossbar_ctl._program import lab_idn, load_tile, readout_limits, row_bound
@@ -148,11 +149,10 @@ def _mvm(lab: Any, voltage_v: np.ndarray, progress: Callable[[int], None] | None
     return np.concatenate(out) if out else np.zeros((0, lab.readout.cols))
 
 
-def _run_layer(lab: Any, plan: SwitchPlan, k: int, x: np.ndarray, limits: dict[str, float],
+def _run_layer(lab: Any, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, limits: dict[str, float],
                truth: _Truth | None, progress) -> dict[str, np.ndarray]:
     """One layer on the array: flat inputs (batch, in) -> analog outputs and budget stages."""
-    network = plan.network()
-    layer, lp = network.layers[k], plan.header.layers[k]
+    lp = plan.header.layers[k]
     patches = layer.patches(x)
     x_aug = np.hstack([patches, np.full((len(patches), 1), lp.bias_input)])
     outputs = layer.matrix.shape[0]
@@ -225,7 +225,7 @@ def run_check(lab: Any, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = 
     activation = x
     for k, layer in enumerate(network.layers):
         reference = layer.pre_activation(activation)
-        stages = _run_layer(lab, plan, k, activation, limits, truth, progress)
+        stages = _run_layer(lab, plan, layer, k, activation, limits, truth, progress)
         analog = stages["analog"]
         error = analog - reference
         if truth:

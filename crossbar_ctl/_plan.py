@@ -13,6 +13,7 @@ network too, so ``crossbar check`` needs only the plan and the data.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,12 +101,18 @@ class ArrayModel:
     reference: CalibrationRef | None = None
     forced: np.ndarray | None = None
 
-    def forced_pair_s(self, tile: Tile) -> np.ndarray:
-        """Signed conductance the forced branches add to each pair of a tile, ``(rows * pairs,)``."""
+    def forced_pair_s(self, tile: Tile, gain: np.ndarray | None = None) -> np.ndarray:
+        """Signed conductance the forced branches add to each pair of a tile, ``(rows * pairs,)``.
+
+        With ``gain`` ``(tile.rows, 2 * tile.pairs)`` each cell's forced conductance is weighted by
+        its own gain (the plus and the minus cell of a pair differ under IR drop).
+        """
         if self.forced is None:
             return np.zeros(tile.rows * tile.pairs)
         cell = np.sum(np.where(self.forced, np.nan_to_num(self.conductance_s), 0.0), axis=-1)
         block = cell[: tile.rows, : 2 * tile.pairs]
+        if gain is not None:
+            block = block * gain
         return (block[:, 0::2] - block[:, 1::2]).ravel()
 
     @property
@@ -148,6 +155,11 @@ class TileRecord(StrictModel):
     input_stop: int
     output_start: int
     output_stop: int
+
+    @classmethod
+    def of(cls, tile: Tile) -> "TileRecord":
+        """The record of a :class:`crossbar_ctl._mapping.Tile` (the same fields, validated)."""
+        return cls(**dataclasses.asdict(tile))
 
     @property
     def tile(self) -> Tile:
@@ -276,7 +288,7 @@ def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, gain: np.
     With ``cells`` (bool per cell) only those are re-solved; the rest keep ``previous``.
     """
     values, sigma, usable = pair_pool(model.conductance_s, model.sigma_s, model.usable, tile, gain=gain)
-    target = target_s.ravel() - model.forced_pair_s(tile) * (1.0 if gain is None else _pair_gain(gain))
+    target = target_s.ravel() - model.forced_pair_s(tile, gain)
     if cells is None:
         return np.asarray(solver(values, target, sigma_s=sigma, usable=usable, max_closed=max_closed).mask)
     selection = previous.copy()
@@ -285,10 +297,6 @@ def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, gain: np.
                         max_closed=max_closed)
         selection[cells] = np.asarray(result.mask)
     return selection
-
-
-def _pair_gain(gain: np.ndarray) -> np.ndarray:
-    return ((gain[:, 0::2] + gain[:, 1::2]) / 2).ravel()
 
 
 def gains(transfer_s: np.ndarray, cell_s: np.ndarray) -> np.ndarray:
@@ -515,8 +523,7 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
         input_shape=first.input_shape,
         calibration=model.reference or CalibrationRef(rows=rows, cols=cols, branches=branches),
         twin=twin, options=options, layers=tuple(layer_plans),
-        tiles=tuple(TileRecord(layer=t.layer, input_start=t.input_start, input_stop=t.input_stop,
-                               output_start=t.output_start, output_stop=t.output_stop) for t in tiles),
+        tiles=tuple(TileRecord.of(t) for t in tiles),
         created_utc=utc_now(),
     )
     return SwitchPlan(header, arrays)

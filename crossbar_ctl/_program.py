@@ -232,6 +232,8 @@ def program_plan(lab: Any, plan: SwitchPlan, model: ArrayModel, *, options: Prog
         worst.append(best["worst"])
         arrays[f"tile{t}.masks"] = _full_masks(model, tile, best["selection"])
         arrays[f"tile{t}.cell_s"] = best["cell"]
+        # the twin's transfer of the masks kept (check's error budget compares against it)
+        arrays[f"tile{t}.predicted_s"] = array_transfer(model, plan.header.twin, best["cell"])
         arrays[f"tile{t}.measured_s"] = best["measured"]
         arrays[f"tile{t}.residual_after_s"] = best["residual"].reshape(tile.rows, tile.pairs)
         if progress:

@@ -185,3 +185,69 @@ def test_floating_lines_show_the_sneak_path_error():
     assert abs(sneak["ground"]) < 1e-4  # grounded lines drain the loop
     assert sneak["float"] > 0.1  # floating: the loop conducts as much as a third of a branch...
     assert max(error.values()) < 1e-3  # ...which the all-open baseline then takes off
+
+
+def test_resume_after_an_interrupted_baseline_counts_each_reading_once(tmp_path, monkeypatch):
+    from calibration import _procedures
+
+    path = tmp_path / "cal.npz"
+    config = lab_config(faults=False, rows=4, cols=4, branches=3)
+    original = _procedures._Run.measure_baseline
+    calls = []
+
+    def measure_then_fail(self, rows, repeats=None):
+        original(self, rows[:2], repeats)  # half the rows read, then the link drops
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        original(self, rows[2:], repeats)
+
+    monkeypatch.setattr(_procedures._Run, "measure_baseline", measure_then_fail)
+    with open_lab(config) as lab:
+        with pytest.raises(KeyboardInterrupt):
+            calibrate(lab, checkpoint=path)
+        partial = CalibrationRecord.load(path)
+        assert not partial.arrays["state_base_done"][0]
+        assert partial.arrays["raw_base_count"][:2].max() > 0
+        record = calibrate(lab, checkpoint=path, resume=True)
+    repeats = CalibrationOptions().repeats
+    assert np.all(record.arrays["raw_base_count"] == repeats)
+
+
+def test_a_stuck_cells_baseline_is_counted_once_when_another_branch_reads_open():
+    from calibration import FLAG_STUCK_CLOSED, TwinParameters
+    from calibration._estimate import RawData, estimate
+
+    rows, cols, branches = 2, 3, 3
+    g_true = 1e-4 * (1 + 0.01 * np.arange(rows * cols * branches).reshape(rows, cols, branches) / 18)
+    base = np.zeros((rows, cols))
+    base[0, 0] = 1e-4  # branch 0 of cell (0, 0) is stuck closed: closing it adds nothing...
+    g_true[0, 0, :2] = 0.0  # ...and branch 1 is open: it reads the same
+    raw = RawData.empty(np.eye(branches, dtype=np.uint8), rows, cols)
+    step = base[:, None, :] + np.moveaxis(g_true, 2, 1)  # (rows, steps, cols) currents at 1 V
+
+    def var(current):
+        return (1e-3 * current) ** 2 + 1e-18
+
+    raw.step_sum_a[:], raw.step_sumsq_a2[:], raw.step_count[:] = 2 * step, 2 * step**2 + var(step), 2
+    raw.base_sum_a[:], raw.base_sumsq_a2[:], raw.base_count[:] = 2 * base, 2 * base**2 + var(base), 2
+    est = estimate(raw, voltage_v=1.0, method="smu", twin=TwinParameters.ideal(),
+                   options=CalibrationOptions(), measured_rows=np.ones(rows, bool), noise=(1e-3, 1e-9))
+    stuck = (est.flags & FLAG_STUCK_CLOSED) != 0
+    assert stuck[0, 0, :2].all() and stuck.sum() == 2
+    # what the engine adds to the cell whatever its mask says is the baseline, once
+    assert np.sum(est.conductance_s[stuck]) == pytest.approx(1e-4, rel=1e-6)
+
+
+def test_resume_refuses_a_record_of_another_array_even_when_complete(tmp_path, monkeypatch):
+    path = tmp_path / "cal.npz"
+    with open_lab(lab_config(faults=False, rows=4, cols=4, branches=3)) as lab:
+        calibrate(lab, checkpoint=path)
+        assert calibrate(lab, checkpoint=path, resume=True).header.complete  # same array: returned
+        idn = lab.idn()
+        monkeypatch.setattr(lab, "idn", lambda: {**idn, "switch_board": "OTHER,SB-1,0002,1.0"})
+        with pytest.raises(CalibrationError, match="board"):
+            calibrate(lab, checkpoint=path, resume=True)
+    with open_lab(lab_config(faults=False, rows=4, cols=5, branches=3)) as other:
+        with pytest.raises(CalibrationError, match="4x4x3 record"):
+            calibrate(other, checkpoint=path, resume=True)

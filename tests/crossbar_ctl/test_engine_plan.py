@@ -111,3 +111,23 @@ def test_twin_transfer_matches_the_simulator_circuit():
     wires = TwinParameters(row_wire_resistance_ohm=0.7, col_wire_resistance_ohm=0.4, sense_resistance_ohm=9.0)
     circuit = CrossbarCircuit(g, row_wire_resistance_ohm=0.7, col_wire_resistance_ohm=0.4, sense_resistance_ohm=9.0)
     np.testing.assert_allclose(twin_transfer(wires, g), circuit.solve(np.eye(7)).col_current_a, rtol=1e-9)
+
+
+def test_forced_branches_reach_the_output_through_their_own_cells_gain():
+    from dataclasses import replace
+
+    from crossbar_ctl._mapping import Tile
+
+    model = array_model(rows=2, cols=4, branches=3)
+    forced = np.zeros(model.conductance_s.shape, bool)
+    forced[0, 0, 0] = True  # plus cell of pair (0, 0)
+    forced[0, 1, 1] = True  # minus cell of the same pair
+    model = replace(model, forced=forced, usable=model.usable & ~forced)
+    tile = Tile(0, 0, 2, 0, 2)
+    gain = np.ones((2, 4))
+    gain[0, 0], gain[0, 1] = 0.9, 0.5  # the two cells of the pair lose different shares
+    g = model.conductance_s
+    pair = model.forced_pair_s(tile, gain)
+    assert pair[0] == pytest.approx(0.9 * g[0, 0, 0] - 0.5 * g[0, 1, 1], rel=1e-12)
+    np.testing.assert_array_equal(pair[1:], 0.0)
+    assert model.forced_pair_s(tile)[0] == pytest.approx(g[0, 0, 0] - g[0, 1, 1], rel=1e-12)

@@ -51,3 +51,17 @@ def test_no_iterations_when_the_model_is_right():
     # with noise 0 the uncertainty is the calibration sigma only; the truth equals the model
     assert done.header.program.cells_resolved == (0,)
     np.testing.assert_allclose(done.tile(0, "residual_after_s"), done.tile(0, "residual_before_s"))
+
+
+def test_programmed_plan_predicts_the_masks_it_keeps():
+    from crossbar_ctl._plan import array_transfer
+
+    model = array_model(branches=6, wire_ohm=10.0, sense_ohm=20.0)
+    wrong_wires = TwinParameters(row_wire_resistance_ohm=14.0, col_wire_resistance_ohm=14.0,
+                                 sense_resistance_ohm=30.0)
+    lab = FakeLab(model, true_error=2e-3, true_twin=wrong_wires, noise=1e-5)
+    plan = make_plan(_net(0), model, solver=exact_solver)
+    done = program_plan(lab, plan, model, options=ProgramOptions(max_iterations=3), solver=exact_solver)
+    assert np.any(done.tile(0, "masks") != plan.tile(0, "masks"))  # the loop changed some masks
+    expected = array_transfer(model, done.header.twin, done.tile(0, "cell_s"))
+    np.testing.assert_allclose(done.tile(0, "predicted_s"), expected, rtol=1e-12)
