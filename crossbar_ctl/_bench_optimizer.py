@@ -205,6 +205,7 @@ def _cpsat_error(values: np.ndarray, target: float, time_limit_s: float) -> floa
     model.Minimize(z)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
+    solver.parameters.catch_sigint_signal = False  # leave Ctrl-C to Python (and the drivers' shield)
     status = solver.Solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return float("inf")

@@ -8,6 +8,7 @@ at the inserted ramp points are dropped).
 
 from __future__ import annotations
 
+import math
 import re
 from abc import abstractmethod
 
@@ -40,14 +41,17 @@ class SourceMeter(ScpiInstrument):
 
     Notes
     -----
-    The driver tracks the source level and output state it commanded (read back on connect);
-    ramps start from there.
+    The driver tracks the source level, output state and current compliance it commanded (read
+    back on connect); ramps start from there, and the output is not switched on while the
+    compliance exceeds ``max_current_a``.
     """
 
     MODEL = ""
     """The model as people name it, e.g. ``"2450"``."""
     MODEL_PATTERN = ""
     """What ``*IDN?`` must contain (a regular expression)."""
+    COMPLIANCE = ""
+    """The current-compliance command header; ``?`` reads it, ``:TRIP?`` reports a trip."""
     MIN_CURRENT_RANGE_A = 0.0
     MAX_CURRENT_RANGE_A = 1.0
     MAX_SWEEP_POINTS = 2500
@@ -58,6 +62,7 @@ class SourceMeter(ScpiInstrument):
         super().__init__(transport)
         self._level_v = self._float(":SOUR:VOLT?")
         self._output_on = self._bool(":OUTP?")
+        self._compliance_a = self._float(f"{self.COMPLIANCE}?")  # NaN: unknown
         self._nplc = 1.0
 
     # ---- model specifics --------------------------------------------------------------------
@@ -66,15 +71,22 @@ class SourceMeter(ScpiInstrument):
         """What follows ``*RST`` to reach the standard state (source V, measure I, auto range)."""
 
     @abstractmethod
-    def _compliance_command(self, current_a: float) -> str: ...
-
-    @abstractmethod
     def _sweep_chunk(self, points_v: np.ndarray) -> np.ndarray:
         """Run one list sweep of at most :attr:`MAX_SWEEP_POINTS`, output on; return currents."""
 
-    @abstractmethod
     def in_compliance(self) -> bool:
-        """Whether the last measurement hit the current compliance."""
+        """``<COMPLIANCE>:TRIP?``: whether the last measurement hit the current compliance."""
+        return self._bool(f"{self.COMPLIANCE}:TRIP?")
+
+    def _compliance_command(self, current_a: float) -> str:
+        return f"{self.COMPLIANCE} {format_number(current_a)}"
+
+    def _check_compliance(self) -> None:
+        """Refuse to source while the instrument's compliance exceeds ``max_current_a`` (or is unknown)."""
+        limit = self.guard.limits.max_current_a
+        if not self._compliance_a <= limit:
+            raise LimitError("max_current_a", self._compliance_a, limit,
+                             "the instrument's current compliance; call set_compliance_current_a or reset first")
 
     # ---- identification ---------------------------------------------------------------------
     def _check_identity(self, idn: str) -> None:
@@ -101,8 +113,10 @@ class SourceMeter(ScpiInstrument):
         The compliance is set to the smaller of the reset value (105 uA) and ``max_current_a``.
         """
         compliance_a = min(_RESET_COMPLIANCE_A, self.guard.limits.max_current_a)
+        self._compliance_a = math.nan  # unknown until the instrument confirms
         self._configure("*RST", "*CLS", *self._reset_commands(), self._compliance_command(compliance_a))
         self._level_v, self._output_on, self._nplc = 0.0, False, 1.0
+        self._compliance_a = compliance_a
 
     def set_source_voltage_v(self, voltage_v: float) -> None:
         """``:SOUR:VOLT <v>``; ramps in steps of ``ramp_step_v`` while the output is on.
@@ -122,7 +136,9 @@ class SourceMeter(ScpiInstrument):
         """The current limit in voltage-source mode (at most ``max_current_a``)."""
         value = self.guard.compliance_current_a(current_a)
         check_number("compliance_current_a", value, 1e-9, 1.05)
+        self._compliance_a = math.nan  # unknown until the instrument confirms
         self._configure(self._compliance_command(value))
+        self._compliance_a = value
 
     def set_nplc(self, nplc: float) -> None:
         """``:SENS:CURR:NPLC <n>``: integration time in power-line cycles, 0.01..10."""
@@ -139,8 +155,9 @@ class SourceMeter(ScpiInstrument):
         self._configure(f":SENS:CURR:RANG {format_number(value)}")
 
     def output_on(self) -> None:
-        """``:OUTP ON`` at the present level (checked against the limits first)."""
+        """``:OUTP ON`` at the present level (level and compliance checked against the limits first)."""
         self.guard.voltage_v(self._level_v, "source level")
+        self._check_compliance()
         self._configure(":OUTP ON")
         self._output_on = True
 
@@ -181,9 +198,10 @@ class SourceMeter(ScpiInstrument):
         Raises
         ------
         LimitError
-            A voltage beyond the limits; nothing is sent.
+            A voltage beyond the limits, or the compliance above ``max_current_a``; nothing is sent.
         """
         requested = self.guard.voltages_v(voltages_v)
+        self._check_compliance()
         if requested.ndim != 1:
             raise LimitError("voltages_v", requested.ndim, 1, "expected a 1-D list of voltages")
         was_on = self._output_on
@@ -266,6 +284,7 @@ class Keithley2450(SourceMeter):
 
     MODEL = "2450"
     MODEL_PATTERN = r"MODEL 2450\b"
+    COMPLIANCE = ":SOUR:VOLT:ILIM"
     MIN_CURRENT_RANGE_A = 10e-9
     MAX_CURRENT_RANGE_A = 1.0
     MAX_SWEEP_POINTS = 2500  # the source list holds more; 2500 keeps one reply short
@@ -281,13 +300,6 @@ class Keithley2450(SourceMeter):
 
     def _reset_commands(self) -> list[str]:
         return [":SOUR:FUNC VOLT", ':SENS:FUNC "CURR"', ":SENS:CURR:RANG:AUTO ON", ":SOUR:VOLT 0"]
-
-    def _compliance_command(self, current_a: float) -> str:
-        return f":SOUR:VOLT:ILIM {format_number(current_a)}"
-
-    def in_compliance(self) -> bool:
-        """``:SOUR:VOLT:ILIM:TRIP?``: 1 when the current limit was reached."""
-        return self._bool(":SOUR:VOLT:ILIM:TRIP?")
 
     def _sweep_chunk(self, points_v: np.ndarray) -> np.ndarray:
         count = len(points_v)
@@ -305,6 +317,7 @@ class Keithley2400(SourceMeter):
 
     MODEL = "2400"
     MODEL_PATTERN = r"MODEL 24[0-4]\d\b"
+    COMPLIANCE = ":SENS:CURR:PROT"
     MIN_CURRENT_RANGE_A = 1e-6
     MAX_CURRENT_RANGE_A = 1.05
     MAX_SWEEP_POINTS = 2500
@@ -318,13 +331,6 @@ class Keithley2400(SourceMeter):
     def _reset_commands(self) -> list[str]:
         return [":SOUR:FUNC VOLT", ":SOUR:VOLT:MODE FIX", ':SENS:FUNC "CURR"', ":SENS:CURR:RANG:AUTO ON",
                 ":FORM:ELEM CURR", ":SOUR:VOLT 0"]
-
-    def _compliance_command(self, current_a: float) -> str:
-        return f":SENS:CURR:PROT {format_number(current_a)}"
-
-    def in_compliance(self) -> bool:
-        """``:SENS:CURR:PROT:TRIP?``: 1 when the compliance was reached."""
-        return self._bool(":SENS:CURR:PROT:TRIP?")
 
     def __init__(self, transport: Transport, *, guard: SafetyGuard | None = None) -> None:
         super().__init__(transport, guard=guard)

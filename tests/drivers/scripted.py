@@ -56,6 +56,7 @@ def connect_2450(steps=(), **kwargs):
         ("*LANG?", "SCPI"),
         (":SOUR:VOLT?", "0"),
         (":OUTP?", "0"),
+        (":SOUR:VOLT:ILIM?", "1.050000E-04"),
     ])
     smu = Keithley2450(transport, **kwargs)
     transport.assert_done()
@@ -71,6 +72,7 @@ def connect_2400(steps=(), **kwargs):
         ("*IDN?", "KEITHLEY INSTRUMENTS INC.,MODEL 2400,4105270,C32   Oct  4 2010 14:20:11/A02  /S/K"),
         (":SOUR:VOLT?", "+0.000000E+00"),
         (":OUTP?", "0"),
+        (":SENS:CURR:PROT?", "+1.050000E-04"),
         (":FORM:ELEM CURR", None),
         (":SYST:ERR?", '0,"No error"'),
     ])

@@ -241,4 +241,24 @@ def test_power_limit_uses_the_smallest_resistance():
     smu, t = connect_2450(guard=guard)
     with pytest.raises(LimitError, match="max_power_w"):
         smu.set_source_voltage_v(1.1)   # 1.21 V^2 / 100 ohm = 12 mW
-    assert len(t.sent) == 4
+    t.assert_done()
+    assert len(t.sent) == 5   # the connect sequence only
+
+
+@pytest.mark.parametrize("connect, query", [(connect_2450, ":SOUR:VOLT:ILIM?"), (connect_2400, ":SENS:CURR:PROT?")])
+def test_a_compliance_above_the_limit_found_on_connect_is_refused_before_sourcing(connect, query):
+    # the connect sequence reads 105 uA; this lab allows 10 uA: nothing may switch the output on
+    guard = SafetyGuard(Limits(max_current_a=1e-5))
+    smu, t = connect(guard=guard)
+    assert query in t.sent
+    sent = len(t.sent)
+    with pytest.raises(LimitError, match="max_current_a"):
+        smu.output_on()
+    with pytest.raises(LimitError, match="max_current_a"):
+        smu.sweep_voltages_v([0.1, 0.2])
+    assert len(t.sent) == sent
+    command = ":SOUR:VOLT:ILIM 1e-05" if connect is connect_2450 else ":SENS:CURR:PROT 1e-05"
+    t.extend([(command, None), NO_ERROR, (":OUTP ON", None), NO_ERROR])
+    smu.set_compliance_current_a(1e-5)
+    smu.output_on()
+    t.assert_done()
