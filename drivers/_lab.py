@@ -20,7 +20,7 @@ from drivers._readout import ArrayReadout, BoardReadout, SuperpositionReadout
 from drivers._routing import BoardRouting, MatrixRouting, Routing
 from drivers._safety import SafetyGuard
 from drivers._smu import Keithley2400, Keithley2450, SourceMeter
-from drivers._transport import Transport
+from drivers._transport import Transport, interrupts_deferred
 
 __all__ = ["Lab", "SOURCE_METER_MODELS", "SWITCH_MATRIX_MODELS", "build_lab"]
 
@@ -96,30 +96,21 @@ class Lab:
         InstrumentError
             One or more instruments could not be made safe (all were tried); names them all.
         """
-        failures = []
         steps: list[tuple[str, Callable[[], None]]] = []
         if self.source_meter is not None:
             steps.append(("source_meter", self._smu_off))
         if self.matrix is not None:
             steps.append(("switch_matrix", self.matrix.open_all))
         steps.append(("switch_board", self.board.safe))
-        for role, step in steps:
-            try:
-                step()
-            except CrossbarError as exc:
-                _log.error("safe state: %s failed: %s", role, exc)
-                failures.append(f"{role}: {exc}")
-        if self.routing is not None:
-            self.routing.forget()
-        if failures:
-            raise InstrumentError("could not make the lab safe; " + "; ".join(failures))
+        with interrupts_deferred():  # a Ctrl-C waits until every instrument was tried
+            failures = _run_safe_steps(steps)
+            if self.routing is not None:
+                self.routing.forget()
+            if failures:
+                raise InstrumentError("could not make the lab safe; " + "; ".join(failures))
 
     def _smu_off(self) -> None:
-        smu = self.source_meter
-        try:
-            smu.output_off()
-        except CrossbarError:
-            smu.force_output_off()
+        _smu_off(self.source_meter)
 
     def close(self) -> None:
         """Make the lab safe, then close every transport (idempotent)."""
@@ -147,6 +138,25 @@ class Lab:
             self.close()
         except CrossbarError as cleanup:
             _log.error("%s", cleanup)
+
+
+def _smu_off(smu: SourceMeter) -> None:
+    try:
+        smu.output_off()
+    except CrossbarError:
+        smu.force_output_off()
+
+
+def _run_safe_steps(steps: list[tuple[str, Callable[[], None]]]) -> list[str]:
+    """Run every safe-state step, even when one fails; the failures, as ``"role: message"``."""
+    failures = []
+    for role, step in steps:
+        try:
+            step()
+        except CrossbarError as exc:
+            _log.error("safe state: %s failed: %s", role, exc)
+            failures.append(f"{role}: {exc}")
+    return failures
 
 
 def _model(models: Mapping[str, type], name: str, key: str) -> type:
@@ -180,26 +190,57 @@ def build_lab(config: LabConfig, transports: Mapping[str, Transport], *, min_res
     """
     instruments = config.instruments
     guard = SafetyGuard(config.limits, min_resistance_ohm=min_resistance_ohm)
-    board = SwitchBoard(transports["switch_board"], guard=guard)
-    rows, cols, _ = board.geometry()
-    source_meter = matrix = None
-    if instruments.source_meter is not None:
-        cls = _model(SOURCE_METER_MODELS, instruments.source_meter.model or "keithley2450",
-                     "instruments.source_meter.model")
-        source_meter = cls(transports["source_meter"], guard=guard)
-    if instruments.switch_matrix is not None:
-        cls = _model(SWITCH_MATRIX_MODELS, instruments.switch_matrix.model or "e5250a",
-                     "instruments.switch_matrix.model")
-        matrix = cls(transports["switch_matrix"], outputs=rows + cols)
-    routing: Routing | None = None
+    board: SwitchBoard | None = None
+    source_meter: SourceMeter | None = None
+    matrix: SwitchMatrix | None = None
+    try:
+        board = SwitchBoard(transports["switch_board"], guard=guard)
+        rows, cols, _ = board.geometry()
+        if instruments.source_meter is not None:
+            cls = _model(SOURCE_METER_MODELS, instruments.source_meter.model or "keithley2450",
+                         "instruments.source_meter.model")
+            source_meter = cls(transports["source_meter"], guard=guard)
+        if instruments.switch_matrix is not None:
+            cls = _model(SWITCH_MATRIX_MODELS, instruments.switch_matrix.model or "e5250a",
+                         "instruments.switch_matrix.model")
+            matrix = cls(transports["switch_matrix"], outputs=rows + cols)
+        routing: Routing | None = None
+        if source_meter is not None:
+            routing = MatrixRouting(matrix, rows, cols) if instruments.routing == "matrix" else BoardRouting(board)
+        if board.has_readout:
+            readout: ArrayReadout = BoardReadout(board)
+        elif source_meter is not None and routing is not None:
+            readout = SuperpositionReadout(source_meter, routing)
+        else:
+            raise ConfigError("the board has no MVM readout and no source_meter is configured: nothing can "
+                              "read the array", key="instruments.source_meter")
+        return Lab(config, guard=guard, board=board, source_meter=source_meter, matrix=matrix, routing=routing,
+                   readout=readout, sim=sim, on_close=on_close)
+    except BaseException:
+        _abandon(transports, board, source_meter, matrix)
+        raise
+
+
+def _abandon(transports: Mapping[str, Transport], board: SwitchBoard | None, source_meter: SourceMeter | None,
+             matrix: SwitchMatrix | None) -> None:
+    """A build failed: make the instruments already identified safe, then close every transport.
+
+    Never raises a :class:`CrossbarError` (the build's own error must come through); a Ctrl-C
+    arriving meanwhile is raised once everything was tried.
+    """
+    steps: list[tuple[str, Callable[[], None]]] = []
     if source_meter is not None:
-        routing = MatrixRouting(matrix, rows, cols) if instruments.routing == "matrix" else BoardRouting(board)
-    if board.has_readout:
-        readout: ArrayReadout = BoardReadout(board)
-    elif source_meter is not None and routing is not None:
-        readout = SuperpositionReadout(source_meter, routing)
-    else:
-        raise ConfigError("the board has no MVM readout and no source_meter is configured: nothing can "
-                          "read the array", key="instruments.source_meter")
-    return Lab(config, guard=guard, board=board, source_meter=source_meter, matrix=matrix, routing=routing,
-               readout=readout, sim=sim, on_close=on_close)
+        steps.append(("source_meter", lambda: _smu_off(source_meter)))
+    if matrix is not None:
+        steps.append(("switch_matrix", matrix.open_all))
+    if board is not None:
+        steps.append(("switch_board", board.safe))
+    with interrupts_deferred():
+        try:
+            _run_safe_steps(steps)
+        finally:
+            for role, transport in transports.items():
+                try:
+                    transport.close()
+                except Exception as exc:  # closing must not hide the build's error
+                    _log.debug("%s: error while closing: %s", role, exc)

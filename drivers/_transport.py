@@ -19,12 +19,14 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from crossbar_ctl.errors import ConnectionLost, InstrumentTimeout, ProtocolError
 
-__all__ = ["Device", "SerialTransport", "SimTransport", "Transport", "VisaTransport", "open_transport"]
+__all__ = ["Device", "SerialTransport", "SimTransport", "Transport", "VisaTransport", "interrupts_deferred",
+           "open_transport"]
 
 _log = logging.getLogger("drivers.transport")
 
@@ -89,6 +91,24 @@ class _InterruptShield:
 _SHIELD = _InterruptShield()
 
 
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Defer Ctrl-C (SIGINT) for the whole block, as during one exchange.
+
+    A SIGINT arriving inside the block is raised as :class:`KeyboardInterrupt` when the block ends
+    (after whatever the block raised, which becomes its context). Only the main thread is shielded:
+    elsewhere this does nothing.
+    """
+    shielded = threading.current_thread() is _MAIN_THREAD
+    if shielded:
+        _SHIELD.enter()
+    try:
+        yield
+    finally:
+        if shielded:
+            _SHIELD.leave()
+
+
 class Transport(ABC):
     """Write, read and query text lines on one instrument.
 
@@ -136,8 +156,9 @@ class Transport(ABC):
         if not value > 0:
             raise ValueError(f"timeout_s must be > 0, got {value!r}")
         with self.lock:
-            self._timeout_s = float(value)
-            self._apply_timeout()
+            self._timeout_s = float(value)  # applied now if the link is open, else when it is (re)opened
+            if self._connected:
+                self._apply_timeout()
 
     def write(self, command: str) -> None:
         """Send one command line (the terminator is added here)."""

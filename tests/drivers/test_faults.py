@@ -145,3 +145,87 @@ def test_readout_fault_ends_in_a_clear_error():
             lab.readout.mvm(np.full(4, 0.05))
         lab.close()
         assert_safe(served.lab)
+
+
+@pytest.mark.parametrize("transport_kind", ["tcp", "pty"])
+def test_a_link_lost_during_a_sweep_gives_an_instrument_error(transport_kind):
+    # the sweep sets a longer timeout and restores it afterwards: restoring it on a link that is
+    # gone must not hide the ConnectionLost (or timeout) behind an AttributeError
+    from sim import SimLab
+
+    for served in serve(transport_kind, SimLab(SMALL)):
+        sim = served.lab
+        lab = open_served_lab(served)
+        busy_lab(lab)
+        sim.smu.inject_fault("drop")
+        with pytest.raises(InstrumentError):
+            lab.source_meter.sweep_voltages_v([0.1, 0.2])
+        sim.smu.clear_fault()
+        lab.close()
+        assert_safe(sim)
+
+
+@pytest.mark.parametrize("failure", ["matrix_model", "no_readout"])
+def test_a_failed_build_leaves_the_identified_instruments_safe(failure):
+    from crossbar_ctl.errors import ConfigError
+    from sim import SimLab
+
+    sim_config = SMALL if failure == "matrix_model" else SMALL.model_copy(update={"has_readout": False})
+    sim = SimLab(sim_config)
+    for served in serve("inproc", sim):
+        first = open_served_lab(served)               # leave the lab busy, then walk away
+        busy_lab(first)
+        sim.matrix.closed.add((1, 2))
+        assert sim.array.masks.any() and sim.smu.output_on is True
+        if failure == "matrix_model":                 # board and SMU identified, then a wrong model
+            instruments = {"switch_matrix": {"uri": "sim://matrix", "model": "nonesuch"}}
+        else:                                         # board and matrix identified, nothing reads
+            instruments = {"source_meter": None, "switch_matrix": {"uri": "sim://matrix", "model": "e5250a"}}
+        config = LabConfig(sim=sim_config, instruments=instruments)
+        transports = {"switch_board": served.open("board"), "source_meter": served.open("smu"),
+                      "switch_matrix": served.open("matrix")}
+        with pytest.raises(ConfigError):
+            build_lab(config, transports, min_resistance_ohm=2e3, sim=sim)
+        assert not sim.array.masks.any()
+        assert (sim.board.row_routes == "GND").all() and (sim.board.col_routes == "GND").all()
+        if failure == "matrix_model":
+            assert sim.smu.output_on is False
+        else:
+            assert not sim.matrix.closed
+        assert all(transport._closed for transport in transports.values())
+        first.close()
+        assert_safe(sim)
+
+
+def test_ctrl_c_during_the_safe_state_still_makes_every_instrument_safe(monkeypatch):
+    import signal
+
+    from drivers._transport import _SHIELD
+    from sim import SimLab
+
+    for served in serve("inproc", SimLab(SMALL, routing="matrix")):
+        sim = served.lab
+        config = LabConfig(sim=SMALL, instruments={
+            "switch_matrix": {"uri": "sim://matrix", "model": "e5250a"}, "routing": "matrix"})
+        transports = {role: served.open(name, timeout_s=TIMEOUT_S) for role, name in
+                      (("switch_board", "board"), ("source_meter", "smu"), ("switch_matrix", "matrix"))}
+        lab = build_lab(config, transports, min_resistance_ohm=2e3, sim=sim)
+        lab.board.set_mask(0, 0, 1)
+        lab.routing.connect(source_rows=[0], sense_cols=[0])
+        lab.source_meter.set_source_voltage_v(0.1)
+        lab.source_meter.output_on()
+        assert sim.matrix.closed and sim.smu.output_on is True
+        real_output_off = lab.source_meter.output_off
+
+        def interrupted_output_off():
+            _SHIELD._handle(signal.SIGINT, None)     # Ctrl-C between two instruments' steps
+            real_output_off()
+
+        monkeypatch.setattr(lab.source_meter, "output_off", interrupted_output_off)
+        with pytest.raises(KeyboardInterrupt):
+            lab.safe_state()
+        assert not _SHIELD.pending and _SHIELD.depth == 0
+        assert_safe(sim)
+        assert not sim.matrix.closed
+        monkeypatch.undo()
+        lab.close()
