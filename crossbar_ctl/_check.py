@@ -159,7 +159,7 @@ def _run_layer(lab: Any, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, 
     names = ["analog", "planned"] + (["twin_true", "circuit"] if truth else [])
     stages = {name: np.zeros((len(patches), outputs)) for name in names}
     twin = plan.header.twin
-    rows, cols = lab.readout.rows, lab.readout.cols
+    rows = lab.readout.rows
     for t in lp.tiles:
         tile = plan.header.tiles[t].tile
         masks = plan.tile(t, "masks")

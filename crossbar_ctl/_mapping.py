@@ -3,7 +3,7 @@
 Layout of one tile on the array (always placed at the array's top-left corner):
 
 - the layer's *augmented* matrix is ``A = [W.T; b / beta]``, shape ``(in + 1, out)``: the bias is
-  one more input row, driven at the constant input value ``beta`` (:attr:`LayerMap.bias_input`);
+  one more input row, driven at the constant input value ``beta`` (``bias_input``);
 - input ``i`` of the tile drives array row ``i``; output ``o`` is the differential pair of
   columns ``2 o`` (plus) and ``2 o + 1`` (minus), its current ``I[2 o] - I[2 o + 1]``;
 - the optimizer sees each pair as one signed pool of ``2 n`` values: ``+g`` of the plus cell's
@@ -23,7 +23,6 @@ import numpy as np
 from crossbar_ctl.errors import EngineError
 
 __all__ = [
-    "LayerMap",
     "Tile",
     "augmented_matrix",
     "check_reach",

@@ -13,11 +13,11 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from crossbar_ctl.errors import InstrumentError, LimitError
+from crossbar_ctl.errors import LimitError
 from drivers._board import SwitchBoard
 from drivers._routing import Routing
 from drivers._safety import SafetyGuard
-from drivers._smu import SourceMeter
+from drivers._smu import SourceMeter, quietly
 from drivers._transport import Transport
 
 __all__ = ["ArrayReadout", "BoardReadout", "SuperpositionReadout"]
@@ -123,10 +123,7 @@ class SuperpositionReadout(ArrayReadout):
                         smu.output_on()
                     current[:, col] += smu.sweep_voltages_v(batch[:, row])
         except BaseException:
-            try:
-                smu.force_output_off()
-            except InstrumentError:
-                pass  # the error in flight matters more; the lab's safe state follows
+            quietly(smu.force_output_off)  # the error in flight matters more; the safe state follows
             raise
         smu.output_off()
         self.routing.ground_all()

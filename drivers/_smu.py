@@ -8,6 +8,7 @@ at the inserted ramp points are dropped).
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from abc import abstractmethod
@@ -18,6 +19,8 @@ from crossbar_ctl.errors import InstrumentError, LimitError, ProtocolError
 from drivers._safety import SafetyGuard, check_number, ramp_steps_v
 from drivers._scpi import ScpiInstrument, format_number
 from drivers._transport import Transport
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["Keithley2400", "Keithley2450", "SourceMeter"]
 
@@ -217,7 +220,7 @@ class SourceMeter(ScpiInstrument):
                     readings.append(self._sweep_chunk(points)[keep])
         except BaseException:
             if not was_on:
-                _quietly(self.force_output_off)
+                quietly(self.force_output_off)
             raise
         self._level_v = start_v
         if not was_on:
@@ -238,12 +241,12 @@ class SourceMeter(ScpiInstrument):
         return np.asarray(values)
 
 
-def _quietly(action, *args: object) -> None:
+def quietly(action, *args: object) -> None:
     """Run a clean-up step while another error is in flight, without hiding that error."""
     try:
         action(*args)
-    except InstrumentError:
-        pass
+    except InstrumentError as exc:
+        _log.debug("clean-up step failed while another error is in flight: %s", exc)
 
 
 def _plan_sweep(requested: np.ndarray, start_v: float, step_v: float,
@@ -342,7 +345,7 @@ class Keithley2400(SourceMeter):
         try:
             readings = self._readings(":READ?", count)
         except BaseException:
-            _quietly(self._configure, ":SOUR:VOLT:MODE FIX", ":TRIG:COUN 1")
+            quietly(self._configure, ":SOUR:VOLT:MODE FIX", ":TRIG:COUN 1")
             raise
         self._configure(":SOUR:VOLT:MODE FIX", ":TRIG:COUN 1")
         return readings
