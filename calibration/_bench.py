@@ -17,7 +17,7 @@ from calibration._designs import design_covariance, design_matrix
 from calibration._estimate import quantization_var
 from calibration._procedures import calibrate
 from calibration._record import FLAG_EXCLUDE, CalibrationOptions, CalibrationRecord
-from crossbar_ctl.config import Fault, LabConfig, SimArrayConfig
+from crossbar_ctl.core.config import Fault, LabConfig, SimArrayConfig
 
 __all__ = ["accuracy", "bench_calibrate", "predicted_variance"]
 

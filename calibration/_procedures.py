@@ -44,8 +44,8 @@ from calibration._record import (
     TwinParameters,
 )
 from calibration._twin import fit_twin, network_col_current_a
-from crossbar_ctl.config import StrictModel
-from crossbar_ctl.errors import CalibrationError, LimitError, RecordError
+from crossbar_ctl.core.config import StrictModel
+from crossbar_ctl.core.errors import CalibrationError, LimitError, RecordError
 
 __all__ = ["Progress", "RecheckResult", "calibrate", "recheck"]
 

@@ -1,7 +1,7 @@
 """The calibration record: per-branch conductance, uncertainty and fault flags, with provenance.
 
 A record is a strict pydantic header plus named arrays in one checksummed ``.npz``
-(:func:`crossbar_ctl.files.save_record`). Besides the results (``conductance_s``, ``sigma_s``,
+(:func:`crossbar_ctl.core.files.save_record`). Besides the results (``conductance_s``, ``sigma_s``,
 ``flags``, each ``(rows, cols, branches)``) it keeps the raw sums of every reading, so a partial
 record is also the checkpoint a resumed run continues from, and a finished one can be re-estimated.
 """
@@ -14,9 +14,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from crossbar_ctl.config import StrictModel
-from crossbar_ctl.errors import RecordError
-from crossbar_ctl.files import load_record, save_record
+from crossbar_ctl.core.config import StrictModel
+from crossbar_ctl.core.errors import RecordError
+from crossbar_ctl.core.files import load_record, save_record
 
 __all__ = [
     "CALIBRATION_SCHEMA_VERSION",

@@ -4,7 +4,7 @@ Topology (docs/internals.md): row ``i`` is driven at column index 0 through ``j 
 segments to cell ``(i, j)``; column ``j`` is sensed at row index ``rows - 1``, cell ``(i, j)``
 reaching the sense end through ``rows - i`` column segments and the sense resistance. Lines not
 driven are held at 0 V at the same ends. This is the network of
-:class:`crossbar_ctl.circuit.CrossbarCircuit` (the one solver of the project, shared with the
+:class:`crossbar_ctl.core.circuit.CrossbarCircuit` (the one solver of the project, shared with the
 simulator), which solves it exactly.
 
 Only the closed cells matter (open ones leak picosiemens, part of the measured baseline): a cell
@@ -20,7 +20,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from calibration._record import TwinParameters
-from crossbar_ctl.circuit import CrossbarCircuit
+from crossbar_ctl.core.circuit import CrossbarCircuit
 
 __all__ = ["fit_twin", "network_col_current_a", "row_step_conductance", "solve_row_step"]
 

@@ -1,7 +1,7 @@
 """crossbar-ctl: a hardware-in-the-loop controller for resistive crossbars.
 
-This package holds the leaves (``errors``, ``config``, ``files``, ``circuit``), the subset-sum
-optimizer, the lab factory, the analog MVM engine and the ``crossbar`` command. It stays light on
+This package holds, in layers, the leaves (``core``: errors, config, files, circuit), the subset-sum
+``optimizer``, the analog MVM ``engine`` and the ``cli``, with the lab factory (``_lab``) beside them. It stays light on
 import: the public names below load their modules on first use (PEP 562), so ``drivers`` and
 ``calibration`` can import the leaves without a cycle and without paying for numba.
 
@@ -20,36 +20,36 @@ _EXPORTS = {
     # lab factory
     "open_lab": "_lab",
     # subset-sum optimizer
-    "solve_subset_sum": "_optimizer",
-    "SubsetSumResult": "_optimizer",
-    "SubsetSumStatus": "_optimizer",
-    "MAX_EXACT_BRANCHES": "_optimizer",
-    "MAX_BRANCHES": "_optimizer",
+    "solve_subset_sum": "optimizer",
+    "SubsetSumResult": "optimizer",
+    "SubsetSumStatus": "optimizer",
+    "MAX_EXACT_BRANCHES": "optimizer",
+    "MAX_BRANCHES": "optimizer",
     # networks
-    "Network": "_network",
-    "Layer": "_network",
-    "build_network": "_network",
-    "load_network": "_network",
-    "save_network": "_network",
-    "load_dataset": "_network",
+    "Network": "engine",
+    "Layer": "engine",
+    "build_network": "engine",
+    "load_network": "engine",
+    "save_network": "engine",
+    "load_dataset": "engine",
     # plans, programming, checks
-    "SwitchPlan": "_plan",
-    "PlanOptions": "_plan",
-    "ProgramRecord": "_plan",
-    "ArrayModel": "_plan",
-    "make_plan": "_plan",
-    "ProgramOptions": "_program",
-    "program_plan": "_program",
-    "CheckReport": "_check",
-    "LayerCheck": "_check",
-    "ErrorBudget": "_check",
-    "run_check": "_check",
-    "array_model": "_engine",
-    "program_network": "_engine",
-    "check_network": "_engine",
-    "check_drift": "_engine",
-    "check_lab": "_engine",
-    "run_demo": "_demo",
+    "SwitchPlan": "engine",
+    "PlanOptions": "engine",
+    "ProgramRecord": "engine",
+    "ArrayModel": "engine",
+    "make_plan": "engine",
+    "ProgramOptions": "engine",
+    "program_plan": "engine",
+    "CheckReport": "engine",
+    "LayerCheck": "engine",
+    "ErrorBudget": "engine",
+    "run_check": "engine",
+    "array_model": "engine",
+    "program_network": "engine",
+    "check_network": "engine",
+    "check_drift": "engine",
+    "check_lab": "engine",
+    "run_demo": "engine",
 }
 
 __all__ = ["__version__", *_EXPORTS]

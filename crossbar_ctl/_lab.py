@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from crossbar_ctl.config import LabConfig, SimArrayConfig, load_lab_config
-from crossbar_ctl.errors import ConfigError
+from crossbar_ctl.core.config import LabConfig, SimArrayConfig, load_lab_config
+from crossbar_ctl.core.errors import ConfigError
 from drivers import DEFAULT_MIN_RESISTANCE_OHM, Lab, Transport, build_lab, open_transport
 
 __all__ = ["bench_io", "lab_info", "min_resistance_ohm", "open_lab"]

@@ -10,7 +10,7 @@ drivers talks to roles, never to a model:
 - :class:`Lab`: the roles of one lab, with limits and a safe state (``crossbar_ctl`` opens it).
 
 Every value is checked against the lab's limits before a byte leaves (:class:`SafetyGuard`);
-pyvisa and pyserial errors become :mod:`crossbar_ctl.errors` exceptions at the transport.
+pyvisa and pyserial errors become :mod:`crossbar_ctl.core.errors` exceptions at the transport.
 """
 
 from drivers._board import COL_ROUTES, ROW_ROUTES, SwitchBoard, crc16_ccitt

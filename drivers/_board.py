@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from crossbar_ctl.errors import InstrumentReportedError, LimitError, ProtocolError
+from crossbar_ctl.core.errors import InstrumentReportedError, LimitError, ProtocolError
 from drivers._safety import SafetyGuard, check_choice, check_int, check_number
 from drivers._scpi import OVERFLOW, format_number
 from drivers._transport import Transport

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from crossbar_ctl.config import LabConfig
-from crossbar_ctl.errors import ConfigError, CrossbarError, InstrumentError
+from crossbar_ctl.core.config import LabConfig
+from crossbar_ctl.core.errors import ConfigError, CrossbarError, InstrumentError
 from drivers._board import SwitchBoard
 from drivers._matrix import KeysightE5250A, SwitchMatrix
 from drivers._readout import ArrayReadout, BoardReadout, SuperpositionReadout

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from crossbar_ctl.errors import LimitError, ProtocolError
+from crossbar_ctl.core.errors import LimitError, ProtocolError
 from drivers._safety import check_choice, check_int
 from drivers._scpi import ScpiInstrument
 from drivers._transport import Transport

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from crossbar_ctl.errors import LimitError
+from crossbar_ctl.core.errors import LimitError
 from drivers._board import SwitchBoard
 from drivers._routing import Routing
 from drivers._safety import SafetyGuard

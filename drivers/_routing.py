@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
-from crossbar_ctl.errors import LimitError
+from crossbar_ctl.core.errors import LimitError
 from drivers._board import SwitchBoard
 from drivers._matrix import SwitchMatrix
 from drivers._safety import check_int

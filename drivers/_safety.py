@@ -1,6 +1,6 @@
 """Safety by structure: every request is checked against the lab's limits before a byte leaves.
 
-:class:`SafetyGuard` holds the frozen :class:`~crossbar_ctl.config.Limits` and the smallest
+:class:`SafetyGuard` holds the frozen :class:`~crossbar_ctl.core.config.Limits` and the smallest
 resistance any line can see (the lab's declaration, or a conservative default); drivers call it
 before they write, so an unsafe or invalid value raises and sends nothing. Nothing here clips.
 """
@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from crossbar_ctl.config import Limits
-from crossbar_ctl.errors import LimitError
+from crossbar_ctl.core.config import Limits
+from crossbar_ctl.core.errors import LimitError
 
 __all__ = ["DEFAULT_MIN_RESISTANCE_OHM", "SafetyGuard", "check_choice", "check_int", "check_number", "ramp_steps_v"]
 

@@ -6,7 +6,7 @@ import re
 from contextlib import contextmanager
 from collections.abc import Iterator
 
-from crossbar_ctl.errors import InstrumentReportedError, ProtocolError
+from crossbar_ctl.core.errors import InstrumentReportedError, ProtocolError
 from drivers._transport import Transport
 
 __all__ = ["OVERFLOW", "ScpiInstrument", "format_number"]

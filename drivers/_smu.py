@@ -15,7 +15,7 @@ from abc import abstractmethod
 
 import numpy as np
 
-from crossbar_ctl.errors import InstrumentError, LimitError, ProtocolError
+from crossbar_ctl.core.errors import InstrumentError, LimitError, ProtocolError
 from drivers._safety import SafetyGuard, check_number, ramp_steps_v
 from drivers._scpi import ScpiInstrument, format_number
 from drivers._transport import Transport
@@ -40,7 +40,7 @@ class SourceMeter(ScpiInstrument):
     transport : Transport
         An open transport to the instrument.
     guard : SafetyGuard, optional
-        The lab's limits (default: :class:`~crossbar_ctl.config.Limits` defaults).
+        The lab's limits (default: :class:`~crossbar_ctl.core.config.Limits` defaults).
 
     Notes
     -----

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from crossbar_ctl.errors import ConnectionLost, InstrumentTimeout, ProtocolError
+from crossbar_ctl.core.errors import ConnectionLost, InstrumentTimeout, ProtocolError
 
 __all__ = ["Device", "SerialTransport", "SimTransport", "Transport", "VisaTransport", "interrupts_deferred",
            "open_transport"]
@@ -530,7 +530,7 @@ def open_transport(uri: str, *, timeout_s: float = 2.0, reconnects: int = 1,
     ConnectionLost
         The instrument cannot be reached.
     """
-    from crossbar_ctl.errors import ConfigError
+    from crossbar_ctl.core.errors import ConfigError
 
     scheme, sep, rest = uri.partition("://")
     if not sep or not rest:

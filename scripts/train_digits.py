@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossbar_ctl._network import build_network, save_network
+from crossbar_ctl.engine._network import build_network, save_network
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "crossbar_ctl" / "data" / "digits_mlp.npz"
 

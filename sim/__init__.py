@@ -1,6 +1,6 @@
 """Physics and simulated instruments: the array model, the exact circuit solver, the lab."""
 
-from crossbar_ctl.circuit import CircuitSolution, CrossbarCircuit
+from crossbar_ctl.core.circuit import CircuitSolution, CrossbarCircuit
 from sim._array import PhysicalArray
 from sim._spice import find_ngspice, solve_with_ngspice, spice_netlist
 from sim._board import SimSwitchBoard, crc16

@@ -14,9 +14,9 @@ import numpy as np
 
 from pydantic import ValidationError
 
-from crossbar_ctl.config import Fault, SimArrayConfig, config_error
-from crossbar_ctl.errors import ConfigError
-from crossbar_ctl.circuit import CrossbarCircuit
+from crossbar_ctl.core.config import Fault, SimArrayConfig, config_error
+from crossbar_ctl.core.errors import ConfigError
+from crossbar_ctl.core.circuit import CrossbarCircuit
 
 __all__ = ["PhysicalArray"]
 

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from crossbar_ctl.config import SimArrayConfig
-from crossbar_ctl.errors import ConfigError
+from crossbar_ctl.core.config import SimArrayConfig
+from crossbar_ctl.core.errors import ConfigError
 from sim._array import PhysicalArray
-from crossbar_ctl.circuit import CrossbarCircuit, _one_blas_thread
+from crossbar_ctl.core.circuit import CrossbarCircuit, _one_blas_thread
 
 __all__ = ["DEFAULT_SIZES", "bench_circuit"]
 

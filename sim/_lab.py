@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from crossbar_ctl.config import SimArrayConfig
-from crossbar_ctl.errors import ConfigError
+from crossbar_ctl.core.config import SimArrayConfig
+from crossbar_ctl.core.errors import ConfigError
 from sim._array import PhysicalArray
 from sim._board import SimSwitchBoard
 from sim._keithley import SimKeithley2400, SimKeithley2450

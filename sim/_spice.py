@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crossbar_ctl.errors import CrossbarError
-from crossbar_ctl.circuit import CrossbarCircuit
+from crossbar_ctl.core.errors import CrossbarError
+from crossbar_ctl.core.circuit import CrossbarCircuit
 
 __all__ = ["find_ngspice", "solve_with_ngspice", "spice_netlist"]
 

@@ -14,8 +14,8 @@ from calibration import (
 from calibration._bench import accuracy, seeded_faults
 from calibration._estimate import fit_noise
 from crossbar_ctl._lab import open_lab
-from crossbar_ctl.config import Fault, LabConfig, SimArrayConfig
-from crossbar_ctl.errors import CalibrationError, InstrumentError
+from crossbar_ctl.core.config import Fault, LabConfig, SimArrayConfig
+from crossbar_ctl.core.errors import CalibrationError, InstrumentError
 
 ROWS, COLS, BRANCHES = 12, 12, 6
 

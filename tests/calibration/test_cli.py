@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calibration import CalibrationRecord
-from crossbar_ctl._cli import main
+from crossbar_ctl.cli._main import main
 
 LAB = """
 name = "small"

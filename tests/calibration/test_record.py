@@ -14,7 +14,7 @@ from calibration import (
     TwinParameters,
     flag_names,
 )
-from crossbar_ctl.errors import RecordError
+from crossbar_ctl.core.errors import RecordError
 
 
 def make_record(seed=0, shape=(3, 4, 5)):

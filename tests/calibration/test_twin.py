@@ -1,4 +1,4 @@
-"""The wiring twin's solves and fit, against plain solves of the circuit (crossbar_ctl.circuit is
+"""The wiring twin's solves and fit, against plain solves of the circuit (crossbar_ctl.core.circuit is
 itself checked against a dense solve and ngspice)."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from calibration import TwinParameters
 from calibration._twin import fit_twin, network_col_current_a, row_step_conductance, solve_row_step
-from crossbar_ctl.circuit import CrossbarCircuit
+from crossbar_ctl.core.circuit import CrossbarCircuit
 
 TWIN = TwinParameters(row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.7, sense_resistance_ohm=10.0)
 

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from crossbar_ctl._cli import main
+from crossbar_ctl.cli._main import main
 from crossbar_ctl._lab import min_resistance_ohm, open_lab
-from crossbar_ctl.config import LabConfig, SimArrayConfig
-from crossbar_ctl.errors import ConfigError, ProtocolError
+from crossbar_ctl.core.config import LabConfig, SimArrayConfig
+from crossbar_ctl.core.errors import ConfigError, ProtocolError
 from drivers import BoardReadout, Keithley2400, KeysightE5250A, SuperpositionReadout
 
 SMALL = {"rows": 4, "cols": 3, "branches": 4, "seed": 11}

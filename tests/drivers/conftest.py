@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from crossbar_ctl.config import SimArrayConfig
+from crossbar_ctl.core.config import SimArrayConfig
 from drivers import open_transport
 
 SMALL = SimArrayConfig(rows=4, cols=3, branches=4, seed=7)

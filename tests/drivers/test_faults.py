@@ -6,9 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from crossbar_ctl.config import LabConfig
-from crossbar_ctl.errors import ConnectionLost, InstrumentError, InstrumentReportedError, InstrumentTimeout
-from crossbar_ctl.errors import ProtocolError
+from crossbar_ctl.core.config import LabConfig
+from crossbar_ctl.core.errors import ConnectionLost, InstrumentError, InstrumentReportedError, InstrumentTimeout
+from crossbar_ctl.core.errors import ProtocolError
 from drivers import build_lab
 from tests.drivers.conftest import SMALL, serve
 
@@ -167,7 +167,7 @@ def test_a_link_lost_during_a_sweep_gives_an_instrument_error(transport_kind):
 
 @pytest.mark.parametrize("failure", ["matrix_model", "no_readout"])
 def test_a_failed_build_leaves_the_identified_instruments_safe(failure):
-    from crossbar_ctl.errors import ConfigError
+    from crossbar_ctl.core.errors import ConfigError
     from sim import SimLab
 
     sim_config = SMALL if failure == "matrix_model" else SMALL.model_copy(update={"has_readout": False})

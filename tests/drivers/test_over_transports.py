@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from crossbar_ctl.config import Limits
-from crossbar_ctl.errors import LimitError
+from crossbar_ctl.core.config import Limits
+from crossbar_ctl.core.errors import LimitError
 from drivers import BoardReadout, BoardRouting, KeysightE5250A, MatrixRouting, SafetyGuard, SwitchBoard
 from drivers import SOURCE_METER_MODELS, SuperpositionReadout
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from crossbar_ctl.config import Limits
-from crossbar_ctl.errors import LimitError
+from crossbar_ctl.core.config import Limits
+from crossbar_ctl.core.errors import LimitError
 from drivers import SafetyGuard, ramp_steps_v
 from tests.drivers.scripted import NO_ERROR, connect_2400, connect_2450
 from tests.drivers.test_board_replay import connect_board, connect_matrix

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from crossbar_ctl.config import Limits
-from crossbar_ctl.errors import LimitError
+from crossbar_ctl.core.config import Limits
+from crossbar_ctl.core.errors import LimitError
 from drivers import BoardRouting, SafetyGuard, SwitchBoard, open_transport, ramp_steps_v
 from tests.drivers.conftest import SMALL
 from tests.drivers.test_board_replay import connect_matrix

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from crossbar_ctl.config import Limits
-from crossbar_ctl.errors import InstrumentReportedError, LimitError, ProtocolError
+from crossbar_ctl.core.config import Limits
+from crossbar_ctl.core.errors import InstrumentReportedError, LimitError, ProtocolError
 from drivers import Keithley2400, Keithley2450, SafetyGuard
 from tests.drivers.scripted import NO_ERROR, ScriptedTransport, connect_2400, connect_2450
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from crossbar_ctl.errors import ConfigError, ConnectionLost, InstrumentTimeout, ProtocolError
+from crossbar_ctl.core.errors import ConfigError, ConnectionLost, InstrumentTimeout, ProtocolError
 from drivers import SerialTransport, SimTransport, open_transport
 
 

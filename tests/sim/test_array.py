@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crossbar_ctl.config import Fault, ResistorPopulation, SimArrayConfig
-from crossbar_ctl.errors import ConfigError
+from crossbar_ctl.core.config import Fault, ResistorPopulation, SimArrayConfig
+from crossbar_ctl.core.errors import ConfigError
 from sim import PhysicalArray
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossbar_ctl.config import SimArrayConfig
+from crossbar_ctl.core.config import SimArrayConfig
 from sim._array import PhysicalArray
 from sim._board import SimSwitchBoard, crc16
 from tests.sim.test_scpi import replay

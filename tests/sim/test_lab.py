@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crossbar_ctl.config import Fault, SimArrayConfig
-from crossbar_ctl.errors import ConfigError
+from crossbar_ctl.core.config import Fault, SimArrayConfig
+from crossbar_ctl.core.errors import ConfigError
 from sim._lab import SimLab
 
 QUIET = dict(relative_noise=0.0, noise_floor_fraction=0.0, drift_per_hour=0.0)

@@ -18,7 +18,7 @@ import pytest
 import pyvisa
 import serial
 
-from crossbar_ctl.config import SimArrayConfig
+from crossbar_ctl.core.config import SimArrayConfig
 from sim._lab import SimLab
 from sim._serve import LabServer, TcpServer
 
@@ -266,7 +266,7 @@ def test_cli_serves_until_interrupted(tmp_path: Path, visa) -> None:
     lab_file.write_text('[sim]\nrows = 4\ncols = 4\nbranches = 2\n\n'
                         '[instruments.source_meter]\nuri = "sim://smu"\nmodel = "keithley2400"\n')
     process = subprocess.Popen(
-        [sys.executable, "-m", "crossbar_ctl._cli", "sim", "serve", "--config", str(lab_file),
+        [sys.executable, "-m", "crossbar_ctl.cli._main", "sim", "serve", "--config", str(lab_file),
          "--json"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -300,7 +300,7 @@ def test_cli_bad_config_is_one_line(tmp_path: Path) -> None:
     lab_file = tmp_path / "lab.toml"
     lab_file.write_text("[sim]\nrows = 0\n")
     result = subprocess.run(
-        [sys.executable, "-m", "crossbar_ctl._cli", "sim", "serve", "--config", str(lab_file)],
+        [sys.executable, "-m", "crossbar_ctl.cli._main", "sim", "serve", "--config", str(lab_file)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crossbar_ctl.config import SimArrayConfig
+from crossbar_ctl.core.config import SimArrayConfig
 from sim import CrossbarCircuit, PhysicalArray, find_ngspice, solve_with_ngspice, spice_netlist
 
 needs_ngspice = pytest.mark.skipif(

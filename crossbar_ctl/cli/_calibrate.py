@@ -1,0 +1,207 @@
+"""``crossbar calibrate`` and ``crossbar bench calibrate`` (registered by crossbar_ctl.cli._main)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossbar_ctl.core.errors import CalibrationError, CrossbarError, InstrumentError
+
+__all__ = ["add_commands"]
+
+
+def add_commands(commands, bench) -> None:
+    """Add ``calibrate`` to ``crossbar`` and ``calibrate`` to ``crossbar bench``."""
+    parser = commands.add_parser(
+        "calibrate", help="measure every branch of the array (simulated lab by default)",
+        description="Measure every branch's conductance with its uncertainty and fault flags; "
+                    "checkpointed, resumable with --resume.")
+    parser.add_argument("--lab", type=Path, default=None, help="lab file (TOML); default: simulated lab")
+    parser.add_argument("--out", type=Path, default=Path("calibration.npz"),
+                        help="record to write (also the checkpoint; default calibration.npz)")
+    parser.add_argument("--resume", action="store_true", help="continue the partial record in --out")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                        help="draw the conductance histogram per column and the flagged branches")
+    parser.add_argument("--method", choices=("auto", "readout", "smu"), default="auto")
+    parser.add_argument("--design", choices=("single", "s-matrix"), default="single")
+    parser.add_argument("--repeats", type=int, default=2, help="readings per step (>= 2)")
+    parser.add_argument("--nplc", type=float, default=1.0)
+    parser.add_argument("--read-voltage-v", type=float, default=0.5)
+    parser.add_argument("--target-rel-sigma", type=float, default=None,
+                        help="adaptive averaging until every branch reaches this sigma/g")
+    parser.add_argument("--time-budget-s", type=float, default=None)
+    parser.add_argument("--unselected", choices=("ground", "float"), default="ground",
+                        help="unselected lines in SMU reads")
+    parser.add_argument("--no-twin", action="store_true", help="do not fit the wiring twin")
+    parser.set_defaults(run=_calibrate)
+
+    b = bench.add_parser("calibrate", help="calibration throughput, accuracy and weighing-design gain")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--quick", action="store_true", help="a 16x16x8 array (a smoke run)")
+    b.add_argument("--no-tcp", action="store_true", help="skip the TCP/pty transport run")
+    b.set_defaults(run=_bench)
+
+
+def _options(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from calibration import CalibrationOptions
+    from crossbar_ctl.core.config import config_error
+
+    try:
+        return CalibrationOptions(method=args.method, design=args.design, repeats=args.repeats,
+                                  nplc=args.nplc, read_voltage_v=args.read_voltage_v,
+                                  target_rel_sigma=args.target_rel_sigma,
+                                  time_budget_s=args.time_budget_s, unselected=args.unselected,
+                                  fit_twin=not args.no_twin)
+    except ValidationError as exc:
+        raise config_error(exc, "calibration options") from exc
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def update(done: int, total: int, stage: str) -> None:
+        bar.total = total
+        bar.set_description(stage)
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from calibration import calibrate
+    from crossbar_ctl.cli._main import emit, print_table
+    from crossbar_ctl._lab import open_lab
+
+    options = _options(args)
+    if args.resume and not args.out.exists():
+        raise CalibrationError(f"--resume: {args.out} does not exist")
+    try:
+        with open_lab(args.lab) as lab, _progress_bar() as progress:
+            record = calibrate(lab, options=options, checkpoint=args.out, resume=args.resume,
+                               progress=progress)
+    except KeyboardInterrupt:
+        if args.out.exists():
+            print(f"crossbar: partial record in {args.out}; continue with --resume", file=sys.stderr)
+        raise
+    except CrossbarError as exc:
+        if args.out.exists() and isinstance(exc, InstrumentError):
+            raise CalibrationError(f"{exc} (partial record in {args.out}; continue with --resume)") from exc
+        raise
+    result = _summary(record, args.out)
+    if args.plot is not None:
+        plot_record(record, args.plot)
+        result["plot"] = str(args.plot)
+
+    def show(res: dict) -> None:
+        rows = [{"quantity": k, "value": v} for k, v in res.items() if not isinstance(v, dict)]
+        print_table(rows, title=f"calibration of {record.header.rows}x{record.header.cols}x"
+                                f"{record.header.branches} ({record.header.method}, "
+                                f"{record.header.options.design})")
+
+    emit(result, args, show)
+    return 0
+
+
+def _summary(record, out: Path) -> dict[str, Any]:
+    from calibration import flag_names
+
+    result: dict[str, Any] = dict(record.summary())
+    kinds: dict[str, int] = {}
+    for value in record.flags[record.flags != 0].ravel():
+        for name in flag_names(int(value)):
+            kinds[name] = kinds.get(name, 0) + 1
+    result["flagged_by_kind"] = kinds
+    twin = record.twin
+    if twin is not None:
+        result.update(twin_row_wire_ohm=twin.row_wire_resistance_ohm,
+                      twin_col_wire_ohm=twin.col_wire_resistance_ohm,
+                      twin_sense_ohm=twin.sense_resistance_ohm,
+                      twin_holdout_rel_rms=twin.holdout_rel_rms)
+    result["temperature_c"] = record.header.temperature_end_c
+    result["out"] = str(out)
+    return result
+
+
+def plot_record(record, path: Path) -> None:
+    """Conductance histogram per column (image) and the flagged branches, to ``path``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise CalibrationError("--plot needs matplotlib: pip install 'crossbar-ctl[plot]'") from exc
+    from calibration import FLAG_EXCLUDE, flag_names
+
+    g = record.conductance_s
+    ok = record.usable
+    rows, cols, branches = record.geometry
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    values = g[ok] * 1e6
+    edges = np.linspace(np.percentile(values, 0.5), np.percentile(values, 99.5), 60) if values.size else [0, 1]
+    image = np.stack([np.histogram(g[:, c][ok[:, c]] * 1e6, bins=edges)[0] for c in range(cols)], axis=1)
+    left.imshow(image, aspect="auto", origin="lower", cmap="viridis",
+                extent=(-0.5, cols - 0.5, edges[0], edges[-1]))
+    left.set_xlabel("column")
+    left.set_ylabel("branch conductance (uS)")
+    left.set_title("conductance histogram per column")
+    flagged = np.argwhere(record.flags & FLAG_EXCLUDE)
+    kinds = {}
+    for r, c, k in flagged:
+        kinds.setdefault("+".join(flag_names(int(record.flags[r, c, k]))), []).append((r, c))
+    for name, cells in kinds.items():
+        cells = np.array(cells)
+        right.scatter(cells[:, 1], cells[:, 0], s=18, label=f"{name} ({len(cells)})")
+    right.set_xlim(-0.5, cols - 0.5)
+    right.set_ylim(rows - 0.5, -0.5)
+    right.set_xlabel("column")
+    right.set_ylabel("row")
+    right.set_title(f"flagged branches ({len(flagged)})")
+    if kinds:
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- bench ---------------------------------------------------------------------------------------
+
+def _tcp_lab(config) -> Any:
+    """The same simulated lab served on loopback TCP (SMU) and a pty (board), opened through them."""
+    from crossbar_ctl._lab import open_lab
+
+    return open_lab(config, served=True)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from calibration import bench_calibrate
+    from crossbar_ctl.cli._main import emit, print_table
+    from crossbar_ctl._lab import open_lab
+
+    transports = {"in-process": open_lab}
+    if not args.no_tcp:
+        transports["tcp+pty"] = _tcp_lab
+    result = bench_calibrate(transports, quick=args.quick)
+
+    def show(res: dict) -> None:
+        for title, rows in res.items():
+            print_table(rows, title=title)
+            print()
+
+    emit(result, args, show)
+    return 0

@@ -1,0 +1,132 @@
+"""The ``crossbar`` command: a thin shell over the public API.
+
+Each area registers its subcommands from its own module (``cli/_*.py``) through
+``add_commands(commands, bench)``; every subcommand's handler takes the parsed arguments and
+returns a result (dict or list) that is printed as a table, or as JSON with ``--json``.
+Errors print one line on stderr and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from crossbar_ctl import __version__
+from crossbar_ctl.core.errors import CrossbarError
+
+__all__ = ["main", "print_table", "emit"]
+
+# Modules that add subcommands, in the order they appear in --help.
+_COMMAND_MODULES = (
+    "crossbar_ctl.cli._engine",  # demo, program, check
+    "crossbar_ctl.cli._calibrate",  # calibrate, bench calibrate
+    "crossbar_ctl.cli._lab",  # info, bench io
+    "crossbar_ctl.cli._sim",  # sim serve
+    "crossbar_ctl.cli._circuit",  # bench circuit
+    "crossbar_ctl.cli._optimizer",  # bench precision, solver, peers, lottery
+)
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def print_table(rows: Sequence[dict[str, Any]], *, title: str = "", file=None) -> None:
+    """Print dict rows as an aligned text table (floats in 4 significant digits)."""
+    file = file or sys.stdout
+    if title:
+        print(title, file=file)
+    if not rows:
+        print("(no rows)", file=file)
+        return
+    columns = list(rows[0])
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+
+    table = [[cell(row.get(col, "")) for col in columns] for row in rows]
+    widths = [max(len(col), *(len(r[i]) for r in table)) for i, col in enumerate(columns)]
+    # Numbers align right, text aligns left.
+    numeric = [all(isinstance(row.get(col), (int, float)) for row in rows) for col in columns]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    print(line(columns), file=file)
+    print("  ".join("-" * w for w in widths), file=file)
+    for r in table:
+        print(line(r), file=file)
+
+
+def emit(result: Any, args: argparse.Namespace, show: Callable[[Any], None]) -> None:
+    """Print ``result`` as JSON with ``--json``, otherwise through ``show``."""
+    if getattr(args, "json", False):
+        json.dump(result, sys.stdout, indent=2, default=_json_default)
+        sys.stdout.write("\n")
+    else:
+        show(result)
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crossbar",
+        description="Calibrate, program and check resistive crossbars (simulated lab by default).",
+    )
+    parser.add_argument("--version", action="version", version=f"crossbar-ctl {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v info, -vv every instrument exchange)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    bench_parser = commands.add_parser("bench", help="benchmarks that print a table (or --json)")
+    bench = bench_parser.add_subparsers(dest="bench", metavar="BENCH")
+    bench_parser.set_defaults(run=lambda args: bench_parser.print_help() or 0)
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).add_commands(commands, bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_ERROR
+    try:
+        code = args.run(args)
+    except CrossbarError as exc:
+        print(f"crossbar: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("crossbar: interrupted; outputs off, switches open", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        print(f"crossbar: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: one line for the user, the traceback with -vv
+        logging.getLogger("crossbar").debug("internal error", exc_info=True)
+        print(f"crossbar: internal error: {type(exc).__name__}: {exc} (rerun with -vv for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return EXIT_ERROR
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""``crossbar demo``: calibrate the default simulated lab, program the digits network, check it.
+
+The lab is the default simulated one plus a few faults (``crossbar_ctl/data/demo_lab.toml``); the
+network is the shipped 64-32-10 digits MLP (``crossbar_ctl/data/digits_mlp.npz``, trained by
+``scripts/train_digits.py``) with its held-out test set.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossbar_ctl.engine._check import CheckReport
+from crossbar_ctl.engine._workflow import array_model, check_lab, check_network
+from crossbar_ctl.engine._network import Network, load_network
+from crossbar_ctl.engine._plan import (
+    ArrayModel,
+    PlanOptions,
+    SwitchPlan,
+    inference_vectors,
+    make_plan,
+    network_tiles,
+    pair_transfer,
+)
+from crossbar_ctl.engine._program import ProgramOptions, load_tile, program_plan
+from crossbar_ctl.core.errors import EngineError
+
+__all__ = [
+    "DEMO_LAB", "DEMO_NPLC", "DIGITS_NETWORK", "demo_lab", "predistortion_effect", "progress_bar", "run_demo",
+]
+
+DEMO_LAB = files("crossbar_ctl") / "data" / "demo_lab.toml"
+DIGITS_NETWORK = files("crossbar_ctl") / "data" / "digits_mlp.npz"
+DEMO_NPLC = 4.0
+"""Readout integration time of the demo's inference run (power-line cycles)."""
+
+
+@contextmanager
+def progress_bar(total: int, description: str, *, enabled: bool = True):
+    """A tqdm bar on stderr (disabled: a bar that prints nothing)."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=description, file=sys.stderr, leave=False, disable=not enabled) as bar:
+        yield bar
+
+
+def _truth_transfer(lab: Any) -> np.ndarray:
+    """The simulated array's noiseless transfer matrix ``(rows, cols)`` for the masks now set."""
+    array = lab.sim.array
+    return np.asarray(array.circuit().solve(np.eye(array.rows)).col_current_a)
+
+
+def predistortion_effect(lab: Any, network: Network, plans: dict[str, SwitchPlan], x: np.ndarray
+                         ) -> list[dict[str, float]]:
+    """Relative output error per layer of several plans, on the simulator's noiseless truth.
+
+    Each layer is fed the float64 activations of ``x``; each plan's tiles are loaded and the
+    layer's output through the true circuit (wires included, no read noise) is compared with
+    float64. Needs a simulated lab.
+    """
+    rows = []
+    activation = np.asarray(x, dtype=np.float64)
+    for k, layer in enumerate(network.layers):
+        reference = layer.pre_activation(activation)
+        row: dict[str, float] = {"layer": k}
+        for name, plan in plans.items():
+            lp = plan.header.layers[k]
+            patches = layer.patches(activation)
+            x_aug = np.hstack([patches, np.full((len(patches), 1), lp.bias_input)])
+            out = np.zeros((len(patches), layer.matrix.shape[0]))
+            for t in lp.tiles:
+                tile = plan.header.tiles[t].tile
+                load_tile(lab, plan.tile(t, "masks"))
+                transfer = _truth_transfer(lab)[: tile.rows, : 2 * tile.pairs]
+                out[:, tile.outputs] += x_aug[:, tile.inputs] @ pair_transfer(transfer)
+            out = layer.assemble(out / lp.conductance_per_weight_s, len(activation))
+            row[name] = float(np.sqrt(np.mean((out - reference) ** 2)) / np.sqrt(np.mean(reference**2)))
+        rows.append(row)
+        activation = layer.activate(reference)
+    return rows
+
+
+def run_demo(*, lab_config: Any = None, network: Network | None = None, samples: int | None = None,
+             plan_options: PlanOptions | None = None, program_options: ProgramOptions | None = None,
+             calibration_options: Any = None, nplc: float | None = DEMO_NPLC,
+             plot_dir: str | Path | None = None, show_progress: bool = True,
+             served: bool = False) -> dict[str, Any]:
+    """Calibrate, program and check a network on a simulated lab; returns the summary.
+
+    Parameters
+    ----------
+    lab_config : path, dict or LabConfig, optional
+        Default: the demo lab (the default simulated lab with a few faults).
+    network : Network, optional
+        Default: the shipped digits MLP; its test set is the data.
+    samples : int, optional
+        Use only the first ``samples`` test samples.
+    nplc : float, optional
+        Readout integration time of the inference run (default 4 power-line cycles).
+    plot_dir : path, optional
+        Write ``check.png`` (analog vs float64 per layer, error histograms) there.
+    served : bool
+        Talk to the simulated instruments through the real stacks: the source-meter over loopback
+        TCP with pyvisa, the switch board over a pseudo-terminal with pyserial.
+
+    Returns
+    -------
+    dict
+        ``digital_accuracy``, ``analog_accuracy``, ``agreement``, ``layers`` (with
+        ``effective_bits`` and the error budget), ``predistortion``, ``program``, ``calibration``,
+        ``timings_s``.
+    """
+    from calibration import calibrate
+
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    network = network or load_network(DIGITS_NETWORK)
+    if network.test_x is None:
+        raise EngineError(f"{network.name} has no test set (test.x, test.y) to run the demo on")
+    x, y = network.test_x[:samples], network.test_y[:samples]
+    with demo_lab(lab_config, served=served) as lab:
+        mark = time.monotonic()
+        with progress_bar(1, "calibrate", enabled=show_progress) as bar:
+            record = calibrate(lab, options=calibration_options, progress=_calibration_progress(bar))
+        timings["calibrate"] = time.monotonic() - mark
+        model: ArrayModel = array_model(record)
+        check_lab(model.reference, lab)
+
+        mark = time.monotonic()
+        plan_options = plan_options or PlanOptions()
+        rows, cols, _ = lab.geometry
+        tiles = len(network_tiles(network, rows, cols))
+        with progress_bar(2 * tiles, "solve + program", enabled=show_progress) as bar:
+            plan = make_plan(network, model, options=plan_options, progress=bar.update)
+            programmed = program_plan(lab, plan, model, options=program_options, progress=bar.update)
+        timings["program"] = time.monotonic() - mark
+
+        mark = time.monotonic()
+        details: dict = {}
+        with progress_bar(inference_vectors(network, rows, cols, len(x)), "analog inference",
+                          enabled=show_progress) as bar:
+            report: CheckReport = check_network(lab, programmed, x, y, nplc=nplc, progress=bar.update,
+                                                details=details)
+        timings["check"] = time.monotonic() - mark
+
+        mark = time.monotonic()
+        bare = make_plan(network, model, options=plan_options.model_copy(update={"predistort": False}))
+        effect = predistortion_effect(lab, network, {"bare": bare, "predistorted": plan,
+                                                     "closed_loop": programmed}, x)
+        timings["predistortion"] = time.monotonic() - mark
+        calibration = record.summary()
+    if plot_dir is not None:
+        from crossbar_ctl.engine._reports import plot_check
+
+        plot_check(details, Path(plot_dir) / "check.png", title=f"{network.name}: analog vs float64")
+    timings["total"] = time.monotonic() - started
+    program = programmed.header.program
+    return {
+        "network": network.name,
+        "samples": report.samples,
+        "digital_accuracy": report.digital_accuracy,
+        "analog_accuracy": report.analog_accuracy,
+        "agreement": report.agreement,
+        "layers": [layer.model_dump() for layer in report.layers],
+        "predistortion": effect,
+        "program": program.model_dump() if program else None,
+        "calibration": calibration,
+        "nplc": nplc,
+        "timings_s": timings,
+    }
+
+
+def demo_lab(lab_config: Any = None, *, served: bool = False):
+    """The demo's simulated lab, in process or served (pyvisa over TCP, pyserial over a pty)."""
+    from crossbar_ctl._lab import open_lab
+
+    return open_lab(lab_config if lab_config is not None else str(DEMO_LAB), served=served)
+
+
+def _calibration_progress(bar):
+    def update(done: int, total: int, stage: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(stage, refresh=False)
+        bar.refresh()
+
+    return update
+
+

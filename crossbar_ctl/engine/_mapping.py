@@ -1,0 +1,229 @@
+"""Mapping a layer's matrix onto the array: scale, differential pairs, bias row, tiles, voltages.
+
+Layout of one tile on the array (always placed at the array's top-left corner):
+
+- the layer's *augmented* matrix is ``A = [W.T; b / beta]``, shape ``(in + 1, out)``: the bias is
+  one more input row, driven at the constant input value ``beta`` (``bias_input``);
+- input ``i`` of the tile drives array row ``i``; output ``o`` is the differential pair of
+  columns ``2 o`` (plus) and ``2 o + 1`` (minus), its current ``I[2 o] - I[2 o + 1]``;
+- the optimizer sees each pair as one signed pool of ``2 n`` values: ``+g`` of the plus cell's
+  branches then ``-g`` of the minus cell's.
+
+Weights become conductances through one scale per layer, ``G = w * conductance_per_weight_s``,
+chosen so that the largest ``|w|`` lands about ``density_std`` standard deviations of the pool's
+subset sums from the pool's centre, where subset sums are dense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from crossbar_ctl.core.errors import EngineError
+
+__all__ = [
+    "Tile",
+    "augmented_matrix",
+    "check_reach",
+    "choose_scale",
+    "masks_from_selection",
+    "pair_pool",
+    "plan_tiles",
+    "row_voltages",
+    "selection_from_masks",
+]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A block of a layer's augmented matrix that fits the array at once.
+
+    Attributes
+    ----------
+    layer : int
+    input_start, input_stop : int
+        Augmented input rows (the bias row is index ``in``).
+    output_start, output_stop : int
+        Outputs (differential pairs).
+    """
+
+    layer: int
+    input_start: int
+    input_stop: int
+    output_start: int
+    output_stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.input_stop - self.input_start
+
+    @property
+    def pairs(self) -> int:
+        return self.output_stop - self.output_start
+
+    @property
+    def inputs(self) -> slice:
+        return slice(self.input_start, self.input_stop)
+
+    @property
+    def outputs(self) -> slice:
+        return slice(self.output_start, self.output_stop)
+
+
+def plan_tiles(inputs: int, outputs: int, *, rows: int, cols: int, layer: int = 0,
+               max_tiles: int = 64) -> tuple[Tile, ...]:
+    """Split an ``(inputs, outputs)`` augmented matrix into array-sized tiles.
+
+    Raises
+    ------
+    EngineError
+        The array has fewer than two columns (no differential pair), or more than ``max_tiles``
+        tiles would be needed.
+    """
+    pairs = cols // 2
+    if pairs < 1 or rows < 1:
+        raise EngineError(f"a {rows}x{cols} array holds no differential pair; it needs at least 2 columns")
+    row_blocks = -(-inputs // rows)
+    col_blocks = -(-outputs // pairs)
+    if row_blocks * col_blocks > max_tiles:
+        raise EngineError(
+            f"layer{layer} ({outputs} outputs x {inputs - 1} inputs + bias) needs "
+            f"{row_blocks * col_blocks} tiles of {rows}x{pairs} pairs on this array, more than the "
+            f"limit of {max_tiles}; use a smaller layer, a larger array or raise max_tiles"
+        )
+    return tuple(
+        Tile(layer, r * rows, min(inputs, (r + 1) * rows), c * pairs, min(outputs, (c + 1) * pairs))
+        for c in range(col_blocks)
+        for r in range(row_blocks)
+    )
+
+
+def augmented_matrix(weight: np.ndarray, bias: np.ndarray, bias_input: float) -> np.ndarray:
+    """``[W.T; b / beta]``, shape ``(in + 1, out)``, in weight units."""
+    return np.vstack([weight.T, bias[None, :] / bias_input])
+
+
+def pair_pool(conductance_s: np.ndarray, sigma_s: np.ndarray, usable: np.ndarray, tile: Tile,
+              *, gain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The signed pools of a tile's differential pairs, cells in ``(row, pair)`` C order.
+
+    Parameters
+    ----------
+    conductance_s, sigma_s : ndarray (rows, cols, branches)
+        Measured branch conductances and their uncertainties, siemens.
+    usable : ndarray (rows, cols, branches) of bool
+        Branches the plan may close (faulty ones excluded).
+    tile : Tile
+    gain : ndarray (tile.rows, 2 * tile.pairs), optional
+        Per-cell multiplicative factor (pre-distortion: how much of a cell's conductance reaches
+        the output); 1 when omitted.
+
+    Returns
+    -------
+    values_s, sigma_s : ndarray (cells, 2 * branches)
+    usable : ndarray (cells, 2 * branches) of bool
+    """
+    block = (slice(0, tile.rows), slice(0, 2 * tile.pairs))
+    g = conductance_s[block]
+    s = sigma_s[block]
+    if gain is not None:
+        g = g * gain[..., None]
+        s = s * gain[..., None]
+    u = usable[block]
+
+    def pairs(a: np.ndarray, negate: bool = False) -> np.ndarray:
+        both = np.concatenate([a[:, 0::2], -a[:, 1::2] if negate else a[:, 1::2]], axis=-1)
+        return both.reshape(tile.rows * tile.pairs, -1)
+
+    return pairs(g, negate=True), pairs(s), pairs(u)
+
+
+def choose_scale(values_s: np.ndarray, usable: np.ndarray, max_abs_weight: float, *,
+                 density_std: float = 1.25, quantile: float = 0.01) -> float:
+    """Siemens per weight unit so that ``max_abs_weight`` lands in the dense part of the pools.
+
+    For each pool (row of ``values_s``) the sum of a random subset has centre ``sum(v) / 2`` and
+    standard deviation ``sqrt(sum(v**2)) / 2``; the dense reach on both signs is
+    ``density_std * std - |centre|``. The scale uses a low quantile of that reach over the pools so
+    a few damaged cells don't shrink the whole layer.
+    """
+    v = np.where(usable, values_s, 0.0)
+    reach = density_std * 0.5 * np.sqrt(np.sum(v**2, axis=1)) - np.abs(0.5 * np.sum(v, axis=1))
+    reach_s = float(np.quantile(reach, quantile))
+    if reach_s <= 0 or max_abs_weight <= 0:
+        raise EngineError("the measured pools have no dense signed range; is the calibration all flagged?")
+    return reach_s / max_abs_weight
+
+
+def check_reach(values_s: np.ndarray, usable: np.ndarray, target_s: np.ndarray, *, layer: int) -> None:
+    """Refuse targets beyond what a pool can reach at all (all its + or all its - values closed)."""
+    v = np.where(usable, values_s, 0.0)
+    high = np.sum(np.maximum(v, 0), axis=1)
+    low = np.sum(np.minimum(v, 0), axis=1)
+    beyond = (target_s > high) | (target_s < low)
+    if np.any(beyond):
+        worst = int(np.argmax(np.maximum(target_s - high, low - target_s)))
+        raise EngineError(
+            f"layer{layer}: {int(beyond.sum())} weights are beyond what their cells' pools can reach "
+            f"(e.g. {target_s[worst]:.3g} S where the pool spans [{low[worst]:.3g}, {high[worst]:.3g}] S); "
+            "lower the conductance scale or recalibrate the array"
+        )
+
+
+def masks_from_selection(selection: np.ndarray, rows: int, pairs: int) -> np.ndarray:
+    """Optimizer selections ``(cells, 2 n)`` -> cell masks ``uint64 (rows, 2 * pairs)``."""
+    n = selection.shape[1] // 2
+    weights = np.left_shift(np.uint64(1), np.arange(n, dtype=np.uint64))
+    bits = selection.reshape(rows, pairs, 2, n).astype(np.uint64)
+    masks = np.sum(bits * weights, axis=-1, dtype=np.uint64)  # (rows, pairs, 2)
+    return masks.reshape(rows, 2 * pairs)
+
+
+def selection_from_masks(masks: np.ndarray, branches: int) -> np.ndarray:
+    """Cell masks ``uint64 (rows, cols)`` -> closed branches ``bool (rows, cols, branches)``."""
+    shifts = np.arange(branches, dtype=np.uint64)
+    return (np.right_shift(masks.astype(np.uint64)[..., None], shifts) & np.uint64(1)).astype(bool)
+
+
+def row_voltages(x: np.ndarray, cell_conductance_s: np.ndarray, *, max_voltage_v: float,
+                 max_current_a: float, max_total_current_a: float, row_bound_s: np.ndarray | None = None,
+                 margin: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Map input vectors to row voltages, as large as the limits allow, one scale per vector.
+
+    Parameters
+    ----------
+    x : ndarray (batch, rows)
+        Inputs in their own units.
+    cell_conductance_s : ndarray (rows, cols)
+        Predicted conductance of every cell of the tile, siemens (bounds the column currents).
+    max_voltage_v : float
+        Largest |V| on any row (the lab limit and the DAC range, whichever is lower).
+    max_current_a : float
+        Largest |I| into any column (the ADC range and the lab limit, whichever is lower).
+    max_total_current_a : float
+        Largest sum of |I| over all driven rows.
+    row_bound_s : ndarray (rows,), optional
+        The bound on each row's conductance the drivers check the total current with (closed
+        branches over the smallest resistance); default the rows' predicted conductance.
+    margin : float
+        Fraction of each current bound used.
+
+    Returns
+    -------
+    voltage_v : ndarray (batch, rows)
+    volts_per_unit : ndarray (batch,)
+        ``voltage_v = x * volts_per_unit[:, None]``; all-zero inputs get 0 V.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    peak = np.max(np.abs(x), axis=1)
+    column_a = np.abs(x) @ cell_conductance_s  # current per unit scale, (batch, cols)
+    total_a = np.sum(column_a, axis=1) if row_bound_s is None else np.abs(x) @ row_bound_s
+    with np.errstate(divide="ignore"):
+        scale = np.minimum.reduce([
+            max_voltage_v / peak,
+            margin * max_current_a / np.max(column_a, axis=1),
+            margin * max_total_current_a / total_a,
+        ])
+    scale = np.where(np.isfinite(scale), scale, 0.0)
+    return x * scale[:, None], scale

@@ -1,0 +1,123 @@
+"""Pre-distortion against the twin: local pair refinement on the linearised array response.
+
+With wire and sense resistance every cell's output depends on its own conductance (the IR drop
+of its own current) and on every other cell of its row and column (their loads). Re-solving all
+pairs from scratch moves every cell's common mode at random, which moves every load, so a
+solve-and-reevaluate loop never settles below a few per cent. Instead, starting from a solved
+configuration, each round:
+
+1. asks the twin for the transfer ``T`` and its exact derivative ``D = dT_ij / dG_ij`` (one
+   forward and one adjoint solve of the nodal equations);
+2. for every pair, searches all plus-side subsets against all minus-side subsets (meet in the
+   middle over the ``2**n`` subset sums of each side) for the pair whose *linearised* output
+   ``T + D (G - G0)`` on each side is closest to the target, penalising the conductance moved
+   (``locality_s_per_s * |dG|``) so loads, and with them the linearisation, stay valid.
+
+Each round re-linearises at the new configuration, so the steps shrink as the outputs converge.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from calibration import TwinParameters
+
+__all__ = ["MAX_SIDE_BRANCHES", "refine_pairs", "subset_sums", "twin_response"]
+
+MAX_SIDE_BRANCHES = 12
+"""Largest branches per cell the exhaustive side tables handle (4096 subsets a side)."""
+
+
+def twin_response(twin: TwinParameters, conductance_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Transfer matrix and its diagonal derivative for cell conductances ``(rows, cols)``.
+
+    Returns
+    -------
+    transfer_s : ndarray (rows, cols)
+        Column current per volt on each row.
+    slope : ndarray (rows, cols)
+        ``dT[i, j] / dG[i, j]`` (dimensionless), from the adjoint solve.
+    """
+    from crossbar_ctl.core.circuit import CrossbarCircuit
+
+    g = np.asarray(conductance_s, dtype=np.float64)
+    rows, cols = g.shape
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=twin.row_wire_resistance_ohm,
+                              col_wire_resistance_ohm=twin.col_wire_resistance_ohm,
+                              sense_resistance_ohm=twin.sense_resistance_ohm)
+    forward = circuit.solve(np.eye(rows))
+    adjoint = circuit.solve(np.zeros((cols, rows)), np.eye(cols))
+    r, c = np.arange(rows), np.arange(cols)
+    across = forward.row_node_voltage_v[r, r, :] - forward.col_node_voltage_v[r, r, :]  # (rows, cols)
+    back = (adjoint.row_node_voltage_v[c, :, c] - adjoint.col_node_voltage_v[c, :, c]).T
+    return forward.col_current_a, -across * back
+
+
+def subset_sums(values: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """All ``2**n`` subset sums of each row, ``(cells, 2**n)``; NaN where a subset uses an unusable value.
+
+    Subset ``a`` closes branch ``k`` when bit ``k`` of ``a`` is set.
+    """
+    n = values.shape[1]
+    bits = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(np.float64)  # (2^n, n)
+    sums = np.where(usable, values, 0.0) @ bits.T
+    bad = (~usable).astype(np.float64) @ bits.T > 0
+    return np.where(bad, np.nan, sums)
+
+
+def refine_pairs(target_s: np.ndarray, plus: dict[str, np.ndarray], minus: dict[str, np.ndarray], *,
+                 locality: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best (plus subset, minus subset) per pair under the linearised response.
+
+    Parameters
+    ----------
+    target_s : ndarray (cells,)
+    plus, minus : dict
+        Per side: ``sums`` ``(cells, 2**n)`` subset conductances (NaN: not allowed), ``g0``
+        ``(cells,)`` the present conductance, ``t0`` ``(cells,)`` its present output and
+        ``slope`` ``(cells,)`` ``dT/dG`` there.
+    locality : float
+        Penalty per siemens moved on either side (siemens of output error per siemens moved).
+
+    Returns
+    -------
+    plus_index, minus_index : ndarray (cells,) of int
+        The chosen subsets.
+    predicted_s : ndarray (cells,)
+        Their linearised pair output.
+    """
+    cells, size = plus["sums"].shape
+
+    def side(s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        out = s["t0"][:, None] + s["slope"][:, None] * (s["sums"] - s["g0"][:, None])
+        move = locality * np.abs(s["sums"] - s["g0"][:, None])
+        return out, move
+
+    x, move_x = side(plus)
+    y, move_y = side(minus)
+    # meet in the middle: for each plus subset, the minus subsets nearest to x - target
+    order = np.argsort(np.where(np.isnan(y), np.inf, y), axis=1)
+    y_sorted = np.take_along_axis(y, order, axis=1)
+    span = float(np.nanmax(np.abs(np.concatenate([x, y], axis=1)))) + float(np.max(np.abs(target_s)))
+    offset = (4.0 * span + 1.0) * np.arange(cells)[:, None]
+    flat = np.where(np.isnan(y_sorted), 2.0 * span, y_sorted) + offset
+    want = x - target_s[:, None]
+    pos = np.searchsorted(flat.ravel(), (np.where(np.isnan(want), 0.0, want) + offset).ravel())
+    pos = pos.reshape(cells, size) - np.arange(cells)[:, None] * size
+    best_score = np.full(cells, np.inf)
+    best_a = np.zeros(cells, dtype=np.int64)
+    best_b = np.zeros(cells, dtype=np.int64)
+    rows = np.arange(cells)[:, None]
+    for shift in (-1, 0):
+        k = np.clip(pos + shift, 0, size - 1)
+        b = order[rows, k]
+        score = np.abs(want - y[rows, b]) + move_x + move_y[rows, b]
+        score = np.where(np.isnan(score), np.inf, score)
+        a = np.argmin(score, axis=1)
+        s = score[np.arange(cells), a]
+        better = s < best_score
+        best_score = np.where(better, s, best_score)
+        best_a = np.where(better, a, best_a)
+        best_b = np.where(better, b[np.arange(cells), a], best_b)
+    idx = np.arange(cells)
+    return best_a, best_b, x[idx, best_a] - y[idx, best_b]

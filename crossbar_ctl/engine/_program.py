@@ -1,0 +1,308 @@
+"""Programming a plan with the hardware in the loop.
+
+For each tile: write the masks to the board and read them back; measure the tile's transfer
+matrix through the readout with one unit vector per row (column-parallel reads, repeated to
+estimate the read noise); compare every pair with what the model predicted. Pairs off by more
+than ``tolerance_sigma`` times their predicted uncertainty are re-solved on the measured response
+(linearised with the twin's slopes, which absorbs drift and IR drop); a pair off by more than a
+fraction of a branch has a model no gain explains (a resistor opened since calibration, say), so
+its cells' branches are measured again one at a time first. The loop is bounded by
+``max_iterations`` and keeps the best measured configuration. The plan comes back with the final
+masks, the measured transfers and the residuals before and after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from crossbar_ctl.engine._mapping import masks_from_selection, pair_pool, row_voltages, selection_from_masks
+from crossbar_ctl.engine._plan import (
+    ArrayModel,
+    PlanOptions,
+    ProgramRecord,
+    Solver,
+    SwitchPlan,
+    array_response,
+    array_transfer,
+    default_solver,
+    gains,
+    pair_transfer,
+    refine_tile,
+    side_tables,
+    solve_tile,
+    utc_now,
+)
+from crossbar_ctl.engine._predistort import MAX_SIDE_BRANCHES
+from crossbar_ctl.core.config import StrictModel
+from crossbar_ctl.core.errors import CrossbarError, EngineError
+
+__all__ = [
+    "ProgramOptions", "lab_idn", "load_tile", "measure_transfer", "program_plan", "readout_limits",
+    "remeasure_cells", "row_bound",
+]
+
+
+class ProgramOptions(StrictModel):
+    """How the closed loop verifies and corrects a programmed plan."""
+
+    max_iterations: int = Field(3, ge=0, le=20)
+    """Re-solve rounds per tile after the first measurement."""
+    tolerance_sigma: float = Field(4.0, gt=0)
+    """A cell is off when |measured - predicted| exceeds this many predicted standard deviations."""
+    verify_repeats: int = Field(2, ge=1, le=100)
+    """Unit-vector reads per row (two or more estimate the read noise)."""
+    remeasure_fraction: float = Field(0.25, gt=0)
+    """A pair off by more than this fraction of a typical branch conductance has a wrong model
+    (a fault or jump since calibration): its cells' branches are measured again, one at a time."""
+
+
+def remeasure_cells(lab: Any, model: ArrayModel, cells: np.ndarray, *, repeats: int,
+                    limits: dict[str, float]) -> tuple[ArrayModel, int]:
+    """Measure the branches of some cells again, one branch at a time, and update the model.
+
+    Every listed cell closes branch ``k`` alone (everything else open) for ``k = 0 .. n-1``; the
+    unit-vector reads, divided by what the twin predicts for the calibrated conductance, scale
+    each branch's conductance. A branch that no longer conducts, or conducts five times more, is
+    marked unusable.
+
+    Parameters
+    ----------
+    cells : ndarray (rows, cols) of bool
+        The cells to measure (a tile's block at the array's top-left).
+
+    Returns
+    -------
+    model : ArrayModel
+        A copy with new conductances (and usable flags) for those cells.
+    found : int
+        Branches newly found open or shorted.
+    """
+    block = (slice(0, cells.shape[0]), slice(0, cells.shape[1]))
+    g = model.conductance_s.copy()
+    usable = model.usable.copy()
+    found = 0
+    for k in range(model.geometry[2]):
+        probe = np.where(cells & usable[block + (k,)], np.uint64(1 << k), np.uint64(0))
+        if not probe.any():
+            continue
+        full = np.zeros(model.geometry[:2], dtype=np.uint64)
+        full[block] = probe
+        load_tile(lab, full)
+        cell_s = model.cell_conductance_s(probe)
+        measured, _ = measure_transfer(lab, cell_s, repeats=repeats, limits=limits)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(probe > 0, measured / array_transfer(model, model.twin, cell_s), 1.0)
+        broken = (probe > 0) & ((ratio < 0.2) | (ratio > 5.0))  # opened, or shorted
+        found += int(broken.sum())
+        g[block + (k,)] *= np.maximum(ratio, 0.0)
+        usable[block + (k,)] &= ~broken
+    return replace(model, conductance_s=g, usable=usable), found
+
+
+def readout_limits(lab: Any) -> dict[str, float]:
+    """Voltage and current bounds for row voltages: the lab limits, the DACs and the ADC range."""
+    limits = lab.limits
+    voltage, current = limits.max_voltage_v, limits.max_current_a
+    board = lab.board
+    if "MVM" in board.capabilities():
+        voltage = min(voltage, float(board.dac_max_v()))
+        current = min(current, float(board.adc_range_a()))
+    return {"max_voltage_v": voltage, "max_current_a": current,
+            "max_total_current_a": limits.max_total_current_a}
+
+
+def row_bound(lab: Any, rows: int) -> np.ndarray | None:
+    """The drivers' bound on each row's conductance for the masks now loaded (total-current check)."""
+    bound = getattr(lab.board, "conductance_bound_s", None)
+    return None if bound is None else np.asarray(bound())[:rows]
+
+
+def load_tile(lab: Any, masks: np.ndarray) -> None:
+    """Write masks ``uint64 (rows, cols)`` to the board and check what it reports as set."""
+    lab.board.load_masks(masks)
+    back = np.asarray(lab.board.read_masks(), dtype=np.uint64)
+    if back.shape != masks.shape or np.any(back != masks):
+        bad = np.argwhere(back != masks) if back.shape == masks.shape else [("shape", back.shape)]
+        raise EngineError(f"the board read back other masks than were written (first at {tuple(bad[0])}); "
+                          "check the board link and rerun")
+
+
+def measure_transfer(lab: Any, cell_s: np.ndarray, *, repeats: int, limits: dict[str, float]
+                     ) -> tuple[np.ndarray, float]:
+    """Measure a tile's transfer matrix with one unit vector per row.
+
+    Parameters
+    ----------
+    cell_s : ndarray (rows, cols_used)
+        Predicted cell conductances (set the probe voltage of each row).
+
+    Returns
+    -------
+    transfer_s : ndarray (rows, cols_used)
+        Mean column current per volt.
+    noise_s : float
+        Standard uncertainty of one element of ``transfer_s`` (pooled over repeats; 0 with one).
+    """
+    rows, used = cell_s.shape
+    probe, volts = row_voltages(np.eye(rows), cell_s, row_bound_s=row_bound(lab, rows), **limits)
+    probe[volts == 0] = 0.0
+    array_rows = lab.readout.rows
+    voltage = np.zeros((repeats * rows, array_rows))
+    voltage[:, :rows] = np.tile(probe, (repeats, 1))
+    current = np.asarray(lab.readout.mvm(voltage))[:, :used].reshape(repeats, rows, used)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        transfer = np.where(volts[None, :, None] > 0, current / volts[None, :, None], 0.0)
+    noise = float(np.sqrt(np.mean(np.var(transfer, axis=0, ddof=1)) / repeats)) if repeats > 1 else 0.0
+    return transfer.mean(axis=0), noise
+
+
+def _pair_sigma(model: ArrayModel, tile, selection: np.ndarray, gain: np.ndarray, noise_s: float) -> np.ndarray:
+    _, sigma, _ = pair_pool(model.conductance_s, model.sigma_s, model.usable, tile, gain=gain)
+    calibration = np.sum(np.where(selection, sigma, 0.0) ** 2, axis=1)
+    return np.sqrt(calibration + 2 * noise_s**2)
+
+
+def program_plan(lab: Any, plan: SwitchPlan, model: ArrayModel, *, options: ProgramOptions | None = None,
+                 solver: Solver | None = None, progress: Callable[[int], None] | None = None) -> SwitchPlan:
+    """Program every tile of a plan in turn, verify it by measurement and correct it.
+
+    The array holds one tile at a time, so the returned plan's masks are what ``check`` loads
+    tile by tile. The lab is left with the last tile programmed.
+
+    Returns
+    -------
+    SwitchPlan
+        The plan with final masks, measured transfers, residuals and a :class:`ProgramRecord`.
+    """
+    options = options or ProgramOptions()
+    solver = solver or default_solver()
+    plan_options: PlanOptions = plan.header.options
+    branches = model.geometry[2]
+    limits = readout_limits(lab)
+    arrays = dict(plan.arrays)
+    iterations, resolved, before, after, worst = [], [], [], [], []
+    remeasured = opened = 0
+    typical_branch_s = options.remeasure_fraction * float(np.median(model.conductance_s[model.usable]))
+    for t, record in enumerate(plan.header.tiles):
+        tile = record.tile
+        target = plan.tile(t, "target_s").ravel()
+        masks = plan.tile(t, "masks")[: tile.rows, : 2 * tile.pairs]
+        selection = _selection(masks, tile, branches)
+        predicted = pair_transfer(plan.tile(t, "predicted_s")).ravel()
+        best = None
+        count = 0
+        for iteration in range(options.max_iterations + 1):
+            cell, measured, residual, noise = _measure(lab, model, tile, selection, target, options, limits)
+            if iteration == 0:
+                before.append(_rms(residual))
+                arrays[f"tile{t}.residual_before_s"] = residual.reshape(tile.rows, tile.pairs)
+            gain = gains(measured, cell)
+            sigma = _pair_sigma(model, tile, selection, gain, noise)
+            deviation = np.abs(pair_transfer(measured).ravel() - predicted) / sigma
+            if best is None or _rms(residual) < _rms(best["residual"]):
+                best = {"selection": selection, "cell": cell, "measured": measured, "residual": residual,
+                        "worst": float(np.max(deviation))}
+            off = deviation > options.tolerance_sigma
+            if iteration == options.max_iterations or not np.any(off):
+                break
+            count += int(off.sum())
+            gross = off & (np.abs(pair_transfer(measured).ravel() - predicted) > typical_branch_s)
+            if gross.any():  # a model error no gain explains: measure those cells' branches again
+                pairs = gross.reshape(tile.rows, tile.pairs)
+                model, found = remeasure_cells(lab, model, np.repeat(pairs, 2, axis=1),
+                                               repeats=options.verify_repeats, limits=limits)
+                remeasured += int(pairs.sum())
+                opened += found
+                cell = model.cell_conductance_s(masks_from_selection(selection, tile.rows, tile.pairs))
+            # the cells that are off get a model that matches the measurement (drift, IR drop, a
+            # late fault) and are re-solved under it
+            selection, predicted = _correct(model, plan, tile, target, selection, cell, measured, gain, off,
+                                            solver=solver, max_closed=plan_options.max_closed)
+        assert best is not None
+        if best["selection"] is not selection:
+            load_tile(lab, _full_masks(model, tile, best["selection"]))
+        iterations.append(iteration)
+        resolved.append(count)
+        after.append(_rms(best["residual"]))
+        worst.append(best["worst"])
+        arrays[f"tile{t}.masks"] = _full_masks(model, tile, best["selection"])
+        arrays[f"tile{t}.cell_s"] = best["cell"]
+        # the twin's transfer of the masks kept (check's error budget compares against it)
+        arrays[f"tile{t}.predicted_s"] = array_transfer(model, plan.header.twin, best["cell"])
+        arrays[f"tile{t}.measured_s"] = best["measured"]
+        arrays[f"tile{t}.residual_after_s"] = best["residual"].reshape(tile.rows, tile.pairs)
+        if progress:
+            progress(1)
+    record = ProgramRecord(
+        programmed_utc=utc_now(), lab_idn=lab_idn(lab), iterations=tuple(iterations),
+        cells_resolved=tuple(resolved), residual_rms_before_s=tuple(before),
+        residual_rms_after_s=tuple(after), max_residual_sigma_after=tuple(worst),
+        cells_remeasured=remeasured, branches_found_open=opened,
+    )
+    return SwitchPlan(plan.header.model_copy(update={"program": record}), arrays)
+
+
+def _full_masks(model: ArrayModel, tile, selection: np.ndarray) -> np.ndarray:
+    rows, cols, _ = model.geometry
+    full = np.zeros((rows, cols), dtype=np.uint64)
+    full[: tile.rows, : 2 * tile.pairs] = masks_from_selection(selection, tile.rows, tile.pairs)
+    return full
+
+
+def _correct(model: ArrayModel, plan: SwitchPlan, tile, target: np.ndarray, selection: np.ndarray,
+             cell: np.ndarray, measured: np.ndarray, gain: np.ndarray, off: np.ndarray, *,
+             solver: Solver, max_closed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Re-solve the cells that are off; returns the new selection and its predicted pair outputs.
+
+    With the plan's twin (and side tables small enough) the pairs are refined on the measured
+    outputs linearised with the twin's slopes; otherwise they are re-solved with their measured
+    gains.
+    """
+    twin = plan.header.twin
+    branches = model.geometry[2]
+    measured_pair = pair_transfer(measured).ravel()
+    if twin is not None and branches <= MAX_SIDE_BRANCHES and max_closed is None:
+        _, slope = array_response(model, twin, cell)
+        chosen, predicted = refine_tile(side_tables(model, tile), target, cell, measured, slope,
+                                        branches=branches, locality=plan.header.options.locality)
+        move = off & (np.abs(predicted - target) < np.abs(measured_pair - target))
+        return np.where(move[:, None], chosen, selection), np.where(move, predicted, measured_pair)
+    new = solve_tile(model, tile, target.reshape(tile.rows, tile.pairs), gain=gain, solver=solver,
+                     max_closed=max_closed, cells=off, previous=selection)
+    cell_new = model.cell_conductance_s(masks_from_selection(new, tile.rows, tile.pairs))
+    return new, pair_transfer(cell_new * gain).ravel()
+
+
+def _rms(a: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(a**2)))
+
+
+def _measure(lab: Any, model: ArrayModel, tile, selection: np.ndarray, target: np.ndarray,
+             options: ProgramOptions, limits: dict[str, float]):
+    """Load a tile's selection and measure it: cell conductances, transfer, pair residual, noise."""
+    rows, cols, _ = model.geometry
+    masks = masks_from_selection(selection, tile.rows, tile.pairs)
+    full = np.zeros((rows, cols), dtype=np.uint64)
+    full[: tile.rows, : 2 * tile.pairs] = masks
+    load_tile(lab, full)
+    cell = model.cell_conductance_s(masks)
+    measured, noise = measure_transfer(lab, cell, repeats=options.verify_repeats, limits=limits)
+    return cell, measured, pair_transfer(measured).ravel() - target, noise
+
+
+def _selection(masks: np.ndarray, tile, branches: int) -> np.ndarray:
+    closed = selection_from_masks(masks, branches)  # (rows, 2P, n)
+    plus, minus = closed[:, 0::2], closed[:, 1::2]
+    return np.concatenate([plus, minus], axis=-1).reshape(tile.rows * tile.pairs, 2 * branches)
+
+
+def lab_idn(lab: Any) -> dict[str, str]:
+    try:
+        return {str(k): str(v) for k, v in lab.idn().items()}
+    except CrossbarError:
+        return {}

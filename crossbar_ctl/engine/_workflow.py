@@ -1,0 +1,146 @@
+"""The analog MVM engine: the steps users run, over the calibration, the optimizer and the lab.
+
+- :func:`array_model`: what a calibration record says about the array, checked against a lab;
+- :func:`program_network`: map, solve and program a network with the hardware in the loop;
+- :func:`check_network`: run it on the array and compare with float64;
+- :func:`run_demo`: the whole job on the default simulated lab (``crossbar demo``).
+
+Everything that can be refused (bad weights, shapes, tiling, reach, a calibration of another
+array or too old) is refused before the first mask is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from crossbar_ctl.engine._check import CheckReport, run_check
+from crossbar_ctl.engine._network import Network
+from crossbar_ctl.engine._plan import ArrayModel, CalibrationRef, PlanOptions, SwitchPlan, make_plan
+from crossbar_ctl.engine._program import ProgramOptions, lab_idn, program_plan
+from crossbar_ctl.core.errors import EngineError
+
+__all__ = [
+    "array_model", "calibration_checksum", "check_drift", "check_lab", "check_network", "program_network",
+]
+
+
+def calibration_checksum(record: Any) -> str:
+    """A short content hash of a calibration record's results and start time."""
+    digest = hashlib.sha256(record.header.started_at.encode())
+    for name in ("conductance_s", "sigma_s", "flags"):
+        digest.update(np.ascontiguousarray(record.arrays[name]).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _board_idn(idn: dict[str, str]) -> str:
+    for key in ("board", "switch_board"):
+        if key in idn:
+            return idn[key]
+    return ""
+
+
+def array_model(record: Any) -> ArrayModel:
+    """The engine's view of a :class:`calibration.CalibrationRecord`.
+
+    Raises
+    ------
+    EngineError
+        A partial record (a checkpoint), or one where no branch is usable.
+    """
+    header = record.header
+    if not header.complete:
+        raise EngineError("the calibration record is partial (a checkpoint); finish it with "
+                          "crossbar calibrate --resume before programming")
+    usable = np.asarray(record.usable, dtype=bool)
+    if not usable.any():
+        raise EngineError("the calibration record flags every branch; recalibrate the array")
+    reference = CalibrationRef(checksum=calibration_checksum(record), rows=header.rows, cols=header.cols,
+                               branches=header.branches, board_idn=_board_idn(header.idn),
+                               created_utc=header.updated_at or header.started_at)
+    from calibration import FLAG_STUCK_CLOSED
+
+    forced = (np.asarray(record.flags) & FLAG_STUCK_CLOSED) != 0
+    return ArrayModel(np.asarray(record.conductance_s, float), np.asarray(record.sigma_s, float),
+                      usable, record.twin, reference, forced if forced.any() else None)
+
+
+def check_lab(reference: CalibrationRef, lab: Any) -> None:
+    """Refuse a calibration (or a plan made from one) that belongs to another array.
+
+    Raises
+    ------
+    EngineError
+        The geometry or the board's identity differ.
+    """
+    geometry = tuple(lab.geometry)
+    if geometry != (reference.rows, reference.cols, reference.branches):
+        raise EngineError(
+            f"the calibration is of a {reference.rows}x{reference.cols} array with {reference.branches} "
+            f"branches but this lab's array is {geometry[0]}x{geometry[1]} with {geometry[2]}; "
+            "calibrate this array first"
+        )
+    board = _board_idn(lab_idn(lab))
+    if reference.board_idn and board and board != reference.board_idn:
+        raise EngineError(f"the calibration was made on board {reference.board_idn!r} but this lab's board "
+                          f"is {board!r}; calibrate this array first")
+
+
+def check_drift(lab: Any, record: Any, *, max_rms_z: float = 2.0) -> Any:
+    """Re-measure a sample of branches (the calibration's recheck); refuse a record that no longer holds.
+
+    Raises
+    ------
+    EngineError
+        The rechecked branches moved by more than their uncertainty allows.
+    """
+    from calibration import recheck
+
+    result = recheck(lab, record, max_rms_z=max_rms_z)
+    if not result.valid:
+        raise EngineError(
+            f"the calibration no longer holds: {result.checked} rechecked branches moved by "
+            f"{result.rms_z:.1f} sigma rms (limit {max_rms_z:g}; median drift {result.median_rel_drift:+.2e}); "
+            "recalibrate with crossbar calibrate"
+        )
+    return result
+
+
+def program_network(lab: Any, network: Network, record: Any, *, plan_options: PlanOptions | None = None,
+                    program_options: ProgramOptions | None = None, recheck: bool = True,
+                    progress: Callable[[int], None] | None = None) -> SwitchPlan:
+    """Map a network onto a calibrated array and program it with the hardware in the loop.
+
+    Parameters
+    ----------
+    lab : drivers.Lab
+    network : Network
+    record : calibration.CalibrationRecord
+    plan_options, program_options : optional
+    recheck : bool
+        Re-measure a sample of branches first and refuse a record too old for the array's drift.
+    progress : callable, optional
+        Called with 1 per tile solved and per tile programmed.
+
+    Returns
+    -------
+    SwitchPlan
+        With the final masks and the :class:`ProgramRecord`.
+    """
+    model = array_model(record)
+    check_lab(model.reference, lab)
+    if recheck:
+        check_drift(lab, record)
+    plan = make_plan(network, model, options=plan_options, progress=progress)
+    return program_plan(lab, plan, model, options=program_options, progress=progress)
+
+
+def check_network(lab: Any, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = None, *,
+                  nplc: float | None = None, progress: Callable[[int], None] | None = None,
+                  details: dict | None = None) -> CheckReport:
+    """Run a programmed plan on this lab's array and compare with float64 (see :func:`run_check`)."""
+    check_lab(plan.header.calibration, lab)
+    return run_check(lab, plan, x, y, nplc=nplc, progress=progress, details=details)

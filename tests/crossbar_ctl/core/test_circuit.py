@@ -1,0 +1,526 @@
+"""The circuit solver against its oracles: dense modified nodal analysis, I = G^T V, physics."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crossbar_ctl.core.circuit import CrossbarCircuit
+from crossbar_ctl.core.errors import ConfigError
+
+
+def dense_mna(g, rr, rc, rs, row_connected, col_connected, vr, vc, row_inj=None, col_inj=None):
+    """Slow, obvious oracle: modified nodal analysis, a 0-ohm element is a 0 V source (as SPICE).
+
+    Nodes: row nodes, column nodes, row terminals, column terminals; every connected terminal is
+    driven by a voltage source to ground whose current is the terminal current. ``row_inj`` and
+    ``col_inj`` ``(rows, cols)`` are currents injected into the row and column nodes.
+    """
+    rows, cols = g.shape
+    n = rows * cols
+    row_node = lambda i, j: i * cols + j  # noqa: E731
+    col_node = lambda i, j: n + i * cols + j  # noqa: E731
+    size = 2 * n + rows + cols
+    stamps, extra, sources = [], [], []  # (a, b, siemens) / 0 V sources (a, b) / (node, volts)
+
+    def wire(a, b, ohm):
+        if ohm == 0:
+            extra.append((a, b, 0.0))
+        else:
+            stamps.append((a, b, 1 / np.longdouble(ohm)))
+
+    for i in range(rows):
+        for j in range(cols):
+            stamps.append((row_node(i, j), col_node(i, j), g[i, j]))
+            if j + 1 < cols:
+                wire(row_node(i, j), row_node(i, j + 1), rr)
+            if i + 1 < rows:
+                wire(col_node(i, j), col_node(i + 1, j), rc)
+    for i in range(rows):
+        if row_connected[i]:
+            wire(2 * n + i, row_node(i, 0), rr)
+            sources.append((2 * n + i, None, vr[i]))
+    for j in range(cols):
+        if col_connected[j]:
+            wire(col_node(rows - 1, j), 2 * n + rows + j, rc + rs)
+            sources.append((2 * n + rows + j, None, vc[j]))
+    m = size + len(extra) + len(sources)
+    # Assembled in extended precision: in float64 a diagonal such as 2 / 0.5 ohm + 1e-4 S would
+    # round off ~1e-16 * 4 S, ~1e-12 of a cell's conductance.
+    a_mat = np.zeros((m, m), dtype=np.longdouble)
+    rhs = np.zeros(m, dtype=np.longdouble)
+    for a, b, cond in stamps:
+        a_mat[a, a] += cond
+        a_mat[b, b] += cond
+        a_mat[a, b] -= cond
+        a_mat[b, a] -= cond
+    for k, (a, b, volts) in enumerate(extra + sources):
+        row = size + k
+        a_mat[row, a] += 1.0
+        a_mat[a, row] += 1.0
+        if b is not None:
+            a_mat[row, b] -= 1.0
+            a_mat[b, row] -= 1.0
+        rhs[row] = volts
+    for i in range(rows):
+        for j in range(cols):
+            rhs[row_node(i, j)] += 0.0 if row_inj is None else row_inj[i, j]
+            rhs[col_node(i, j)] += 0.0 if col_inj is None else col_inj[i, j]
+    # Isolated nodes (unused terminals) get a trivial equation.
+    for k in range(size):
+        if not a_mat[k].any():
+            a_mat[k, k] = 1.0
+    # Solve for the source currents in units of 1e-4 A (the size of the cell currents) so they are
+    # as well resolved as the node voltages, then refine with residuals in extended precision:
+    # wire conductances dwarf the cells', so a plain float64 solve is good to only ~cond * 1e-16.
+    # The iterate stays in extended precision too (checked against exact rational arithmetic in
+    # test_matches_exact_rational_arithmetic).
+    unit = np.ones(len(rhs), dtype=np.longdouble)
+    unit[size + len(extra):] = 1e-4
+    a_ext = a_mat * unit
+    a_mat = a_ext.astype(np.float64)
+    x = np.linalg.solve(a_mat, rhs.astype(np.float64)).astype(np.longdouble)
+    for _ in range(4):
+        residual = rhs - a_ext @ x
+        x = x + np.linalg.solve(a_mat, residual.astype(np.float64))
+    x = (x * unit).astype(np.float64)
+    source_current = x[size + len(extra):]  # current into the source's + node from the network
+    row_current = np.zeros(rows)
+    col_current = np.zeros(cols)
+    k = 0
+    for i in range(rows):
+        if row_connected[i]:
+            row_current[i] = -source_current[k]
+            k += 1
+    for j in range(cols):
+        if col_connected[j]:
+            col_current[j] = source_current[k]
+            k += 1
+    return row_current, col_current
+
+
+def exact_nodal(g, rr, rc, rs, row_connected, col_connected, vr, vc, row_inj=None, col_inj=None):
+    """Exact oracle: nodal analysis in rational arithmetic (every float input taken exactly).
+
+    Wires must be resistive (rr, rc > 0, rc + rs > 0) and every node must reach a connected
+    terminal (no floating island). Returns the terminal currents rounded once to float64.
+    """
+    rows, cols = g.shape
+    n = rows * cols
+    size = 2 * n  # row node (i, j): i * cols + j; column node (i, j): n + i * cols + j
+    a_mat = [[Fraction(0)] * (size + 1) for _ in range(size)]  # augmented with the right side
+
+    def stamp(a, b, cond):  # b None: to a held terminal (its current moves to the right side)
+        a_mat[a][a] += cond
+        if b is not None:
+            a_mat[b][b] += cond
+            a_mat[a][b] -= cond
+            a_mat[b][a] -= cond
+
+    g_row, g_end = 1 / Fraction(rr), 1 / (Fraction(rc) + Fraction(rs))
+    for i in range(rows):
+        for j in range(cols):
+            k = i * cols + j
+            stamp(k, n + k, Fraction(g[i, j]))
+            if j + 1 < cols:
+                stamp(k, k + 1, g_row)
+            if i + 1 < rows:
+                stamp(n + k, n + k + cols, 1 / Fraction(rc))
+            a_mat[k][size] += Fraction(0 if row_inj is None else row_inj[i, j])
+            a_mat[n + k][size] += Fraction(0 if col_inj is None else col_inj[i, j])
+    for i in np.flatnonzero(row_connected):
+        stamp(i * cols, None, g_row)
+        a_mat[i * cols][size] += g_row * Fraction(vr[i])
+    for j in np.flatnonzero(col_connected):
+        stamp(n + (rows - 1) * cols + j, None, g_end)
+        a_mat[n + (rows - 1) * cols + j][size] += g_end * Fraction(vc[j])
+    for k in range(size):  # Gaussian elimination (the matrix is symmetric positive definite)
+        pivot = a_mat[k]
+        for i in range(k + 1, size):
+            if a_mat[i][k]:
+                factor = a_mat[i][k] / pivot[k]
+                a_mat[i] = [x - factor * y for x, y in zip(a_mat[i], pivot)]
+    v = [Fraction(0)] * size
+    for k in range(size - 1, -1, -1):
+        v[k] = (a_mat[k][size] - sum(a_mat[k][j] * v[j] for j in range(k + 1, size))) / a_mat[k][k]
+    row_current = [g_row * (Fraction(vr[i]) - v[i * cols]) if row_connected[i] else 0
+                   for i in range(rows)]
+    col_current = [g_end * (v[n + (rows - 1) * cols + j] - Fraction(vc[j])) if col_connected[j]
+                   else 0 for j in range(cols)]
+    return np.array(row_current, dtype=float), np.array(col_current, dtype=float)
+
+
+def relative_error(actual, expected):
+    return np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
+
+
+def random_case(rng, rows, cols, *, floating=0.3):
+    g = rng.uniform(1e-5, 1e-3, (rows, cols)) * (rng.random((rows, cols)) < 0.8)
+    g[:, 0] += 1e-4  # no floating island
+    g[0, :] += 1e-4
+    row_connected = rng.random(rows) >= floating
+    col_connected = rng.random(cols) >= floating
+    row_connected[0] = col_connected[0] = True
+    return g, row_connected, col_connected
+
+
+WIRES = [
+    (0.5, 0.7, 10.0),
+    (0.0, 0.7, 10.0),
+    (0.5, 0.0, 10.0),
+    (0.5, 0.0, 0.0),
+    (0.0, 0.0, 10.0),
+    (1.0, 2.0, 0.0),
+]
+
+
+@pytest.mark.parametrize("method", ["auto", "sparse"])
+@pytest.mark.parametrize("wires", WIRES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (7, 9), (12, 10)])
+def test_matches_dense_mna(shape, wires, method):
+    rng = np.random.default_rng([*shape, *(int(1000 * w) for w in wires)])
+    g, row_connected, col_connected = random_case(rng, *shape)
+    rr, rc, rs = wires
+    circuit = CrossbarCircuit(
+        g, row_wire_resistance_ohm=rr, col_wire_resistance_ohm=rc, sense_resistance_ohm=rs,
+        row_connected=row_connected, col_connected=col_connected, method=method,
+    )
+    vr = rng.normal(size=(3, shape[0]))
+    vc = rng.normal(scale=0.1, size=(3, shape[1]))
+    solution = circuit.solve(vr, vc)
+    for b in range(3):
+        row_ref, col_ref = dense_mna(g, rr, rc, rs, row_connected, col_connected, vr[b], vc[b])
+        scale = max(np.abs(row_ref).max(), np.abs(col_ref).max())
+        assert np.max(np.abs(solution.row_current_a[b] - row_ref)) <= 1e-12 * scale
+        assert np.max(np.abs(solution.col_current_a[b] - col_ref)) <= 1e-12 * scale
+
+
+@pytest.mark.parametrize("method", ["structured", "sparse"])
+@pytest.mark.parametrize("wires", [(0.5, 0.7, 10.0), (1.0, 2.0, 0.0), (0.01, 0.01, 10.0)])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (6, 1), (3, 4)])
+def test_matches_exact_rational_arithmetic(shape, wires, method):
+    """Terminal currents to ~1e-14 of exact arithmetic (float64 rounding, not the solver, limits).
+
+    Low-resistance wires are the hard case: a plain float64 factorisation loses ~eps * (wire
+    conductance) * volts of current per node, up to ~1e-11 of the cell currents here; the solver
+    refines its solution with branch-current residuals. The dense oracle is checked here too.
+    """
+    rng = np.random.default_rng([*shape, *(int(1000 * w) for w in wires), 500])
+    g, row_connected, col_connected = random_case(rng, *shape, floating=0.4)
+    rr, rc, rs = wires
+    circuit = CrossbarCircuit(
+        g, row_wire_resistance_ohm=rr, col_wire_resistance_ohm=rc, sense_resistance_ohm=rs,
+        row_connected=row_connected, col_connected=col_connected, method=method,
+    )
+    vr = rng.normal(size=(2, shape[0]))
+    vc = rng.normal(scale=0.1, size=(2, shape[1]))
+    row_inj = rng.normal(scale=1e-4, size=(2, *shape)) * [[[0.0]], [[1.0]]]  # none, then some
+    solution = circuit.solve(vr, vc, row_node_current_a=row_inj)
+    for b in range(2):
+        row_ref, col_ref = exact_nodal(g, rr, rc, rs, row_connected, col_connected, vr[b], vc[b],
+                                       row_inj[b])
+        scale = max(np.abs(row_ref).max(), np.abs(col_ref).max())
+        assert np.max(np.abs(solution.row_current_a[b] - row_ref)) <= 1e-13 * scale
+        assert np.max(np.abs(solution.col_current_a[b] - col_ref)) <= 1e-13 * scale
+        dense_row, dense_col = dense_mna(g, rr, rc, rs, row_connected, col_connected, vr[b],
+                                         vc[b], row_inj[b])
+        assert np.max(np.abs(dense_row - row_ref)) <= 1e-13 * scale
+        assert np.max(np.abs(dense_col - col_ref)) <= 1e-13 * scale
+
+
+def test_exact_oracle_on_the_reported_case():
+    """The (6, 1) case that once failed at 1.3e-12: the float64-assembled oracle was off, not the
+    solver (exact: 7e-15 before refinement, ~1e-16 after)."""
+    shape, wires = (6, 1), (0.5, 0.7, 10.0)
+    rng = np.random.default_rng([*shape, *(int(1000 * w) for w in wires)])
+    g, row_connected, col_connected = random_case(rng, *shape)
+    assert list(row_connected) == [True, True, False, True, False, False]
+    vr = rng.normal(size=(3, shape[0]))
+    vc = rng.normal(scale=0.1, size=(3, shape[1]))
+    for method in ("structured", "sparse"):
+        circuit = CrossbarCircuit(g, row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.7,
+                                  sense_resistance_ohm=10.0, row_connected=row_connected,
+                                  col_connected=col_connected, method=method)
+        solution = circuit.solve(vr, vc)
+        for b in range(3):
+            row_ref, col_ref = exact_nodal(g, *wires, row_connected, col_connected, vr[b], vc[b])
+            currents = np.concatenate([solution.row_current_a[b], solution.col_current_a[b]])
+            exact = np.concatenate([row_ref, col_ref])
+            assert relative_error(currents, exact) <= 1e-14
+
+
+@pytest.mark.parametrize("method", ["auto", "sparse"])
+@pytest.mark.parametrize("wires", WIRES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (7, 9)])
+def test_node_injections_match_dense_mna(shape, wires, method):
+    rng = np.random.default_rng([*shape, *(int(1000 * w) for w in wires), 7])
+    g, row_connected, col_connected = random_case(rng, *shape)
+    rr, rc, rs = wires
+    circuit = CrossbarCircuit(
+        g, row_wire_resistance_ohm=rr, col_wire_resistance_ohm=rc, sense_resistance_ohm=rs,
+        row_connected=row_connected, col_connected=col_connected, method=method,
+    )
+    vr = rng.normal(size=(2, shape[0]))
+    row_inj = rng.normal(scale=1e-4, size=(2, *shape))
+    col_inj = rng.normal(scale=1e-4, size=shape)  # broadcast over the batch
+    solution = circuit.solve(vr, row_node_current_a=row_inj, col_node_current_a=col_inj)
+    zero = np.zeros(shape[1])
+    for b in range(2):
+        row_ref, col_ref = dense_mna(g, rr, rc, rs, row_connected, col_connected, vr[b], zero,
+                                     row_inj[b], col_inj)
+        scale = max(np.abs(row_ref).max(), np.abs(col_ref).max(), np.abs(row_inj).max())
+        assert np.max(np.abs(solution.row_current_a[b] - row_ref)) <= 1e-12 * scale
+        assert np.max(np.abs(solution.col_current_a[b] - col_ref)) <= 1e-12 * scale
+    # Superposition: the injections alone add to the voltages alone.
+    alone = circuit.solve(np.zeros(shape[0]), row_node_current_a=row_inj, col_node_current_a=col_inj)
+    plain = circuit.solve(vr)
+    np.testing.assert_allclose(plain.col_current_a + alone.col_current_a, solution.col_current_a,
+                               rtol=0, atol=1e-12 * scale)
+
+
+def test_bad_injections_are_refused():
+    circuit = CrossbarCircuit(np.ones((2, 3)), row_wire_resistance_ohm=1.0, col_wire_resistance_ohm=1.0)
+    with pytest.raises(ConfigError, match="row_node_current_a"):
+        circuit.solve([1.0, 0.0], row_node_current_a=np.ones((3, 2)))
+    with pytest.raises(ConfigError, match="col_node_current_a"):
+        circuit.solve([1.0, 0.0], col_node_current_a=np.full((2, 3), np.nan))
+    with pytest.raises(ConfigError, match="batch"):
+        circuit.solve(np.ones((2, 2)), col_node_current_a=np.ones((3, 2, 3)))
+    # Row 1 floats and has no cell: current injected into it has nowhere to go.
+    g = np.array([[1e-3, 1e-3, 1e-3], [0.0, 0.0, 0.0]])
+    floating = CrossbarCircuit(g, row_wire_resistance_ohm=1.0, col_wire_resistance_ohm=1.0,
+                               row_connected=[True, False])
+    injection = np.zeros((2, 3))
+    floating.solve([1.0, 0.0], row_node_current_a=injection)  # zero is fine
+    injection[1, 1] = 1e-6
+    with pytest.raises(ConfigError, match="floating island"):
+        floating.solve([1.0, 0.0], row_node_current_a=injection)
+
+
+def test_structured_matches_sparse_with_floating_lines():
+    rng = np.random.default_rng(7)
+    g, row_connected, col_connected = random_case(rng, 40, 33)
+    kwargs = dict(row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.5, sense_resistance_ohm=10,
+                  row_connected=row_connected, col_connected=col_connected)
+    fast = CrossbarCircuit(g, **kwargs)
+    slow = CrossbarCircuit(g, method="sparse", **kwargs)
+    assert fast.method == "structured"
+    vr = rng.normal(size=(5, 40))
+    a, b = fast.solve(vr), slow.solve(vr)
+    assert relative_error(a.col_current_a, b.col_current_a) <= 1e-12
+    assert relative_error(a.row_current_a, b.row_current_a) <= 1e-12
+    assert relative_error(a.row_node_voltage_v, b.row_node_voltage_v) <= 1e-12
+    assert relative_error(a.col_node_voltage_v, b.col_node_voltage_v) <= 1e-12
+
+
+@pytest.mark.parametrize("method", ["auto", "sparse"])
+def test_ideal_wires_are_exactly_mvm(method):
+    rng = np.random.default_rng(1)
+    g = rng.uniform(0, 1e-3, (9, 13))
+    v = rng.normal(size=(4, 9))
+    solution = CrossbarCircuit(g, method=method).solve(v)
+    np.testing.assert_allclose(solution.col_current_a, v @ g, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(solution.row_current_a, v * g.sum(axis=1), rtol=1e-14, atol=0)
+    assert np.all(solution.row_node_voltage_v == v[:, :, None])
+    assert np.all(solution.col_node_voltage_v == 0)
+
+
+@pytest.mark.parametrize("method", ["auto", "sparse"])
+def test_superposition_and_conservation(method):
+    rng = np.random.default_rng(2)
+    g, row_connected, col_connected = random_case(rng, 20, 17)
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.3,
+                              sense_resistance_ohm=5, row_connected=row_connected,
+                              col_connected=col_connected, method=method)
+    v1, v2 = rng.normal(size=20), rng.normal(size=20)
+    c1, c2 = rng.normal(size=17), rng.normal(size=17)
+    both = circuit.solve(2 * v1 - 3 * v2, 2 * c1 - 3 * c2)
+    one, two = circuit.solve(v1, c1), circuit.solve(v2, c2)
+    expected = 2 * one.col_current_a - 3 * two.col_current_a
+    assert relative_error(both.col_current_a, expected) <= 1e-12
+    # With grounded columns all current entering the rows leaves through the columns.
+    grounded = circuit.solve(v1)
+    total = np.abs(grounded.row_current_a).sum()
+    assert abs(grounded.row_current_a.sum() - grounded.col_current_a.sum()) <= 1e-12 * total
+
+
+@pytest.mark.parametrize("method", ["auto", "sparse"])
+def test_reciprocity(method):
+    rng = np.random.default_rng(3)
+    g, _, _ = random_case(rng, 11, 8)
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.5,
+                              sense_resistance_ohm=10, method=method)
+    # Short-circuit transfer admittances: row i driven -> column j, and column j driven -> row i.
+    row_drive = circuit.solve(np.eye(11)).col_current_a  # (row i, col j): out of column j
+    col_drive = circuit.solve(np.zeros((8, 11)), np.eye(8)).row_current_a  # (col j, row i)
+    assert relative_error(col_drive.T, -row_drive) <= 1e-12
+
+
+def test_floating_lines_carry_no_current_and_ignore_their_voltage():
+    rng = np.random.default_rng(4)
+    g = rng.uniform(1e-4, 1e-3, (6, 5))
+    row_connected = np.array([1, 0, 1, 1, 0, 1], bool)
+    col_connected = np.array([1, 1, 0, 1, 1], bool)
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=1, col_wire_resistance_ohm=1,
+                              sense_resistance_ohm=1, row_connected=row_connected,
+                              col_connected=col_connected)
+    v = rng.normal(size=6)
+    changed = v.copy()
+    changed[~row_connected] += 5.0
+    a, b = circuit.solve(v), circuit.solve(changed)
+    assert np.all(a.row_current_a[0, ~row_connected] == 0)
+    assert np.all(a.col_current_a[0, ~col_connected] == 0)
+    np.testing.assert_array_equal(a.col_current_a, b.col_current_a)
+    # A floating row still carries sneak current between its cells.
+    cell = g * (a.row_node_voltage_v[0] - a.col_node_voltage_v[0])
+    assert np.all(np.abs(cell[1]).max() > 1e-6 * np.abs(cell).max())
+
+
+def test_floating_island_is_nan_and_silent():
+    g = np.full((3, 3), 1e-3)
+    g[1, :] = 0.0  # row 1 touches nothing and floats: an island
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=1, col_wire_resistance_ohm=1,
+                              row_connected=[True, False, True])
+    assert circuit.method == "sparse"
+    solution = circuit.solve([1.0, 2.0, 3.0])
+    assert np.all(np.isnan(solution.row_node_voltage_v[0, 1]))
+    assert np.all(np.isfinite(solution.col_current_a))
+    # The same array with row 1 connected: it carries no current either way.
+    ref = CrossbarCircuit(g, row_wire_resistance_ohm=1, col_wire_resistance_ohm=1)
+    ref = ref.solve([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(solution.col_current_a, ref.col_current_a, rtol=1e-13)
+    assert solution.row_current_a[0, 1] == 0
+
+
+def test_single_vector_gives_a_batch_of_one():
+    circuit = CrossbarCircuit(np.ones((2, 3)) * 1e-3, row_wire_resistance_ohm=1,
+                              col_wire_resistance_ohm=1)
+    solution = circuit.solve([1.0, 0.5])
+    assert solution.row_current_a.shape == (1, 2)
+    assert solution.col_current_a.shape == (1, 3)
+    assert solution.row_node_voltage_v.shape == (1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "key"),
+    [
+        ((np.full((2, 2), -1.0),), {}, "conductance_s"),
+        ((np.full((2, 2), np.nan),), {}, "conductance_s"),
+        ((np.ones(3),), {}, "conductance_s"),
+        ((np.ones((2, 2)),), {"row_wire_resistance_ohm": -1}, "row_wire_resistance_ohm"),
+        ((np.ones((2, 2)),), {"sense_resistance_ohm": np.inf}, "sense_resistance_ohm"),
+        ((np.ones((2, 2)),), {"row_connected": [True]}, "row_connected"),
+        ((np.ones((2, 2)),), {"method": "magic"}, "method"),
+        ((np.ones((2, 2)),), {"method": "structured"}, "method"),
+    ],
+)
+def test_bad_construction_names_the_argument(args, kwargs, key):
+    with pytest.raises(ConfigError) as info:
+        CrossbarCircuit(*args, **kwargs)
+    assert info.value.key == key
+
+
+def test_bad_voltages_are_refused():
+    circuit = CrossbarCircuit(np.ones((2, 3)))
+    with pytest.raises(ConfigError, match="row_voltage_v"):
+        circuit.solve([1.0, 2.0, 3.0])
+    with pytest.raises(ConfigError, match="row_voltage_v"):
+        circuit.solve([1.0, np.nan])
+    with pytest.raises(ConfigError, match="batch"):
+        circuit.solve(np.ones((2, 2)), np.ones((3, 3)))
+
+
+def test_tiny_conductances_stay_accurate():
+    """Leakage-only cells: terminal currents come from cell currents, not from tiny wire drops."""
+    rng = np.random.default_rng(8)
+    g = np.full((12, 10), 8e-12)
+    v = rng.normal(size=12)
+    kwargs = dict(row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.5, sense_resistance_ohm=10)
+    fast = CrossbarCircuit(g, **kwargs).solve(v)
+    slow = CrossbarCircuit(g, method="sparse", **kwargs).solve(v)
+    assert relative_error(fast.col_current_a, slow.col_current_a) <= 1e-12
+    # The wires (< 100 ohm in all) perturb a 1e11 ohm cell by < 1e-9.
+    assert relative_error(fast.col_current_a[0], v @ g) <= 1e-8
+    assert relative_error(fast.row_current_a[0], v * g.sum(axis=1)) <= 1e-8
+
+
+def test_bench_circuit_reports_every_size():
+    from sim._bench_circuit import bench_circuit
+
+    results = bench_circuit((4, 9), batch=3, budget_s=0.01)
+    assert [(r["rows"], r["cols"]) for r in results] == [(4, 4), (9, 9)]
+    for r in results:
+        assert r["method"] == "structured"
+        assert r["factor_s"] > 0 and r["solve_s"] > 0 and r["ideal_s"] > 0 and r["peak_mib"] > 0
+        assert r["kcl_rel"] < 1e-12
+    (compared,) = bench_circuit((6,), batch=2, budget_s=0.01, compare_sparse=True)
+    assert compared["sparse_factor_s"] > 0 and compared["sparse_rel_diff"] < 1e-12
+
+
+def test_cli_bench_circuit(capsys):
+    import json
+
+    from crossbar_ctl.cli._main import main
+
+    assert main(["bench", "circuit", "--sizes", "5", "--batch", "2", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert {"rows", "cols", "factor_s", "solve_s", "peak_mib"} <= set(result)
+    assert main(["bench", "circuit", "--sizes", "5", "--batch", "2", "--compare-sparse"]) == 0
+    table = capsys.readouterr().out
+    assert "5x5" in table and "sparse_rel_diff" in table
+    assert main(["bench", "circuit", "--sizes", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("crossbar: error:") and len(err.strip().splitlines()) == 1
+
+
+@settings(derandomize=True, max_examples=80, deadline=None)
+@given(
+    rows=st.integers(1, 7),
+    cols=st.integers(1, 7),
+    seed=st.integers(0, 2**32 - 1),
+    wire_ohm=st.sampled_from([0.0, 0.01, 1.0, 100.0]),
+    sense_ohm=st.sampled_from([0.0, 10.0]),
+)
+def test_every_configuration_agrees_with_dense_mna(rows, cols, seed, wire_ohm, sense_ohm):
+    """Any shape, wires, open cells and floating lines (islands included) against the oracle."""
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(1e-4, 1e-2, (rows, cols)) * (rng.random((rows, cols)) < 0.6)
+    row_connected = rng.random(rows) < 0.6
+    col_connected = rng.random(cols) < 0.6
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=wire_ohm,
+                              col_wire_resistance_ohm=rng.choice([0.0, wire_ohm]),
+                              sense_resistance_ohm=sense_ohm, row_connected=row_connected,
+                              col_connected=col_connected)
+    vr, vc = rng.normal(size=rows), rng.normal(size=cols)
+    solution = circuit.solve(vr, vc)
+    # The oracle needs every node held: with an island (NaN voltages) check only finite currents.
+    voltages = np.concatenate([solution.row_node_voltage_v, solution.col_node_voltage_v])
+    if np.isnan(voltages).any():
+        assert np.isfinite(solution.row_current_a).all()
+        assert np.isfinite(solution.col_current_a).all()
+        return
+    row_ref, col_ref = dense_mna(g, circuit.row_wire_resistance_ohm,
+                                 circuit.col_wire_resistance_ohm, sense_ohm, row_connected,
+                                 col_connected, vr, vc)
+    # Normwise, on the largest current or one cell's current at full voltage (all may be 0).
+    full_scale = g.max() * max(np.abs(vr).max(), np.abs(vc).max())
+    scale = max(np.abs(row_ref).max(), np.abs(col_ref).max(), full_scale)
+    assert np.max(np.abs(solution.row_current_a[0] - row_ref)) <= 1e-11 * scale
+    assert np.max(np.abs(solution.col_current_a[0] - col_ref)) <= 1e-11 * scale
+
+
+def test_solves_restore_the_blas_thread_count():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()]
+    circuit = CrossbarCircuit(np.full((20, 20), 1e-3), row_wire_resistance_ohm=1,
+                              col_wire_resistance_ohm=1)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda k: circuit.solve(np.full(20, float(k))), range(16)))
+    assert [lib["num_threads"] for lib in threadpoolctl.threadpool_info()] == before
+    np.testing.assert_allclose(results[3].col_current_a, 3 * results[1].col_current_a, rtol=1e-13)

@@ -1,0 +1,196 @@
+"""End to end on small simulated labs: a user's .npz through program and check, bad input, the demo."""
+
+import json
+
+import numpy as np
+import pytest
+
+from calibration import CalibrationRecord, calibrate
+from crossbar_ctl.cli._main import main
+from crossbar_ctl.engine._workflow import program_network
+from crossbar_ctl._lab import open_lab
+from crossbar_ctl.engine._network import build_network, save_network
+from crossbar_ctl.engine._plan import PlanOptions
+from crossbar_ctl.core.errors import EngineError
+
+LAB = """
+name = "small"
+[sim]
+rows = 10
+cols = 10
+branches = 6
+seed = {seed}
+[[sim.faults]]
+kind = "open_resistor"
+row = 2
+col = 3
+branch = 1
+"""
+
+
+def _lab_file(tmp_path, *, seed=1, rows=10):
+    path = tmp_path / f"lab-{seed}-{rows}.toml"
+    path.write_text(LAB.format(seed=seed).replace("rows = 10", f"rows = {rows}"))
+    return path
+
+
+def _network(rng, path=None):
+    """An 8-6-3 ReLU network; its test labels are its own float64 predictions."""
+    weights = [rng.normal(size=(6, 8)), rng.normal(size=(3, 6))]
+    biases = [0.2 * rng.normal(size=6), 0.2 * rng.normal(size=3)]
+    net = build_network(weights, biases, ["relu", "none"], input_shape=None, strides=[1, 1],
+                        paddings=[0, 0], name="user")
+    x = rng.uniform(0, 1, size=(60, 8))
+    net = build_network(weights, biases, ["relu", "none"], input_shape=None, strides=[1, 1],
+                        paddings=[0, 0], name="user", test_x=x, test_y=net.predict(x))
+    if path is not None:
+        save_network(path, net)
+    return net
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cal")
+    lab_path = _lab_file(tmp)
+    with open_lab(lab_path) as lab:
+        record = calibrate(lab)
+    record.save(tmp / "cal.npz")
+    return tmp, lab_path, tmp / "cal.npz"
+
+
+def test_user_npz_through_program_and_check(calibrated, tmp_path, capsys):
+    _, lab_path, cal = calibrated
+    weights = tmp_path / "user.npz"
+    _network(np.random.default_rng(0), weights)
+    plan = tmp_path / "plan.npz"
+    assert main(["program", "--weights", str(weights), "--calibration", str(cal), "--lab", str(lab_path),
+                 "--out", str(plan), "--json"]) == 0
+    programmed = json.loads(capsys.readouterr().out)
+    # 8 inputs + bias on 10 rows; 6 outputs on 5 pairs: two tiles for layer 0, one for layer 1
+    assert [layer["tiles"] for layer in programmed["layers"]] == [2, 1]
+    record = programmed["program"]
+    assert all(a <= b * (1 + 1e-12) for a, b in zip(record["residual_rms_after_s"], record["residual_rms_before_s"]))
+    report_path = tmp_path / "report.json"
+    assert main(["check", "--plan", str(plan), "--data", str(weights), "--lab", str(lab_path), "--json",
+                 "--out", str(report_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads(report_path.read_text())
+    assert report["digital_accuracy"] == 1.0
+    assert report["agreement"] >= 0.95
+    for layer in report["layers"]:
+        assert layer["effective_bits"] > 6
+        assert layer["budget"]["source"] == "simulator truth"
+        parts = [layer["budget"][k] for k in ("quantization", "calibration", "ir_drop", "read_noise")]
+        assert layer["budget"]["total"] <= sum(parts) * (1 + 1e-9)  # the stages add up to the error
+
+
+def test_check_plot(calibrated, tmp_path):
+    pytest.importorskip("matplotlib")
+    _, lab_path, cal = calibrated
+    weights = tmp_path / "user.npz"
+    _network(np.random.default_rng(1), weights)
+    plan = tmp_path / "plan.npz"
+    assert main(["program", "--weights", str(weights), "--calibration", str(cal), "--lab", str(lab_path),
+                 "--out", str(plan), "--json"]) == 0
+    png = tmp_path / "check.png"
+    assert main(["check", "--plan", str(plan), "--data", str(weights), "--lab", str(lab_path), "--json",
+                 "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _refused(lab_path, network, record, **options):
+    """The error, and the masks the array holds afterwards (nothing may be programmed)."""
+    with open_lab(lab_path) as lab:
+        with pytest.raises(EngineError) as info:
+            program_network(lab, network, record, plan_options=PlanOptions(**options))
+        masks = lab.sim.array.masks.copy()
+    assert "\n" not in str(info.value)
+    return str(info.value), masks
+
+
+def test_bad_input_programs_nothing(calibrated, tmp_path):
+    tmp, lab_path, cal = calibrated
+    record = CalibrationRecord.load(cal)
+    net = _network(np.random.default_rng(2))
+    message, masks = _refused(lab_path, net, record, conductance_per_weight_s=1.0)
+    assert "beyond what their cells' pools can reach" in message and not masks.any()
+    message, masks = _refused(lab_path, net, record, max_tiles=1)
+    assert "tiles" in message and not masks.any()
+    message, masks = _refused(_lab_file(tmp_path, rows=11), net, record)
+    assert "calibrate this array first" in message and not masks.any()
+
+
+def test_closed_loop_repairs_a_fault_found_late(calibrated):
+    from crossbar_ctl.engine._workflow import array_model
+    from crossbar_ctl.engine._mapping import selection_from_masks
+    from crossbar_ctl.engine._plan import make_plan
+    from crossbar_ctl.engine._program import program_plan
+    from crossbar_ctl.core.config import Fault
+
+    _, lab_path, cal = calibrated
+    model = array_model(CalibrationRecord.load(cal))
+    plan = make_plan(_network(np.random.default_rng(0)), model)
+    row, col, branch = np.argwhere(selection_from_masks(plan.tile(0, "masks"), 6))[7]
+    with open_lab(lab_path) as lab:  # a resistor opens after calibration: the plan still uses it
+        lab.sim.array.inject_fault(Fault(kind="open_resistor", row=int(row), col=int(col), branch=int(branch)))
+        done = program_plan(lab, plan, model)
+    before = done.tile(0, "residual_before_s")[row, col // 2]
+    after = done.tile(0, "residual_after_s")[row, col // 2]
+    assert abs(before) > 0.5 * model.conductance_s[row, col, branch]  # the measurement saw it
+    assert abs(after) < 5 * np.median(np.abs(done.tile(0, "residual_after_s")))  # and it was re-solved
+    assert done.header.program.cells_resolved[0] >= 1
+    assert done.header.program.branches_found_open == 1  # found by measuring the cell's branches again
+
+
+def test_a_calibration_too_old_for_the_drift_is_refused(calibrated):
+    _, lab_path, cal = calibrated
+    record = CalibrationRecord.load(cal)
+    net = _network(np.random.default_rng(3))
+    with open_lab(lab_path) as lab:
+        lab.sim.advance_time(5000 * 3600.0)  # 5000 h of 1e-4 / sqrt(h) random-walk drift
+        with pytest.raises(EngineError, match="no longer holds"):
+            program_network(lab, net, record)
+        assert not lab.sim.array.masks.any()
+
+
+def test_cli_errors_are_one_line(calibrated, tmp_path, capsys):
+    _, lab_path, cal = calibrated
+    bad = tmp_path / "nan.npz"
+    np.savez(bad, **{"layer0.weight": np.array([[np.nan, 1.0]]), "activations": np.array(["none"])})
+    code = main(["program", "--weights", str(bad), "--calibration", str(cal), "--lab", str(lab_path),
+                 "--out", str(tmp_path / "p.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "NaN" in err and err.count("\n") == 1
+    assert not (tmp_path / "p.npz").exists()
+    code = main(["check", "--plan", str(cal), "--data", str(bad), "--lab", str(lab_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "expected 'switch_plan'" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_demo_meets_its_targets():
+    from crossbar_ctl.engine._demo import run_demo
+
+    result = run_demo(show_progress=False)
+    assert result["samples"] == 360
+    assert result["agreement"] >= 0.99
+    assert abs(result["analog_accuracy"] - result["digital_accuracy"]) <= 0.01
+    assert min(layer["effective_bits"] for layer in result["layers"]) >= 8
+    for row in result["predistortion"]:
+        assert row["predistorted"] < 0.1 * row["bare"]
+    json.dumps(result)  # the --json output is plain data
+
+
+@pytest.mark.slow
+def test_served_stack_gives_the_same_accuracy(tmp_path):
+    """pyvisa over loopback TCP and pyserial over a pty: the same bytes, the same result."""
+    from crossbar_ctl.engine._demo import run_demo
+
+    lab_path = _lab_file(tmp_path)
+    net = _network(np.random.default_rng(4))
+    local = run_demo(lab_config=lab_path, network=net, show_progress=False)
+    served = run_demo(lab_config=lab_path, network=net, show_progress=False, served=True)
+    for key in ("digital_accuracy", "analog_accuracy", "agreement"):
+        assert served[key] == local[key]
+    for a, b in zip(served["layers"], local["layers"]):
+        assert a["effective_bits"] == pytest.approx(b["effective_bits"], abs=0.2)

@@ -1,0 +1,67 @@
+"""Analog inference checks on a fake lab: metrics, accuracy, agreement, the report file."""
+
+import json
+
+import numpy as np
+import pytest
+
+from crossbar_ctl.engine._check import CheckReport, effective_bits, run_check, snr_db
+from crossbar_ctl.engine._network import build_network
+from crossbar_ctl.engine._plan import make_plan
+from crossbar_ctl.engine._program import ProgramOptions, program_plan
+from crossbar_ctl.core.errors import EngineError
+from tests.crossbar_ctl.engine.fakes import FakeLab, array_model, exact_solver
+
+
+def test_snr_and_effective_bits():
+    ref = np.ones(100)
+    assert snr_db(ref, 0.01 * ref) == pytest.approx(40.0)
+    assert effective_bits(6.02 * 8 + 1.76) == pytest.approx(8.0)
+    assert snr_db(ref, 0 * ref) == float("inf")
+
+
+def test_check_runs_layer_by_layer_and_reports(tmp_path):
+    rng = np.random.default_rng(0)
+    network = build_network([rng.normal(size=(4, 5)), rng.normal(size=(3, 4))],
+                            [0.3 * rng.normal(size=4), 0.3 * rng.normal(size=3)], ["relu", "none"],
+                            input_shape=None, strides=[1, 1], paddings=[0, 0], name="tiny")
+    model = array_model(branches=6, wire_ohm=1.0, sense_ohm=5.0)
+    lab = FakeLab(model, true_error=1e-3, noise=1e-4)
+    plan = program_plan(lab, make_plan(network, model, solver=exact_solver), model,
+                        options=ProgramOptions(max_iterations=1), solver=exact_solver)
+    x = rng.uniform(0, 1, size=(40, 5))
+    y = network.predict(x)
+    details = {}
+    report = run_check(lab, plan, x, y, details=details)
+    assert report.samples == 40 and report.digital_accuracy == 1.0
+    assert report.agreement >= 0.9 and report.analog_accuracy == report.agreement
+    assert [layer.tiles for layer in report.layers] == [1, 1]
+    for layer in report.layers:
+        assert layer.relative_error < 0.05
+        assert layer.effective_bits == pytest.approx((layer.snr_db - 1.76) / 6.02)
+        assert layer.budget.source == "measurement only"
+        assert layer.budget.total == pytest.approx(layer.relative_error * np.sqrt(
+            np.mean(details["reference"][layer.index] ** 2)))
+        assert layer.measured_weight_error_rms is not None
+    report.save(tmp_path / "report.json")
+    again = CheckReport.model_validate(json.loads((tmp_path / "report.json").read_text()))
+    assert again == report
+    with pytest.raises(EngineError, match="shape"):
+        run_check(lab, plan, x[:, :3])
+
+
+def test_conv_network_runs_through_im2col_on_the_array():
+    rng = np.random.default_rng(5)
+    network = build_network([rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(3, 18))],
+                            [0.2 * rng.normal(size=2), 0.2 * rng.normal(size=3)], ["relu", "none"],
+                            input_shape=(1, 5, 5), strides=[1, 1], paddings=[0, 0], name="conv")
+    model = array_model(rows=10, cols=8, branches=6)
+    lab = FakeLab(model, true_error=1e-4, noise=1e-5)
+    plan = program_plan(lab, make_plan(network, model, solver=exact_solver), model, solver=exact_solver)
+    x = rng.uniform(0, 1, size=(12, 25))
+    calls = lab.readout.calls
+    report = run_check(lab, plan, x, network.predict(x))
+    # layer 0: 12 images x 9 patches through 1 tile; layer 1: 19 rows on a 10-row array, 2 tiles
+    assert lab.readout.calls - calls == 12 * 9 + 12 * 2
+    assert report.agreement >= 11 / 12
+    assert all(layer.relative_error < 0.02 for layer in report.layers)
