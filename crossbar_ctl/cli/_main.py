@@ -12,14 +12,17 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from crossbar_ctl import __version__
-from crossbar_ctl.core.errors import CrossbarError
+from crossbar_ctl.core.errors import ConfigError, CrossbarError
 
-__all__ = ["main", "print_table", "emit"]
+__all__ = ["check_output_path", "emit", "main", "print_table"]
 
 # Modules that add subcommands, in the order they appear in --help.
 _COMMAND_MODULES = (
@@ -63,6 +66,55 @@ def print_table(rows: Sequence[dict[str, Any]], *, title: str = "", file=None) -
     print("  ".join("-" * w for w in widths), file=file)
     for r in table:
         print(line(r), file=file)
+
+
+def check_output_path(path: str | os.PathLike | None, option: str, *,
+                      directory: bool = False) -> Path | None:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Missing parent directories are fine (the writers create them); the nearest existing one
+    must be a directory where a file can actually be created (probed, so permissions, ACLs and
+    read-only file systems all count).
+
+    Parameters
+    ----------
+    path : path or None
+        Where the command will write; None (option not given) is accepted as is.
+    option : str
+        The option that named the path, e.g. ``"--out"``, quoted in the message.
+    directory : bool, optional
+        ``path`` is a directory the command writes files into, rather than a file.
+
+    Returns
+    -------
+    Path or None
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises
+    ------
+    ConfigError
+        The path is a directory where a file is expected (or the reverse), sits below a file,
+        or its directory is not writable.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: is a file, expected a directory", key=option)
+    if not directory and path.is_dir():
+        raise ConfigError(f"{option} {path}: is a directory, expected a file name", key=option)
+    parent = (path if directory else path.parent).absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a directory", key=option)
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: cannot write in {parent} "
+                          f"({exc.strerror or exc})", key=option) from exc
+    return path
 
 
 def emit(result: Any, args: argparse.Namespace, show: Callable[[Any], None]) -> None:

@@ -1,8 +1,12 @@
 """The crossbar command: one line on stderr and a non-zero exit for every error."""
 
 import json
+import os
 
-from crossbar_ctl.cli._main import EXIT_ERROR, main, print_table
+import pytest
+
+from crossbar_ctl.cli._main import EXIT_ERROR, check_output_path, main, print_table
+from crossbar_ctl.core.errors import ConfigError
 
 
 def test_config_error_is_one_line(tmp_path, capsys):
@@ -43,3 +47,33 @@ def test_table_aligns_numbers_right_and_text_left(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == "a       1.5"
     assert lines[3] == "bbb      10"
+
+
+def test_output_path_below_a_file_is_refused(tmp_path):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match=r"--out .*notes.txt is a file, not a directory"):
+        check_output_path(afile / "sub" / "plan.npz", "--out")
+    with pytest.raises(ConfigError, match="--plot .*is a file, expected a directory"):
+        check_output_path(afile, "--plot", directory=True)
+    with pytest.raises(ConfigError, match="--out .*is a directory"):
+        check_output_path(tmp_path, "--out")
+
+
+def test_output_path_accepts_new_directories_and_none(tmp_path):
+    assert check_output_path(None, "--out") is None
+    assert check_output_path(tmp_path / "a" / "b" / "plan.npz", "--out") == tmp_path / "a" / "b" / "plan.npz"
+    assert check_output_path(str(tmp_path / "plots"), "--plot", directory=True) == tmp_path / "plots"
+    assert not (tmp_path / "a").exists()  # checking creates nothing
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_output_path_in_a_read_only_directory_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(ConfigError, match="--out .*cannot write in"):
+            check_output_path(locked / "plan.npz", "--out")
+    finally:
+        locked.chmod(0o755)
