@@ -3,6 +3,7 @@ pyserial; then what a server must survive, and ``crossbar sim serve`` itself."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -242,13 +243,33 @@ def test_server_stops_with_clients_connected() -> None:
     pty.close()
 
 
+def _fixed_port_candidates() -> Iterator[int]:
+    """Ports below Linux's ephemeral range (32768 up), which the kernel never hands out for a port
+    0 bind or an outgoing connection; the start depends on the process so parallel runs differ."""
+    start = os.getpid() % 10_000
+    for attempt in range(50):
+        yield 20_000 + (start + 211 * attempt) % 10_000
+
+
 def test_fixed_ports_and_unknown_names() -> None:
-    probe = socket.create_server(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    with LabServer(SimLab(CONFIG), ports={"matrix": port}) as server:
+    # A port probed free and closed can be taken before the server binds it (another process, or
+    # an ephemeral port of any connection): take fixed ports the kernel never assigns, and try
+    # the next one if someone bound it explicitly.
+    for port in _fixed_port_candidates():
+        try:
+            server = LabServer(SimLab(CONFIG), ports={"matrix": port}).start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        break
+    else:
+        pytest.fail("no free fixed port among 50 candidates")
+    try:
         assert server.uris["matrix"] == f"TCPIP0::127.0.0.1::{port}::SOCKET"
         assert server.lab_uris()["board"] == f"serial://{server.pty_paths['board']}"
+    finally:
+        server.stop()
     with pytest.raises(ValueError, match="no device named"):
         LabServer(SimLab(CONFIG), ports={"dmm": 5025})
     server = TcpServer(SimLab(CONFIG).devices["smu"])
