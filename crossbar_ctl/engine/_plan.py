@@ -182,7 +182,7 @@ class LayerPlan(StrictModel):
     weight_error_rms: float
     """Predicted rms error of the realised weights (twin outputs vs targets), weight units."""
     weight_error_bits: float
-    """log2(max|w| / weight_error_rms)."""
+    """log2(max|w| / weight_error_rms), at most 52 (see :func:`weight_magnitude`)."""
     subset_sum_error_s: float
     """rms error of the subset sums themselves (what the optimizer achieved), siemens."""
     expected_subset_sum_error_s: float
@@ -436,6 +436,19 @@ def inference_vectors(network: Network, rows: int, cols: int, samples: int) -> i
     return count
 
 
+def weight_magnitude(weight: np.ndarray, bias: np.ndarray) -> float:
+    """The magnitude a layer is scaled and scored by: max|w|, else max|b|, else 1.
+
+    A layer of zeros (or of biases only) has no max|w| to map or to score against; it is mapped
+    as if its largest weight were 1 (or its largest bias), which keeps every figure finite.
+    """
+    for array in (weight, bias):
+        magnitude = float(np.max(np.abs(array), initial=0.0))
+        if magnitude > 0:
+            return magnitude
+    return 1.0
+
+
 def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | None = None,
               solver: Solver | None = None, progress: Callable[[int], None] | None = None) -> SwitchPlan:
     """Map a network onto measured pools and solve every tile.
@@ -466,7 +479,7 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
     values, _, usable = pair_pool(model.conductance_s, model.sigma_s, model.usable, full)
     scales, targets = [], []
     for k, layer in enumerate(network.layers):
-        w_max = max(float(np.max(np.abs(layer.matrix))), 1e-300)
+        w_max = weight_magnitude(layer.matrix, layer.bias)
         b_max = float(np.max(np.abs(layer.bias)))
         bias_input = b_max / w_max if b_max > 0 else 1.0
         scale = options.conductance_per_weight_s or choose_scale(
@@ -502,7 +515,8 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
             if progress:
                 progress(1)
         err_w = float(np.sqrt(np.mean(np.concatenate(weight_err) ** 2))) / scale
-        w_max = float(np.max(np.abs(layer.matrix)))
+        w_max = weight_magnitude(layer.matrix, layer.bias)
+        err_w = max(err_w, w_max * 2.0**-52)  # realised exactly (all zero): float64 resolution
         tile_usable = [pair_pool(model.conductance_s, model.sigma_s, model.usable, tiles[t])[2]
                        for t in layer_tiles[k]]
         layer_plans.append(LayerPlan(
@@ -510,7 +524,7 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
             bias_input=bias_input, tiles=tuple(layer_tiles[k]),
             branches_per_weight=float(np.mean(np.concatenate([u.sum(axis=1) for u in tile_usable]))),
             weight_error_rms=err_w,
-            weight_error_bits=float(np.log2(w_max / err_w)) if err_w > 0 else float("inf"),
+            weight_error_bits=float(np.log2(w_max / err_w)),
             subset_sum_error_s=float(np.sqrt(np.mean(np.concatenate(subset_err) ** 2))),
             expected_subset_sum_error_s=float(np.sqrt(np.mean(np.concatenate(expected) ** 2))),
         ))

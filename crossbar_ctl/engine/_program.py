@@ -203,7 +203,9 @@ def program_plan(lab: Any, plan: SwitchPlan, model: ArrayModel, *, options: Prog
                 arrays[f"tile{t}.residual_before_s"] = residual.reshape(tile.rows, tile.pairs)
             gain = gains(measured, cell)
             sigma = _pair_sigma(model, tile, selection, gain, noise)
-            deviation = np.abs(pair_transfer(measured).ravel() - predicted) / sigma
+            miss = np.abs(pair_transfer(measured).ravel() - predicted)
+            # 0 / 0 (a pair of zeros, nothing closed, unprobed rows) deviates by nothing
+            deviation = np.divide(miss, sigma, out=np.zeros_like(miss), where=miss > 0)
             if best is None or _rms(residual) < _rms(best["residual"]):
                 best = {"selection": selection, "cell": cell, "measured": measured, "residual": residual,
                         "worst": float(np.max(deviation))}

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from crossbar_ctl.cli._main import EXIT_ERROR, check_output_path, main, print_table
@@ -77,3 +78,51 @@ def test_output_path_in_a_read_only_directory_is_refused(tmp_path):
             check_output_path(locked / "plan.npz", "--out")
     finally:
         locked.chmod(0o755)
+
+
+SMALL_LAB = '[sim]\nrows = 10\ncols = 10\nbranches = 6\nseed = 1\n'
+
+
+@pytest.fixture(scope="module")
+def small_lab(tmp_path_factory):
+    """A calibrated 10x10x6 simulated lab: (directory, lab file, calibration record)."""
+    tmp = tmp_path_factory.mktemp("small")
+    lab = tmp / "lab.toml"
+    lab.write_text(SMALL_LAB)
+    assert main(["calibrate", "--lab", str(lab), "--out", str(tmp / "cal.npz"), "--json"]) == 0
+    return tmp, lab, tmp / "cal.npz"
+
+
+def _weights(path, *, zero_layer=None, inputs=8, seed=0):
+    """An inputs-6-3 ReLU network saved as .npz; its labels are its own float64 predictions."""
+    from crossbar_ctl.engine._network import build_network, save_network
+
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(size=(6, inputs)), rng.normal(size=(3, 6))]
+    biases = [0.2 * rng.normal(size=6), 0.2 * rng.normal(size=3)]
+    if zero_layer is not None:
+        weights[zero_layer][:] = 0.0
+        biases[zero_layer][:] = 0.0
+    shape = dict(input_shape=None, strides=[1, 1], paddings=[0, 0], name="user")
+    x = rng.uniform(0, 1, size=(20, inputs))
+    net = build_network(weights, biases, ["relu", "none"], **shape)
+    save_network(path, build_network(weights, biases, ["relu", "none"], **shape, test_x=x,
+                                     test_y=net.predict(x)))
+    return path
+
+
+@pytest.mark.parametrize("zero_layer", [0, 1])
+def test_a_plan_with_an_all_zero_layer_reads_back(small_lab, tmp_path, capsys, zero_layer):
+    _, lab, cal = small_lab
+    weights = _weights(tmp_path / "w.npz", zero_layer=zero_layer)
+    plan = tmp_path / "plan.npz"
+    assert main(["program", "--weights", str(weights), "--calibration", str(cal), "--lab", str(lab),
+                 "--out", str(plan), "--json"]) == 0
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    other = layers[1 - zero_layer]
+    # the zero layer is mapped at the scale of a unit weight, not at 1e296 S per weight
+    assert layers[zero_layer]["conductance_per_weight_s"] < 10 * other["conductance_per_weight_s"]
+    assert all(np.isfinite(layer["weight_error_bits"]) for layer in layers)
+    assert main(["check", "--plan", str(plan), "--data", str(weights), "--lab", str(lab), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["agreement"] >= 0.9
