@@ -6,8 +6,9 @@
 """
 
 from calibration._bench import bench_calibrate
+from calibration._calibrate import calibrate
 from calibration._designs import design_covariance, design_matrix, s_matrix, theoretical_gain
-from calibration._procedures import RecheckResult, calibrate, recheck
+from calibration._recheck import RecheckResult, recheck
 from calibration._record import (
     CALIBRATION_SCHEMA_VERSION,
     FLAG_EXCLUDE,

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from calibration._calibrate import calibrate
 from calibration._designs import design_covariance, design_matrix
 from calibration._estimate import quantization_var
-from calibration._procedures import calibrate
 from calibration._record import FLAG_EXCLUDE, CalibrationOptions, CalibrationRecord
 from crossbar_ctl.core.config import Fault, LabConfig, SimArrayConfig
 

@@ -188,11 +188,11 @@ def test_floating_lines_show_the_sneak_path_error():
 
 
 def test_resume_after_an_interrupted_baseline_counts_each_reading_once(tmp_path, monkeypatch):
-    from calibration import _procedures
+    from calibration import _run
 
     path = tmp_path / "cal.npz"
     config = lab_config(faults=False, rows=4, cols=4, branches=3)
-    original = _procedures._Run.measure_baseline
+    original = _run.Run.measure_baseline
     calls = []
 
     def measure_then_fail(self, rows, repeats=None):
@@ -202,7 +202,7 @@ def test_resume_after_an_interrupted_baseline_counts_each_reading_once(tmp_path,
             raise KeyboardInterrupt
         original(self, rows[2:], repeats)
 
-    monkeypatch.setattr(_procedures._Run, "measure_baseline", measure_then_fail)
+    monkeypatch.setattr(_run.Run, "measure_baseline", measure_then_fail)
     with open_lab(config) as lab:
         with pytest.raises(KeyboardInterrupt):
             calibrate(lab, checkpoint=path)
