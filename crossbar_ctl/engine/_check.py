@@ -43,15 +43,24 @@ _BATCH = 64  # input vectors per readout call
 
 
 def snr_db(reference: np.ndarray, error: np.ndarray) -> float:
-    """10 log10 of mean-square signal over mean-square error."""
-    signal, noise = float(np.mean(reference**2)), float(np.mean(error**2))
+    """SINAD in dB: signal variance over error variance, each output's mean removed.
+
+    Parameters
+    ----------
+    reference, error : ndarray (samples,) or (samples, outputs)
+        Each column is one output over the samples; its mean (an offset) is neither signal nor
+        noise, as in an ADC's SINAD. The variances are pooled over the outputs.
+    """
+    signal = float(np.mean(np.var(reference, axis=0)))
+    noise = float(np.mean(np.var(error, axis=0)))
     if noise == 0:
         return float("inf")
     return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
 
 
 def effective_bits(snr: float) -> float:
-    """Effective number of bits of an SNR in dB, ``(SNR - 1.76) / 6.02``."""
+    """Effective number of bits of a SINAD in dB, ``(SINAD - 1.76) / 6.02`` (ideal N-bit quantizer
+    of a full-scale sine: N)."""
     return (snr - 1.76) / 6.02
 
 
@@ -82,7 +91,9 @@ class LayerCheck(StrictModel):
     relative_error: float
     """rms(analog - float64) / rms(float64)."""
     snr_db: float
+    """SINAD of the layer's outputs, dB: variances, each output's mean removed (:func:`snr_db`)."""
     effective_bits: float
+    """``(snr_db - 1.76) / 6.02``."""
     budget: ErrorBudget
     branches_per_weight: float
     """Usable branches per differential pair (one bit per resistor expected)."""

@@ -13,11 +13,32 @@ from crossbar_ctl.core.errors import EngineError
 from tests.crossbar_ctl.engine.fakes import FakeLab, array_model, exact_solver
 
 
-def test_snr_and_effective_bits():
-    ref = np.ones(100)
-    assert snr_db(ref, 0.01 * ref) == pytest.approx(40.0)
-    assert effective_bits(6.02 * 8 + 1.76) == pytest.approx(8.0)
-    assert snr_db(ref, 0 * ref) == float("inf")
+def _quantized_sine(bits, offset, *, samples=4096):
+    """A full-scale sine on ``offset`` and its error through an ideal ``bits``-bit mid-rise quantizer."""
+    x = offset + np.sin(2 * np.pi * 0.0123456 * np.arange(samples))
+    step = 2.0 / 2**bits
+    code = np.clip(np.floor((x - offset + 1) / step), 0, 2**bits - 1)
+    return x, offset - 1 + (code + 0.5) * step - x
+
+
+@pytest.mark.parametrize("bits", [6, 8, 10])
+@pytest.mark.parametrize("offset", [0.0, 3.0])
+def test_effective_bits_of_an_ideal_quantizer_are_its_bits_whatever_the_offset(bits, offset):
+    # textbook: a full-scale sine through an ideal N-bit quantizer has SINAD 6.02 N + 1.76 dB; an
+    # offset is not signal (the variance convention), so it must not add bits
+    x, error = _quantized_sine(bits, offset)
+    assert effective_bits(snr_db(x, error)) == pytest.approx(bits, abs=0.1)
+
+
+def test_sinad_uses_variances_per_output():
+    rng = np.random.default_rng(0)
+    t = np.arange(20000)
+    amplitude, sigma = np.array([1.0, 0.25]), 1e-3
+    signal = amplitude * np.sin(2 * np.pi * 0.00731 * t)[:, None] + np.array([5.0, -2.0])
+    error = 0.01 + sigma * rng.standard_normal(signal.shape)  # a constant offset is not SINAD
+    expected = 10 * np.log10(np.mean(amplitude**2 / 2) / sigma**2)
+    assert snr_db(signal, error) == pytest.approx(expected, abs=0.05)
+    assert snr_db(signal, 0 * signal) == float("inf")
 
 
 def test_check_runs_layer_by_layer_and_reports(tmp_path):
