@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from crossbar_ctl.core.errors import RecordError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "load_record", "save_record"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "load_record", "read_npz", "save_record"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -61,6 +61,73 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _what_it_is(head: bytes) -> str:
+    """A plain description of a file that is not a zip archive, from its first bytes."""
+    damaged = "truncated or corrupt, or another format"
+    if not head:
+        return f"it is empty: {damaged}"
+    if head.startswith(b"PK"):
+        return "a truncated or corrupt zip archive"
+    if head.startswith(b"\x93NUMPY"):
+        return "a bare .npy array; save arrays with numpy.savez"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "a Python pickle, which crossbar-ctl never loads"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(ch.isprintable() or ch.isspace() for ch in text):
+        return f"it holds text: {damaged}"
+    return f"unrecognised binary data: {damaged}"
+
+
+def read_npz(path: str | Path, *, what: str = "") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file; nothing is ever unpickled.
+
+    ``numpy.load`` alone also opens ``.npy`` files and pickles, and calls anything else "pickled
+    data"; this reader opens zip archives of ``.npy`` members only and says plainly what a file
+    is otherwise.
+
+    Parameters
+    ----------
+    path : path
+        The ``.npz`` file.
+    what : str, optional
+        What the file should hold (``"network"``, ``"data"``), for the messages.
+
+    Raises
+    ------
+    RecordError
+        Missing, not an ``.npz`` (text, random bytes, a bare ``.npy``, a pickle), truncated or
+        corrupt, or holding object arrays or members that are not arrays.
+    """
+    path = Path(path)
+    label = f" {what}" if what else ""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except FileNotFoundError as exc:
+        raise RecordError(f"{path}: no such{label} file") from exc
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot read{label} file: {exc.strerror or exc}") from exc
+    if not zipfile.is_zipfile(path):
+        raise RecordError(f"{path}: not an .npz file ({_what_it_is(head)})")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            contents = {name: npz[name] for name in npz.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "bject" in str(exc):
+            raise RecordError(f"{path}: the .npz{label} holds object arrays; only numeric and text "
+                              "arrays are read, never pickles") from exc
+        raise RecordError(f"{path}: not a readable .npz{label} (truncated or corrupt): {exc}") from exc
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+        raise RecordError(f"{path}: not a readable .npz{label} (truncated or corrupt): {exc}") from exc
+    strays = [name for name, value in contents.items() if not isinstance(value, np.ndarray)]
+    if strays:
+        raise RecordError(f"{path}: not an .npz file (member {strays[0]!r} is not a .npy array)")
+    return contents
+
+
 def _checksum(header: bytes, arrays: dict[str, np.ndarray]) -> str:
     digest = hashlib.sha256(header)
     for name in sorted(arrays):
@@ -76,6 +143,11 @@ def save_record(path: str | Path, header: BaseModel, arrays: dict[str, np.ndarra
     if bad:
         raise ValueError(f"array names may not start with '__': {bad}")
     header_bytes = header.model_dump_json().encode("utf-8")
+    try:  # JSON has no inf or NaN (they become null): never write what load_record would refuse
+        type(header).model_validate(json.loads(header_bytes))
+    except ValidationError as exc:
+        raise RecordError(f"{path}: not written: the header would not read back: "
+                          f"{_first_error(exc)}") from exc
     arrays = {name: np.asarray(value) for name, value in arrays.items()}
     for name, value in arrays.items():
         if value.dtype == object:
@@ -111,15 +183,7 @@ def load_record(
         Missing, truncated, corrupt (checksum), of another kind, or of a newer schema.
     """
     path = Path(path)
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise RecordError(f"{path}: not a readable record (truncated or corrupt, or not an .npz at all)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            contents = {name: npz[name] for name in npz.files}
-    except FileNotFoundError as exc:
-        raise RecordError(f"{path}: no such file") from exc
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise RecordError(f"{path}: not a readable record (truncated or corrupt): {exc}") from exc
+    contents = read_npz(path)
     if _HEADER not in contents or _CHECKSUM not in contents:
         raise RecordError(f"{path}: not a crossbar-ctl record (no header or checksum)")
     header_bytes = contents.pop(_HEADER).tobytes()
@@ -144,6 +208,10 @@ def load_record(
     try:
         header = model.model_validate(raw)
     except ValidationError as exc:
-        raise RecordError(f"{path}: invalid header: {exc.errors()[0]['msg']} at "
-                          f"{'.'.join(map(str, exc.errors()[0]['loc']))}") from exc
+        raise RecordError(f"{path}: invalid header: {_first_error(exc)}") from exc
     return header, contents
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{error['msg']} at {'.'.join(map(str, error['loc']))}"

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from crossbar_ctl.core.errors import EngineError
+from crossbar_ctl.core.errors import EngineError, RecordError
+from crossbar_ctl.core.files import read_npz
 
 __all__ = [
     "ACTIVATIONS", "Layer", "Network", "build_network", "im2col", "load_dataset", "load_network", "save_network",
@@ -246,12 +247,9 @@ def build_network(
 def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` (never unpickled), or a one-line error naming ``what`` it is."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    except FileNotFoundError as exc:
-        raise EngineError(f"{path}: no such {what} file") from exc
-    except (OSError, ValueError, EOFError) as exc:
-        raise EngineError(f"{path}: not a readable .npz {what} (no pickles allowed): {exc}") from exc
+        return read_npz(path, what=what)
+    except RecordError as exc:
+        raise EngineError(str(exc)) from exc
 
 
 def _load_npz(path: Path) -> Network:

@@ -7,7 +7,7 @@ from hypothesis.extra import numpy as hnp
 
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import RecordError
-from crossbar_ctl.core.files import atomic_write_text, load_record, save_record
+from crossbar_ctl.core.files import atomic_write_text, load_record, read_npz, save_record
 
 
 class Header(StrictModel):
@@ -101,5 +101,62 @@ def test_atomic_write_uses_ordinary_permissions(tmp_path):
 def test_a_file_of_another_format_is_refused_plainly(tmp_path):
     path = tmp_path / "junk.npz"
     path.write_text("garbage")
-    with pytest.raises(RecordError, match="not an .npz at all"):
+    with pytest.raises(RecordError, match="not an .npz file"):
         load_record(path, Header)
+
+
+def _other_formats(tmp_path):
+    """Files that are not .npz archives, and what the reader must call each of them."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    files = {
+        "text": (b"layer0.weight = 1, 2, 3\n", "it holds text"),
+        "random": (rng.bytes(4096), "unrecognised binary data"),
+        "empty": (b"", "it is empty"),
+        "pickle": (pickle.dumps({"a": [1.0]}, protocol=4), "a Python pickle, which crossbar-ctl never loads"),
+    }
+    paths = {}
+    for name, (data, said) in files.items():
+        paths[name] = (tmp_path / f"{name}.npz", said)
+        paths[name][0].write_bytes(data)
+    np.save(tmp_path / "bare.npy", np.arange(3.0))
+    paths["npy"] = (tmp_path / "bare.npy", "a bare .npy array")
+    return paths
+
+
+def test_other_formats_are_named_plainly_and_pickles_never_suggested(tmp_path):
+    for path, said in _other_formats(tmp_path).values():
+        with pytest.raises(RecordError) as info:
+            read_npz(path, what="network")
+        message = str(info.value)
+        assert message.startswith(f"{path}: not an .npz file (") and said in message
+        assert "allow_pickle" not in message and "pickled" not in message and "\n" not in message
+
+
+def test_object_arrays_and_stray_members_are_refused(tmp_path):
+    import zipfile
+
+    path = tmp_path / "objects.npz"
+    np.savez(path, a=np.array([{}, 1], dtype=object))
+    with pytest.raises(RecordError, match="holds object arrays; .* never pickles") as info:
+        read_npz(path)
+    assert "allow_pickle" not in str(info.value)
+    with zipfile.ZipFile(tmp_path / "zip.npz", "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(RecordError, match="member 'notes.txt' is not a .npy array"):
+        read_npz(tmp_path / "zip.npz")
+
+
+def test_a_header_that_would_not_read_back_is_not_written(tmp_path):
+    class Figures(StrictModel):
+        schema_version: int = 1
+        kind: str = "figures"
+        bits: float = 0.0
+
+    path = tmp_path / "r.npz"
+    with pytest.raises(RecordError, match="bits"):
+        save_record(path, Figures(bits=float("inf")), {})
+    assert not path.exists()
+    save_record(path, Figures(bits=9.5), {})
+    assert load_record(path, Figures)[0].bits == 9.5

@@ -98,8 +98,22 @@ def test_bad_npz_is_one_line_engine_error(tmp_path, change, message):
 def test_pickled_npz_is_refused(tmp_path):
     path = tmp_path / "p.npz"
     np.savez(path, **{"layer0.weight": np.array([object()], dtype=object)})
-    with pytest.raises(EngineError, match="pickle"):
+    with pytest.raises(EngineError, match="never pickles") as info:
         load_network(path)
+    assert "allow_pickle" not in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"weights: 1 2 3\n", np.random.default_rng(5).bytes(2048)],
+                         ids=["text", "random"])
+def test_a_file_that_is_not_npz_is_named_plainly(tmp_path, content):
+    from crossbar_ctl.engine._network import load_dataset
+
+    path = tmp_path / "w.npz"
+    path.write_bytes(content)
+    for load in (load_network, load_dataset):
+        with pytest.raises(EngineError, match=r"not an \.npz file \((it holds text|unrecognised binary)") as info:
+            load(path)
+        assert "pickle" not in str(info.value)
 
 
 def test_onnx_gemm_matmul_add_relu_conv(tmp_path):
