@@ -210,7 +210,7 @@ def calibrate(lab: Any, *, options: CalibrationOptions | None = None,
 
     def snapshot(complete: bool = False, results: dict | None = None) -> CalibrationRecord:
         head = run.header.model_copy(update={
-            "readings": counter.readings, "round_trips": counter.round_trips, "updated_at": now(),
+            "readings": counter.kept, "round_trips": counter.round_trips, "updated_at": now(),
             "wall_s": previous_wall + time.perf_counter() - started, "complete": complete})
         run.header = head
         return _record(head, raw, twin_arrays, state, results or _placeholder(head))
@@ -221,6 +221,7 @@ def calibrate(lab: Any, *, options: CalibrationOptions | None = None,
             last_save[0] = time.perf_counter()
 
     def tick(stage: str) -> None:
+        counter.end_unit()
         done[0] += 1
         save()
         if progress is not None:
@@ -230,12 +231,14 @@ def calibrate(lab: Any, *, options: CalibrationOptions | None = None,
         prepare(lab, options, header)
         if not state["base_done"][0]:
             # an interrupted baseline left some rows' readings in the checkpoint: start it over
+            counter.begin_unit()
             run.raw.clear_base(np.nonzero(wanted)[0])
             run.measure_baseline(np.nonzero(wanted)[0])
             state["base_done"][0] = True
             tick("baseline")
         for row in np.nonzero(wanted & ~state["row_done"])[0]:
-            run.raw.clear_row(int(row))
+            counter.begin_unit()
+            run.raw.restart_row(int(row))
             measure_row(run, int(row), options.repeats)
             state["row_done"][row] = True
             state["row_temperature_c"][row] = lab.temperature_c()

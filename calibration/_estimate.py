@@ -142,6 +142,12 @@ class RawData:
         for array in (self.step_sum_a, self.step_sumsq_a2, self.step_count):
             array[row] = 0
 
+    def restart_row(self, row: int) -> None:
+        """Forget everything measured on ``row``, shorts included (a row is measured whole)."""
+        self.clear_row(row)
+        self.excluded[row] = False
+        self.short_current_a[row] = np.nan
+
     def clear_base(self, rows: np.ndarray) -> None:
         """Forget the baseline readings of ``rows`` (an interrupted baseline is measured again)."""
         for array in (self.base_sum_a, self.base_sumsq_a2, self.base_count):

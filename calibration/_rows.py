@@ -65,9 +65,10 @@ def _probe_shorts(run: Run, row: int, col: int, step: int) -> None:
     for branch in map(int, np.nonzero(run.design[step] & ~run.raw.excluded[row, col])[0]):
         if np.all(np.isfinite(run.read_alone(row, col, branch, 1, run.voltage_v))):
             continue
-        run.raw.excluded[row, col, branch] = True
         found = True
         low = run.read_alone(row, col, branch, run.options.repeats, run.voltage_v * SHORT_PROBE)
+        # Excluded only with its probe reading: a run cut short here probes it again.
+        run.raw.excluded[row, col, branch] = True
         run.raw.short_current_a[row, col, branch] = np.mean(low)  # NaN if it overflows still
         log.info("branch (%d, %d, %d) overflows alone: a short, excluded", row, col, branch)
     if run.method == "readout":

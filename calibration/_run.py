@@ -42,6 +42,19 @@ class Counter:
         self.readings = readings
         self._previous = round_trips
         self._start = self._trips()
+        self._unit_start: int | None = None
+
+    def begin_unit(self) -> None:
+        """A unit of work starts that a resumed run measures again if it is cut short."""
+        self._unit_start = self.readings
+
+    def end_unit(self) -> None:
+        self._unit_start = None
+
+    @property
+    def kept(self) -> int:
+        """Readings kept in the record: those of a unit cut short are measured again on resume."""
+        return self.readings if self._unit_start is None else self._unit_start
 
     def _trips(self) -> int:
         drivers = (self.lab.board, self.lab.source_meter, getattr(self.lab, "matrix", None))

@@ -131,6 +131,42 @@ def test_lost_connection_mid_run_then_resume(tmp_path):
     check_honest(record, truth, config.sim.faults)
 
 
+def test_link_lost_during_the_short_probe_then_resume_equals_a_straight_run(tmp_path, monkeypatch):
+    from calibration import FLAG_SHORT
+    from calibration._run import Run
+
+    config = lab_config(seed=2, rows=4, cols=4, branches=3)  # one shorted branch among the faults
+    path = tmp_path / "cal.npz"
+    with open_lab(config) as lab:
+        straight = calibrate(lab)
+    lab = open_lab(config)
+    sim = lab.sim
+    original = Run.read_alone
+
+    def drop_before_the_low_read(self, row, col, branch, repeats, voltage_v):
+        if voltage_v < self.voltage_v:  # the short's reading at a low voltage
+            monkeypatch.setattr(Run, "read_alone", original)
+            sim.devices["board"].inject_fault("drop")
+        return original(self, row, col, branch, repeats, voltage_v)
+
+    monkeypatch.setattr(Run, "read_alone", drop_before_the_low_read)
+    with pytest.raises(InstrumentError):
+        calibrate(lab, checkpoint=path)
+    assert Run.read_alone is original  # the drop happened in the probe
+    sim.devices["board"].clear_fault()
+    with open_lab(config, sim=sim) as again:
+        resumed = calibrate(again, checkpoint=path, resume=True)
+    assert resumed.header.readings == straight.header.readings
+    np.testing.assert_array_equal(resumed.flags, straight.flags)
+    short = (straight.flags & FLAG_SHORT) != 0
+    assert short.sum() == 1
+    z = (resumed.conductance_s - straight.conductance_s) / np.hypot(resumed.sigma_s, straight.sigma_s)
+    assert np.abs(z[short]).max() < 2  # the short was probed again, not left at 0 S
+    assert np.abs(z[straight.usable]).max() < 3
+    on_ohm = straight.header.twin.switch_on_resistance_ohm
+    assert resumed.header.twin.switch_on_resistance_ohm == pytest.approx(on_ohm, rel=0.03)
+
+
 def test_resume_refuses_other_options(tmp_path):
     path = tmp_path / "cal.npz"
     config = lab_config(faults=False, rows=4, cols=4, branches=3)
