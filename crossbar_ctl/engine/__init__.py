@@ -10,7 +10,8 @@ from crossbar_ctl.engine._network import (
     load_network,
     save_network,
 )
-from crossbar_ctl.engine._plan import ArrayModel, PlanOptions, ProgramRecord, SwitchPlan, make_plan
+from crossbar_ctl.engine._mapping import ArrayModel
+from crossbar_ctl.engine._plan import PlanOptions, ProgramRecord, SwitchPlan, make_plan
 from crossbar_ctl.engine._program import ProgramOptions, program_plan
 from crossbar_ctl.engine._workflow import (
     array_model,

@@ -27,14 +27,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from crossbar_ctl.engine._mapping import row_voltages
-from crossbar_ctl.engine._network import Layer
-from crossbar_ctl.engine._twin import is_ideal, twin_transfer
-from crossbar_ctl.engine._plan import CalibrationRef, SwitchPlan, pair_transfer, utc_now
-from crossbar_ctl.engine._program import lab_idn, load_tile, readout_limits, row_bound
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.core.files import atomic_write_text
+from crossbar_ctl.engine._mapping import CalibrationRef, pair_transfer, row_voltages
+from crossbar_ctl.engine._network import Layer
+from crossbar_ctl.engine._plan import SwitchPlan, utc_now
+from crossbar_ctl.engine._program import lab_idn, load_tile, readout_limits, row_bound
+from crossbar_ctl.engine._twin import is_ideal, twin_transfer
 
 __all__ = ["CheckReport", "ErrorBudget", "LayerCheck", "run_check", "snr_db", "effective_bits"]
 

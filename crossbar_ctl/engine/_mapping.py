@@ -1,4 +1,10 @@
-"""Mapping a layer's matrix onto the array: scale, differential pairs, bias row, tiles, voltages.
+"""Mapping, the first stage of a plan: a network's weights become target conductances on pools.
+
+A weight flows forward through three stages: **mapping** (here: scale, signs, tiles, target
+conductances, the pools that can realise them, row voltages), **solving**
+(:mod:`crossbar_ctl.engine._solve`: the optimizer per tile, pre-distortion against the twin) and the
+**plan** (:mod:`crossbar_ctl.engine._plan`: the :class:`SwitchPlan` record of masks, predicted
+conductances and error figures). :func:`map_network` is this stage's entry point.
 
 Layout of one tile on the array (always placed at the array's top-left corner):
 
@@ -17,22 +23,51 @@ subset sums from the pool's centre, where subset sums are dense.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import Field
 
+from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
 
+if TYPE_CHECKING:
+    from calibration import TwinParameters
+    from crossbar_ctl.engine._network import Network
+
 __all__ = [
+    "ArrayModel",
+    "CalibrationRef",
+    "LayerMapping",
+    "NetworkMapping",
     "Tile",
     "augmented_matrix",
     "check_reach",
     "choose_scale",
+    "inference_vectors",
+    "map_network",
     "masks_from_selection",
+    "network_tiles",
     "pair_pool",
+    "pair_transfer",
     "plan_tiles",
     "row_voltages",
     "selection_from_masks",
+    "weight_magnitude",
 ]
+
+
+class CalibrationRef(StrictModel):
+    """The calibration a plan was solved from, to refuse it on another array."""
+
+    checksum: str = ""
+    """Identity of the calibration record (its content checksum)."""
+    rows: int = Field(ge=1)
+    cols: int = Field(ge=1)
+    branches: int = Field(ge=1)
+    board_idn: str = ""
+    """The switch board's ``*IDN?`` when calibrated."""
+    created_utc: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,6 +106,62 @@ class Tile:
         return slice(self.output_start, self.output_stop)
 
 
+@dataclass(frozen=True)
+class ArrayModel:
+    """What the engine needs from a calibration record: the input of every stage.
+
+    Attributes
+    ----------
+    conductance_s, sigma_s : ndarray (rows, cols, branches)
+        Measured branch conductances through their switches, and their standard uncertainties.
+    usable : ndarray (rows, cols, branches) of bool
+        Branches the plan may close (no fault flag).
+    twin : TwinParameters or None
+        Fitted wire parameters (``None``: no twin).
+    reference : CalibrationRef
+    forced : ndarray (rows, cols, branches) of bool, optional
+        Branches that conduct whatever the mask says (switches stuck closed): never chosen, but
+        always part of their cell.
+    """
+
+    conductance_s: np.ndarray
+    sigma_s: np.ndarray
+    usable: np.ndarray
+    twin: TwinParameters | None = None
+    reference: CalibrationRef | None = None
+    forced: np.ndarray | None = None
+
+    @property
+    def geometry(self) -> tuple[int, int, int]:
+        return tuple(self.conductance_s.shape)  # type: ignore[return-value]
+
+    def pool(self, tile: Tile, gain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The signed pools of a tile's pairs (:func:`pair_pool` of this model)."""
+        return pair_pool(self.conductance_s, self.sigma_s, self.usable, tile, gain=gain)
+
+    def forced_pair_s(self, tile: Tile, gain: np.ndarray | None = None) -> np.ndarray:
+        """Signed conductance the forced branches add to each pair of a tile, ``(rows * pairs,)``.
+
+        With ``gain`` ``(tile.rows, 2 * tile.pairs)`` each cell's forced conductance is weighted by
+        its own gain (the plus and the minus cell of a pair differ under IR drop).
+        """
+        if self.forced is None:
+            return np.zeros(tile.rows * tile.pairs)
+        cell = np.sum(np.where(self.forced, np.nan_to_num(self.conductance_s), 0.0), axis=-1)
+        block = cell[: tile.rows, : 2 * tile.pairs]
+        if gain is not None:
+            block = block * gain
+        return pair_transfer(block).ravel()
+
+    def cell_conductance_s(self, masks: np.ndarray) -> np.ndarray:
+        """Predicted conductance of cells ``(r, c)`` with masks ``uint64 (r, c)`` at the top-left."""
+        r, c = masks.shape
+        closed = selection_from_masks(masks, self.geometry[2])
+        if self.forced is not None:
+            closed = closed | self.forced[:r, :c]
+        return np.sum(closed * self.conductance_s[:r, :c], axis=-1)
+
+
 def plan_tiles(inputs: int, outputs: int, *, rows: int, cols: int, layer: int = 0,
                max_tiles: int = 64) -> tuple[Tile, ...]:
     """Split an ``(inputs, outputs)`` augmented matrix into array-sized tiles.
@@ -90,7 +181,8 @@ def plan_tiles(inputs: int, outputs: int, *, rows: int, cols: int, layer: int = 
         raise EngineError(
             f"layer{layer} ({outputs} outputs x {inputs - 1} inputs + bias) needs "
             f"{row_blocks * col_blocks} tiles of {rows}x{pairs} pairs on this array, more than the "
-            f"limit of {max_tiles}; use a smaller layer, a larger array or raise max_tiles"
+            f"limit of {max_tiles}; use a smaller layer, a larger array or raise max_tiles "
+            "(crossbar program --max-tiles)"
         )
     return tuple(
         Tile(layer, r * rows, min(inputs, (r + 1) * rows), c * pairs, min(outputs, (c + 1) * pairs))
@@ -99,9 +191,45 @@ def plan_tiles(inputs: int, outputs: int, *, rows: int, cols: int, layer: int = 
     )
 
 
+def network_tiles(network: Network, rows: int, cols: int, *, max_tiles: int = 64) -> list[Tile]:
+    """Every tile of every layer on a ``rows x cols`` array, in programming order."""
+    return [tile for k, layer in enumerate(network.layers)
+            for tile in plan_tiles(layer.matrix.shape[1] + 1, layer.matrix.shape[0], rows=rows, cols=cols,
+                                   layer=k, max_tiles=max_tiles)]
+
+
+def inference_vectors(network: Network, rows: int, cols: int, samples: int) -> int:
+    """Readout vectors an analog run of ``samples`` inputs takes (im2col patches times tiles)."""
+    count = 0
+    for k, layer in enumerate(network.layers):
+        patches = layer.out_size // layer.matrix.shape[0]
+        tiles = plan_tiles(layer.matrix.shape[1] + 1, layer.matrix.shape[0], rows=rows, cols=cols, layer=k,
+                           max_tiles=10**9)
+        count += samples * patches * len(tiles)
+    return count
+
+
 def augmented_matrix(weight: np.ndarray, bias: np.ndarray, bias_input: float) -> np.ndarray:
     """``[W.T; b / beta]``, shape ``(in + 1, out)``, in weight units."""
     return np.vstack([weight.T, bias[None, :] / bias_input])
+
+
+def weight_magnitude(weight: np.ndarray, bias: np.ndarray) -> float:
+    """The magnitude a layer is scaled and scored by: max|w|, else max|b|, else 1.
+
+    A layer of zeros (or of biases only) has no max|w| to map or to score against; it is mapped
+    as if its largest weight were 1 (or its largest bias), which keeps every figure finite.
+    """
+    for array in (weight, bias):
+        magnitude = float(np.max(np.abs(array), initial=0.0))
+        if magnitude > 0:
+            return magnitude
+    return 1.0
+
+
+def pair_transfer(t: np.ndarray) -> np.ndarray:
+    """Differential transfer of cells ``(rows, 2 pairs)``: ``T[:, 2o] - T[:, 2o + 1]``."""
+    return t[:, 0::2] - t[:, 1::2]
 
 
 def pair_pool(conductance_s: np.ndarray, sigma_s: np.ndarray, usable: np.ndarray, tile: Tile,
@@ -169,6 +297,90 @@ def check_reach(values_s: np.ndarray, usable: np.ndarray, target_s: np.ndarray, 
             f"(e.g. {target_s[worst]:.3g} S where the pool spans [{low[worst]:.3g}, {high[worst]:.3g}] S); "
             "lower the conductance scale or recalibrate the array"
         )
+
+
+@dataclass(frozen=True)
+class LayerMapping:
+    """How one layer's weights become target conductances.
+
+    Attributes
+    ----------
+    index : int
+    conductance_per_weight_s : float
+        ``G = w * conductance_per_weight_s``, siemens per weight unit.
+    bias_input : float
+        The bias row carries ``b / bias_input`` and is driven as the input value ``bias_input``.
+    magnitude : float
+        The layer's :func:`weight_magnitude` (its figures are scored against it).
+    tiles : tuple of int
+        Indices into :attr:`NetworkMapping.tiles`.
+    """
+
+    index: int
+    conductance_per_weight_s: float
+    bias_input: float
+    magnitude: float
+    tiles: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class NetworkMapping:
+    """A network mapped onto an array: every tile and its target pair conductances.
+
+    Attributes
+    ----------
+    tiles : tuple of Tile
+        In programming order, layer by layer.
+    targets_s : tuple of ndarray (tile.rows, tile.pairs)
+        Per tile: the target transfer of each differential pair, siemens.
+    layers : tuple of LayerMapping
+    """
+
+    tiles: tuple[Tile, ...]
+    targets_s: tuple[np.ndarray, ...]
+    layers: tuple[LayerMapping, ...]
+
+
+def map_network(network: Network, model: ArrayModel, *, density_std: float = 1.25,
+                conductance_per_weight_s: float | None = None, max_tiles: int = 64) -> NetworkMapping:
+    """Scale, tile and sign every layer: the target conductance of every differential pair.
+
+    Parameters
+    ----------
+    network : Network
+    model : ArrayModel
+        The measured pools the targets must lie within.
+    density_std : float
+        See :func:`choose_scale`.
+    conductance_per_weight_s : float, optional
+        One scale for every layer instead of one chosen from the pools, siemens per weight unit.
+    max_tiles : int
+        Refuse a layer that needs more tiles than this.
+
+    Raises
+    ------
+    EngineError
+        Too many tiles, or weights beyond what their pools can reach.
+    """
+    rows, cols, _ = model.geometry
+    tiles = network_tiles(network, rows, cols, max_tiles=max_tiles)
+    whole = Tile(0, 0, min(rows, max(t.rows for t in tiles)), 0, max(t.pairs for t in tiles))
+    values, _, usable = model.pool(whole)
+    targets, layers = [], []
+    for k, layer in enumerate(network.layers):
+        magnitude = weight_magnitude(layer.matrix, layer.bias)
+        b_max = float(np.max(np.abs(layer.bias)))
+        bias_input = b_max / magnitude if b_max > 0 else 1.0
+        scale = conductance_per_weight_s or choose_scale(values, usable, magnitude, density_std=density_std)
+        aug = augmented_matrix(layer.matrix, layer.bias, bias_input) * scale
+        indices = tuple(t for t, tile in enumerate(tiles) if tile.layer == k)
+        for t in indices:
+            target = aug[tiles[t].inputs, tiles[t].outputs]
+            tile_values, _, tile_usable = model.pool(tiles[t])
+            check_reach(tile_values, tile_usable, target.ravel(), layer=k)
+            targets.append(target)
+        layers.append(LayerMapping(k, scale, bias_input, magnitude, indices))
+    return NetworkMapping(tuple(tiles), tuple(targets), tuple(layers))
 
 
 def masks_from_selection(selection: np.ndarray, rows: int, pairs: int) -> np.ndarray:

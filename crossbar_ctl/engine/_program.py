@@ -20,24 +20,26 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from crossbar_ctl.engine._mapping import masks_from_selection, pair_pool, row_voltages, selection_from_masks
-from crossbar_ctl.engine._plan import (
+from crossbar_ctl.engine._mapping import (
     ArrayModel,
-    PlanOptions,
-    ProgramRecord,
+    Tile,
+    masks_from_selection,
+    pair_transfer,
+    row_voltages,
+    selection_from_masks,
+)
+from crossbar_ctl.engine._plan import PlanOptions, ProgramRecord, SwitchPlan, utc_now
+from crossbar_ctl.engine._predistort import MAX_SIDE_BRANCHES
+from crossbar_ctl.engine._solve import (
     Solver,
-    SwitchPlan,
     array_response,
     array_transfer,
     default_solver,
     gains,
-    pair_transfer,
     refine_tile,
     side_tables,
-    solve_tile,
-    utc_now,
+    solve_pools,
 )
-from crossbar_ctl.engine._predistort import MAX_SIDE_BRANCHES
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import CrossbarError, EngineError
 
@@ -161,8 +163,8 @@ def measure_transfer(lab: Any, cell_s: np.ndarray, *, repeats: int, limits: dict
     return transfer.mean(axis=0), noise
 
 
-def _pair_sigma(model: ArrayModel, tile, selection: np.ndarray, gain: np.ndarray, noise_s: float) -> np.ndarray:
-    _, sigma, _ = pair_pool(model.conductance_s, model.sigma_s, model.usable, tile, gain=gain)
+def _pair_sigma(model: ArrayModel, tile: Tile, selection: np.ndarray, gain: np.ndarray, noise_s: float) -> np.ndarray:
+    _, sigma, _ = model.pool(tile, gain)
     calibration = np.sum(np.where(selection, sigma, 0.0) ** 2, axis=1)
     return np.sqrt(calibration + 2 * noise_s**2)
 
@@ -249,14 +251,14 @@ def program_plan(lab: Any, plan: SwitchPlan, model: ArrayModel, *, options: Prog
     return SwitchPlan(plan.header.model_copy(update={"program": record}), arrays)
 
 
-def _full_masks(model: ArrayModel, tile, selection: np.ndarray) -> np.ndarray:
+def _full_masks(model: ArrayModel, tile: Tile, selection: np.ndarray) -> np.ndarray:
     rows, cols, _ = model.geometry
     full = np.zeros((rows, cols), dtype=np.uint64)
     full[: tile.rows, : 2 * tile.pairs] = masks_from_selection(selection, tile.rows, tile.pairs)
     return full
 
 
-def _correct(model: ArrayModel, plan: SwitchPlan, tile, target: np.ndarray, selection: np.ndarray,
+def _correct(model: ArrayModel, plan: SwitchPlan, tile: Tile, target: np.ndarray, selection: np.ndarray,
              cell: np.ndarray, measured: np.ndarray, gain: np.ndarray, off: np.ndarray, *,
              solver: Solver, max_closed: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Re-solve the cells that are off; returns the new selection and its predicted pair outputs.
@@ -274,7 +276,7 @@ def _correct(model: ArrayModel, plan: SwitchPlan, tile, target: np.ndarray, sele
                                         branches=branches, locality=plan.header.options.locality)
         move = off & (np.abs(predicted - target) < np.abs(measured_pair - target))
         return np.where(move[:, None], chosen, selection), np.where(move, predicted, measured_pair)
-    new = solve_tile(model, tile, target.reshape(tile.rows, tile.pairs), gain=gain, solver=solver,
+    new = solve_pools(model, tile, target.reshape(tile.rows, tile.pairs), gain=gain, solver=solver,
                      max_closed=max_closed, cells=off, previous=selection)
     cell_new = model.cell_conductance_s(masks_from_selection(new, tile.rows, tile.pairs))
     return new, pair_transfer(cell_new * gain).ravel()
@@ -284,7 +286,7 @@ def _rms(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(a**2)))
 
 
-def _measure(lab: Any, model: ArrayModel, tile, selection: np.ndarray, target: np.ndarray,
+def _measure(lab: Any, model: ArrayModel, tile: Tile, selection: np.ndarray, target: np.ndarray,
              options: ProgramOptions, limits: dict[str, float]):
     """Load a tile's selection and measure it: cell conductances, transfer, pair residual, noise."""
     rows, cols, _ = model.geometry
@@ -297,7 +299,7 @@ def _measure(lab: Any, model: ArrayModel, tile, selection: np.ndarray, target: n
     return cell, measured, pair_transfer(measured).ravel() - target, noise
 
 
-def _selection(masks: np.ndarray, tile, branches: int) -> np.ndarray:
+def _selection(masks: np.ndarray, tile: Tile, branches: int) -> np.ndarray:
     closed = selection_from_masks(masks, branches)  # (rows, 2P, n)
     plus, minus = closed[:, 0::2], closed[:, 1::2]
     return np.concatenate([plus, minus], axis=-1).reshape(tile.rows * tile.pairs, 2 * branches)

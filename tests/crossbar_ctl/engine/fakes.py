@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from crossbar_ctl.engine._plan import ArrayModel, CalibrationRef
+from crossbar_ctl.engine._mapping import ArrayModel, CalibrationRef
 from calibration import TwinParameters
 from crossbar_ctl.engine._twin import twin_transfer
 

@@ -54,7 +54,7 @@ def test_no_iterations_when_the_model_is_right():
 
 
 def test_programmed_plan_predicts_the_masks_it_keeps():
-    from crossbar_ctl.engine._plan import array_transfer
+    from crossbar_ctl.engine._solve import array_transfer
 
     model = array_model(branches=6, wire_ohm=10.0, sense_ohm=20.0)
     wrong_wires = TwinParameters(row_wire_resistance_ohm=14.0, col_wire_resistance_ohm=14.0,

@@ -8,6 +8,7 @@ from crossbar_ctl.engine._mapping import (
     augmented_matrix,
     check_reach,
     choose_scale,
+    map_network,
     masks_from_selection,
     pair_pool,
     plan_tiles,
@@ -98,3 +99,26 @@ def test_row_voltages_respect_every_limit_and_scale_back():
     assert np.all(np.sum(np.abs(v) @ g, axis=1) <= 0.9 * 5e-4 * (1 + 1e-12))
     np.testing.assert_allclose(v, x * per_unit[:, None])
     assert per_unit[2] == 0.0 and np.all(per_unit[[0, 1, 3, 4, 5]] > 0)
+
+
+def test_map_network_targets_reassemble_the_scaled_augmented_matrices():
+    from crossbar_ctl.engine._network import build_network
+    from tests.crossbar_ctl.engine.fakes import array_model
+
+    rng = np.random.default_rng(5)
+    network = build_network([rng.normal(size=(5, 7)), rng.normal(size=(3, 5))],
+                            [0.3 * rng.normal(size=5), np.zeros(3)], ["relu", "none"],
+                            input_shape=None, strides=[1, 1], paddings=[0, 0], name="m")
+    mapping = map_network(network, array_model(), density_std=1.25)
+    # 7 inputs + bias on 6 rows, 5 outputs on 4 pairs: 2 x 2 tiles; then 5 + bias x 3: one tile
+    assert [m.tiles for m in mapping.layers] == [(0, 1, 2, 3), (4,)]
+    for layer, mapped in zip(network.layers, mapping.layers):
+        assert mapped.magnitude == np.max(np.abs(layer.weight))
+        assert mapped.bias_input == (np.max(np.abs(layer.bias)) / mapped.magnitude or 1.0)
+        aug = np.full((layer.matrix.shape[1] + 1, layer.matrix.shape[0]), np.nan)
+        for t in mapped.tiles:
+            aug[mapping.tiles[t].inputs, mapping.tiles[t].outputs] = mapping.targets_s[t]
+        x = rng.normal(size=(4, layer.matrix.shape[1]))
+        x_aug = np.hstack([x, np.full((4, 1), mapped.bias_input)])
+        np.testing.assert_allclose(x_aug @ aug / mapped.conductance_per_weight_s,
+                                   x @ layer.matrix.T + layer.bias, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,196 @@
+"""Solving, the second stage of a plan: a tile's target conductances become branch selections.
+
+:func:`solve_tile` takes one tile of a :class:`crossbar_ctl.engine._mapping.NetworkMapping` and
+solves one signed subset-sum per differential pair over the measured pools (faulty branches
+excluded, stuck-closed ones subtracted from the target). With wire resistance in the fitted twin it
+pre-distorts, so that the twin's outputs, not just the cells, match the targets: a solve with every
+cell's pool weighted by the share of its conductance that reaches its column (``T / G``), then
+rounds of local pair refinement on the twin's linearised response
+(:mod:`crossbar_ctl.engine._predistort`). The closed loop (:mod:`crossbar_ctl.engine._program`)
+re-solves with the same functions on measured responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from crossbar_ctl.engine._mapping import ArrayModel, Tile, masks_from_selection, pair_transfer
+from crossbar_ctl.engine._predistort import MAX_SIDE_BRANCHES, refine_pairs, subset_sums, twin_response
+from crossbar_ctl.engine._twin import is_ideal, twin_transfer
+
+if TYPE_CHECKING:
+    from calibration import TwinParameters
+
+__all__ = [
+    "Solver", "TileSolution", "array_response", "array_transfer", "default_solver", "gains", "refine_tile",
+    "side_tables", "solve_pools", "solve_tile",
+]
+
+Solver = Callable[..., object]
+
+
+def default_solver() -> Solver:
+    from crossbar_ctl.optimizer import solve_subset_sum
+
+    return solve_subset_sum
+
+
+@dataclass(frozen=True)
+class TileSolution:
+    """One tile solved.
+
+    Attributes
+    ----------
+    selection : ndarray (cells, 2 branches) of bool
+        Closed branches per pair (plus cell's, then minus cell's).
+    masks : ndarray uint64 (tile.rows, 2 tile.pairs)
+    cell_s : ndarray (tile.rows, 2 tile.pairs)
+        Predicted cell conductances.
+    predicted_s : ndarray (tile.rows, 2 tile.pairs)
+        The twin's transfer of these cells (the cells themselves without a twin).
+    quantization_s : ndarray (cells,)
+        The bare subset-sum error of the first solve, before pre-distortion, siemens.
+    """
+
+    selection: np.ndarray
+    masks: np.ndarray
+    cell_s: np.ndarray
+    predicted_s: np.ndarray
+    quantization_s: np.ndarray
+
+
+def solve_pools(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, gain: np.ndarray | None,
+                solver: Solver, max_closed: int | None,
+                cells: np.ndarray | None = None, previous: np.ndarray | None = None) -> np.ndarray:
+    """The optimizer on a tile's pair pools; returns the selection ``bool (cells, 2 n)``.
+
+    With ``gain`` ``(tile.rows, 2 tile.pairs)`` each cell's pool is weighted by it. With ``cells``
+    (bool per cell) only those are re-solved; the rest keep ``previous``.
+    """
+    values, sigma, usable = model.pool(tile, gain)
+    target = target_s.ravel() - model.forced_pair_s(tile, gain)
+    if cells is None:
+        return np.asarray(solver(values, target, sigma_s=sigma, usable=usable, max_closed=max_closed).mask)
+    selection = previous.copy()
+    if np.any(cells):
+        result = solver(values[cells], target[cells], sigma_s=sigma[cells], usable=usable[cells],
+                        max_closed=max_closed)
+        selection[cells] = np.asarray(result.mask)
+    return selection
+
+
+def gains(transfer_s: np.ndarray, cell_s: np.ndarray) -> np.ndarray:
+    """Share of each cell's conductance that reaches its column, ``T / G`` (column median where G = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(cell_s > 0, transfer_s / cell_s, np.nan)
+    fill = np.nanmedian(np.where(np.isnan(ratio).all(axis=0), 1.0, ratio), axis=0)
+    return np.where(np.isnan(ratio), fill, ratio)
+
+
+def array_conductance_s(model: ArrayModel, cell_s: np.ndarray) -> np.ndarray:
+    """The whole array's cells, ``(rows, cols)``: a tile's cells at the top-left, elsewhere only
+    the branches that conduct whatever the masks say (stuck closed)."""
+    full = model.cell_conductance_s(np.zeros(model.geometry[:2], dtype=np.uint64))
+    full[: cell_s.shape[0], : cell_s.shape[1]] = cell_s
+    return full
+
+
+def array_transfer(model: ArrayModel, twin: TwinParameters | None, cell_s: np.ndarray) -> np.ndarray:
+    """The twin's transfer of a tile's cells placed at the array's top-left, ``(rows, 2 pairs)``."""
+    full = twin_transfer(twin, array_conductance_s(model, cell_s))
+    return full[: cell_s.shape[0], : cell_s.shape[1]]
+
+
+def array_response(model: ArrayModel, twin: TwinParameters, cell_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The twin's transfer and its slope ``dT/dG`` for a tile's cells, ``(rows, 2 pairs)`` each."""
+    transfer, slope = twin_response(twin, array_conductance_s(model, cell_s))
+    block = (slice(0, cell_s.shape[0]), slice(0, cell_s.shape[1]))
+    return transfer[block], slope[block]
+
+
+def side_tables(model: ArrayModel, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """Subset conductances of every plus and minus cell of a tile, ``(cells, 2**n)`` each."""
+    block = (slice(0, tile.rows), slice(0, 2 * tile.pairs))
+    g, usable = model.conductance_s[block], model.usable[block]
+    forced = np.zeros(g.shape[:2]) if model.forced is None else np.sum(
+        np.where(model.forced[block], np.nan_to_num(g), 0.0), axis=-1)
+    n = g.shape[-1]
+    tables = []
+    for side in (0, 1):
+        sums = subset_sums(g[:, side::2].reshape(-1, n), usable[:, side::2].reshape(-1, n))
+        tables.append(sums + forced[:, side::2].reshape(-1, 1))
+    return tables[0], tables[1]
+
+
+def refine_tile(tables: tuple[np.ndarray, np.ndarray], target_s: np.ndarray, cell_s: np.ndarray,
+                transfer_s: np.ndarray, slope: np.ndarray, *, branches: int,
+                locality: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair's best selection under the response linearised at ``(cell_s, transfer_s, slope)``.
+
+    Returns
+    -------
+    selection : ndarray (cells, 2 n) of bool
+    predicted_s : ndarray (cells,)
+        The linearised pair outputs of that selection.
+    """
+    sides = [{"sums": sums, "g0": cell_s[:, k::2].ravel(), "t0": transfer_s[:, k::2].ravel(),
+              "slope": slope[:, k::2].ravel()} for k, sums in enumerate(tables)]
+    plus, minus, predicted = refine_pairs(target_s, sides[0], sides[1], locality=locality)
+    bits = np.arange(branches)
+    selection = np.concatenate([(plus[:, None] >> bits) & 1, (minus[:, None] >> bits) & 1], axis=1)
+    return selection.astype(bool), predicted
+
+
+def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, twin: TwinParameters | None,
+               solver: Solver, max_closed: int | None = None, iterations: int = 12,
+               locality: float = 0.001) -> TileSolution:
+    """Solve a tile's pairs for their targets; with a non-ideal twin, pre-distort against its outputs.
+
+    The optimizer solves the bare pools; with a twin, once more with each cell's pool weighted by
+    its gain ``T / G`` in that configuration, then :func:`refine_tile` refines every pair on the
+    twin's linearised response for up to ``iterations`` rounds (with small enough side tables and
+    no ``max_closed``), keeping the best round.
+
+    Parameters
+    ----------
+    target_s : ndarray (tile.rows, tile.pairs)
+        Target pair transfers, siemens.
+    twin : TwinParameters or None
+        ``None`` (or an ideal twin): solve for the bare cells.
+    locality : float
+        Refinement penalty, siemens of output error per siemens of conductance moved.
+    """
+    values, _, _ = model.pool(tile)
+    target = target_s.ravel()
+    selection = solve_pools(model, tile, target_s, gain=None, solver=solver, max_closed=max_closed)
+    quantization = np.sum(np.where(selection, values, 0.0), axis=1) + model.forced_pair_s(tile) - target
+    masks = masks_from_selection(selection, tile.rows, tile.pairs)
+    cell_s = model.cell_conductance_s(masks)
+    predicted_s = array_transfer(model, twin, cell_s)
+    if is_ideal(twin):
+        return TileSolution(selection, masks, cell_s, predicted_s, quantization)
+    selection = solve_pools(model, tile, target_s, gain=gains(predicted_s, cell_s), solver=solver,
+                            max_closed=max_closed)
+    branches = model.geometry[2]
+    refine = branches <= MAX_SIDE_BRANCHES and max_closed is None
+    tables = side_tables(model, tile) if refine else None
+    best = None
+    for round_ in range(iterations + 1):
+        masks = masks_from_selection(selection, tile.rows, tile.pairs)
+        cell_s = model.cell_conductance_s(masks)
+        transfer, slope = array_response(model, twin, cell_s)
+        residual = pair_transfer(transfer).ravel() - target
+        rms = float(np.sqrt(np.mean(residual**2)))
+        if best is None or rms < best[0]:
+            best = (rms, TileSolution(selection, masks, cell_s, transfer, quantization))
+        if not refine or round_ == iterations:
+            break
+        chosen, predicted = refine_tile(tables, target, cell_s, transfer, slope, branches=branches,
+                                        locality=locality)
+        move = np.abs(predicted - target) < np.abs(residual)
+        selection = np.where(move[:, None], chosen, selection)
+    return best[1]
