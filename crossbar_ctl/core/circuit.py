@@ -14,7 +14,14 @@ Topology (``rows x cols`` cells)::
     c(rows-1,j) --(Rc + Rsense)-- column terminal j (held at col_voltage_v[j], default 0 V)
 
 A line that is not connected floats: its terminal is open. Zero resistances are handled exactly
-by merging the nodes they join (never a huge conductance). Nodes that cannot reach any held
+by merging the nodes they join (never a huge conductance); so is every series element (row or
+column wire segment, sense resistance) below ``MERGE_RATIO`` (1e-11) times the smallest cell
+resistance ``1 / max(conductance_s)`` (1e-8 ohm beside 1 kOhm: no real wire). A float64
+factorisation of wires that much stiffer than the cells is ill-conditioned, numerically singular
+below ~1e-16 (SuperLU stops). Merging errs by ~ratio * line length; solving by more as the ratio
+falls, most with floating lines. At the threshold both stay below ~2e-9 of the largest current
+(measured on 3x4 to 32x32 arrays with floating lines; merging 5e-9 at 64x64); well above it
+the solver is exact to ~1e-16, well below it merging is. Nodes that cannot reach any held
 terminal (a floating island) carry no current; their voltage is undefined (NaN). Besides the
 terminal voltages, a solve may inject currents into any row or column node (ideal current
 sources from ground), which gives the response of the array to a port inside it.
@@ -36,7 +43,9 @@ exact rational arithmetic to ~1e-16 relative on small cases, at about twice the 
 
 Rows are driven at column index 0; columns are sensed at row index ``rows - 1``. Terminal
 currents are summed from the cell currents of each line (KCL), which keeps them accurate when the
-wire drops are tiny (a source segment's current is a difference of near-equal voltages). Solves
+wire drops are tiny (a source segment's current is a difference of near-equal voltages); on a line
+whose terminal element outweighs its cells (``R * sum of the line's conductances > 1``, large
+wires) the cells' drops are the tiny ones, and the current is the terminal element's. Solves
 work batch-first, ``(batch, rows, cols)``: LAPACK's column-major order for the line solves and
 SuperLU. Dense work runs on one BLAS thread (see :class:`_OneBlasThread`).
 """
@@ -55,7 +64,12 @@ import scipy.sparse.linalg as spla
 
 from crossbar_ctl.core.errors import ConfigError
 
-__all__ = ["CircuitSolution", "CrossbarCircuit"]
+__all__ = ["MERGE_RATIO", "CircuitSolution", "CrossbarCircuit", "merge_threshold_ohm"]
+
+# A series element below MERGE_RATIO / max(conductance_s) ohm is ideal (its nodes merge): about
+# where merging (error ~ratio * line length) and solving (error grows as the ratio falls, most with
+# floating lines) err alike, worst case over 3x4 to 32x32 arrays (module docstring).
+MERGE_RATIO = 1e-11
 
 # The structured solver keeps one dense cols x cols block per row: beyond this, use sparse.
 _STRUCTURED_MAX_BYTES = 2**30
@@ -131,6 +145,24 @@ def _resistance(name: str, value: float) -> float:
     return value
 
 
+def merge_threshold_ohm(conductance_s) -> float:
+    """Resistance below which a series element of this array is ideal (its nodes merge), ohm.
+
+    Parameters
+    ----------
+    conductance_s : array_like, float
+        Cell conductances, S (or any bound on the largest one).
+
+    Returns
+    -------
+    float
+        ``MERGE_RATIO / max(conductance_s)``; ``inf`` without a conducting cell (no current
+        flows in any wire, so merging is exact).
+    """
+    largest_s = float(np.max(conductance_s, initial=0.0))
+    return MERGE_RATIO / largest_s if largest_s > 0 else np.inf
+
+
 def _mask(name: str, value, size: int) -> np.ndarray:
     if value is None:
         return np.ones(size, dtype=bool)
@@ -181,6 +213,13 @@ class CrossbarCircuit:
     method : {"auto", "structured", "sparse"}
         Solver; ``auto`` takes ``structured`` whenever it applies.
 
+    Attributes
+    ----------
+    row_wire_resistance_ohm, col_wire_resistance_ohm, sense_resistance_ohm : float
+        The resistances as solved: 0 where the given value is below ``merge_threshold_ohm``.
+    merge_threshold_ohm : float
+        ``MERGE_RATIO / max(conductance_s)``, ohm (:func:`merge_threshold_ohm`).
+
     Raises
     ------
     ConfigError
@@ -207,11 +246,14 @@ class CrossbarCircuit:
         self.rows, self.cols = g.shape
         self.conductance_s = g
         self.conductance_s.flags.writeable = False
-        self.row_wire_resistance_ohm = _resistance("row_wire_resistance_ohm",
-                                                   row_wire_resistance_ohm)
-        self.col_wire_resistance_ohm = _resistance("col_wire_resistance_ohm",
-                                                   col_wire_resistance_ohm)
-        self.sense_resistance_ohm = _resistance("sense_resistance_ohm", sense_resistance_ohm)
+        # Every series element is either ideal (0: merged) or >= the threshold, sums included.
+        self.merge_threshold_ohm = merge_threshold_ohm(g)
+        self.row_wire_resistance_ohm, self.col_wire_resistance_ohm, self.sense_resistance_ohm = (
+            value if value >= self.merge_threshold_ohm else 0.0
+            for value in (_resistance("row_wire_resistance_ohm", row_wire_resistance_ohm),
+                          _resistance("col_wire_resistance_ohm", col_wire_resistance_ohm),
+                          _resistance("sense_resistance_ohm", sense_resistance_ohm))
+        )
         self.row_connected = _mask("row_connected", row_connected, self.rows)
         self.col_connected = _mask("col_connected", col_connected, self.cols)
         if method not in ("auto", "structured", "sparse"):
@@ -239,6 +281,10 @@ class CrossbarCircuit:
                                       "at working precision; use method='sparse'", key="method")
         self._sparse = _SparseSolver(self) if self._structured is None else None
         self.method = "structured" if self._structured is not None else "sparse"
+        # Lines whose terminal element outweighs their cells: current from its drop (see solve).
+        end_ohm = self.col_wire_resistance_ohm + self.sense_resistance_ohm
+        self._row_by_wire = self.row_connected & (self.row_wire_resistance_ohm * g.sum(axis=1) > 1)
+        self._col_by_wire = self.col_connected & (end_ohm * g.sum(axis=0) > 1)
 
     def solve(self, row_voltage_v, col_voltage_v=None, *, row_node_current_a=None,
               col_node_current_a=None) -> CircuitSolution:
@@ -305,6 +351,14 @@ class CrossbarCircuit:
             col_sum = col_sum + injected[1].sum(axis=1)
         row_current = np.where(self.row_connected, row_sum, 0.0)
         col_current = np.where(self.col_connected, col_sum, 0.0)
+        # Large terminal elements: the cells' drops are the near-equal voltages, not the wire's.
+        if self._row_by_wire.any():
+            rows = self._row_by_wire
+            row_current[:, rows] = (vr[:, rows] - row_node[:, rows, 0]) / self.row_wire_resistance_ohm
+        if self._col_by_wire.any():
+            cols = self._col_by_wire
+            end_ohm = self.col_wire_resistance_ohm + self.sense_resistance_ohm
+            col_current[:, cols] = (col_node[:, -1, cols] - vc[:, cols]) / end_ohm
         return CircuitSolution(row_current, col_current, row_node, col_node)
 
     def _residual(self, row_node: np.ndarray, col_node: np.ndarray, vr: np.ndarray,

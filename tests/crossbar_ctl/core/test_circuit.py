@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossbar_ctl.core.circuit import CrossbarCircuit
+from crossbar_ctl.core.circuit import MERGE_RATIO, CrossbarCircuit, merge_threshold_ohm
 from crossbar_ctl.core.errors import ConfigError
 
 
@@ -251,6 +251,104 @@ def test_exact_oracle_on_the_reported_case():
             currents = np.concatenate([solution.row_current_a[b], solution.col_current_a[b]])
             exact = np.concatenate([row_ref, col_ref])
             assert relative_error(currents, exact) <= 1e-14
+
+
+def series_wires(element, ohm):
+    """(row wire, column wire, sense) with one element (or all) at ``ohm``, the others normal."""
+    return {"row": (ohm, 0.7, 10.0), "col": (0.5, ohm, 10.0), "sense": (0.5, 0.7, ohm),
+            "all": (ohm, ohm, ohm)}[element]
+
+
+@pytest.mark.parametrize("method", ["auto", "sparse"])
+@pytest.mark.parametrize("element", ["row", "col", "sense", "all"])
+@pytest.mark.parametrize("ohm", [0.0, 5e-324, 1e-300, 1e-16, 1e-9, 0.5, 1e6])
+def test_series_resistance_from_zero_to_large(ohm, element, method):
+    """Any series element from exactly 0 through subnormal and tiny to large solves, as exactly as
+    the oracle can tell, except a merged one (below MERGE_RATIO / max G): off by ~ratio * line."""
+    rng = np.random.default_rng(11)
+    g, row_connected, col_connected = random_case(rng, 3, 4)  # floating lines too
+    rr, rc, rs = series_wires(element, ohm)
+    circuit = CrossbarCircuit(
+        g, row_wire_resistance_ohm=rr, col_wire_resistance_ohm=rc, sense_resistance_ohm=rs,
+        row_connected=row_connected, col_connected=col_connected, method=method,
+    )
+    vr = rng.normal(size=(2, 3))
+    vc = rng.normal(scale=0.1, size=(2, 4))
+    solution = circuit.solve(vr, vc)
+    ratio = ohm * g.max()
+    # 1e-9 ohm is 1.1e-12 of the smallest cell resistance: merged, off by up to ratio * 7 cells
+    # (measured 1.5e-12 to 6.3e-12); 1e-16 and below err by < 1e-18.
+    merged = 0 < ratio < MERGE_RATIO
+    bound = max(1e-13, ratio * sum(g.shape)) if merged else 1e-13
+    for b in range(2):
+        oracle = exact_nodal if rr > 0 and rc > 0 else dense_mna  # exact needs resistive wires
+        row_ref, col_ref = oracle(g, rr, rc, rs, row_connected, col_connected, vr[b], vc[b])
+        scale = max(np.abs(row_ref).max(), np.abs(col_ref).max())
+        assert np.max(np.abs(solution.row_current_a[b] - row_ref)) <= bound * scale
+        assert np.max(np.abs(solution.col_current_a[b] - col_ref)) <= bound * scale
+
+
+def test_merged_elements_are_reported_as_zero():
+    g = np.full((3, 4), 1e-3)
+    assert merge_threshold_ohm(g) == MERGE_RATIO / 1e-3
+    below, above = 0.99 * MERGE_RATIO / 1e-3, 1.01 * MERGE_RATIO / 1e-3
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=above, col_wire_resistance_ohm=below,
+                              sense_resistance_ohm=below)
+    assert circuit.merge_threshold_ohm == MERGE_RATIO / 1e-3
+    assert circuit.row_wire_resistance_ohm == above
+    assert circuit.col_wire_resistance_ohm == circuit.sense_resistance_ohm == 0.0
+    # No conducting cell: no current anywhere, every wire merges exactly.
+    assert merge_threshold_ohm(np.zeros((2, 2))) == np.inf
+    empty = CrossbarCircuit(np.zeros((2, 2)), row_wire_resistance_ohm=1e-300,
+                            col_wire_resistance_ohm=1.0)
+    assert empty.row_wire_resistance_ohm == empty.col_wire_resistance_ohm == 0.0
+    assert np.all(empty.solve([1.0, -1.0]).col_current_a == 0)
+
+
+def test_wire_fitted_at_5e_16_ohm_solves():
+    """The case that stopped a calibration: a twin fit's column wire of 5e-16 ohm made SuperLU
+    stop with 'Factor is exactly singular'. Merged, it agrees with the 0-ohm circuit."""
+    g = np.array([[9.3127e-5], [1.156e-4], [1.7146e-4], [1.1058e-4]])
+    v = np.eye(4)
+    kwargs = dict(row_wire_resistance_ohm=0.5596, sense_resistance_ohm=10.923)
+    tiny = CrossbarCircuit(g, col_wire_resistance_ohm=5.135e-16, **kwargs).solve(v)
+    ideal = CrossbarCircuit(g, col_wire_resistance_ohm=0.0, **kwargs).solve(v)
+    np.testing.assert_array_equal(tiny.col_current_a, ideal.col_current_a)
+    for b in range(4):
+        row_ref, col_ref = exact_nodal(g, 0.5596, 5.135e-16, 10.923, [True] * 4, [True], v[b],
+                                       np.zeros(1))
+        assert relative_error(tiny.col_current_a[b], col_ref) <= 1e-15
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_just_above_the_merge_threshold_is_solved_within_its_bound(seed):
+    """The worst side of the threshold: wires 1.01 * MERGE_RATIO of the smallest cell resistance
+    with floating lines (ill-conditioned, solved): within the documented ~2e-9."""
+    rng = np.random.default_rng([seed, 3, 4])
+    g, row_connected, col_connected = random_case(rng, 3, 4)
+    ohm = 1.01 * MERGE_RATIO / g.max()
+    vr, vc = rng.normal(size=3), rng.normal(scale=0.1, size=4)
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=ohm, col_wire_resistance_ohm=ohm,
+                              sense_resistance_ohm=10.0, row_connected=row_connected,
+                              col_connected=col_connected)
+    assert circuit.col_wire_resistance_ohm == ohm  # solved, not merged
+    solution = circuit.solve(vr, vc)
+    row_ref, col_ref = exact_nodal(g, ohm, ohm, 10.0, row_connected, col_connected, vr, vc)
+    currents = np.concatenate([solution.row_current_a[0], solution.col_current_a[0]])
+    assert relative_error(currents, np.concatenate([row_ref, col_ref])) <= 2e-9
+
+
+@pytest.mark.parametrize("ohm", [1e-300, 1e-16, 1e-12])
+def test_tiny_wires_on_a_large_array(ohm):
+    """16x16 with floating lines: tiny wires merge, as 0 ohm does."""
+    rng = np.random.default_rng(16)
+    g, row_connected, col_connected = random_case(rng, 16, 16)
+    v = rng.normal(size=(3, 16))
+    kwargs = dict(sense_resistance_ohm=10.0, row_connected=row_connected,
+                  col_connected=col_connected)
+    tiny = CrossbarCircuit(g, row_wire_resistance_ohm=ohm, col_wire_resistance_ohm=ohm, **kwargs)
+    ideal = CrossbarCircuit(g, row_wire_resistance_ohm=0.0, col_wire_resistance_ohm=0.0, **kwargs)
+    np.testing.assert_array_equal(tiny.solve(v).col_current_a, ideal.solve(v).col_current_a)
 
 
 @pytest.mark.parametrize("method", ["auto", "sparse"])
