@@ -353,8 +353,8 @@ class CrossbarCircuit:
         col_current = np.where(self.col_connected, col_sum, 0.0)
         # Large terminal elements: the cells' drops are the near-equal voltages, not the wire's.
         if self._row_by_wire.any():
-            rows = self._row_by_wire
-            row_current[:, rows] = (vr[:, rows] - row_node[:, rows, 0]) / self.row_wire_resistance_ohm
+            rows, row_ohm = self._row_by_wire, self.row_wire_resistance_ohm
+            row_current[:, rows] = (vr[:, rows] - row_node[:, rows, 0]) / row_ohm
         if self._col_by_wire.any():
             cols = self._col_by_wire
             end_ohm = self.col_wire_resistance_ohm + self.sense_resistance_ohm
