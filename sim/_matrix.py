@@ -117,7 +117,11 @@ class SimSwitchMatrix(ScpiDevice):
         return inp, out
 
     def channels(self, text: str) -> list[tuple[int, int]]:
-        """Parse ``(@...)`` into (input, output) pairs, in order; SCPI errors as the instrument."""
+        """Parse ``(@...)`` into (input, output) pairs, in order; SCPI errors as the instrument.
+
+        Ranges that expand to more channels than the matrix has are -223 Too much data, so one
+        line cannot expand into millions of pairs.
+        """
         match = _CHANNEL_LIST.fullmatch(text.strip())
         if match is None:
             raise ScpiError(-104)
@@ -134,6 +138,8 @@ class SimSwitchMatrix(ScpiDevice):
             if a[0] > b[0] or a[1] > b[1]:
                 raise ScpiError(-222)
             pairs.extend((i, o) for i in range(a[0], b[0] + 1) for o in range(a[1], b[1] + 1))
+            if len(pairs) > self.INPUTS * self.outputs:  # only repeats make a list this long
+                raise ScpiError(-223)
         return pairs
 
     def _name(self, channel: tuple[int, int]) -> str:

@@ -29,6 +29,7 @@ therefore always reads 0).
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import threading
 from collections import deque
@@ -65,6 +66,7 @@ SCPI_ERRORS: dict[int, str] = {
     -112: "Program mnemonic too long",
     -113: "Undefined header",
     -120: "Numeric data error",
+    -123: "Exponent too large",
     -131: "Invalid suffix",
     -141: "Invalid character data",
     -150: "String data error",
@@ -73,6 +75,7 @@ SCPI_ERRORS: dict[int, str] = {
     -222: "Data out of range",
     -223: "Too much data",
     -224: "Illegal parameter value",
+    -225: "Out of memory",
     -230: "Data corrupt or stale",
     -240: "Hardware error",
     -350: "Queue overflow",
@@ -230,7 +233,19 @@ class LineDevice:
 # Parameter types: each converts the text of one parameter or raises the SCPI error
 # --------------------------------------------------------------------------------------------
 
-_NRF = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NRF = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE]([+-]?\d+))?")
+_MAX_EXPONENT = 32000  # IEEE 488.2 7.7.2.4.1: a larger exponent magnitude is -123
+
+
+def _decimal(match: re.Match[str]) -> float:
+    """The value of a matched NRf: -123 for an exponent beyond 32000, -222 if it overflows."""
+    exponent = match.group(1)
+    if exponent is not None and abs(int(exponent)) > _MAX_EXPONENT:
+        raise ScpiError(-123)
+    value = float(match.group())
+    if not math.isfinite(value):
+        raise ScpiError(-222)
+    return value
 _PREFIX = {"": 1.0, "P": 1e-12, "N": 1e-9, "U": 1e-6, "M": 1e-3, "K": 1e3}
 _KEYWORDS = {"MIN": "min", "MINIMUM": "min", "MAX": "max", "MAXIMUM": "max", "DEF": "default",
              "DEFAULT": "default"}
@@ -241,7 +256,8 @@ class Number:
     """A decimal number (NRf) within ``[minimum, maximum]``, or ``MIN``/``MAX``/``DEF``.
 
     An optional suffix in ``unit`` with a prefix (``P N U M K``) scales it: ``10mV`` is 0.01.
-    Not a number: -104 Data type error; bad suffix: -131; outside the bounds: -222.
+    Not a number: -104 Data type error; bad suffix: -131; an exponent beyond 32000: -123;
+    outside the bounds, or beyond the float range (``1e999``): -222.
     """
 
     minimum: float
@@ -259,7 +275,7 @@ class Number:
         match = _NRF.match(text)
         if match is None:
             raise ScpiError(-104)
-        value = float(match.group())
+        value = _decimal(match)
         suffix = upper[match.end():].strip()
         if suffix:
             unit = self.unit.upper()
@@ -284,15 +300,16 @@ class Integer:
 
 @dataclass(frozen=True)
 class Boolean:
-    """``ON``/``OFF`` or a number (non-zero after rounding is ON); else -224."""
+    """``ON``/``OFF`` or a number (non-zero after rounding is ON); else -224 (``1e999``: -222)."""
 
     def __call__(self, text: str) -> bool:
         upper = text.upper()
         if upper in ("ON", "OFF"):
             return upper == "ON"
-        if _NRF.fullmatch(text) is None:
+        match = _NRF.fullmatch(text)
+        if match is None:
             raise ScpiError(-224)
-        return round(float(text)) != 0
+        return round(_decimal(match)) != 0
 
 
 class Choice:
@@ -345,6 +362,7 @@ class _Command:
     params: tuple[Callable[[str], Any], ...]
     required: int
     repeat_last: int  # how many times the last parameter type may repeat (1: no repetition)
+    bind: tuple[Any, ...] = ()  # leading arguments fixed by the header (``CURR`` in the path)
 
 
 def scpi(
@@ -352,6 +370,7 @@ def scpi(
     *params: Callable[[str], Any],
     required: int | None = None,
     repeat_last: int = 1,
+    bind: tuple[Any, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a method as the handler of one SCPI header.
 
@@ -367,12 +386,16 @@ def scpi(
         How many parameters are mandatory (default: all); the handler supplies defaults.
     repeat_last : int
         The last converter applies to up to this many trailing parameters (lists of values).
+    bind : tuple
+        Arguments passed before the parameters: one handler serves several headers
+        (``:SENSe:CURRent:NPLC`` and ``:SENSe:VOLTage:NPLC`` with ``bind=("CURR",)`` and
+        ``bind=("VOLT",)``).
     """
 
     def mark(func: Callable[..., Any]) -> Callable[..., Any]:
         func.__dict__.setdefault("_scpi_patterns", []).append(
             (pattern, _Command(func.__name__, params, len(params) if required is None else required,
-                               repeat_last))
+                               repeat_last, tuple(bind)))
         )
         return func
 
@@ -542,7 +565,7 @@ class ScpiDevice(LineDevice):
         if len(args) > limit:
             raise ScpiError(-223 if command.repeat_last > 1 else -108)
         values = [params[min(index, len(params) - 1)](arg) for index, arg in enumerate(args)]
-        reply = getattr(self, command.name)(*values)
+        reply = getattr(self, command.name)(*command.bind, *values)
         if query and reply is None:
             raise AssertionError(f"query handler {command.name} returned no reply")
         return reply, new_path

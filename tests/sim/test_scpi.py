@@ -114,6 +114,16 @@ def test_compound_lines_follow_the_header_path(toy: Toy) -> None:
     (b":SOURCEVOLTAGELEVEL 1", -112, "Program mnemonic too long"),
     (b":SOUR:VOLT \xb51", -101, "Invalid character"),
     (b":SOUR:VOLT 1\x07", -101, "Invalid character"),
+    # Numbers beyond the float range or with absurd exponents never reach the handler.
+    (b":OUTP 1e999", -222, "Data out of range"),
+    (b":OUTP -1E999", -222, "Data out of range"),
+    (b":SOUR:VOLT 1e999", -222, "Data out of range"),
+    (b":SOUR:VOLT -1e999V", -222, "Data out of range"),
+    (b":OUTP 1e32001", -123, "Exponent too large"),
+    (b":SOUR:VOLT 1e-99999", -123, "Exponent too large"),
+    (b":OUTP NaN", -224, "Illegal parameter value"),
+    (b":SOUR:VOLT NaN", -104, "Data type error"),
+    (b":SOUR:VOLT INF", -104, "Data type error"),
 ])
 def test_bad_commands_queue_their_error_and_change_nothing(toy: Toy, command: bytes, code: int,
                                                            text: str) -> None:

@@ -185,6 +185,18 @@ def test_disconnect_mid_command_garbage_and_long_lines(served: LabServer) -> Non
         assert read_line(sock, 2) == b"ERR 4 line too long\nOK 0\n"
 
 
+def test_overflowing_parameters_keep_the_connection(served: LabServer) -> None:
+    with raw(served, "smu") as sock:
+        sock.sendall(b":OUTP 1e999\n:SOUR:VOLT:RANG:AUTO 1e999\n:SOUR:VOLT 1e40000\n"
+                     b"SYST:ERR?;:SYST:ERR?;:SYST:ERR?;:OUTP?\n")
+        assert read_line(sock) == (b'-222,"Data out of range";-222,"Data out of range";'
+                                   b'-123,"Exponent too large";0\n')
+    with raw(served, "matrix") as sock:
+        sock.sendall(b":AGND 0,1e999\n:CLOS (@" + b",".join([b"00101:01011"] * 1000) + b")\n"
+                     b"SYST:ERR?;:SYST:ERR?;:CLOS:CARD? 0\n")
+        assert read_line(sock) == b'-222,"Data out of range";-223,"Too much data";(@)\n'
+
+
 def test_half_closed_client_still_gets_its_reply(served: LabServer) -> None:
     with raw(served, "matrix") as sock:
         sock.sendall(b"*IDN?\n")
