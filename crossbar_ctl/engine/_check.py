@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from crossbar_ctl.engine._network import Layer
 from crossbar_ctl.engine._plan import SwitchPlan, utc_now
 from crossbar_ctl.engine._program import lab_idn, load_tile, readout_limits, row_bound
 from crossbar_ctl.engine._twin import is_ideal, twin_transfer
+
+if TYPE_CHECKING:
+    from drivers import Lab
 
 __all__ = ["CheckReport", "ErrorBudget", "LayerCheck", "run_check", "snr_db", "effective_bits"]
 
@@ -135,7 +138,7 @@ def _rms(a: np.ndarray) -> float:
 class _Truth:
     """The simulated array behind a lab, read only for the error budget."""
 
-    def __init__(self, lab: Any) -> None:
+    def __init__(self, lab: Lab) -> None:
         self.array = lab.sim.array
 
     def cell_conductance_s(self) -> np.ndarray:
@@ -147,11 +150,11 @@ class _Truth:
         return np.asarray(self.array.circuit().solve(voltage_v).col_current_a)
 
 
-def _truth(lab: Any) -> _Truth | None:
+def _truth(lab: Lab) -> _Truth | None:
     return _Truth(lab) if getattr(lab, "sim", None) is not None else None
 
 
-def _mvm(lab: Any, voltage_v: np.ndarray, progress: Callable[[int], None] | None) -> np.ndarray:
+def _mvm(lab: Lab, voltage_v: np.ndarray, progress: Callable[[int], None] | None) -> np.ndarray:
     out = []
     for start in range(0, len(voltage_v), _BATCH):
         out.append(np.asarray(lab.readout.mvm(voltage_v[start:start + _BATCH])))
@@ -160,8 +163,8 @@ def _mvm(lab: Any, voltage_v: np.ndarray, progress: Callable[[int], None] | None
     return np.concatenate(out) if out else np.zeros((0, lab.readout.cols))
 
 
-def _run_layer(lab: Any, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, limits: dict[str, float],
-               truth: _Truth | None, progress) -> dict[str, np.ndarray]:
+def _run_layer(lab: Lab, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, limits: dict[str, float],
+               truth: _Truth | None, progress: Callable[[int], None] | None) -> dict[str, np.ndarray]:
     """One layer on the array: flat inputs (batch, in) -> analog outputs and budget stages."""
     lp = plan.header.layers[k]
     patches = layer.patches(x)
@@ -193,7 +196,7 @@ def _run_layer(lab: Any, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, 
     return {name: layer.assemble(value, len(x)) for name, value in stages.items()}
 
 
-def run_check(lab: Any, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = None, *,
+def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = None, *,
               nplc: float | None = None, progress: Callable[[int], None] | None = None,
               details: dict | None = None) -> CheckReport:
     """Run a programmed network on the array and compare with float64.

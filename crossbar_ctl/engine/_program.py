@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import Field
@@ -43,6 +43,9 @@ from crossbar_ctl.engine._solve import (
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import CrossbarError, EngineError
 
+if TYPE_CHECKING:
+    from drivers import Lab
+
 __all__ = [
     "ProgramOptions", "lab_idn", "load_tile", "measure_transfer", "program_plan", "readout_limits",
     "remeasure_cells", "row_bound",
@@ -63,7 +66,7 @@ class ProgramOptions(StrictModel):
     (a fault or jump since calibration): its cells' branches are measured again, one at a time."""
 
 
-def remeasure_cells(lab: Any, model: ArrayModel, cells: np.ndarray, *, repeats: int,
+def remeasure_cells(lab: Lab, model: ArrayModel, cells: np.ndarray, *, repeats: int,
                     limits: dict[str, float]) -> tuple[ArrayModel, int]:
     """Measure the branches of some cells again, one branch at a time, and update the model.
 
@@ -106,7 +109,7 @@ def remeasure_cells(lab: Any, model: ArrayModel, cells: np.ndarray, *, repeats: 
     return replace(model, conductance_s=g, usable=usable), found
 
 
-def readout_limits(lab: Any) -> dict[str, float]:
+def readout_limits(lab: Lab) -> dict[str, float]:
     """Voltage and current bounds for row voltages: the lab limits, the DACs and the ADC range."""
     limits = lab.limits
     voltage, current = limits.max_voltage_v, limits.max_current_a
@@ -118,13 +121,13 @@ def readout_limits(lab: Any) -> dict[str, float]:
             "max_total_current_a": limits.max_total_current_a}
 
 
-def row_bound(lab: Any, rows: int) -> np.ndarray | None:
+def row_bound(lab: Lab, rows: int) -> np.ndarray | None:
     """The drivers' bound on each row's conductance for the masks now loaded (total-current check)."""
     bound = getattr(lab.board, "conductance_bound_s", None)
     return None if bound is None else np.asarray(bound())[:rows]
 
 
-def load_tile(lab: Any, masks: np.ndarray) -> None:
+def load_tile(lab: Lab, masks: np.ndarray) -> None:
     """Write masks ``uint64 (rows, cols)`` to the board and check what it reports as set."""
     lab.board.load_masks(masks)
     back = np.asarray(lab.board.read_masks(), dtype=np.uint64)
@@ -134,7 +137,7 @@ def load_tile(lab: Any, masks: np.ndarray) -> None:
                           "check the board link and rerun")
 
 
-def measure_transfer(lab: Any, cell_s: np.ndarray, *, repeats: int, limits: dict[str, float]
+def measure_transfer(lab: Lab, cell_s: np.ndarray, *, repeats: int, limits: dict[str, float]
                      ) -> tuple[np.ndarray, float]:
     """Measure a tile's transfer matrix with one unit vector per row.
 
@@ -169,7 +172,7 @@ def _pair_sigma(model: ArrayModel, tile: Tile, selection: np.ndarray, gain: np.n
     return np.sqrt(calibration + 2 * noise_s**2)
 
 
-def program_plan(lab: Any, plan: SwitchPlan, model: ArrayModel, *, options: ProgramOptions | None = None,
+def program_plan(lab: Lab, plan: SwitchPlan, model: ArrayModel, *, options: ProgramOptions | None = None,
                  solver: Solver | None = None, progress: Callable[[int], None] | None = None) -> SwitchPlan:
     """Program every tile of a plan in turn, verify it by measurement and correct it.
 
@@ -286,8 +289,9 @@ def _rms(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(a**2)))
 
 
-def _measure(lab: Any, model: ArrayModel, tile: Tile, selection: np.ndarray, target: np.ndarray,
-             options: ProgramOptions, limits: dict[str, float]):
+def _measure(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarray, target: np.ndarray,
+             options: ProgramOptions, limits: dict[str, float]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Load a tile's selection and measure it: cell conductances, transfer, pair residual, noise."""
     rows, cols, _ = model.geometry
     masks = masks_from_selection(selection, tile.rows, tile.pairs)
@@ -305,7 +309,7 @@ def _selection(masks: np.ndarray, tile: Tile, branches: int) -> np.ndarray:
     return np.concatenate([plus, minus], axis=-1).reshape(tile.rows * tile.pairs, 2 * branches)
 
 
-def lab_idn(lab: Any) -> dict[str, str]:
+def lab_idn(lab: Lab) -> dict[str, str]:
     try:
         return {str(k): str(v) for k, v in lab.idn().items()}
     except CrossbarError:

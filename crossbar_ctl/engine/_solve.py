@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +30,8 @@ __all__ = [
     "side_tables", "solve_pools", "solve_tile",
 ]
 
-Solver = Callable[..., object]
+Solver = Callable[..., Any]
+"""``solve_subset_sum`` or a compatible function (its result has ``.mask``)."""
 
 
 def default_solver() -> Solver:
@@ -75,6 +76,7 @@ def solve_pools(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, gain: np
     target = target_s.ravel() - model.forced_pair_s(tile, gain)
     if cells is None:
         return np.asarray(solver(values, target, sigma_s=sigma, usable=usable, max_closed=max_closed).mask)
+    assert previous is not None, "re-solving some cells needs the previous selection"
     selection = previous.copy()
     if np.any(cells):
         result = solver(values[cells], target[cells], sigma_s=sigma[cells], usable=usable[cells],
@@ -171,14 +173,14 @@ def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, twin: Twi
     masks = masks_from_selection(selection, tile.rows, tile.pairs)
     cell_s = model.cell_conductance_s(masks)
     predicted_s = array_transfer(model, twin, cell_s)
-    if is_ideal(twin):
+    if twin is None or is_ideal(twin):
         return TileSolution(selection, masks, cell_s, predicted_s, quantization)
     selection = solve_pools(model, tile, target_s, gain=gains(predicted_s, cell_s), solver=solver,
                             max_closed=max_closed)
     branches = model.geometry[2]
     refine = branches <= MAX_SIDE_BRANCHES and max_closed is None
     tables = side_tables(model, tile) if refine else None
-    best = None
+    best: tuple[float, TileSolution] | None = None
     for round_ in range(iterations + 1):
         masks = masks_from_selection(selection, tile.rows, tile.pairs)
         cell_s = model.cell_conductance_s(masks)
@@ -189,8 +191,10 @@ def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, twin: Twi
             best = (rms, TileSolution(selection, masks, cell_s, transfer, quantization))
         if not refine or round_ == iterations:
             break
+        assert tables is not None
         chosen, predicted = refine_tile(tables, target, cell_s, transfer, slope, branches=branches,
                                         locality=locality)
         move = np.abs(predicted - target) < np.abs(residual)
         selection = np.where(move[:, None], chosen, selection)
+    assert best is not None
     return best[1]

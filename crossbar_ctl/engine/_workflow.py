@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,12 +23,16 @@ from crossbar_ctl.engine._plan import ArrayModel, CalibrationRef, PlanOptions, S
 from crossbar_ctl.engine._program import ProgramOptions, lab_idn, program_plan
 from crossbar_ctl.core.errors import EngineError
 
+if TYPE_CHECKING:
+    from calibration import CalibrationRecord, RecheckResult
+    from drivers import Lab
+
 __all__ = [
     "array_model", "calibration_checksum", "check_drift", "check_lab", "check_network", "program_network",
 ]
 
 
-def calibration_checksum(record: Any) -> str:
+def calibration_checksum(record: CalibrationRecord) -> str:
     """A short content hash of a calibration record's results and start time."""
     digest = hashlib.sha256(record.header.started_at.encode())
     for name in ("conductance_s", "sigma_s", "flags"):
@@ -43,7 +47,7 @@ def _board_idn(idn: dict[str, str]) -> str:
     return ""
 
 
-def array_model(record: Any) -> ArrayModel:
+def array_model(record: CalibrationRecord) -> ArrayModel:
     """The engine's view of a :class:`calibration.CalibrationRecord`.
 
     Raises
@@ -68,7 +72,7 @@ def array_model(record: Any) -> ArrayModel:
                       usable, record.twin, reference, forced if forced.any() else None)
 
 
-def check_lab(reference: CalibrationRef, lab: Any) -> None:
+def check_lab(reference: CalibrationRef, lab: Lab) -> None:
     """Refuse a calibration (or a plan made from one) that belongs to another array.
 
     Raises
@@ -89,7 +93,7 @@ def check_lab(reference: CalibrationRef, lab: Any) -> None:
                           f"is {board!r}; calibrate this array first")
 
 
-def check_drift(lab: Any, record: Any, *, max_rms_z: float = 2.0) -> Any:
+def check_drift(lab: Lab, record: CalibrationRecord, *, max_rms_z: float = 2.0) -> RecheckResult:
     """Re-measure a sample of branches (the calibration's recheck); refuse a record that no longer holds.
 
     Raises
@@ -109,7 +113,7 @@ def check_drift(lab: Any, record: Any, *, max_rms_z: float = 2.0) -> Any:
     return result
 
 
-def program_network(lab: Any, network: Network, record: Any, *, plan_options: PlanOptions | None = None,
+def program_network(lab: Lab, network: Network, record: CalibrationRecord, *, plan_options: PlanOptions | None = None,
                     program_options: ProgramOptions | None = None, recheck: bool = True,
                     progress: Callable[[int], None] | None = None) -> SwitchPlan:
     """Map a network onto a calibrated array and program it with the hardware in the loop.
@@ -138,7 +142,7 @@ def program_network(lab: Any, network: Network, record: Any, *, plan_options: Pl
     return program_plan(lab, plan, model, options=program_options, progress=progress)
 
 
-def check_network(lab: Any, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = None, *,
+def check_network(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = None, *,
                   nplc: float | None = None, progress: Callable[[int], None] | None = None,
                   details: dict | None = None) -> CheckReport:
     """Run a programmed plan on this lab's array and compare with float64 (see :func:`run_check`)."""
