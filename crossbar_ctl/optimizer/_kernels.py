@@ -5,7 +5,9 @@ One cell: pick a subset of its usable branches whose sum is closest to the targe
 - Exact (``k <= MAX_EXACT`` usable branches): meet in the middle (Horowitz-Sahni). Each half's
   2^(k/2) subset sums are generated already sorted, by merging the list with itself shifted by
   one value at a time; a pointer sweep finds the least error and, among exact ties, the lowest
-  propagated variance, then the fewest closed branches. With a tolerance, a second sweep visits
+  propagated variance, then the fewest closed branches. Equal sums within a half are merged
+  first, keeping the subset the tie-break prefers, so exact ties (equal or integer values) cost
+  one visit per pair of distinct sums, not one per tied subset. With a tolerance, a second sweep visits
   every pair within ``best + tolerance`` and keeps the lowest variance, then the fewest closed
   branches, then the lowest error. A cap on closed branches splits each half by popcount and
   sweeps only the allowed pairs of classes.
@@ -146,18 +148,76 @@ def _by_count(s, m, size, bits, out_s, out_m, offsets):
 
 
 @njit(cache=True)
-def _offer(mask, err, sig2, running, key, chosen):
-    """Keep ``mask`` if it beats the chosen one: by (error, variance, count) while ``running``,
-    by (variance, count, error) inside a fixed window."""
+def _variance(mask, sig2, shift):
+    """Sum of ``sig2[shift + b]`` over the set bits b of ``mask``, in bit order."""
     var = 0.0
     x = mask
-    bit = 0
+    bit = shift
     while x:
         if x & 1:
             var += sig2[bit]
         x >>= 1
         bit += 1
+    return var
+
+
+@njit(cache=True)
+def _distinct(s, m, lo, hi, sig2, shift, out):
+    """Keep one entry per run of equal sums of ``s[lo:hi]`` (ascending), written from ``out`` on.
+
+    The kept mask has the least variance over its bits (``sig2`` from ``shift``), then the fewest
+    bits, then comes first. Every pair drawn from two runs has the same error, and a pair's
+    variance and count grow with each half's, so the kept pair is the one the tie-break would
+    choose among all of them (exactly when the variance sums are exact, else up to their
+    rounding). Returns the end of the written entries.
+    """
+    if out == lo:
+        ties = 0
+        for i in range(lo, hi - 1):  # a branch-free count (vectorised): most pools have no tie
+            ties += s[i + 1] == s[i]
+        if ties == 0:
+            return hi
+    i = lo
+    w = out
+    while i < hi:
+        best = i
+        j = i + 1
+        if j < hi and s[j] == s[i]:
+            best_var = _variance(m[i], sig2, shift)
+            best_count = _popcount(m[i])
+            while j < hi and s[j] == s[i]:
+                var = _variance(m[j], sig2, shift)
+                count = _popcount(m[j])
+                if var < best_var or (var == best_var and count < best_count):
+                    best, best_var, best_count = j, var, count
+                j += 1
+        s[w] = s[i]
+        m[w] = m[best]
+        w += 1
+        i = j
+    return w
+
+
+@njit(cache=True)
+def _distinct_classes(s, m, offsets, classes, sig2, shift):
+    """:func:`_distinct` within each class ``offsets[c]:offsets[c + 1]``, compacting the classes."""
+    w = 0
+    lo = offsets[0]
+    for c in range(classes):
+        hi = offsets[c + 1]
+        offsets[c] = w
+        w = _distinct(s, m, lo, hi, sig2, shift, w)
+        lo = hi
+    offsets[classes] = w
+
+
+@njit(cache=True)
+def _offer(mask, err, sig2, running, key, chosen):
+    """Keep ``mask`` if it beats the chosen one: by (error, variance, count) while ``running``,
+    by (variance, count, error) inside a fixed window. ``key[3]`` counts the offers (work)."""
+    var = _variance(mask, sig2, 0)
     count = _popcount(mask)
+    key[3] += 1.0
     if running:
         better = err < key[0] or (err == key[0] and (var < key[1] or (var == key[1] and count < key[2])))
     else:
@@ -309,7 +369,10 @@ def _exact(values, sig2, k, target, cap, tolerance, bufs_s, bufs_m, off_a, off_b
         off_b[1] = 1 << hb
         classes_a = 1
         classes_b = 1
-    key[:] = np.inf
+    _distinct_classes(a_s, a_m, off_a, classes_a, sig2, 0)  # exact ties: one subset per sum
+    _distinct_classes(b_s, b_m, off_b, classes_b, sig2, ha)
+    key[:3] = np.inf
+    key[3] = 0.0
     chosen[0] = 0
     bound = -1.0  # first sweep: the least error; with a tolerance, a second one over the window
     for sweep in range(1 if tolerance == 0.0 else 2):
@@ -321,7 +384,7 @@ def _exact(values, sig2, k, target, cap, tolerance, bufs_s, bufs_m, off_a, off_b
                       target, bound, sig2, key, chosen)
         if sweep == 0:
             bound = key[0] + tolerance
-            key[1:] = np.inf
+            key[1:3] = np.inf
 
 
 @njit(cache=True)
@@ -455,7 +518,7 @@ def solve_cells(values, sig2, usable, target, cap, tolerance, seeds, threads, ma
         bufs_m = np.empty((4, size), dtype=np.int64)
         off_a = np.empty(half + 2, dtype=np.int64)
         off_b = np.empty(half + 2, dtype=np.int64)
-        key = np.empty(3)
+        key = np.empty(4)
         chosen = np.zeros(1, dtype=np.int64)
         local_v = np.empty(m)
         local_s = np.empty(m)

@@ -283,3 +283,56 @@ def test_any_input_either_solves_or_raises_optimizer_error(shape, target_len, ma
     except OptimizerError:
         return
     assert result.mask.shape == values.shape
+
+
+# --- exact ties -------------------------------------------------------------------------------
+
+def exact_offers(values: np.ndarray, target: float, *, sigma=None, cap=None, tolerance=0.0) -> tuple[int, float]:
+    """Run the exact kernel on one pool; return (subsets offered to the tie-break, error)."""
+    from crossbar_ctl.optimizer import _kernels
+
+    k = values.size
+    half = (k + 1) // 2
+    sig2 = np.zeros(k) if sigma is None else np.asarray(sigma, dtype=float) ** 2
+    bufs_s, bufs_m = np.empty((4, (1 << half) + 1)), np.empty((4, (1 << half) + 1), dtype=np.int64)
+    off_a, off_b = np.empty(half + 2, dtype=np.int64), np.empty(half + 2, dtype=np.int64)
+    key, chosen = np.full(4, np.nan), np.zeros(1, dtype=np.int64)
+    _kernels._exact(values, sig2, k, float(target), k if cap is None else cap, float(tolerance),
+                    bufs_s, bufs_m, off_a, off_b, key, chosen)
+    closed = (chosen[0] >> np.arange(k)) & 1 == 1
+    return int(key[3]), float(abs(values[closed].sum() - target))
+
+
+@pytest.mark.parametrize("pool", ["ones", "integers"])
+def test_exact_ties_are_not_enumerated(pool):
+    """n = 32: C(32, 9) = 2.8e7 subsets of ones hit the target (all visited before the fix); one
+    offer per pair of distinct half sums leaves a few hundred."""
+    rng = np.random.default_rng(10)
+    values = np.ones(32) if pool == "ones" else rng.integers(1, 17, 32).astype(float)
+    target = float(np.sort(values)[-9:].sum())  # hit exactly by 9 values, and many ways by more
+    for cap, tolerance in [(None, 0.0), (None, 2.0), (10, 0.0), (10, 2.0)]:
+        offers, error = exact_offers(values, target, cap=cap, tolerance=tolerance)
+        assert error <= tolerance  # the optimum is 0; a window trades error for fewer switches
+        assert offers <= 1_000, (cap, tolerance)  # 11 to 802 here; 2.8e7 before
+
+
+@pytest.mark.parametrize("tolerance", [0, 2])
+def test_ties_on_equal_and_quantised_pools_match_brute_force(tolerance):
+    """Pools with many equal values (and equal or quantised sigmas): error, variance and closed
+    count as enumeration gives them, with and without a cap."""
+    rng = np.random.default_rng(31 + tolerance)
+    for m in (8, 12, 16):
+        cells = 30
+        values = np.where(rng.random((cells, m)) < 0.5, 1.0, rng.integers(1, 4, (cells, m))).astype(float)
+        values[: cells // 3] = 1.0  # all equal
+        sigma = rng.integers(0, 3, (cells, m)) * 0.25
+        sigma[cells // 2:] = 0.5  # equal sigmas: only the count breaks ties
+        targets = rng.integers(0, 2 * m, cells).astype(float) + np.where(rng.random(cells) < 0.3, 0.5, 0.0)
+        caps = np.where(rng.random(cells) < 0.4, rng.integers(0, m + 1, cells), m + 1)
+        result = solve_subset_sum(values, targets, sigma_s=sigma, max_closed=caps, tolerance_s=tolerance)
+        for c in range(cells):
+            cap = int(caps[c]) if caps[c] <= m else None
+            expected = brute_force(values[c], targets[c], sigma=sigma[c], max_closed=cap,
+                                   tolerance=tolerance)
+            got = (abs(result.error_s[c]), result.sigma_s[c] ** 2, int(result.mask[c].sum()))
+            assert got == pytest.approx(expected, abs=1e-9), (m, c, values[c], targets[c])
