@@ -39,10 +39,11 @@ def test_plan_realises_the_weights_within_the_subset_sum_precision(tmp_path):
     plan = make_plan(network, array_model(), solver=exact_solver)
     # 7 inputs + bias on 6 rows, 5 outputs on 4 pairs: 2 x 2 tiles for layer 0; 5 + bias x 3 in one tile
     assert [len(lp.tiles) for lp in plan.header.layers] == [4, 1]
-    for lp in plan.header.layers:
+    # measured: 6.45 and 5.52 bits; subset sums 1.3 and 2.4 times the random-subset-sum expectation
+    for lp, bits, ratio in zip(plan.header.layers, (6.45, 5.52), (1.3, 2.4)):
         assert lp.branches_per_weight == 8
-        assert lp.subset_sum_error_s < 5 * lp.expected_subset_sum_error_s
-        assert lp.weight_error_bits > 4
+        assert lp.subset_sum_error_s < 1.2 * ratio * lp.expected_subset_sum_error_s
+        assert bits - 1 < lp.weight_error_bits < bits + 1
     x = rng.uniform(0, 1, size=(20, 7))
     ref = network.forward(x)[-1]
     got = _ideal_outputs(plan, x)
@@ -64,23 +65,34 @@ def test_plan_realises_the_weights_within_the_subset_sum_precision(tmp_path):
         SwitchPlan.load(tmp_path / "other.npz")
 
 
-def test_predistortion_reduces_the_output_error_with_wires():
-    rng = np.random.default_rng(1)
-    network = _net(rng, (5, 3, 2))
-    model = array_model(wire_ohm=20.0, sense_ohm=50.0)
-    twin = model.twin
-    errors = {}
-    for predistort in (False, True):
-        plan = make_plan(network, model, options=PlanOptions(predistort=predistort), solver=exact_solver)
-        err = []
-        for t, tile in enumerate(plan.header.tiles):
-            cell = plan.tile(t, "cell_s")
-            full = np.zeros(model.geometry[:2])
-            full[: cell.shape[0], : cell.shape[1]] = cell
-            real = twin_transfer(twin, full)[: cell.shape[0], : cell.shape[1]]
-            err.append((pair_transfer(real) - plan.tile(t, "target_s")).ravel())
-        errors[predistort] = np.sqrt(np.mean(np.concatenate(err) ** 2))
-    assert errors[True] < 0.5 * errors[False]
+@pytest.mark.parametrize("wire_ohm, sense_ohm, ratio", [(0.5, 10.0, 0.055), (5.0, 20.0, 0.017)])
+def test_predistortion_against_the_simulators_truth(wire_ohm, sense_ohm, ratio):
+    """Plans from a calibration of a simulated array, scored on its true circuit (not the twin)."""
+    from calibration import calibrate
+    from crossbar_ctl._lab import open_lab
+    from crossbar_ctl.engine._workflow import array_model as model_of
+
+    config = {"sim": {"rows": 8, "cols": 8, "branches": 6, "seed": 3, "row_wire_resistance_ohm": wire_ohm,
+                      "col_wire_resistance_ohm": wire_ohm, "sense_resistance_ohm": sense_ohm}}
+    network = _net(np.random.default_rng(1))
+    with open_lab(config) as lab:
+        model = model_of(calibrate(lab))
+        errors = {}
+        for predistort in (False, True):
+            plan = make_plan(network, model, options=PlanOptions(predistort=predistort))
+            truth, twin = [], []
+            for t, record in enumerate(plan.header.tiles):
+                lab.board.load_masks(plan.tile(t, "masks"))
+                used = (slice(0, record.tile.rows), slice(0, 2 * record.tile.pairs))
+                transfer = lab.sim.array.circuit().solve(np.eye(8)).col_current_a[used]
+                truth.append(pair_transfer(transfer) - plan.tile(t, "target_s"))
+                twin.append(pair_transfer(plan.tile(t, "predicted_s")) - plan.tile(t, "target_s"))
+            errors[predistort] = [np.sqrt(np.mean(np.concatenate([e.ravel() for e in errs]) ** 2))
+                                  for errs in (truth, twin)]
+    # measured: the true error falls to 0.055 (0.5 ohm wires) and 0.017 (5 ohm) of the bare plan's,
+    # and the twin predicts what is left within 6 %
+    assert errors[True][0] < 1.2 * ratio * errors[False][0]
+    assert errors[True][0] == pytest.approx(errors[True][1], rel=0.2)
 
 
 def test_twin_matches_series_resistance_and_is_ideal_without_wires():
