@@ -32,6 +32,7 @@ import itertools
 import math
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -135,7 +136,9 @@ class LineDevice:
     Parameters
     ----------
     lock : threading.RLock, optional
-        Serialises every line; a lab shares one lock among the devices of one array.
+        Guards the shared physics; a lab shares one lock among the devices of one array. Each
+        line runs holding it, except where a long command yields it between chunks
+        (:meth:`yield_lock`); a per-device lock keeps lines of one device in order.
     seed : int
         Seed of the garbage bytes produced by the ``garbage`` fault.
     """
@@ -146,6 +149,7 @@ class LineDevice:
 
     def __init__(self, *, lock: threading.RLock | None = None, seed: int = 0) -> None:
         self.lock = lock if lock is not None else threading.RLock()
+        self._line_lock = threading.Lock()  # one line at a time on this device, from any session
         self._garbage_rng = np.random.default_rng(seed)
         self._fault: str | None = None
         self._fault_left: int | None = None
@@ -198,8 +202,21 @@ class LineDevice:
         """The active fault kind, or None."""
         return self._fault
 
+    def yield_lock(self) -> None:
+        """Let the other devices sharing :attr:`lock` run a line (between chunks of a long command).
+
+        Call only from a handler, which runs holding this device's line lock and :attr:`lock`
+        once: this device's own state stays private, the shared physics is released briefly.
+        """
+        self.lock.release()
+        try:
+            time.sleep(0)  # release the GIL so a waiting thread takes the lock
+        finally:
+            self.lock.acquire()
+
     def _handle_line(self, line: bytes, *, too_long: bool) -> bytes:
-        with self.lock:
+        # Lock order: the device's line lock, then the shared lock (never the other way round).
+        with self._line_lock, self.lock:
             fault = self._fault
             if fault is not None and self._fault_left is not None:
                 self._fault_left -= 1
@@ -633,9 +650,13 @@ class ScpiDevice(LineDevice):
     def _sre_query(self) -> str:
         return str(self._sre)
 
+    def _summary_bits(self) -> int:
+        """Device-specific ``*STB?`` summary bits (e.g. bit 0, measurement summary)."""
+        return 0
+
     @scpi("*STB?")
     def _stb(self) -> str:
-        stb = (4 if self._errors else 0) | (32 if self._esr & self._ese else 0)
+        stb = (4 if self._errors else 0) | (32 if self._esr & self._ese else 0) | self._summary_bits()
         return str(stb | (64 if stb & self._sre else 0))
 
     @scpi(":SYSTem:ERRor[:NEXT]?")

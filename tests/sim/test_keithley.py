@@ -122,7 +122,7 @@ def test_2450_out_of_range_settings_are_refused() -> None:
         (b":SENS:CURR:NPLC 0.001\n", b""),
         (b":SOUR:VOLT 300\n", b""),
         (b":SOUR:FUNC CURR\n", b""),
-        (b':SENS:FUNC "RES"\n', b""),
+        (b':SENS:FUNC "TEMP"\n', b""),
         (b":SOUR:VOLT:RANG 0.2;:SOUR:VOLT 1\n", b""),
         (b":SOUR:VOLT:ILIM?;:SENS:CURR:NPLC?;:SOUR:VOLT?;:SOUR:FUNC?\n",
          b"1.050000000E-04;1.000000000E+00;0.000000000E+00;VOLT\n"),
