@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
-from crossbar_ctl.cli._main import emit, print_table
+from crossbar_ctl.cli._main import (
+    build_options, check_output_path, emit, int_range, positive_float, positive_int, print_table,
+)
+from crossbar_ctl.core.errors import ConfigError
 
 
 def add_commands(commands, bench) -> None:
@@ -15,9 +19,11 @@ def add_commands(commands, bench) -> None:
     demo = commands.add_parser(
         "demo", help="calibrate the simulated lab, program the digits network, check it (the main job)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
-    demo.add_argument("--plot", metavar="DIR", type=Path, help="write check.png (analog vs float64) to DIR")
+    demo.add_argument("--plot", metavar="DIR", type=Path,
+                      help="write check.png (analog vs float64) to DIR (needs matplotlib)")
     demo.add_argument("--lab", metavar="LAB.toml", help="a simulated lab file (default: the demo lab)")
-    demo.add_argument("--samples", type=int, help="use only the first N test samples")
+    demo.add_argument("--samples", type=positive_int, metavar="N",
+                      help="use only the first N test samples (default: all of them)")
     demo.add_argument("--served", action="store_true",
                       help="go through the real stacks: pyvisa over loopback TCP, pyserial over a pty")
     demo.set_defaults(run=_demo)
@@ -27,10 +33,13 @@ def add_commands(commands, bench) -> None:
     program.add_argument("--calibration", required=True, metavar="CAL", help="calibration record (.npz)")
     program.add_argument("--lab", metavar="LAB.toml", help="lab file (default: the simulated lab)")
     program.add_argument("--out", metavar="PLAN", type=Path, default=Path("plan.npz"),
-                         help="where to write the switch plan (default plan.npz)")
+                         help="where to write the switch plan")
     program.add_argument("--no-predistort", action="store_true", help="solve for the bare cells, ignoring wires")
-    program.add_argument("--max-iterations", type=int, default=3, help="closed-loop rounds per tile (default 3)")
-    program.add_argument("--json", action="store_true")
+    program.add_argument("--max-iterations", type=int_range(0, 20), default=3, metavar="N",
+                         help="closed-loop rounds per tile, 0 to 20")
+    program.add_argument("--max-tiles", type=positive_int, default=64, metavar="N",
+                         help="refuse a layer that needs more array tiles than this")
+    program.add_argument("--json", action="store_true", help="print the plan summary as JSON")
     program.set_defaults(run=_program)
 
     check = commands.add_parser("check", help="run a programmed network on the array and compare with float64")
@@ -38,16 +47,26 @@ def add_commands(commands, bench) -> None:
     check.add_argument("--data", required=True, metavar="DATA", help=".npz with x (and y) or test.x / test.y")
     check.add_argument("--lab", metavar="LAB.toml", help="lab file (default: the simulated lab)")
     check.add_argument("--out", metavar="REPORT.json", type=Path, help="also write the check report")
-    check.add_argument("--plot", metavar="FILE.png", type=Path, help="analog vs float64 scatter and error histogram")
-    check.add_argument("--nplc", type=float, default=4.0,
-                       help="readout integration time for the run, power-line cycles (default 4)")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("--plot", metavar="FILE.png", type=Path,
+                       help="analog vs float64 scatter and error histogram (needs matplotlib)")
+    check.add_argument("--nplc", type=positive_float, default=4.0,
+                       help="readout integration time for the run, power-line cycles")
+    check.add_argument("--json", action="store_true", help="print the check report as JSON")
     check.set_defaults(run=_check)
 
     bench_demo = bench.add_parser("demo", help="the main job against its targets (time, agreement, bits)")
     bench_demo.add_argument("--served", action="store_true", help="through pyvisa over TCP and pyserial over a pty")
-    bench_demo.add_argument("--json", action="store_true")
+    bench_demo.add_argument("--json", action="store_true", help="print the rows as JSON")
     bench_demo.set_defaults(run=_bench_demo)
+
+
+def _check_plot(path: Path | None, option: str, *, directory: bool = False) -> None:
+    """Refuse, before any work, a plot that could not be drawn or written."""
+    if path is None:
+        return
+    check_output_path(path, option, directory=directory)
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError(f"{option} needs matplotlib: pip install 'crossbar-ctl[plot]'", key=option)
 
 
 def _bench_demo(args: argparse.Namespace) -> int:
@@ -98,6 +117,7 @@ def _demo(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._demo import run_demo
     from crossbar_ctl.engine._reports import layer_rows
 
+    _check_plot(args.plot, "--plot", directory=True)
     result = run_demo(lab_config=args.lab, samples=args.samples, plot_dir=args.plot,
                       show_progress=_progress(args), served=args.served)
 
@@ -131,10 +151,11 @@ def _program(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._plan import PlanOptions, network_tiles
     from crossbar_ctl.engine._program import ProgramOptions
 
+    check_output_path(args.out, "--out")
+    plan_options = build_options(PlanOptions, predistort=not args.no_predistort, max_tiles=args.max_tiles)
+    program_options = build_options(ProgramOptions, max_iterations=args.max_iterations)
     network = load_network(args.weights)
     record = CalibrationRecord.load(args.calibration)
-    plan_options = PlanOptions(predistort=not args.no_predistort)
-    program_options = ProgramOptions(max_iterations=args.max_iterations)
     with open_lab(args.lab) as lab:
         rows, cols, _ = lab.geometry
         total = 2 * len(network_tiles(network, rows, cols, max_tiles=plan_options.max_tiles))
@@ -171,6 +192,8 @@ def _check(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._plan import SwitchPlan, inference_vectors
     from crossbar_ctl.engine._reports import layer_rows, plot_check
 
+    check_output_path(args.out, "--out")
+    _check_plot(args.plot, "--plot")
     plan = SwitchPlan.load(args.plan)
     x, y = load_dataset(args.data)
     details: dict = {}

@@ -12,17 +12,26 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from crossbar_ctl import __version__
+from crossbar_ctl.core.config import config_error
 from crossbar_ctl.core.errors import ConfigError, CrossbarError
 
-__all__ = ["check_output_path", "emit", "main", "print_table"]
+__all__ = [
+    "build_options", "check_output_path", "emit", "int_range", "main", "positive_float",
+    "positive_int", "print_table",
+]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # Modules that add subcommands, in the order they appear in --help.
 _COMMAND_MODULES = (
@@ -66,6 +75,79 @@ def print_table(rows: Sequence[dict[str, Any]], *, title: str = "", file=None) -
     print("  ".join("-" * w for w in widths), file=file)
     for r in table:
         print(line(r), file=file)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help that shows every option's default, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        if shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of ``crossbar`` and every subcommand: defaults in help, one-line errors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # argparse prints usage and the error on two lines
+        self.exit(EXIT_ERROR, f"crossbar: error: {message} (see {self.prog} --help)\n")
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (inclusive; no upper bound if None)."""
+    allowed = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+positive_int = int_range(1)
+"""An argparse type: an integer >= 1."""
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def build_options(model: type[ModelT], **fields: Any) -> ModelT:
+    """``model(**fields)`` from command-line values; a refusal names the option, on one line.
+
+    Raises
+    ------
+    ConfigError
+        A value the options model refuses, e.g. ``--max-iterations -1: Input should be ...``.
+    """
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        if name in fields:
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(f"{option} {fields[name]}: {error['msg']}", key=name) from exc
+        raise config_error(exc, model.__name__) from exc
 
 
 def check_output_path(path: str | os.PathLike | None, option: str, *,
@@ -137,11 +219,11 @@ def _json_default(value: Any) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="crossbar",
         description="Calibrate, program and check resistive crossbars (simulated lab by default).",
     )
-    parser.add_argument("--version", action="version", version=f"crossbar-ctl {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"crossbar-ctl {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v info, -vv every instrument exchange)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -155,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a refused option (one line, already printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not hasattr(args, "run"):
@@ -165,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.run(args)
     except CrossbarError as exc:
         print(f"crossbar: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValidationError as exc:  # options or a file the models refuse: one line, not a bug report
+        print(f"crossbar: error: {config_error(exc, exc.title)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("crossbar: interrupted; outputs off, switches open", file=sys.stderr)

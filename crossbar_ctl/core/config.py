@@ -184,6 +184,12 @@ class LabConfig(StrictModel):
         return self
 
 
+def _short(value: Any, width: int = 60) -> str:
+    """``repr(value)`` on one line, cut to ``width`` characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def config_error(exc: ValidationError, source: str) -> ConfigError:
     """Turn a pydantic ``ValidationError`` into one readable :class:`ConfigError`."""
     lines = []
@@ -192,7 +198,7 @@ def config_error(exc: ValidationError, source: str) -> ConfigError:
         key = ".".join(str(part) for part in err["loc"]) or "(top level)"
         first_key = first_key or key
         value = err.get("input")
-        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        shown = "" if isinstance(value, dict) else f" = {_short(value)}"
         lines.append(f"{key}{shown}: {err['msg']}")
     return ConfigError(f"{source}: " + "; ".join(lines), key=first_key)
 

@@ -11,6 +11,7 @@ import sys
 import time
 from contextlib import contextmanager
 from importlib.resources import files
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def run_demo(*, lab_config: Any = None, network: Network | None = None, samples:
     network : Network, optional
         Default: the shipped digits MLP; its test set is the data.
     samples : int, optional
-        Use only the first ``samples`` test samples.
+        Use only the first ``samples`` test samples (at least 1; default: all of them).
     nplc : float, optional
         Readout integration time of the inference run (default 4 power-line cycles).
     plot_dir : path, optional
@@ -118,6 +119,8 @@ def run_demo(*, lab_config: Any = None, network: Network | None = None, samples:
     """
     from calibration import calibrate
 
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, Integral) or samples < 1):
+        raise EngineError(f"samples = {samples!r}: expected a positive whole number of test samples")
     timings: dict[str, float] = {}
     started = time.monotonic()
     network = network or load_network(DIGITS_NETWORK)

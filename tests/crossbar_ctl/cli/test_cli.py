@@ -126,3 +126,136 @@ def test_a_plan_with_an_all_zero_layer_reads_back(small_lab, tmp_path, capsys, z
     assert main(["check", "--plan", str(plan), "--data", str(weights), "--lab", str(lab), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["agreement"] >= 0.9
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("crossbar: error:") and err.count("\n") == 1, err
+    assert "internal error" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["program", "--max-iterations", "-1"], "argument --max-iterations: expected an integer from 0 to 20, got -1"),
+    (["program", "--max-iterations", "21"], "from 0 to 20, got 21"),
+    (["program", "--max-tiles", "0"], "argument --max-tiles: expected an integer >= 1, got 0"),
+    (["check", "--nplc", "-3"], "argument --nplc: expected a finite number > 0, got -3"),
+    (["check", "--nplc", "nan"], "finite number > 0, got nan"),
+    (["demo", "--samples", "0"], "argument --samples: expected an integer >= 1, got 0"),
+    (["demo", "--samples", "-5"], "got -5"),
+    (["demo", "--samples", "many"], "expected an integer >= 1, got 'many'"),
+    (["info", "--no-such-option"], "unrecognized arguments: --no-such-option"),
+])
+def test_bad_options_are_one_line_before_any_work(argv, said, capsys):
+    assert main(argv) == EXIT_ERROR  # program/check lack required files: the option is refused first
+    assert said in _one_error_line(capsys)
+
+
+def test_options_models_refusals_name_the_option():
+    from crossbar_ctl.cli._main import build_options
+    from crossbar_ctl.engine._program import ProgramOptions
+
+    with pytest.raises(ConfigError, match=r"^--max-iterations -1: Input should be greater than or equal to 0$"):
+        build_options(ProgramOptions, max_iterations=-1)
+    assert build_options(ProgramOptions, max_iterations=5).max_iterations == 5
+
+
+def test_a_validation_error_from_any_model_is_one_line(monkeypatch, capsys):
+    import crossbar_ctl._lab
+    from crossbar_ctl.core.config import Limits
+
+    def refused(*args, **kwargs):
+        return Limits(max_voltage_v=-1.0)
+
+    monkeypatch.setattr(crossbar_ctl._lab, "lab_info", refused)
+    assert main(["info"]) == EXIT_ERROR
+    assert "Limits: max_voltage_v = -1.0: Input should be greater than 0" in _one_error_line(capsys)
+
+
+def test_run_demo_refuses_a_bad_sample_count_before_any_work(monkeypatch):
+    import crossbar_ctl.engine._demo as demo
+    from crossbar_ctl.core.errors import EngineError
+
+    monkeypatch.setattr(demo, "load_network", lambda *a: pytest.fail("work started"))
+    for samples in (0, -5, 2.5, True):
+        with pytest.raises(EngineError, match=f"samples = {samples!r}: expected a positive whole number"):
+            demo.run_demo(samples=samples, show_progress=False)
+
+
+@pytest.mark.parametrize("argv", [
+    ["program", "--weights", "missing.npz", "--calibration", "missing.npz", "--out", "{file}/plan.npz"],
+    ["check", "--plan", "missing.npz", "--data", "missing.npz", "--out", "{file}/report.json"],
+    ["check", "--plan", "missing.npz", "--data", "missing.npz", "--plot", "{file}/check.png"],
+    ["demo", "--plot", "{file}"],
+])
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path, capsys, argv):
+    afile = tmp_path / "a-file"
+    afile.write_text("")
+    argv = [arg.replace("{file}", str(afile)) for arg in argv]
+    option = next(arg for arg in argv if "a-file" in arg)
+    assert main(argv) == EXIT_ERROR  # the inputs don't exist: the output was checked first
+    err = _one_error_line(capsys)
+    assert f"{argv[argv.index(option) - 1]} {option}" in err and "missing.npz" not in err
+
+
+def test_max_tiles_is_an_option_and_the_message_names_it(small_lab, tmp_path, capsys):
+    _, lab, cal = small_lab
+    weights = _weights(tmp_path / "w.npz")  # layer 0: 6 outputs on 5 pairs, 2 tiles
+    argv = ["program", "--weights", str(weights), "--calibration", str(cal), "--lab", str(lab),
+            "--out", str(tmp_path / "plan.npz"), "--json"]
+    assert main([*argv, "--max-tiles", "1"]) == EXIT_ERROR
+    err = _one_error_line(capsys)
+    assert "needs 2 tiles" in err and "limit of 1" in err and "--max-tiles" in err
+    assert not (tmp_path / "plan.npz").exists()
+    assert main([*argv, "--max-tiles", "2"]) == 0
+    assert [layer["tiles"] for layer in json.loads(capsys.readouterr().out)["layers"]] == [2, 1]
+
+
+def test_dash_capital_v_is_the_version(capsys):
+    from crossbar_ctl import __version__
+
+    assert main(["-V"]) == 0
+    assert capsys.readouterr().out.strip() == f"crossbar-ctl {__version__}"
+
+
+def _every_option():
+    import argparse
+
+    from crossbar_ctl.cli._main import build_parser
+
+    def walk(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+            elif action.option_strings and action.help is not argparse.SUPPRESS:
+                yield parser, action
+
+    return list(walk(build_parser()))
+
+
+def test_every_option_of_every_command_has_help_with_its_default():
+    options = _every_option()
+    commands = {parser.prog for parser, _ in options}
+    assert {"crossbar demo", "crossbar program", "crossbar check", "crossbar info", "crossbar sim serve",
+            "crossbar bench solver", "crossbar bench circuit", "crossbar calibrate"} <= commands
+    pending = {"crossbar calibrate", "crossbar bench calibrate"}  # their help is being written
+    options = [(parser, action) for parser, action in options if parser.prog not in pending]
+    missing = [f"{parser.prog} {action.option_strings[-1]}" for parser, action in options
+               if not (action.help or "").strip()]
+    assert not missing, f"options without help: {missing}"
+    for parser, action in options:
+        if action.default not in (None, False) and action.option_strings[0] not in ("-h", "-V"):
+            shown = parser.format_help()
+            text = " ".join(shown.split())
+            assert "default" in text, parser.prog
+            assert str(action.default) in text, f"{parser.prog} {action.option_strings[-1]}: default not shown"
+
+
+def test_json_is_documented_on_program_and_check(capsys):
+    for command in ("program", "check"):
+        assert main([command, "--help"]) == 0
+        assert "--json" in capsys.readouterr().out
+        help_ = next(a.help for p, a in _every_option() if p.prog == f"crossbar {command}"
+                     and "--json" in a.option_strings)
+        assert "JSON" in help_
