@@ -82,10 +82,15 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
-        if shown and "default" not in text:
+        if action.option_strings and _has_default(action.default) and "default" not in text:
             text += " (default: %(default)s)"
         return text
+
+
+def _has_default(value: Any) -> bool:
+    """A default worth showing: not None, False, SUPPRESS or an empty list (0 is one)."""
+    return not (value is None or value is False or value == argparse.SUPPRESS
+                or (isinstance(value, (list, tuple)) and not value))
 
 
 class _Parser(argparse.ArgumentParser):

@@ -235,6 +235,8 @@ def _every_option():
 
 
 def test_every_option_of_every_command_has_help_with_its_default():
+    import argparse
+
     options = _every_option()
     commands = {parser.prog for parser, _ in options}
     assert {"crossbar demo", "crossbar program", "crossbar check", "crossbar info", "crossbar sim serve",
@@ -245,11 +247,13 @@ def test_every_option_of_every_command_has_help_with_its_default():
                if not (action.help or "").strip()]
     assert not missing, f"options without help: {missing}"
     for parser, action in options:
-        if action.default not in (None, False) and action.option_strings[0] not in ("-h", "-V"):
-            shown = parser.format_help()
-            text = " ".join(shown.split())
-            assert "default" in text, parser.prog
-            assert str(action.default) in text, f"{parser.prog} {action.option_strings[-1]}: default not shown"
+        default = action.default
+        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        if not unset:
+            text = parser._get_formatter()._expand_help(action)
+            forms = {str(default)} | ({f"{default:g}"} if isinstance(default, (int, float)) else set())
+            assert "default" in text and any(form in text for form in forms), \
+                f"{parser.prog} {action.option_strings[-1]}: default {default!r} not in {text!r}"
 
 
 def test_json_is_documented_on_program_and_check(capsys):
@@ -259,3 +263,17 @@ def test_json_is_documented_on_program_and_check(capsys):
         help_ = next(a.help for p, a in _every_option() if p.prog == f"crossbar {command}"
                      and "--json" in a.option_strings)
         assert "JSON" in help_
+
+
+def test_help_appends_defaults_including_zero_but_not_unset_ones():
+    from crossbar_ctl.cli._main import _Parser
+
+    parser = _Parser(prog="x")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--rate", type=float, default=2.5, help="a rate (default 2.5 per s)")
+    parser.add_argument("--flag", action="store_true", help="a flag")
+    parser.add_argument("--name", help="a name")
+    text = " ".join(parser.format_help().split())
+    assert "random seed (default: 0)" in text
+    assert "(default 2.5 per s) --flag" in text  # not said twice
+    assert "a flag --name" in text and text.endswith("a name")
