@@ -1,6 +1,7 @@
 """Programming with the hardware in the loop, on a fake lab whose truth differs from the model."""
 
 import numpy as np
+import pytest
 
 from crossbar_ctl.engine._network import build_network
 from crossbar_ctl.engine._plan import make_plan, pair_transfer
@@ -22,8 +23,11 @@ def test_unit_vector_reads_measure_the_transfer_matrix():
     truth = lab.readout.transfer()
     cell = np.sum(model.conductance_s[..., [0, 2]], axis=-1)
     measured, noise = measure_transfer(lab, cell, repeats=3, limits=readout_limits(lab))
-    np.testing.assert_allclose(measured, truth, rtol=1e-3)
-    assert 0 < noise < 1e-3 * truth.max()
+    # 1e-4 relative read noise, mean of 3 reads: 1e-4 / sqrt(3) of each element (measured 1.12 and
+    # 0.85 times that for the deviation and for the pooled estimate)
+    per_element = 1e-4 / np.sqrt(3)
+    assert np.sqrt(np.mean((measured / truth - 1) ** 2)) == pytest.approx(per_element, rel=0.25)
+    assert noise == pytest.approx(per_element * np.sqrt(np.mean(truth**2)), rel=0.25)
 
 
 def test_closed_loop_removes_what_the_model_got_wrong():
@@ -35,12 +39,13 @@ def test_closed_loop_removes_what_the_model_got_wrong():
     done = program_plan(lab, plan, model, options=ProgramOptions(max_iterations=3), solver=exact_solver)
     record = done.header.program
     assert record is not None and record.cells_resolved[0] > 0
-    assert record.residual_rms_after_s[0] < 0.5 * record.residual_rms_before_s[0]
+    assert record.residual_rms_after_s[0] < 0.13 * record.residual_rms_before_s[0]  # measured 0.107
     # what was left on the board is the best tile, and its measured residual is what the record says
     np.testing.assert_array_equal(lab.board.masks, done.tile(0, "masks"))
     truth = lab.readout.transfer()[:6, :6]
     target = done.tile(0, "target_s")
-    assert np.sqrt(np.mean((pair_transfer(truth) - target) ** 2)) < 1.5 * record.residual_rms_after_s[0]
+    assert np.sqrt(np.mean((pair_transfer(truth) - target) ** 2)) == pytest.approx(
+        record.residual_rms_after_s[0], rel=0.2)  # measured: equal within 0.1 %
 
 
 def test_no_iterations_when_the_model_is_right():
