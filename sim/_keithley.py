@@ -348,8 +348,10 @@ class SimKeithley2450(_SourceMeter):
     autozero (kept and read back; the noise does not change), remote sense, the auto delay's time
     (reported by ``DEL?``, not spent: the simulated array settles at once), a sweep's failAbort
     (accepted; the sweep always completes, each point clamped at the limit). A sweep of more than
-    :attr:`MAX_SWEEP_POINTS` points, or an infinite one (count 0), is refused at ``:INIT`` with
-    -225 Out of memory: the simulator runs a sweep to its end before it reads the next line.
+    :attr:`MAX_SWEEP_POINTS` points in all (points x count, where the manual allows 268,435,455
+    runs), or an infinite one (count 0), is refused at ``:INIT`` with -225 Out of memory: the
+    simulator runs a sweep to its end before it reads the next line (a million points take about
+    4 s on a 2-core machine), so a longer one would stall its client for minutes.
 
     Parameters
     ----------
@@ -369,7 +371,7 @@ class SimKeithley2450(_SourceMeter):
     BUFFER_CAPACITY = 100_000
     MAX_BUFFER_POINTS = 5_000_000
     SWEEP_CHUNK = 10_000
-    MAX_SWEEP_POINTS = 10_000_000
+    MAX_SWEEP_POINTS = 1_000_000
     LINE_FREQUENCY_HZ = 60
 
     def __init__(self, load: Load, *, language: str = "SCPI", lock: threading.RLock | None = None,
