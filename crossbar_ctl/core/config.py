@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crossbar_ctl.core.errors import ConfigError
 
@@ -23,9 +23,13 @@ __all__ = [
     "InstrumentsConfig",
     "LabConfig",
     "Limits",
+    "MODELS",
     "ResistorPopulation",
     "SimArrayConfig",
+    "SourceMeterConfig",
     "StrictModel",
+    "SwitchBoardConfig",
+    "SwitchMatrixConfig",
     "config_error",
     "load_lab_config",
 ]
@@ -134,24 +138,60 @@ class SimArrayConfig(StrictModel):
         return self
 
 
-class InstrumentConfig(StrictModel):
-    """One instrument: where it is and what it is."""
+MODELS: dict[str, tuple[str, ...]] = {
+    "switch_board": ("switchboard",),
+    "source_meter": ("keithley2450", "keithley2400"),
+    "switch_matrix": ("e5250a", "b2200"),
+}
+"""The driver models each role accepts (any case); the first is the role's default."""
 
+
+class InstrumentConfig(StrictModel):
+    """One instrument: where it is and what it is (the base of the per-role models below)."""
+
+    role: ClassVar[str] = ""
     uri: str = Field(min_length=1)
     """``visa://<resource>``, ``serial://<port or url>`` or ``sim://<name>``."""
     model: str = ""
-    """Driver model, e.g. ``keithley2450``, ``keithley2400``, ``e5250a``, ``switchboard``."""
+    """Driver model, one of :data:`MODELS` for the role (any case, kept in lower case); empty: the
+    role's default."""
     timeout_s: float = Field(2.0, gt=0, le=600)
     reconnects: int = Field(1, ge=0, le=10)
     """How many times a dropped connection is reopened before giving up."""
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str) -> str:
+        allowed = MODELS.get(cls.role)
+        if allowed and model and model.lower() not in allowed:
+            raise ValueError(f"unknown {cls.role} model; known models: {', '.join(allowed)}")
+        return model.lower()
+
+
+class SwitchBoardConfig(InstrumentConfig):
+    """The switch board: branch switches and line routing (model ``switchboard``)."""
+
+    role: ClassVar[str] = "switch_board"
+
+
+class SourceMeterConfig(InstrumentConfig):
+    """The source-meter (models ``keithley2450``, ``keithley2400``)."""
+
+    role: ClassVar[str] = "source_meter"
+
+
+class SwitchMatrixConfig(InstrumentConfig):
+    """The switch matrix (models ``e5250a``, ``b2200``)."""
+
+    role: ClassVar[str] = "switch_matrix"
 
 
 class InstrumentsConfig(StrictModel):
     """Instruments by role."""
 
-    switch_board: InstrumentConfig = InstrumentConfig(uri="sim://board", model="switchboard")
-    source_meter: InstrumentConfig | None = InstrumentConfig(uri="sim://smu", model="keithley2450")
-    switch_matrix: InstrumentConfig | None = None
+    switch_board: SwitchBoardConfig = SwitchBoardConfig(uri="sim://board", model="switchboard")
+    source_meter: SourceMeterConfig | None = SourceMeterConfig(uri="sim://smu", model="keithley2450")
+    switch_matrix: SwitchMatrixConfig | None = None
     routing: Literal["board", "matrix"] = "board"
     """Which instrument routes the SMU terminals to array lines."""
 

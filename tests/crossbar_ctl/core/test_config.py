@@ -92,3 +92,29 @@ def test_voltage_limit_bounds(value):
 def test_sim_defaults_are_physical():
     sim = SimArrayConfig()
     assert sim.population.nominal_resistance_ohm > sim.switch_on_resistance_ohm > 0
+
+
+@pytest.mark.parametrize("role, model", [("switch_board", "switchbored"), ("source_meter", "keithley2405"),
+                                         ("switch_matrix", "switchboard")])
+def test_unknown_models_are_refused_per_role_with_the_allowed_list(role, model):
+    from crossbar_ctl.core.config import MODELS
+
+    instruments = {role: {"uri": f"sim://{role}", "model": model}}
+    with pytest.raises(ConfigError) as info:
+        load_lab_config({"instruments": instruments})
+    message = str(info.value)
+    assert f"instruments.{role}.model = {model!r}" in message
+    assert f"known models: {', '.join(MODELS[role])}" in message
+    assert info.value.key == f"instruments.{role}.model"
+
+
+def test_models_are_any_case_and_the_lists_match_the_drivers():
+    from crossbar_ctl.core.config import MODELS
+    from drivers._lab import SOURCE_METER_MODELS, SWITCH_MATRIX_MODELS
+
+    config = load_lab_config({"instruments": {"source_meter": {"uri": "sim://smu", "model": "Keithley2400"},
+                                              "switch_board": {"uri": "sim://board", "model": ""}}})
+    assert config.instruments.source_meter.model == "keithley2400"  # what drivers and simulator expect
+    assert config.instruments.switch_board.model == ""  # the role's default
+    assert set(MODELS["source_meter"]) == set(SOURCE_METER_MODELS)
+    assert set(MODELS["switch_matrix"]) == set(SWITCH_MATRIX_MODELS)
