@@ -8,7 +8,6 @@ baseline of every cell.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -19,8 +18,6 @@ from calibration._estimate import RawData
 from calibration._record import CalibrationHeader, CalibrationOptions
 
 __all__ = ["Counter", "Progress", "Run", "bits", "now", "prepare", "quiet_safe", "state_resolution"]
-
-log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
 """``progress(done, total, stage)``: called after every unit of work (a row, a pattern)."""
@@ -177,7 +174,6 @@ def prepare(lab: Any, options: CalibrationOptions, header: CalibrationHeader) ->
 
 
 def quiet_safe(lab: Any) -> None:
-    try:
-        lab.safe_state()
-    except Exception as exc:  # the link may be gone; the error that got us here matters more
-        log.error("could not put the lab in its safe state: %s", exc)
+    """Outputs off and switches open; a failure is logged (once), since the error that got us
+    here matters more."""
+    lab.safe_state_quietly()

@@ -68,6 +68,7 @@ class Lab:
         self._on_close = on_close  # releases what the lab factory started (a served simulator)
         self.geometry = board.geometry()
         self._closed = False
+        self._unsafe_logged = False  # a failed safe state was logged; not again until one succeeds
 
     def __repr__(self) -> str:
         rows, cols, branches = self.geometry
@@ -108,6 +109,22 @@ class Lab:
                 self.routing.forget()
             if failures:
                 raise InstrumentError("could not make the lab safe; " + "; ".join(failures))
+        self._unsafe_logged = False
+
+    def safe_state_quietly(self) -> None:
+        """:meth:`safe_state` while another error is in flight: a failure is logged, not raised.
+
+        The failure is logged once until a safe state succeeds, however many clean-ups try again.
+        """
+        try:
+            self.safe_state()
+        except CrossbarError as exc:
+            self._log_unsafe(exc)
+
+    def _log_unsafe(self, exc: CrossbarError) -> None:
+        if not self._unsafe_logged:
+            self._unsafe_logged = True
+            _log.error("%s", exc)
 
     def _smu_off(self) -> None:
         _smu_off(self.source_meter)
@@ -137,7 +154,7 @@ class Lab:
         try:  # an error is in flight: make safe, report, but let the original error through
             self.close()
         except CrossbarError as cleanup:
-            _log.error("%s", cleanup)
+            self._log_unsafe(cleanup)
 
 
 def _smu_off(smu: SourceMeter) -> None:
@@ -148,13 +165,15 @@ def _smu_off(smu: SourceMeter) -> None:
 
 
 def _run_safe_steps(steps: list[tuple[str, Callable[[], None]]]) -> list[str]:
-    """Run every safe-state step, even when one fails; the failures, as ``"role: message"``."""
+    """Run every safe-state step, even when one fails; the failures, as ``"role: message"``.
+
+    Nothing is logged here: the caller raises or logs the failures, once.
+    """
     failures = []
     for role, step in steps:
         try:
             step()
         except CrossbarError as exc:
-            _log.error("safe state: %s failed: %s", role, exc)
             failures.append(f"{role}: {exc}")
     return failures
 
@@ -189,6 +208,8 @@ def build_lab(config: LabConfig, transports: Mapping[str, Transport], *, min_res
         The readout is the board's when it reports ``MVM``, else superposition through the SMU.
     """
     instruments = config.instruments
+    for role, transport in transports.items():
+        transport.role = transport.role or role  # named in its errors
     guard = SafetyGuard(config.limits, min_resistance_ohm=min_resistance_ohm)
     board: SwitchBoard | None = None
     source_meter: SourceMeter | None = None
@@ -237,7 +258,9 @@ def _abandon(transports: Mapping[str, Transport], board: SwitchBoard | None, sou
         steps.append(("switch_board", board.safe))
     with interrupts_deferred():
         try:
-            _run_safe_steps(steps)
+            failures = _run_safe_steps(steps)
+            if failures:
+                _log.error("could not make the lab safe after a failed build; %s", "; ".join(failures))
         finally:
             for role, transport in transports.items():
                 try:

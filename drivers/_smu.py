@@ -28,8 +28,28 @@ _LIST_CHUNK = 100
 """Values per ``:SOUR:LIST:VOLT`` command (both manuals' limit)."""
 _RESET_COMPLIANCE_A = 105e-6
 """The compliance both models take at ``*RST``."""
-_SECONDS_PER_PLC = 1 / 50  # the slower mains, for timeouts
-_SECONDS_PER_POINT = 2e-3  # settling, autozero and bookkeeping, generous
+_SECONDS_PER_PLC = 1 / 50
+"""One power-line cycle at the slower mains (50 Hz)."""
+_APERTURES_PER_POINT = 3
+"""Integrations per point in the worst case: with autozero on, expired reference and zero
+readings are taken before the signal (2450 manual, "Automatic reference measurements")."""
+_SECONDS_PER_POINT = 5e-3
+"""Per point besides integrating: source settling (auto delay), range changes, bookkeeping."""
+_SWEEP_MARGIN = 2.0
+"""The wait for a sweep's readings: the link's ``timeout_s`` plus this times the expected duration."""
+
+
+def sweep_duration_s(points: int, nplc: float) -> float:
+    """The longest a list sweep is expected to take on the instrument, in seconds.
+
+    Parameters
+    ----------
+    points : int
+        Points in the sweep.
+    nplc : float
+        Integration time per reading, in power-line cycles.
+    """
+    return points * (_APERTURES_PER_POINT * nplc * _SECONDS_PER_PLC + _SECONDS_PER_POINT)
 
 
 class SourceMeter(ScpiInstrument):
@@ -216,7 +236,7 @@ class SourceMeter(ScpiInstrument):
         try:
             for points, keep in plan:
                 self._output_on = True  # from here on, assume it may be
-                with self._patience(len(points) * (self._nplc * _SECONDS_PER_PLC + _SECONDS_PER_POINT)):
+                with self._patience(_SWEEP_MARGIN * sweep_duration_s(len(points), self._nplc)):
                     readings.append(self._sweep_chunk(points)[keep])
         except BaseException:
             if not was_on:

@@ -120,6 +120,9 @@ class Transport(ABC):
         Longest wait for a reply, in seconds.
     reconnects : int
         How many times a dropped connection is reopened before :class:`ConnectionLost`.
+    role : str
+        The instrument's role in the lab (``"switch_board"``, ``"source_meter"``...), named in
+        errors with the lab-file setting to change; ``""`` when not part of a lab.
 
     Notes
     -----
@@ -127,12 +130,13 @@ class Transport(ABC):
     exchange at DEBUG on the ``drivers.transport`` logger, and defers Ctrl-C until it completes.
     """
 
-    def __init__(self, address: str, *, timeout_s: float = 2.0, reconnects: int = 1) -> None:
+    def __init__(self, address: str, *, timeout_s: float = 2.0, reconnects: int = 1, role: str = "") -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         if reconnects < 0:
             raise ValueError(f"reconnects must be >= 0, got {reconnects!r}")
         self.address = address
+        self.role = role
         self._timeout_s = float(timeout_s)
         self.reconnects = int(reconnects)
         self.lock = threading.RLock()
@@ -206,8 +210,7 @@ class Transport(ABC):
         attempts = 0
         self.round_trips += expect_reply
         if not self._connected:  # dropped earlier: try to reopen once more
-            self._connect_or_raise(command or "read")
-            self.reopened += 1
+            self._reopen("dropped earlier", command or "read")
         if self._stale and command is not None:
             self._stale = False
             self._discard_input()
@@ -220,8 +223,9 @@ class Transport(ABC):
             except _NoReply:
                 self._stale = True
                 raise InstrumentTimeout(
-                    f"no reply within {self._timeout_s:g} s", address=self.address, command=command or "read"
-                ) from None
+                    f"no reply within {self._timeout_s:.3g} s; if the instrument needs longer, raise "
+                    + (f"instruments.{self.role}.timeout_s in the lab file" if self.role else "its timeout_s"),
+                    address=self.address, command=command or "read") from None
             except UnicodeDecodeError as exc:
                 raise ProtocolError(
                     f"reply is not ASCII text ({exc.object[:16]!r}...)",
@@ -230,14 +234,13 @@ class Transport(ABC):
             except _Dropped as exc:
                 attempts += 1
                 self._disconnect_quietly()
+                dropped = f"connection dropped ({exc})"
                 if command is None or attempts > self.reconnects:
-                    raise ConnectionLost(
-                        f"connection dropped ({exc}); reopened {attempts - 1} time(s)",
-                        address=self.address, command=command or "read",
-                    ) from exc
-                _log.warning("%s: connection dropped (%s); reopening", self.address, exc)
-                self._connect_or_raise(command)
-                self.reopened += 1
+                    again = f", again after reopening it {attempts - 1}x" if attempts > 1 else ""
+                    raise ConnectionLost(f"{self._link()} lost: {dropped}{again}", address=self.address,
+                                         command=command or "read") from exc
+                _log.warning("%s: %s; reopening", self.address, dropped)
+                self._reopen(dropped, command)
         if _log.isEnabledFor(logging.DEBUG):
             if command is not None:
                 _log.debug("%s <- %s", self.address, command)
@@ -245,13 +248,27 @@ class Transport(ABC):
                 _log.debug("%s -> %s", self.address, reply)
         return reply
 
-    def _connect_or_raise(self, command: str = "") -> None:
+    def _link(self) -> str:
+        return f"link to the {self.role}" if self.role else "link"
+
+    def _connect_or_raise(self) -> None:
         try:
             self._connect()
         except _Dropped as exc:
-            raise ConnectionLost(f"cannot open: {exc}", address=self.address, command=command) from exc
+            raise ConnectionLost(f"cannot open the {self._link()}: {exc}", address=self.address) from exc
         self._connected = True
         self._apply_timeout()
+
+    def _reopen(self, why: str, command: str) -> None:
+        """Reopen a dropped link; if that fails, the link is lost (said first, then why)."""
+        try:
+            self._connect()
+        except _Dropped as exc:
+            raise ConnectionLost(f"{self._link()} lost: {why}; reopening failed: {exc}",
+                                 address=self.address, command=command) from exc
+        self._connected = True
+        self._apply_timeout()
+        self.reopened += 1
 
     def _disconnect_quietly(self) -> None:
         self._connected = False
@@ -293,16 +310,20 @@ class SimTransport(Transport):
     so benchmarks can report the controller's overhead alone.
     """
 
-    def __init__(self, address: str, device: Device, *, timeout_s: float = 2.0, reconnects: int = 1) -> None:
+    def __init__(self, address: str, device: Device, *, timeout_s: float = 2.0, reconnects: int = 1,
+                 role: str = "") -> None:
         self._device = device
         self._pending = bytearray()
         self._lines: deque[bytes] = deque()
         self.device_time_s = 0.0
-        super().__init__(address, timeout_s=timeout_s, reconnects=reconnects)
+        super().__init__(address, timeout_s=timeout_s, reconnects=reconnects, role=role)
 
     def _connect(self) -> None:
         session = getattr(self._device, "session", None)
-        self._feed: Callable[[bytes], bytes] = session().feed if session else self._device.feed
+        try:
+            self._feed: Callable[[bytes], bytes] = session().feed if session else self._device.feed
+        except (ConnectionError, OSError) as exc:
+            raise _Dropped(str(exc) or type(exc).__name__) from exc
         self._pending.clear()
         self._lines.clear()
 
@@ -346,11 +367,11 @@ class VisaTransport(Transport):
     _managers: dict[str, Any] = {}
 
     def __init__(self, address: str, resource: str, *, backend: str = "@py", timeout_s: float = 2.0,
-                 reconnects: int = 1) -> None:
+                 reconnects: int = 1, role: str = "") -> None:
         self._resource_name = resource
         self._backend = backend
         self._resource: Any = None
-        super().__init__(address, timeout_s=timeout_s, reconnects=reconnects)
+        super().__init__(address, timeout_s=timeout_s, reconnects=reconnects, role=role)
 
     @classmethod
     def _manager(cls, backend: str) -> Any:
@@ -451,11 +472,11 @@ class SerialTransport(Transport):
     """
 
     def __init__(self, address: str, url: str, *, baudrate: int = 115200, timeout_s: float = 2.0,
-                 reconnects: int = 1) -> None:
+                 reconnects: int = 1, role: str = "") -> None:
         self._url = url
         self._baudrate = baudrate
         self._port: Any = None
-        super().__init__(address, timeout_s=timeout_s, reconnects=reconnects)
+        super().__init__(address, timeout_s=timeout_s, reconnects=reconnects, role=role)
 
     def _connect(self) -> None:
         import serial
@@ -506,7 +527,7 @@ class SerialTransport(Transport):
 
 
 def open_transport(uri: str, *, timeout_s: float = 2.0, reconnects: int = 1,
-                   devices: Mapping[str, Device] | None = None) -> Transport:
+                   devices: Mapping[str, Device] | None = None, role: str = "") -> Transport:
     """Open a transport from a URI.
 
     Parameters
@@ -522,6 +543,8 @@ def open_transport(uri: str, *, timeout_s: float = 2.0, reconnects: int = 1,
         How many times a dropped connection is reopened before giving up.
     devices : mapping of str to device, optional
         The in-process devices ``sim://`` names refer to (a simulated lab's ``.devices``).
+    role : str
+        The instrument's role in the lab, named in its errors.
 
     Raises
     ------
@@ -535,7 +558,7 @@ def open_transport(uri: str, *, timeout_s: float = 2.0, reconnects: int = 1,
     scheme, sep, rest = uri.partition("://")
     if not sep or not rest:
         raise ConfigError(f"instrument URI {uri!r} is not of the form visa://..., serial://... or sim://...")
-    options = {"timeout_s": timeout_s, "reconnects": reconnects}
+    options = {"timeout_s": timeout_s, "reconnects": reconnects, "role": role}
     if scheme == "visa":
         resource, at, backend = rest.rpartition("@") if "@" in rest else (rest, "", "py")
         return VisaTransport(uri, resource, backend="@" + backend, **options)

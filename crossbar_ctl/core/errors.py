@@ -78,6 +78,10 @@ class LimitError(CrossbarError, ValueError):
         self.allowed = allowed
 
 
+_SHOWN_CHARS = 60
+"""Longest command an error message quotes whole (an MVM vector is abbreviated)."""
+
+
 class InstrumentError(CrossbarError):
     """An instrument failed to do what was asked.
 
@@ -88,7 +92,8 @@ class InstrumentError(CrossbarError):
     address : str, optional
         The instrument's URI.
     command : str, optional
-        The command being exchanged when it happened.
+        The command being exchanged when it happened (kept whole; the message shows at most
+        ``_SHOWN_CHARS`` of it).
     """
 
     def __init__(self, message: str, *, address: str = "", command: str = "") -> None:
@@ -96,7 +101,9 @@ class InstrumentError(CrossbarError):
         if address:
             parts.append(f"instrument {address}")
         if command:
-            parts.append(f"command {command!r}")
+            shown = command if len(command) <= _SHOWN_CHARS else f"{command[:_SHOWN_CHARS - 20]}..."
+            extra = "" if shown == command else f" ({len(command)} characters)"
+            parts.append(f"command {shown!r}{extra}")
         super().__init__(": ".join(parts[:1]) + (" (" + ", ".join(parts[1:]) + ")" if parts[1:] else ""))
         self.address = address
         self.command = command

@@ -167,6 +167,19 @@ def test_link_lost_during_the_short_probe_then_resume_equals_a_straight_run(tmp_
     assert resumed.header.twin.switch_on_resistance_ohm == pytest.approx(on_ohm, rel=0.03)
 
 
+def test_a_lost_board_is_reported_once(caplog):
+    import logging
+
+    with caplog.at_level(logging.ERROR):
+        with pytest.raises(InstrumentError, match="^link to the switch_board lost") as info:
+            with open_lab(lab_config(faults=False, rows=4, cols=4, branches=3)) as lab:
+                drop = lab.sim.devices["board"].inject_fault
+                calibrate(lab, progress=interrupt_at(2, lambda: drop("drop")))
+    assert "sim://board" in str(info.value)
+    unsafe = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(unsafe) == 1 and unsafe[0].startswith("could not make the lab safe; switch_board: link to")
+
+
 def test_resume_refuses_other_options(tmp_path):
     path = tmp_path / "cal.npz"
     config = lab_config(faults=False, rows=4, cols=4, branches=3)

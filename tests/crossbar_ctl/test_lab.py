@@ -155,6 +155,20 @@ def test_served_lab_goes_through_pyvisa_and_pyserial_and_stops_its_servers():
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+def test_a_served_lab_keeps_the_lab_files_timeouts_and_sweeps_within_them():
+    config = {"sim": {"rows": 4, "cols": 4, "branches": 2},
+              "instruments": {"switch_board": {"uri": "sim://board", "timeout_s": 2.0},
+                              "source_meter": {"uri": "sim://smu", "timeout_s": 2.0}}}
+    with open_lab(config, served=True) as lab:
+        smu = lab.source_meter
+        assert {d.transport.timeout_s for d in (lab.board, smu)} == {2.0}  # as the README's lab file
+        lab.board.set_mask(0, 0, 1)
+        lab.routing.connect(source_rows=[0], sense_cols=[0])
+        smu.set_nplc(1.0)
+        assert np.all(smu.sweep_voltages_v(np.full(4, 0.1)) > 0)
+        assert smu.transport.timeout_s == 2.0
+
+
 def test_served_needs_simulated_instruments():
     config = {"sim": None, "instruments": {"switch_board": {"uri": "serial://loop://"},
                                             "source_meter": None}}

@@ -8,6 +8,7 @@ import pytest
 from crossbar_ctl.core.config import Limits
 from crossbar_ctl.core.errors import InstrumentReportedError, LimitError, ProtocolError
 from drivers import Keithley2400, Keithley2450, SafetyGuard
+from drivers._transport import _NoReply
 from tests.drivers.scripted import NO_ERROR, ScriptedTransport, connect_2400, connect_2450
 
 
@@ -111,6 +112,44 @@ def test_2450_list_sweep():
     np.testing.assert_allclose(current, [1e-5, 2e-5])
     assert not smu.output_is_on and smu.level_v == 0.0
     t.assert_done()
+
+
+class Integrating(ScriptedTransport):
+    """A 2450 that takes a sweep's real time: the readings arrive only if the link waits that long.
+
+    Worst case on 50 Hz mains with autozero on: each point integrates three apertures (the
+    reading, and expired zero and reference readings) and settles for about a millisecond.
+    """
+
+    def __init__(self, steps, *, nplc, timeout_s):
+        super().__init__(steps)
+        self.nplc, self.link_timeout_s, self.waited_s = nplc, timeout_s, []
+
+    def _receive(self):
+        if self.sent[-1].startswith(":TRAC:DATA?"):
+            points = int(self.sent[-1].split(",")[1])
+            self.waited_s.append(self.timeout_s)
+            if self.timeout_s < self.link_timeout_s + points * (3 * self.nplc / 50 + 1e-3):
+                raise _NoReply
+        return super()._receive()
+
+
+@pytest.mark.parametrize("nplc", [1.0, 10.0])
+def test_2450_sweep_waits_for_the_sweeps_worst_case_duration(nplc):
+    smu, _ = connect_2450()
+    t = Integrating([(f":SENS:CURR:NPLC {nplc:g}", None), NO_ERROR,
+                     (":SOUR:LIST:VOLT 0,0.1,0.2,0", None), (":SOUR:SWE:VOLT:LIST 1, 0", None),
+                     (':TRAC:CLE "defbuffer1"', None), NO_ERROR, (":INIT", None), ("*WAI", None),
+                     (':TRAC:DATA? 1, 4, "defbuffer1", READ', "1e-9,1e-5,2e-5,2e-9"), (":OUTP OFF", None)],
+                    nplc=nplc, timeout_s=2.0)
+    t.timeout_s = 2.0
+    smu.transport = t
+    smu.set_nplc(nplc)
+    np.testing.assert_allclose(smu.sweep_voltages_v([0.1, 0.2]), [1e-5, 2e-5])
+    t.assert_done()
+    assert t.timeout_s == 2.0  # restored
+    duration_s = 4 * (3 * nplc / 50 + 1e-3)
+    assert t.waited_s[0] - 2.0 < 4 * duration_s  # sized from the sweep, not unbounded
 
 
 def test_2450_list_sweep_inserts_ramp_points_and_drops_their_readings():

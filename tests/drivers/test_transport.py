@@ -70,7 +70,7 @@ def test_a_dropped_connection_is_reopened_then_given_up():
     device.drops_left = 1
     assert t.query("A?") == "echo A?"            # dropped once, reopened, resent
     device.drops_left = 2
-    with pytest.raises(ConnectionLost, match="reopened 1 time") as info:
+    with pytest.raises(ConnectionLost, match="^link lost: connection dropped .*again after reopening it 1x") as info:
         t.query("B?")
     assert isinstance(info.value, ConnectionError) and info.value.command == "B?"
     assert t.query("C?") == "echo C?"            # the next exchange reopens again
@@ -80,8 +80,46 @@ def test_no_reconnects_means_the_first_drop_is_final():
     device = Echo()
     t = open_transport("sim://dev", devices={"dev": device}, reconnects=0)
     device.drops_left = 1
-    with pytest.raises(ConnectionLost, match="reopened 0 time"):
+    with pytest.raises(ConnectionLost, match=r"^link lost: connection dropped \(dropped\) \(instrument"):
         t.query("A?")
+
+
+class Unreachable(Echo):
+    """Drops the link, then refuses to reopen it (the instrument was switched off)."""
+
+    def __init__(self):
+        super().__init__()
+        self.off = False
+
+    def session(self):
+        if self.off:
+            raise ConnectionRefusedError("connection refused")
+        return self
+
+
+def test_a_lost_link_says_so_first_names_role_and_address_and_abbreviates_the_command():
+    device = Unreachable()
+    t = open_transport("sim://board", devices={"board": device}, role="switch_board")
+    device.drops_left, device.off = 1, True
+    command = "MVM " + ",".join(["0.125"] * 64)
+    with pytest.raises(ConnectionLost) as info:
+        t.query(command)
+    message = str(info.value)
+    assert message.startswith("link to the switch_board lost: connection dropped (dropped); "
+                              "reopening failed: connection refused (instrument sim://board, ")
+    assert "0.125,0.125" in message and command not in message and f"({len(command)} characters)" in message
+    assert info.value.command == command and len(message) < 200
+    with pytest.raises(ConnectionLost, match="^link to the switch_board lost: dropped earlier; reopening failed"):
+        t.query("B?")
+
+
+def test_a_timeout_names_the_lab_file_setting_to_raise():
+    device = Echo()
+    device.mode = "hang"
+    t = open_transport("sim://smu", devices={"smu": device}, timeout_s=0.01, role="source_meter")
+    with pytest.raises(InstrumentTimeout, match=r"no reply within 0\.01 s; if the instrument needs longer, "
+                                                r"raise instruments\.source_meter\.timeout_s in the lab file"):
+        t.query(":TRAC:DATA? 1, 4")
 
 
 def test_closed_transport_refuses():
