@@ -24,6 +24,12 @@ MAX_EXACT_BRANCHES = _kernels.MAX_EXACT
 MAX_BRANCHES = 128
 """Largest pool a cell may have; beyond ``MAX_EXACT_BRANCHES`` the solver reduces first."""
 
+PARALLEL_SUMS = 2**17
+"""Calls with fewer half sums than this in all (``cells * 2^(m / 2)``, about 0.3 ms of work) run on
+one thread: waking numba's other threads costs more, up to a scheduler time slice when other
+processes keep the cores busy (a one-cell call at m = 24 took 6-16 ms on two threads against 0.2 ms
+on one, on a loaded 2-core machine)."""
+
 
 class SubsetSumStatus(enum.IntEnum):
     """How a cell's answer was reached."""
@@ -151,7 +157,7 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
     tolerance_s : float, optional
         Near-tie window, siemens: among subsets whose error is within ``tolerance_s`` of the best,
         take the lowest propagated uncertainty, then the fewest closed branches. Default 0 (exact
-        ties only). A wide window costs time: every subset in it is visited.
+        ties only). A wide window costs time: every pair of distinct half sums in it is visited.
     rng : None, int or numpy.random.Generator, optional
         Randomness of the reduction path (cells beyond ``MAX_EXACT_BRANCHES`` usable branches).
         None is seed 0, so results are reproducible by default.
@@ -214,8 +220,14 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
     variance = np.zeros(cells)
     status = np.zeros(cells, dtype=np.int8)
     if cells:
-        _kernels.solve_cells(values, sig2, allowed, target, cap, tolerance, seeds,
-                             numba.get_num_threads(), mask, achieved, variance, status)
+        threads = numba.get_num_threads()
+        if cells * 2.0 ** (min(m, MAX_EXACT_BRANCHES) / 2) < PARALLEL_SUMS:
+            numba.set_num_threads(1)  # this thread's parallel regions only
+        try:
+            _kernels.solve_cells(values, sig2, allowed, target, cap, tolerance, seeds,
+                                 numba.get_num_threads(), mask, achieved, variance, status)
+        finally:
+            numba.set_num_threads(threads)
     arrays = [mask, achieved, achieved - target, np.sqrt(variance), status]
     if single:
         arrays = [a[0] for a in arrays]
