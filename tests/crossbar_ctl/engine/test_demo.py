@@ -154,8 +154,9 @@ def test_closed_loop_repairs_a_fault_found_late(calibrated):
         done = program_plan(lab, plan, model)
     before = done.tile(0, "residual_before_s")[row, col // 2]
     after = done.tile(0, "residual_after_s")[row, col // 2]
-    assert abs(before) > 0.5 * model.conductance_s[row, col, branch]  # the measurement saw it
-    assert abs(after) < 5 * np.median(np.abs(done.tile(0, "residual_after_s")))  # and it was re-solved
+    # measured: the pair missed 0.96 of the lost branch, and ends 1.8 times the tile's median residual
+    assert abs(before) > 0.8 * model.conductance_s[row, col, branch]  # the measurement saw it
+    assert abs(after) < 2.2 * np.median(np.abs(done.tile(0, "residual_after_s")))  # and it was re-solved
     assert done.header.program.cells_resolved[0] >= 1
     assert done.header.program.branches_found_open == 1  # found by measuring the cell's branches again
 
