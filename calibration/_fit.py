@@ -75,7 +75,8 @@ def fit_and_estimate(raw: RawData, twin_arrays: dict, header: CalibrationHeader,
 
     twin, covariance = fit_twin(residuals, TwinParameters(row_wire_resistance_ohm=0.1,
                                                           col_wire_resistance_ohm=0.1,
-                                                          sense_resistance_ohm=1.0))
+                                                          sense_resistance_ohm=1.0),
+                                  conductance_s=first.conductance_s)
     final = with_twin(raw, header, options, measured, noise, twin, covariance, resolution_a)
 
     def rel_rms(index: np.ndarray) -> tuple[float, float]:

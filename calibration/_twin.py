@@ -20,9 +20,10 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from calibration._record import TwinParameters
-from crossbar_ctl.core.circuit import CrossbarCircuit
+from crossbar_ctl.core.circuit import CrossbarCircuit, merge_threshold_ohm
 
-__all__ = ["fit_twin", "network_col_current_a", "row_step_conductance", "solve_row_step"]
+__all__ = ["fit_twin", "network_col_current_a", "row_step_conductance", "solve_row_step",
+           "twin_bounds_ohm"]
 
 
 def _closed_circuit(conductance_s: np.ndarray, twin: TwinParameters, *,
@@ -224,8 +225,38 @@ def _row_ports(base_s: np.ndarray, row: int, cols: np.ndarray, voltage_v: float,
     return port_v[0], sensed_a[0], port_v[1:].T, sensed_a[1:].T
 
 
-def fit_twin(residuals, start: TwinParameters) -> tuple[TwinParameters, np.ndarray]:
-    """Fit the wire and sense resistances by least squares.
+def twin_bounds_ohm(conductance_s: np.ndarray | None) -> tuple[float, float]:
+    """The physical range of each twin resistance, from the branches read through the wiring.
+
+    Parameters
+    ----------
+    conductance_s : ndarray (rows, cols, branches) or None
+        Apparent branch conductances (each read alone, through the ideal twin: the wiring in
+        series), S; NaN or infinite ones are ignored.
+
+    Returns
+    -------
+    zero_below_ohm : float
+        A fitted value below this is 0: the circuit's merge threshold
+        (:func:`crossbar_ctl.core.circuit.merge_threshold_ohm`) for the largest cell, every branch
+        closed, so any circuit of the array merges such an element anyway.
+    upper_ohm : float
+        Largest physical value: the smallest apparent branch resistance, which holds at least one
+        segment of each wire and the sense resistance in series with its branch.
+        ``(0, inf)`` when nothing conducts (or ``conductance_s`` is None).
+    """
+    if conductance_s is None:
+        return 0.0, np.inf
+    g = np.asarray(conductance_s, dtype=np.float64)
+    g = np.where(np.isfinite(g) & (g > 0), g, 0.0)
+    if not g.any():
+        return 0.0, np.inf
+    return merge_threshold_ohm(g.sum(axis=-1)), 1.0 / g.max()
+
+
+def fit_twin(residuals, start: TwinParameters, *,
+             conductance_s: np.ndarray | None = None) -> tuple[TwinParameters, np.ndarray]:
+    """Fit the wire and sense resistances by least squares, within their physical range.
 
     Parameters
     ----------
@@ -233,11 +264,15 @@ def fit_twin(residuals, start: TwinParameters) -> tuple[TwinParameters, np.ndarr
         ``residuals(twin) -> ndarray``: normalised residuals (reading minus prediction over its
         sigma) of the fit readings for a candidate twin.
     start : TwinParameters
+    conductance_s : ndarray (rows, cols, branches), optional
+        Apparent branch conductances, S: bound the fit (:func:`twin_bounds_ohm`); without them
+        the resistances are only kept >= 0.
 
     Returns
     -------
     twin : TwinParameters
-        With ``fit_rel_rms`` left to the caller.
+        Each resistance in ``[0, upper_ohm]``, exactly 0 below ``zero_below_ohm``; with
+        ``fit_rel_rms`` left to the caller.
     covariance : ndarray (3, 3)
         Covariance of ``(row, col, sense)`` resistances, ohm^2.
     """
@@ -246,12 +281,15 @@ def fit_twin(residuals, start: TwinParameters) -> tuple[TwinParameters, np.ndarr
         return TwinParameters(row_wire_resistance_ohm=float(p[0]), col_wire_resistance_ohm=float(p[1]),
                               sense_resistance_ohm=float(p[2]))
 
+    zero_below_ohm, upper_ohm = twin_bounds_ohm(conductance_s)
     p0 = np.array([start.row_wire_resistance_ohm, start.col_wire_resistance_ohm,
                    start.sense_resistance_ohm])
-    result = least_squares(lambda p: residuals(make(p)), p0, bounds=(0.0, np.inf),
-                           x_scale=np.maximum(p0, 0.1), diff_step=1e-3)
+    p0 = np.minimum(p0, 0.5 * upper_ohm)  # start inside the bounds
+    result = least_squares(lambda p: residuals(make(p)), p0, bounds=(0.0, upper_ohm),
+                           x_scale=np.maximum(p0, min(0.1, 0.5 * upper_ohm)), diff_step=1e-3)
     jac = result.jac
     dof = max(result.fun.size - 3, 1)
     scale = max(float(result.fun @ result.fun) / dof, 1.0)
     covariance = np.linalg.pinv(jac.T @ jac) * scale
-    return make(result.x), covariance
+    fitted = np.where(result.x < zero_below_ohm, 0.0, np.minimum(result.x, upper_ohm))
+    return make(fitted), covariance

@@ -16,7 +16,8 @@ Topology (``rows x cols`` cells)::
 A line that is not connected floats: its terminal is open. Zero resistances are handled exactly
 by merging the nodes they join (never a huge conductance); so is every series element (row or
 column wire segment, sense resistance) below ``MERGE_RATIO`` (1e-11) times the smallest cell
-resistance ``1 / max(conductance_s)`` (1e-8 ohm beside 1 kOhm: no real wire). A float64
+resistance ``1 / max(conductance_s)`` (1e-8 ohm beside 1 kOhm: no real wire; 1e-300 ohm without
+a conducting cell, as injected currents still flow through the wires). A float64
 factorisation of wires that much stiffer than the cells is ill-conditioned, numerically singular
 below ~1e-16 (SuperLU stops). Merging errs by ~ratio * line length; solving by more as the ratio
 falls, most with floating lines. At the threshold both stay below ~2e-9 of the largest current
@@ -70,6 +71,9 @@ __all__ = ["MERGE_RATIO", "CircuitSolution", "CrossbarCircuit", "merge_threshold
 # where merging (error ~ratio * line length) and solving (error grows as the ratio falls, most with
 # floating lines) err alike, worst case over 3x4 to 32x32 arrays (module docstring).
 MERGE_RATIO = 1e-11
+# Without a conducting cell only these merge: node injections still drive current through the
+# wires, and the conductances of smaller ones, summed at a node, could overflow float64.
+_NEGLIGIBLE_OHM = 1e-300
 
 # The structured solver keeps one dense cols x cols block per row: beyond this, use sparse.
 _STRUCTURED_MAX_BYTES = 2**30
@@ -156,11 +160,11 @@ def merge_threshold_ohm(conductance_s) -> float:
     Returns
     -------
     float
-        ``MERGE_RATIO / max(conductance_s)``; ``inf`` without a conducting cell (no current
-        flows in any wire, so merging is exact).
+        ``MERGE_RATIO / max(conductance_s)``, and at least 1e-300 ohm (the only merges without
+        a conducting cell: currents injected into nodes still flow through the wires).
     """
     largest_s = float(np.max(conductance_s, initial=0.0))
-    return MERGE_RATIO / largest_s if largest_s > 0 else np.inf
+    return max(MERGE_RATIO / largest_s, _NEGLIGIBLE_OHM) if largest_s > 0 else _NEGLIGIBLE_OHM
 
 
 def _mask(name: str, value, size: int) -> np.ndarray:
@@ -298,7 +302,8 @@ class CrossbarCircuit:
             Voltage each column's sense terminal holds, V (default 0 V, virtual ground).
         row_node_current_a, col_node_current_a : array_like, float (rows, cols) or (batch, rows, cols), optional
             Current injected into each row node / column node from ground, A (default none).
-            Injecting into a floating island (no path to a held terminal) raises.
+            Injecting into a floating island (no path to a held terminal) raises. A merged
+            element (below ``merge_threshold_ohm``, set by the cells) carries it without a drop.
 
         Returns
         -------

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from calibration import TwinParameters
-from calibration._twin import fit_twin, network_col_current_a, row_step_conductance, solve_row_step
-from crossbar_ctl.core.circuit import CrossbarCircuit
+from calibration._twin import (
+    fit_twin,
+    network_col_current_a,
+    row_step_conductance,
+    solve_row_step,
+    twin_bounds_ohm,
+)
+from crossbar_ctl.core.circuit import CrossbarCircuit, merge_threshold_ohm
 
 TWIN = TwinParameters(row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.7, sense_resistance_ohm=10.0)
 
@@ -57,9 +63,8 @@ def test_row_step_with_stuck_cells_elsewhere():
     np.testing.assert_allclose(solved, truth, rtol=1e-9)  # ...and are accounted for
 
 
-def test_fit_recovers_the_wiring():
-    rng = np.random.default_rng(5)
-    g = rng.uniform(5e-5, 1.5e-4, (16, 16))
+def fit_patterns(g, truth, gain=1.0):
+    """Residuals of four multi-cell patterns read on ``g`` through ``truth`` (times ``gain``)."""
     patterns = []
     for rows in (slice(0, 4), slice(12, 16)):
         mask = np.zeros((16, 16))
@@ -73,15 +78,80 @@ def test_fit_recovers_the_wiring():
         volts = np.zeros(16)
         volts[row] = 0.5
         patterns.append((g * mask, volts))
-    measured = [oracle(cells, volts)[0] for cells, volts in patterns]
+    measured = [gain * oracle(cells, volts, truth)[0] for cells, volts in patterns]
 
     def residuals(twin):
         return np.concatenate([(m - network_col_current_a(c, v, twin)[0]) / 1e-9
                                for m, (c, v) in zip(measured, patterns)])
 
-    fitted, covariance = fit_twin(residuals, TwinParameters.ideal().model_copy(
-        update={"row_wire_resistance_ohm": 0.1, "col_wire_resistance_ohm": 0.1, "sense_resistance_ohm": 1.0}))
+    return residuals
+
+
+START = TwinParameters(row_wire_resistance_ohm=0.1, col_wire_resistance_ohm=0.1,
+                       sense_resistance_ohm=1.0)
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_fit_recovers_the_wiring(bounded):
+    rng = np.random.default_rng(5)
+    branches = rng.uniform(5e-5, 1.5e-4, (16, 16, 3))
+    fitted, covariance = fit_twin(fit_patterns(branches[:, :, 0], TWIN), START,
+                                  conductance_s=branches if bounded else None)
     assert fitted.row_wire_resistance_ohm == pytest.approx(0.5, rel=1e-4)
     assert fitted.col_wire_resistance_ohm == pytest.approx(0.7, rel=1e-4)
     assert fitted.sense_resistance_ohm == pytest.approx(10.0, rel=1e-4)
     assert covariance.shape == (3, 3)
+
+
+def test_bounds_come_from_the_apparent_branches():
+    g = np.full((2, 3, 4), 1e-4)
+    g[1, 2] = [2e-4, 1e-4, np.nan, np.inf]  # unread or unreadable branches are ignored
+    zero_below, upper = twin_bounds_ohm(g)
+    assert zero_below == merge_threshold_ohm(np.array([4e-4, 3e-4]))
+    assert upper == 1.0 / 2e-4
+    assert twin_bounds_ohm(None) == twin_bounds_ohm(np.zeros((2, 2, 2))) == (0.0, np.inf)
+
+
+def test_fit_reports_a_wire_below_the_merge_threshold_as_zero():
+    """Ideal column wires: least squares stops a few nano-ohm above the bound (1.2e-8 ohm here),
+    which no circuit of the array resolves (merge threshold 2.3e-8 ohm): reported as 0."""
+    rng = np.random.default_rng(5)
+    branches = rng.uniform(5e-5, 1.5e-4, (16, 16, 3))
+    truth = TWIN.model_copy(update={"col_wire_resistance_ohm": 0.0})
+    residuals = fit_patterns(branches[:, :, 0], truth)
+    zero_below, _ = twin_bounds_ohm(branches)
+    assert 2e-8 < zero_below < 3e-8
+    fitted, _ = fit_twin(residuals, START, conductance_s=branches)
+    assert fitted.col_wire_resistance_ohm == 0.0
+    assert fitted.row_wire_resistance_ohm == pytest.approx(0.5, rel=1e-6)
+    assert fitted.sense_resistance_ohm == pytest.approx(10.0, rel=1e-6)
+
+
+def test_fit_stays_in_the_physical_range():
+    """Readings 10x below any plausible wiring (a gain error, say): unbounded, least squares
+    explained them with an 18 kOhm sense resistance, more than the smallest branch's whole path
+    (6.7 kOhm); bounded, every resistance stays within [0, that path]."""
+    rng = np.random.default_rng(5)
+    branches = rng.uniform(5e-5, 1.5e-4, (16, 16, 3))
+    residuals = fit_patterns(branches[:, :, 0], TWIN, gain=0.1)
+    _, upper = twin_bounds_ohm(branches)
+    free, _ = fit_twin(residuals, START)
+    assert free.sense_resistance_ohm > 2 * upper
+    fitted, _ = fit_twin(residuals, START, conductance_s=branches)
+    values = [fitted.row_wire_resistance_ohm, fitted.col_wire_resistance_ohm,
+              fitted.sense_resistance_ohm]
+    assert all(0.0 <= value <= upper for value in values)
+    assert max(values) == pytest.approx(upper, rel=1e-6)  # the bound holds it
+
+
+def test_a_fitted_wire_of_5e_16_ohm_predicts_like_an_ideal_one():
+    """The twin a calibration of a 4x4x3 array fitted (column wire 5e-16 ohm): its network once
+    stopped with 'Factor is exactly singular'."""
+    g = np.zeros((4, 4))
+    g[:, 0] = [9.3127e-5, 1.156e-4, 1.7146e-4, 1.1058e-4]
+    twin = TwinParameters(row_wire_resistance_ohm=0.5596, col_wire_resistance_ohm=5.135e-16,
+                          sense_resistance_ohm=10.923)
+    ideal = twin.model_copy(update={"col_wire_resistance_ohm": 0.0})
+    volts = np.eye(4)
+    np.testing.assert_array_equal(network_col_current_a(g, volts, twin),
+                                  network_col_current_a(g, volts, ideal))
