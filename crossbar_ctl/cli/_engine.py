@@ -113,11 +113,11 @@ def _program_table(program: dict[str, Any]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    _check_plot(args.plot, "--plot", directory=True)  # before the imports: fail in a blink
     from crossbar_ctl.engine._check import LayerCheck
     from crossbar_ctl.engine._demo import run_demo
     from crossbar_ctl.engine._reports import layer_rows
 
-    _check_plot(args.plot, "--plot", directory=True)
     result = run_demo(lab_config=args.lab, samples=args.samples, plot_dir=args.plot,
                       show_progress=_progress(args), served=args.served)
 
@@ -143,6 +143,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _program(args: argparse.Namespace) -> int:
+    check_output_path(args.out, "--out")
     from calibration import CalibrationRecord
     from crossbar_ctl.engine._demo import progress_bar
     from crossbar_ctl.engine._workflow import program_network
@@ -151,7 +152,6 @@ def _program(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._plan import PlanOptions, network_tiles
     from crossbar_ctl.engine._program import ProgramOptions
 
-    check_output_path(args.out, "--out")
     plan_options = build_options(PlanOptions, predistort=not args.no_predistort, max_tiles=args.max_tiles)
     program_options = build_options(ProgramOptions, max_iterations=args.max_iterations)
     network = load_network(args.weights)
@@ -185,6 +185,8 @@ def _program(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    check_output_path(args.out, "--out")
+    _check_plot(args.plot, "--plot")
     from crossbar_ctl.engine._demo import progress_bar
     from crossbar_ctl.engine._workflow import check_network
     from crossbar_ctl._lab import open_lab
@@ -192,8 +194,6 @@ def _check(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._plan import SwitchPlan, inference_vectors
     from crossbar_ctl.engine._reports import layer_rows, plot_check
 
-    check_output_path(args.out, "--out")
-    _check_plot(args.plot, "--plot")
     plan = SwitchPlan.load(args.plan)
     x, y = load_dataset(args.data)
     details: dict = {}
