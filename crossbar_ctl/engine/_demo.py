@@ -101,7 +101,7 @@ def run_demo(*, lab_config: Any = None, network: Network | None = None, samples:
     network : Network, optional
         Default: the shipped digits MLP; its test set is the data.
     samples : int, optional
-        Use only the first ``samples`` test samples (at least 1; default: all of them).
+        Use only the first ``samples`` test samples (1 to all of them; default: all).
     nplc : float, optional
         Readout integration time of the inference run (default 4 power-line cycles).
     plot_dir : path, optional
@@ -126,6 +126,8 @@ def run_demo(*, lab_config: Any = None, network: Network | None = None, samples:
     network = network or load_network(DIGITS_NETWORK)
     if network.test_x is None:
         raise EngineError(f"{network.name} has no test set (test.x, test.y) to run the demo on")
+    if samples is not None and samples > len(network.test_x):
+        raise EngineError(f"samples = {samples}: {network.name} has only {len(network.test_x)} test samples")
     x, y = network.test_x[:samples], network.test_y[:samples]
     with demo_lab(lab_config, served=served) as lab:
         mark = time.monotonic()

@@ -182,6 +182,14 @@ def test_run_demo_refuses_a_bad_sample_count_before_any_work(monkeypatch):
             demo.run_demo(samples=samples, show_progress=False)
 
 
+def test_demo_refuses_more_samples_than_the_test_set_before_calibrating(monkeypatch, capsys):
+    import crossbar_ctl.engine._demo as demo
+
+    monkeypatch.setattr(demo, "demo_lab", lambda *a, **k: pytest.fail("work started"))
+    assert main(["demo", "--samples", "361"]) == EXIT_ERROR
+    assert "samples = 361: digits_mlp has only 360 test samples" in _one_error_line(capsys)
+
+
 @pytest.mark.parametrize("argv", [
     ["program", "--weights", "missing.npz", "--calibration", "missing.npz", "--out", "{file}/plan.npz"],
     ["check", "--plan", "missing.npz", "--data", "missing.npz", "--out", "{file}/report.json"],
