@@ -68,6 +68,17 @@ def test_output_path_accepts_new_directories_and_none(tmp_path):
     assert not (tmp_path / "a").exists()  # checking creates nothing
 
 
+def test_output_path_where_the_file_system_refuses_a_file_is_refused(tmp_path, monkeypatch):
+    import tempfile
+
+    def refused(*args, dir=None, **kwargs):  # what a read-only mount or an ACL answers, even to root
+        raise PermissionError(13, "Permission denied", str(dir))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    with pytest.raises(ConfigError, match=f"--out .*: cannot write in {tmp_path} \\(Permission denied\\)"):
+        check_output_path(tmp_path / "plan.npz", "--out")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_output_path_in_a_read_only_directory_is_refused(tmp_path):
     locked = tmp_path / "locked"
