@@ -117,7 +117,6 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected {allowed}, got {value}")
         return value
 
-    parse.__name__ = "integer"
     return parse
 
 
