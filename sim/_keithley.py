@@ -653,7 +653,9 @@ class SimKeithley2450(_SourceMeter):
         ohms = 1 / conductance if conductance > 0 else math.inf
         return next((r for r in ranges if ohms <= r), ranges[-1])
 
-    @_per_function(_SENSES_2450, ":RANGe[:UPPer]", Number(0, 210e6))
+    @scpi(":SENSe:CURRent[:DC]:RANGe[:UPPer]", Number(0, 1.05, unit="A"), bind=("CURR",))
+    @scpi(":SENSe:VOLTage[:DC]:RANGe[:UPPer]", Number(0, 210, unit="V"), bind=("VOLT",))
+    @scpi(":SENSe:RESistance:RANGe[:UPPer]", Number(0, 210e6, unit="OHM"), bind=("RES",))
     def _sense_range_set(self, function: str, value: float) -> None:
         self.sense_range[function] = _range_for(value, self._sense_ranges(function))
 
