@@ -296,3 +296,19 @@ def test_help_appends_defaults_including_zero_but_not_unset_ones():
     assert "random seed (default: 0)" in text
     assert "(default 2.5 per s) --flag" in text  # not said twice
     assert "a flag --name" in text and text.endswith("a name")
+
+
+def test_program_defaults_and_bounds_are_the_options_models_own():
+    from crossbar_ctl.engine._plan import PlanOptions
+    from crossbar_ctl.engine._program import ProgramOptions
+
+    actions = {action.dest: action for parser, action in _every_option() if parser.prog == "crossbar program"}
+    assert actions["max_tiles"].default == PlanOptions().max_tiles
+    assert actions["max_iterations"].default == ProgramOptions().max_iterations
+    bounds = ProgramOptions.model_fields["max_iterations"].metadata
+    low = next(m.ge for m in bounds if hasattr(m, "ge"))
+    high = next(m.le for m in bounds if hasattr(m, "le"))
+    assert actions["max_iterations"].type(str(low)) == low and actions["max_iterations"].type(str(high)) == high
+    for outside in (low - 1, high + 1):
+        with pytest.raises(Exception, match="expected an integer"):
+            actions["max_iterations"].type(str(outside))
