@@ -5,6 +5,12 @@ masks; its circuit is prepared (timed: ``factor_s``) and solved for a batch of i
 (timed, divided by the batch: ``solve_s`` per vector), beside the ideal ``G^T V`` of the same
 batch (``ideal_s`` per vector, one BLAS thread as in the solver). Peak memory is measured in a
 separate, untimed pass with ``tracemalloc`` (numpy allocations included).
+
+In the same run, the reference (:data:`REFERENCE`): a plain SuperLU solve of the same nodal
+system, the way one would write it with scipy alone. Assemble the sparse nodal matrix of the row
+and column nodes (terminals held), ``scipy.sparse.linalg.splu`` it once with its defaults
+(``ref_factor_s``, assembly included), then ``lu.solve`` the whole batch and take the column
+currents (``ref_solve_s`` per vector). Ratios are reference time over ours (> 1: ours is faster).
 """
 
 from __future__ import annotations
@@ -14,15 +20,19 @@ import tracemalloc
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
+from crossbar_ctl.core.circuit import CrossbarCircuit, _one_blas_thread
 from crossbar_ctl.core.config import SimArrayConfig
 from crossbar_ctl.core.errors import ConfigError
 from sim._array import PhysicalArray
-from crossbar_ctl.core.circuit import CrossbarCircuit, _one_blas_thread
 
-__all__ = ["DEFAULT_SIZES", "bench_circuit"]
+__all__ = ["DEFAULT_SIZES", "REFERENCE", "bench_circuit"]
 
 DEFAULT_SIZES = (32, 64, 128, 256)
+REFERENCE = ("scipy.sparse.linalg.splu (SuperLU, default options) of the assembled nodal matrix: "
+             "one factorisation, then lu.solve of the whole batch")
 _MIB = 2.0**20
 
 
@@ -33,6 +43,49 @@ def _best_time(function, repeats: int) -> float:
         function()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+class _SuperLUReference:
+    """The nodal system of the bench's array, assembled and solved with plain scipy SuperLU.
+
+    Unknowns: row node ``(i, j)`` at ``i * cols + j``, column node ``(i, j)`` at ``n + i * cols +
+    j``; the row sources (through one row segment) and the grounded sense ends (through a column
+    segment and the sense resistance) are held terminals, moved to the right-hand side.
+    """
+
+    def __init__(self, conductance_s: np.ndarray, config: SimArrayConfig) -> None:
+        rows, cols = conductance_s.shape
+        n = rows * cols
+        g_row = 1.0 / config.row_wire_resistance_ohm
+        g_col = 1.0 / config.col_wire_resistance_ohm
+        g_end = 1.0 / (config.col_wire_resistance_ohm + config.sense_resistance_ohm)
+        grid = np.arange(n).reshape(rows, cols)
+        a = [grid.ravel(), grid[:, :-1].ravel(), n + grid[:-1].ravel()]
+        b = [n + grid.ravel(), grid[:, 1:].ravel(), n + grid[1:].ravel()]
+        g = [conductance_s.ravel(), np.full((cols - 1) * rows, g_row),
+             np.full((rows - 1) * cols, g_col)]
+        a, b, g = np.concatenate(a), np.concatenate(b), np.concatenate(g)
+        diagonal = np.zeros(2 * n)
+        np.add.at(diagonal, a, g)
+        np.add.at(diagonal, b, g)
+        diagonal[grid[:, 0]] += g_row  # source segments
+        diagonal[n + grid[-1]] += g_end  # column ends, sense terminals at 0 V
+        matrix = sp.coo_matrix(
+            (np.concatenate([diagonal, -g, -g]),
+             (np.concatenate([np.arange(2 * n), a, b]), np.concatenate([np.arange(2 * n), b, a]))),
+            shape=(2 * n, 2 * n),
+        )
+        self._lu = spla.splu(matrix.tocsc())
+        self._source, self._end = grid[:, 0], n + grid[-1]
+        self._g_row, self._g_end = g_row, g_end
+        self._size = 2 * n
+
+    def col_current_a(self, row_voltage_v: np.ndarray) -> np.ndarray:
+        """Current out of each column into its grounded sense end, ``(batch, cols)``, A."""
+        rhs = np.zeros((self._size, row_voltage_v.shape[0]))
+        rhs[self._source] = self._g_row * row_voltage_v.T
+        voltage = self._lu.solve(rhs)
+        return (self._g_end * voltage[self._end]).T
 
 
 def bench_circuit(
@@ -62,9 +115,12 @@ def bench_circuit(
         Per size: ``rows``, ``cols``, ``method``, ``batch``, ``factor_s``, ``solve_s`` (per
         vector in a batch), ``single_s`` (one vector alone), ``ideal_s`` (per vector),
         ``peak_mib`` (prepare plus one batch solve), ``kcl_rel`` (|sum of row currents - sum of
-        column currents| over sum of |row currents|, a consistency check); with
+        column currents| over sum of |row currents|, a consistency check); the reference
+        (:data:`REFERENCE`, same batch): ``reference``, ``ref_factor_s``, ``ref_solve_s`` (per
+        vector), ``factor_ratio`` and ``solve_ratio`` (reference time over ours) and
+        ``ref_rel_diff`` (largest column current difference over the largest current); with
         ``compare_sparse`` also ``sparse_factor_s``, ``sparse_solve_s`` (per vector) and
-        ``sparse_rel_diff`` (largest current difference over the largest current).
+        ``sparse_rel_diff``.
     """
     if batch < 1 or branches < 1 or not sizes or min(sizes) < 1:
         raise ConfigError("bench circuit needs sizes >= 1, branches >= 1 and batch >= 1",
@@ -100,6 +156,24 @@ def bench_circuit(
         result = {"rows": size, "cols": size, "method": circuit.method, "batch": batch,
                   "factor_s": factor_s, "solve_s": solve_s, "single_s": single_s,
                   "ideal_s": ideal_s, "kcl_rel": float(kcl)}
+        # The reference, timed the same way (best of repeats that fit the budget), same batch.
+        with _one_blas_thread:  # as ours runs
+            start = time.perf_counter()
+            reference = _SuperLUReference(conductance, config)
+            ref_first = time.perf_counter() - start
+            ref_repeats = int(np.clip(budget_s / 3 / max(ref_first, 1e-6), 1, 5))
+            ref_factor_s = min(ref_first, _best_time(
+                lambda: _SuperLUReference(conductance, config), ref_repeats - 1))
+            ref_current = reference.col_current_a(voltage)
+            ref_solve_s = _best_time(lambda: reference.col_current_a(voltage),
+                                     ref_repeats) / batch
+        scale = np.abs(solution.col_current_a).max()
+        result.update({
+            "reference": REFERENCE, "ref_factor_s": ref_factor_s, "ref_solve_s": ref_solve_s,
+            "factor_ratio": ref_factor_s / factor_s, "solve_ratio": ref_solve_s / solve_s,
+            "ref_rel_diff": float(np.abs(ref_current - solution.col_current_a).max() / scale),
+        })
+        del reference
         if compare_sparse:
             start = time.perf_counter()
             sparse = prepare("sparse")

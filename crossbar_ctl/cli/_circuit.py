@@ -14,7 +14,9 @@ def add_commands(commands, bench) -> None:
         help="prepare and per-vector solve times of the exact circuit solver",
         description="Prepare (factor) and solve the nodal equations of square arrays with wires "
         "and random branch masks; solve times are per input vector within a batch, beside the "
-        "ideal G^T V of the same batch, and the peak memory of one prepare and solve.",
+        "ideal G^T V of the same batch, and the peak memory of one prepare and solve. In the "
+        "same run, a reference: plain scipy SuperLU (splu of the assembled nodal matrix, one "
+        "factorisation, the same batch solved at once), with the ratios of its times to ours.",
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=None, metavar="N",
                         help="array sizes, rows = cols (default 32 64 128 256)")
@@ -29,7 +31,7 @@ def add_commands(commands, bench) -> None:
 
 
 def _bench_circuit(args: argparse.Namespace) -> int:
-    from sim._bench_circuit import DEFAULT_SIZES, bench_circuit
+    from sim._bench_circuit import DEFAULT_SIZES, REFERENCE, bench_circuit
 
     results = bench_circuit(args.sizes or DEFAULT_SIZES, branches=args.branches,
                             batch=args.batch, seed=args.seed, compare_sparse=args.compare_sparse)
@@ -45,6 +47,11 @@ def _bench_circuit(args: argparse.Namespace) -> int:
                 "ideal_us/vec": 1e6 * r["ideal_s"],
                 "peak_mib": r["peak_mib"],
                 "kcl_rel": r["kcl_rel"],
+                "ref_factor_ms": 1e3 * r["ref_factor_s"],
+                "ref_solve_ms/vec": 1e3 * r["ref_solve_s"],
+                "factor_ratio": r["factor_ratio"],
+                "solve_ratio": r["solve_ratio"],
+                "ref_rel_diff": r["ref_rel_diff"],
                 **({"sparse_factor_ms": 1e3 * r["sparse_factor_s"],
                     "sparse_solve_ms/vec": 1e3 * r["sparse_solve_s"],
                     "sparse_rel_diff": r["sparse_rel_diff"]} if "sparse_factor_s" in r else {}),
@@ -52,7 +59,8 @@ def _bench_circuit(args: argparse.Namespace) -> int:
             for r in rows
         ]
         print_table(table, title=f"exact circuit solve, {args.branches} branches per cell, "
-                    "wires and sense resistance from the default sim config")
+                    "wires and sense resistance from the default sim config\n"
+                    f"reference (ref_*; ratio = reference time / ours): {REFERENCE}")
 
     emit(results, args, show)
     return 0

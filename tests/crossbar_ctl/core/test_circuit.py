@@ -562,6 +562,11 @@ def test_bench_circuit_reports_every_size():
         assert r["method"] == "structured"
         assert r["factor_s"] > 0 and r["solve_s"] > 0 and r["ideal_s"] > 0 and r["peak_mib"] > 0
         assert r["kcl_rel"] < 1e-12
+        # The plain SuperLU reference solves the same system (no refinement: ~1e-14 here).
+        assert "splu" in r["reference"]
+        assert r["ref_factor_s"] > 0 and r["ref_solve_s"] > 0 and r["ref_rel_diff"] < 1e-12
+        assert r["solve_ratio"] == pytest.approx(r["ref_solve_s"] / r["solve_s"])
+        assert r["factor_ratio"] == pytest.approx(r["ref_factor_s"] / r["factor_s"])
     (compared,) = bench_circuit((6,), batch=2, budget_s=0.01, compare_sparse=True)
     assert compared["sparse_factor_s"] > 0 and compared["sparse_rel_diff"] < 1e-12
 
@@ -573,10 +578,12 @@ def test_cli_bench_circuit(capsys):
 
     assert main(["bench", "circuit", "--sizes", "5", "--batch", "2", "--json"]) == 0
     (result,) = json.loads(capsys.readouterr().out)
-    assert {"rows", "cols", "factor_s", "solve_s", "peak_mib"} <= set(result)
+    assert {"rows", "cols", "factor_s", "solve_s", "peak_mib", "reference", "ref_factor_s",
+            "ref_solve_s", "factor_ratio", "solve_ratio"} <= set(result)
     assert main(["bench", "circuit", "--sizes", "5", "--batch", "2", "--compare-sparse"]) == 0
     table = capsys.readouterr().out
     assert "5x5" in table and "sparse_rel_diff" in table
+    assert "scipy.sparse.linalg.splu" in table and "solve_ratio" in table
     assert main(["bench", "circuit", "--sizes", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("crossbar: error:") and len(err.strip().splitlines()) == 1
