@@ -287,38 +287,54 @@ def _per_user_delay(headers: dict[str, str], query: bool, *params: Any
 
 
 class _Buffer:
-    """A reading buffer: parallel lists of reading, source value and time; oldest dropped when full."""
+    """A reading buffer: reading, source value and time of the last ``capacity`` points.
+
+    A ring of ``capacity`` rows, allocated at the first reading: memory never exceeds 24 bytes a
+    point of capacity, however many points a sweep sends through it.
+    """
+
+    COLUMNS = ("READ", "SOUR", "SEC")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.clear()
 
     def clear(self) -> None:
-        self.columns: dict[str, list[float]] = {"READ": [], "SOUR": [], "SEC": []}
+        self._data: np.ndarray | None = None
+        self._next = 0  # the row the next reading goes to
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self.columns["READ"])
+        return self._count
 
     def extend(self, points: _Points) -> None:
-        for name, values in (("READ", points.current_a), ("SOUR", points.source_v),
-                             ("SEC", points.time_s)):
-            column = self.columns[name]
-            column.extend(values[-self.capacity:].tolist())
-            del column[: max(0, len(column) - self.capacity)]
+        new = np.column_stack([points.current_a, points.source_v, points.time_s])[-self.capacity:]
+        if self._data is None or len(self._data) != self.capacity:
+            self._data = np.empty((self.capacity, len(self.COLUMNS)))
+        self._data[(self._next + np.arange(len(new))) % self.capacity] = new
+        self._next = (self._next + len(new)) % self.capacity
+        self._count = min(self._count + len(new), self.capacity)
+
+    def _index(self, start: int, end: int) -> np.ndarray:
+        """Ring rows of readings ``start..end`` (1-based, inclusive, oldest first)."""
+        first = (self._next - self._count) % self.capacity
+        return (first + np.arange(start - 1, end)) % self.capacity
+
+    def column(self, name: str) -> np.ndarray:
+        """One column, oldest reading first."""
+        if not self._count or self._data is None:
+            return np.empty(0)
+        return self._data[self._index(1, self._count), self.COLUMNS.index(name)]
 
     def rows(self, start: int, end: int, elements: tuple[str, ...]) -> list[float]:
         """Elements of readings ``start..end`` (1-based, inclusive), interleaved point by point."""
-        if not 1 <= start <= end <= len(self):
+        if not 1 <= start <= end <= len(self) or self._data is None:
             raise ScpiError(-222)
-        first_s = self.columns["SEC"][0]
-        picked = []
-        for index in range(start - 1, end):
-            for element in elements:
-                if element == "REL":
-                    picked.append(self.columns["SEC"][index] - first_s)
-                else:
-                    picked.append(self.columns[element][index])
-        return picked
+        rows = self._data[self._index(start, end)]
+        first_s = self._data[self._index(1, 1)[0], 2]
+        columns = {"READ": rows[:, 0], "SOUR": rows[:, 1], "SEC": rows[:, 2],
+                   "REL": rows[:, 2] - first_s}
+        return np.column_stack([columns[name] for name in elements]).ravel().tolist()
 
 
 @dataclass(frozen=True)
@@ -350,8 +366,10 @@ class SimKeithley2450(_SourceMeter):
     (accepted; the sweep always completes, each point clamped at the limit). A sweep of more than
     :attr:`MAX_SWEEP_POINTS` points in all (points x count, where the manual allows 268,435,455
     runs), or an infinite one (count 0), is refused at ``:INIT`` with -225 Out of memory: the
-    simulator runs a sweep to its end before it reads the next line (a million points take about
-    4 s on a 2-core machine), so a longer one would stall its client for minutes.
+    simulator runs a sweep to its end before it reads the next line (ten million points take
+    about 3 s on a 2-core machine), so a longer one would stall its client for minutes. Reading
+    buffers hold :attr:`MAX_BUFFER_POINTS` readings in all (``:TRAC:POIN``, ``:TRAC:MAKE``
+    beyond it: -225).
 
     Parameters
     ----------
@@ -369,9 +387,9 @@ class SimKeithley2450(_SourceMeter):
     RESISTANCE_RANGES_OHM = (20.0, 200.0, 2e3, 20e3, 200e3, 2e6, 20e6, 200e6)
     LIST_CAPACITY = 100_000
     BUFFER_CAPACITY = 100_000
-    MAX_BUFFER_POINTS = 5_000_000
+    MAX_BUFFER_POINTS = 1_000_000
     SWEEP_CHUNK = 10_000
-    MAX_SWEEP_POINTS = 1_000_000
+    MAX_SWEEP_POINTS = 10_000_000
     LINE_FREQUENCY_HZ = 60
 
     def __init__(self, load: Load, *, language: str = "SCPI", lock: threading.RLock | None = None,
@@ -922,7 +940,7 @@ class SimKeithley2450(_SourceMeter):
     @scpi(":TRACe:STATistics:STDDev?", String(), required=0, bind=("std",))
     def _trace_statistic(self, statistic: str, buffer: str = "defbuffer1") -> str:
         """A statistic of the buffer's readings (an empty buffer: the overflow value)."""
-        readings = np.asarray(self._buffer(buffer).columns["READ"])
+        readings = self._buffer(buffer).column("READ")
         if statistic == "std":
             return self.format(float(readings.std(ddof=1)) if len(readings) > 1 else 0.0)
         return self.format(float(getattr(readings, statistic)()) if len(readings) else OVERFLOW)
