@@ -1,4 +1,4 @@
-"""Numba kernels of the subset-sum optimizer, on plain arrays (private; the front is ``_optimizer``).
+"""Numba kernels of the subset-sum optimizer, on plain arrays (private; the front is ``_solver``).
 
 One cell: pick a subset of its usable branches whose sum is closest to the target.
 
