@@ -123,6 +123,10 @@ class SimArrayConfig(StrictModel):
     """Largest |V| the board's row DACs can produce."""
     has_readout: bool = True
     """The board has row DACs and column ADCs (parallel MVM)."""
+    profile: Literal["ideal", "pcb", "harsh"] = "ideal"
+    """Hardware profile: the effects the controller does not model (``sim/_physics.py``)."""
+    physics: dict[str, dict[str, Any]] = {}
+    """Overrides of the profile, ``{group: {key: value}}``; validated by the simulator."""
     faults: tuple[Fault, ...] = ()
     seed: int = Field(0, ge=0)
     """Seed of every random draw of the array (resistors, switches, noise)."""
