@@ -2,15 +2,18 @@
 
 ``calibrate(lab)`` returns a :class:`CalibrationRecord` (per-branch ``conductance_s``,
 ``sigma_s`` and ``flags``, the fitted wiring twin, provenance), resumable from its checkpoint;
-``recheck(lab, record)`` says whether a record still holds.
+``recheck(lab, record)`` says whether a record still holds; ``verify_fingerprint(lab, record)``
+refuses a record of another array.
 """
 
 from calibration._bench import bench_calibrate
 from calibration._calibrate import calibrate
 from calibration._designs import design_covariance, design_matrix, s_matrix, theoretical_gain
+from calibration._fingerprint import verify_fingerprint
 from calibration._recheck import RecheckResult, recheck
 from calibration._record import (
     CALIBRATION_SCHEMA_VERSION,
+    DEFAULT_READ_VOLTAGE_V,
     FLAG_EXCLUDE,
     FLAG_INCONSISTENT,
     FLAG_NOT_MEASURED,
@@ -21,6 +24,7 @@ from calibration._record import (
     CalibrationHeader,
     CalibrationOptions,
     CalibrationRecord,
+    Fingerprint,
     TwinParameters,
     flag_names,
 )
@@ -28,6 +32,7 @@ from calibration._twin import network_col_current_a
 
 __all__ = [
     "CALIBRATION_SCHEMA_VERSION",
+    "DEFAULT_READ_VOLTAGE_V",
     "FLAG_EXCLUDE",
     "FLAG_INCONSISTENT",
     "FLAG_NOT_MEASURED",
@@ -38,6 +43,7 @@ __all__ = [
     "CalibrationHeader",
     "CalibrationOptions",
     "CalibrationRecord",
+    "Fingerprint",
     "RecheckResult",
     "TwinParameters",
     "bench_calibrate",
@@ -49,4 +55,5 @@ __all__ = [
     "network_col_current_a",
     "s_matrix",
     "theoretical_gain",
+    "verify_fingerprint",
 ]

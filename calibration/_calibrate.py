@@ -23,9 +23,11 @@ import numpy as np
 from calibration._adapt import adapt
 from calibration._designs import design_matrix
 from calibration._estimate import RawData
+from calibration._fingerprint import measure_fingerprint, verify_fingerprint
 from calibration._fit import fit_and_estimate
 from calibration._patterns import measure_twin, smu_twin_patterns, twin_patterns
 from calibration._record import (
+    DEFAULT_READ_VOLTAGE_V,
     FLAG_NOT_MEASURED,
     CalibrationHeader,
     CalibrationOptions,
@@ -51,20 +53,32 @@ _DEFAULT_MIN_RESISTANCE_OHM = 1e3  # the drivers' bound on one branch, used to s
 
 
 def _limits_voltage(lab: Any, options: CalibrationOptions, design: np.ndarray, method: str) -> float:
-    """The read voltage: as asked, lowered if needed to keep the drivers' total-current bound."""
+    """The read voltage: as asked, or (``None``) the highest the limits allow up to 0.5 V.
+
+    Raises
+    ------
+    LimitError
+        The voltage asked for is beyond a limit; names the limit and the highest allowed voltage.
+    """
     limits = lab.limits
-    if options.read_voltage_v > limits.max_voltage_v:
-        raise LimitError("max_voltage_v", options.read_voltage_v, limits.max_voltage_v,
-                         "calibration read_voltage_v")
     guard = getattr(lab.board, "guard", None)
     r_min = float(getattr(guard, "min_resistance_ohm", _DEFAULT_MIN_RESISTANCE_OHM))
     closed = int(design.sum(axis=1).max()) * (lab.geometry[1] if method == "readout" else 1)
-    voltage = min(options.read_voltage_v, 0.8 * limits.max_total_current_a * r_min / closed)
+    bounds = {
+        "the lab's max_voltage_v": limits.max_voltage_v,
+        f"max_power_w {limits.max_power_w:g} W in one branch of at least {r_min:.4g} ohm":
+            float(np.sqrt(limits.max_power_w * r_min)),
+        f"80 % of max_total_current_a {limits.max_total_current_a:g} A through the {closed} branches "
+        f"closed at once, each at least {r_min:.4g} ohm": 0.8 * limits.max_total_current_a * r_min / closed,
+    }
     if method == "readout":
-        voltage = min(voltage, lab.board.dac_max_v())
-    if voltage < options.read_voltage_v:
-        log.info("read voltage lowered to %.3g V to keep the total-current limit", voltage)
-    return float(voltage)
+        bounds["the board's DAC range (DACMAX?)"] = lab.board.dac_max_v()
+    reason, highest = min(bounds.items(), key=lambda item: item[1])
+    if options.read_voltage_v is None:
+        return float(min(DEFAULT_READ_VOLTAGE_V, highest))
+    if options.read_voltage_v > highest:
+        raise LimitError("read_voltage_v", options.read_voltage_v, highest, reason)
+    return float(options.read_voltage_v)
 
 
 def _method(lab: Any, options: CalibrationOptions) -> str:
@@ -189,6 +203,7 @@ def calibrate(lab: Any, *, options: CalibrationOptions | None = None,
         if recorded and board and board != recorded:
             raise CalibrationError(f"{checkpoint}: recorded on board {recorded!r}, this lab's "
                                    f"board is {board!r}; calibrate this array afresh")
+        verify_fingerprint(lab, record, what=str(checkpoint))
         if header.complete:
             return record
         if header.options != options:
@@ -229,6 +244,11 @@ def calibrate(lab: Any, *, options: CalibrationOptions | None = None,
 
     try:
         prepare(lab, options, header)
+        if run.header.fingerprint is None:  # who this array is, before anything else
+            counter.begin_unit()
+            fingerprint = measure_fingerprint(run, _board_idn(lab.idn()))
+            run.header = run.header.model_copy(update={"fingerprint": fingerprint})
+            counter.end_unit()
         if not state["base_done"][0]:
             # an interrupted baseline left some rows' readings in the checkpoint: start it over
             counter.begin_unit()

@@ -20,6 +20,7 @@ from crossbar_ctl.core.files import load_record, save_record
 
 __all__ = [
     "CALIBRATION_SCHEMA_VERSION",
+    "DEFAULT_READ_VOLTAGE_V",
     "FLAG_EXCLUDE",
     "FLAG_INCONSISTENT",
     "FLAG_NOT_MEASURED",
@@ -30,11 +31,15 @@ __all__ = [
     "CalibrationHeader",
     "CalibrationOptions",
     "CalibrationRecord",
+    "Fingerprint",
     "TwinParameters",
     "flag_names",
 ]
 
 CALIBRATION_SCHEMA_VERSION = 1
+
+DEFAULT_READ_VOLTAGE_V = 0.5
+"""The read voltage when none is asked for (lower if the lab's limits allow less)."""
 
 # Fault flags, one bit each, per branch.
 FLAG_OPEN = 1 << 0
@@ -104,8 +109,9 @@ class CalibrationOptions(StrictModel):
     design: Literal["single", "s-matrix"] = "single"
     """Branch patterns closed in each cell per step: ``single`` one branch at a time, ``s-matrix``
     a weighing design (about half the branches per step, estimated by least squares)."""
-    read_voltage_v: float = Field(0.5, gt=0)
-    """Voltage on the driven row; must lie within the lab's limits."""
+    read_voltage_v: float | None = Field(None, gt=0)
+    """Voltage on the driven row: refused if beyond the lab's limits, never lowered; ``None``: the
+    highest the limits allow, at most ``DEFAULT_READ_VOLTAGE_V`` (the record holds the one used)."""
     nplc: float = Field(1.0, ge=0.01, le=10)
     """Integration time of every reading, in power-line cycles."""
     repeats: int = Field(2, ge=2, le=1000)
@@ -133,6 +139,28 @@ class CalibrationOptions(StrictModel):
     """Calibrate only these rows (the others are flagged ``not_measured``); ``None``: all."""
     seed: int = Field(0, ge=0)
     """Seed of the random choices (held-out twin patterns, recheck samples)."""
+
+
+class Fingerprint(StrictModel):
+    """What tells one array from another of the same shape: its geometry, its board, and a few
+    branches at fixed positions, each read alone (:func:`calibration.verify_fingerprint`)."""
+
+    rows: int = Field(ge=1)
+    cols: int = Field(ge=1)
+    branches: int = Field(ge=1, le=64)
+    board_idn: str = ""
+    """The switch board's identification (``""`` when not known)."""
+    method: Literal["readout", "smu"]
+    """How the branches were read (the same way again when verifying)."""
+    read_voltage_v: float = Field(gt=0)
+    nplc: float = Field(ge=0.01, le=10)
+    unselected: Literal["ground", "float"] = "ground"
+    positions: tuple[tuple[int, int, int], ...]
+    """``(row, col, branch)`` of each branch read."""
+    current_a: tuple[float | None, ...]
+    """Mean current of each branch closed alone at ``read_voltage_v`` (None: overflow)."""
+    sigma_a: tuple[float, ...]
+    """Standard uncertainty of each mean current."""
 
 
 class CalibrationHeader(StrictModel):
@@ -174,6 +202,8 @@ class CalibrationHeader(StrictModel):
     """Instrument round trips (commands answered) used."""
     wall_s: float = Field(0.0, ge=0)
     """Wall time spent measuring, over every resumed session."""
+    fingerprint: Fingerprint | None = None
+    """The array's identity, read at the start of the run (None in records made before)."""
 
 
 _RESULTS = ("conductance_s", "sigma_s", "flags")

@@ -68,6 +68,8 @@ class CalibrationRef(StrictModel):
     board_idn: str = ""
     """The switch board's ``*IDN?`` when calibrated."""
     created_utc: str = ""
+    fingerprint_json: str = ""
+    """The calibration's array fingerprint (``calibration.Fingerprint`` as JSON; ``""``: none)."""
 
 
 @dataclass(frozen=True)

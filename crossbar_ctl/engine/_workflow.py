@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from drivers import Lab
 
 __all__ = [
-    "array_model", "calibration_checksum", "check_drift", "check_lab", "check_network", "program_network",
+    "array_model", "calibration_checksum", "check_drift", "check_fingerprint", "check_lab", "check_network",
+    "program_network",
 ]
 
 
@@ -62,9 +63,10 @@ def array_model(record: CalibrationRecord) -> ArrayModel:
     usable = np.asarray(record.usable, dtype=bool)
     if not usable.any():
         raise EngineError("the calibration record flags every branch; recalibrate the array")
+    fingerprint = header.fingerprint.model_dump_json() if header.fingerprint is not None else ""
     reference = CalibrationRef(checksum=calibration_checksum(record), rows=header.rows, cols=header.cols,
                                branches=header.branches, board_idn=_board_idn(header.idn),
-                               created_utc=header.updated_at or header.started_at)
+                               created_utc=header.updated_at or header.started_at, fingerprint_json=fingerprint)
     from calibration import FLAG_STUCK_CLOSED
 
     forced = (np.asarray(record.flags) & FLAG_STUCK_CLOSED) != 0
@@ -91,6 +93,21 @@ def check_lab(reference: CalibrationRef, lab: Lab) -> None:
     if reference.board_idn and board and board != reference.board_idn:
         raise EngineError(f"the calibration was made on board {reference.board_idn!r} but this lab's board "
                           f"is {board!r}; calibrate this array first")
+
+
+def check_fingerprint(reference: CalibrationRef, lab: Lab) -> None:
+    """Read the calibration's fingerprint branches again; refuse a calibration of another array.
+
+    Raises
+    ------
+    CalibrationError
+        The branches read differ beyond drift and noise (see ``calibration.verify_fingerprint``).
+    """
+    if reference.fingerprint_json:
+        from calibration import Fingerprint, verify_fingerprint
+
+        verify_fingerprint(lab, Fingerprint.model_validate_json(reference.fingerprint_json),
+                           what="the calibration")
 
 
 def check_drift(lab: Lab, record: CalibrationRecord, *, max_rms_z: float = 2.0) -> RecheckResult:
@@ -136,6 +153,7 @@ def program_network(lab: Lab, network: Network, record: CalibrationRecord, *, pl
     """
     model = array_model(record)
     check_lab(model.reference, lab)
+    check_fingerprint(model.reference, lab)
     if recheck:
         check_drift(lab, record)
     plan = make_plan(network, model, options=plan_options, progress=progress)
@@ -147,4 +165,5 @@ def check_network(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | Non
                   details: dict | None = None) -> CheckReport:
     """Run a programmed plan on this lab's array and compare with float64 (see :func:`run_check`)."""
     check_lab(plan.header.calibration, lab)
+    check_fingerprint(plan.header.calibration, lab)
     return run_check(lab, plan, x, y, nplc=nplc, progress=progress, details=details)

@@ -180,6 +180,37 @@ def test_a_lost_board_is_reported_once(caplog):
     assert len(unsafe) == 1 and unsafe[0].startswith("could not make the lab safe; switch_board: link to")
 
 
+def test_resume_refuses_a_record_of_another_array_of_the_same_shape(tmp_path):
+    path = tmp_path / "cal.npz"
+    with open_lab(lab_config(seed=0, faults=False, rows=4, cols=4, branches=3)) as lab:
+        record = calibrate(lab, checkpoint=path)
+    assert len(record.header.fingerprint.positions) == 16
+    with open_lab(lab_config(seed=7, faults=False, rows=4, cols=4, branches=3)) as other:
+        assert other.idn() == lab.idn()  # the same board IDN: only the fingerprint tells them apart
+        with pytest.raises(CalibrationError, match=r"^\S+cal\.npz was measured on another array: 1[3-6] of 16 "):
+            calibrate(other, checkpoint=path, resume=True)
+
+
+def test_a_fingerprint_holds_through_drift_and_a_failed_branch_but_not_on_another_array():
+    from calibration import verify_fingerprint
+    from calibration._fingerprint import fingerprint_positions
+
+    config = lab_config(seed=0, faults=False, rows=4, cols=4, branches=3)
+    with open_lab(config) as lab:
+        record = calibrate(lab)
+        lab.sim.advance_time(5000 * 3600.0)  # 5000 h of 1e-4 / sqrt(h) random-walk drift: 0.7 %
+        row, col, branch = fingerprint_positions(4, 4, 3)[0]
+        lab.sim.array.inject_fault(Fault(kind="open_resistor", row=row, col=col, branch=branch))
+        verify_fingerprint(lab, record)  # the same array, aged and with one branch gone
+        for row, col, branch in fingerprint_positions(4, 4, 3)[1:5]:  # five of sixteen gone: refused
+            lab.sim.array.inject_fault(Fault(kind="open_resistor", row=row, col=col, branch=branch))
+        with pytest.raises(CalibrationError, match="^this record was measured on another array: 5 of 16"):
+            verify_fingerprint(lab, record)
+    with open_lab(lab_config(seed=7, faults=False, rows=4, cols=4, branches=3)) as other:
+        with pytest.raises(CalibrationError, match="another array"):
+            verify_fingerprint(other, record.header.fingerprint)
+
+
 def test_resume_refuses_other_options(tmp_path):
     path = tmp_path / "cal.npz"
     config = lab_config(faults=False, rows=4, cols=4, branches=3)
