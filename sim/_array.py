@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from crossbar_ctl.core.config import Fault, SimArrayConfig, config_error
 from crossbar_ctl.core.errors import ConfigError
 from crossbar_ctl.core.circuit import CrossbarCircuit
+from sim._physics import BoardPhysics, board_physics
 
 __all__ = ["PhysicalArray"]
 
@@ -54,6 +55,7 @@ class PhysicalArray:
             except ValidationError as exc:
                 raise config_error(exc, "sim array configuration") from exc
         self.config = config
+        self.physics: BoardPhysics = board_physics(config.profile, config.physics)
         self.rows, self.cols, self.branches = config.rows, config.cols, config.branches
         shape = (self.rows, self.cols, self.branches)
         draw = np.random.default_rng(config.seed)
