@@ -10,12 +10,14 @@ from calibration._estimate import Estimate
 from calibration._record import FLAG_STUCK_CLOSED, TwinParameters
 from calibration._run import Run
 from calibration._twin import network_col_current_a
+from crossbar_ctl.core.errors import CalibrationError
 
 __all__ = ["measure_twin", "pattern_prediction", "smu_twin_patterns", "twin_patterns"]
 
 _TWIN_BRANCH = 0
 _BLOCK_ROWS = 8
 _TWIN_REPEATS = 4  # the twin patterns are few and every branch leans on them: read them longer
+_OVERFLOW_RETRIES = 4  # an overflowing pattern is read again at 1/2, 1/4, 1/8 of its voltages
 
 
 def twin_patterns(rows: int, cols: int, branches: int, voltage_v: float, max_total_current_a: float,
@@ -114,30 +116,48 @@ def smu_twin_patterns(rows: int, cols: int, branches: int, voltage_v: float, max
 
 
 def measure_twin(run: Run, arrays: dict[str, np.ndarray], progress: Callable[[str], None]) -> None:
-    """Measure every pattern not yet measured (readout: all columns at once)."""
+    """Measure every pattern not yet measured (readout: all columns at once).
+
+    A pattern whose reading overflows (the readout's range, the SMU's compliance) is read again
+    at half its voltages, which are recorded with it.
+    """
     masks, volts = arrays["masks"], arrays["voltage_v"]
     for p in range(masks.shape[0]):
         if arrays["count"][p] > 0:
             continue
         mask = np.where(run.raw.excluded.any(axis=2), np.uint64(0), masks[p])  # keep shorts out
         run.board.load_masks(mask)
-        repeats = _TWIN_REPEATS * run.options.repeats
-        if run.method == "readout":
-            current = run.mvm(np.tile(volts[p], (repeats, 1)))
-        else:  # HI on the driven rows, LO on the sensed column, the rest grounded
-            driven = np.nonzero(volts[p])[0]
-            col = int(np.nonzero(arrays["sensed"][p])[0][0])
-            run.lab.routing.connect(source_rows=[int(r) for r in driven], sense_cols=[col])
-            readings = run.lab.source_meter.sweep_voltages_v(np.full(repeats, volts[p][driven[0]]))
-            run.counter.readings += repeats
-            current = np.zeros((repeats, run.cols))
-            current[:, col] = readings
+        for _attempt in range(_OVERFLOW_RETRIES):
+            current = _read_pattern(run, volts[p], arrays["sensed"][p])
+            if np.all(np.isfinite(current)):
+                break
+            volts[p] = volts[p] / 2
+        else:
+            raise CalibrationError(f"twin pattern {p} overflows even at {np.abs(volts[p]).max():.3g} V; "
+                                   "calibrate without the twin (--no-twin) or lower read_voltage_v")
         arrays["sum_a"][p] = current.sum(axis=0)
         arrays["sumsq_a2"][p] = (current**2).sum(axis=0)
         arrays["count"][p] = current.shape[0]
         arrays["masks"][p] = mask
         progress("twin")
     run.board.load_masks(np.zeros((run.rows, run.cols), dtype=np.uint64))
+
+
+def _read_pattern(run: Run, volts: np.ndarray, sensed: np.ndarray) -> np.ndarray:
+    """Column currents ``(repeats, cols)`` of the loaded pattern driven at ``volts`` (NaN: overflow)."""
+    repeats = _TWIN_REPEATS * run.options.repeats
+    if run.method == "readout":
+        return run.mvm(np.tile(volts, (repeats, 1)))
+    # HI on the driven rows, LO on the sensed column, the rest grounded
+    driven = np.nonzero(volts)[0]
+    col = int(np.nonzero(sensed)[0][0])
+    run.lab.routing.connect(source_rows=[int(r) for r in driven], sense_cols=[col])
+    readings = np.asarray(run.lab.source_meter.sweep_voltages_v(np.full(repeats, volts[driven[0]])), float)
+    readings[np.abs(readings) >= 0.99 * run.lab.limits.max_current_a] = np.nan  # at compliance
+    run.counter.readings += repeats
+    current = np.zeros((repeats, run.cols))
+    current[:, col] = readings
+    return current
 
 
 def pattern_prediction(est: Estimate, mask: np.ndarray, volts: np.ndarray, twin: TwinParameters,

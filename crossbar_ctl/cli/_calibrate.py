@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from crossbar_ctl.cli._main import int_range, positive_float
 from crossbar_ctl.core.errors import CalibrationError, CrossbarError, InstrumentError
 
 __all__ = ["add_commands"]
@@ -24,54 +26,65 @@ def add_commands(commands, bench) -> None:
                     "checkpointed, resumable with --resume.")
     parser.add_argument("--lab", type=Path, default=None, help="lab file (TOML); default: simulated lab")
     parser.add_argument("--out", type=Path, default=Path("calibration.npz"),
-                        help="record to write (also the checkpoint; default calibration.npz)")
-    parser.add_argument("--resume", action="store_true", help="continue the partial record in --out")
+                        help="record to write (also the checkpoint)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the partial record in --out (refused if it is of another array)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
-                        help="draw the conductance histogram per column and the flagged branches")
-    parser.add_argument("--method", choices=("auto", "readout", "smu"), default="auto")
-    parser.add_argument("--design", choices=("single", "s-matrix"), default="single")
-    parser.add_argument("--repeats", type=int, default=2, help="readings per step (>= 2)")
-    parser.add_argument("--nplc", type=float, default=1.0)
-    parser.add_argument("--read-voltage-v", type=float, default=0.5)
-    parser.add_argument("--target-rel-sigma", type=float, default=None,
-                        help="adaptive averaging until every branch reaches this sigma/g")
-    parser.add_argument("--time-budget-s", type=float, default=None)
+                        help="draw the conductance histogram per column and the flagged branches "
+                             "(needs matplotlib)")
+    parser.add_argument("--method", choices=("auto", "readout", "smu"), default="auto",
+                        help="readout: one row driven, every column sensed at once by the board; smu: one "
+                             "cell at a time through the source-meter; auto: readout when the board has one")
+    parser.add_argument("--design", choices=("single", "s-matrix"), default="single",
+                        help="branches closed per step: one at a time, or a weighing design (about half, "
+                             "estimated by least squares)")
+    parser.add_argument("--repeats", type=int_range(2, 1000), default=2,
+                        help="readings per step in the first pass (>= 2: the noise model is fitted from them)")
+    parser.add_argument("--nplc", type=positive_float, default=1.0,
+                        help="integration time of every reading, in power-line cycles (0.01 to 10)")
+    parser.add_argument("--read-voltage-v", type=positive_float, default=None,
+                        help="voltage on the driven row, volts; refused if beyond the lab's limits, never "
+                             "lowered (default: the highest the limits allow, at most 0.5 V)")
+    parser.add_argument("--target-rel-sigma", type=positive_float, default=None,
+                        help="adaptive averaging: read again until every branch's sigma/g is below this "
+                             "(default: no adaptive averaging)")
+    parser.add_argument("--time-budget-s", type=positive_float, default=None,
+                        help="wall-time budget of the adaptive averaging, seconds (default: none)")
     parser.add_argument("--unselected", choices=("ground", "float"), default="ground",
-                        help="unselected lines in SMU reads")
-    parser.add_argument("--no-twin", action="store_true", help="do not fit the wiring twin")
+                        help="unselected lines in SMU reads: grounded, or floating (shows the sneak-path error)")
+    parser.add_argument("--no-twin", action="store_true",
+                        help="do not fit the wiring twin (wire and sense resistance)")
     parser.set_defaults(run=_calibrate)
 
     b = bench.add_parser("calibrate", help="calibration throughput, accuracy and weighing-design gain")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="print the tables as JSON")
     b.add_argument("--quick", action="store_true", help="a 16x16x8 array (a smoke run)")
     b.add_argument("--no-tcp", action="store_true", help="skip the TCP/pty transport run")
     b.set_defaults(run=_bench)
 
 
 def _options(args: argparse.Namespace):
-    from pydantic import ValidationError
-
     from calibration import CalibrationOptions
-    from crossbar_ctl.core.config import config_error
+    from crossbar_ctl.cli._main import build_options
 
-    try:
-        return CalibrationOptions(method=args.method, design=args.design, repeats=args.repeats,
-                                  nplc=args.nplc, read_voltage_v=args.read_voltage_v,
-                                  target_rel_sigma=args.target_rel_sigma,
-                                  time_budget_s=args.time_budget_s, unselected=args.unselected,
-                                  fit_twin=not args.no_twin)
-    except ValidationError as exc:
-        raise config_error(exc, "calibration options") from exc
+    return build_options(CalibrationOptions, method=args.method, design=args.design, repeats=args.repeats,
+                         nplc=args.nplc, read_voltage_v=args.read_voltage_v,
+                         target_rel_sigma=args.target_rel_sigma, time_budget_s=args.time_budget_s,
+                         unselected=args.unselected, fit_twin=not args.no_twin)
 
 
 @contextlib.contextmanager
 def _progress_bar() -> Iterator[Any]:
+    """A progress callback whose bar appears with the first unit measured (not before a refusal)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=1, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False)
+    bars: list[Any] = []
 
     def update(done: int, total: int, stage: str) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False))
+        bar = bars[0]
         bar.total = total
         bar.set_description(stage)
         bar.update(done - bar.n)
@@ -79,15 +92,21 @@ def _progress_bar() -> Iterator[Any]:
     try:
         yield update
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
 
 def _calibrate(args: argparse.Namespace) -> int:
     from calibration import calibrate
-    from crossbar_ctl.cli._main import emit, print_table
     from crossbar_ctl._lab import open_lab
+    from crossbar_ctl.cli._main import check_output_path, emit, print_table
 
     options = _options(args)
+    check_output_path(args.out, "--out")  # before any measuring
+    if args.plot is not None:
+        check_output_path(args.plot, "--plot")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise CalibrationError("--plot needs matplotlib: pip install 'crossbar-ctl[plot]'")
     if args.resume and not args.out.exists():
         raise CalibrationError(f"--resume: {args.out} does not exist")
     try:
@@ -121,6 +140,7 @@ def _summary(record, out: Path) -> dict[str, Any]:
     from calibration import flag_names
 
     result: dict[str, Any] = dict(record.summary())
+    result["read_voltage_v"] = record.header.read_voltage_v
     kinds: dict[str, int] = {}
     for value in record.flags[record.flags != 0].ravel():
         for name in flag_names(int(value)):

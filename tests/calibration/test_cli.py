@@ -73,3 +73,89 @@ def test_bench_quick_json(capsys):
     gains = result["weighing design vs one at a time (same readings)"]
     for entry in gains:  # measured and predicted gains agree within a factor 1.5 either way
         assert 1 / 1.5 < entry["gain_measured"] / entry["gain_theory"] < 1.5
+
+
+def test_program_and_check_refuse_a_calibration_of_another_array_of_the_same_shape(tmp_path, capsys):
+    from crossbar_ctl.engine._network import build_network, save_network
+
+    labs = {}
+    for seed in (0, 7):
+        labs[seed] = tmp_path / f"lab{seed}.toml"
+        labs[seed].write_text(f'name = "small"\n[sim]\nrows = 10\ncols = 10\nbranches = 4\nseed = {seed}\n')
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(20, 4))
+    net = build_network([rng.normal(size=(3, 4))], [np.zeros(3)], ["none"], input_shape=None, strides=[1],
+                        paddings=[0], name="tiny", test_x=x, test_y=np.zeros(20, dtype=np.int64))
+    weights, cal, plan = tmp_path / "tiny.npz", tmp_path / "cal.npz", tmp_path / "plan.npz"
+    save_network(weights, net)
+    assert main(["calibrate", "--lab", str(labs[0]), "--out", str(cal)]) == 0
+    assert main(["program", "--weights", str(weights), "--calibration", str(cal), "--lab", str(labs[0]),
+                 "--out", str(plan)]) == 0
+    capsys.readouterr()
+    for command in (["program", "--weights", str(weights), "--calibration", str(cal), "--out",
+                     str(tmp_path / "other.npz")],
+                    ["check", "--plan", str(plan), "--data", str(weights)]):
+        assert main([*command, "--lab", str(labs[7])]) == 2
+        err = capsys.readouterr().err.split("\r")[-1].strip()  # after any progress bar
+        assert err.startswith("crossbar: error: the calibration was measured on another array:") and "\n" not in err
+    assert not (tmp_path / "other.npz").exists()
+    assert main(["check", "--plan", str(plan), "--data", str(weights), "--lab", str(labs[0])]) == 0
+
+
+def test_a_read_voltage_beyond_a_limit_is_refused_naming_it_not_lowered(tmp_path, capsys):
+    lab = tmp_path / "lab.toml"
+    lab.write_text('[sim]\nrows = 4\ncols = 4\nbranches = 2\ndac_max_voltage_v = 0.45\n')
+    out = tmp_path / "cal.npz"
+    assert main(["calibrate", "--lab", str(lab), "--out", str(out), "--read-voltage-v", "0.6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("crossbar: error: read_voltage_v: requested 0.6, allowed 0.45 "
+                   "(the board's DAC range (DACMAX?))")
+    assert not out.exists()
+    assert main(["calibrate", "--lab", str(lab), "--out", str(out), "--read-voltage-v", "0.4", "--json"]) == 0
+    assert CalibrationRecord.load(out).header.read_voltage_v == 0.4  # as asked
+    capsys.readouterr()
+    assert main(["calibrate", "--lab", str(lab), "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["read_voltage_v"] == 0.45  # the default: the highest allowed
+
+
+def test_holdout_patterns_that_overflow_the_readout_are_read_at_a_lower_voltage(tmp_path, capsys):
+    import warnings
+
+    lab = tmp_path / "lab.toml"
+    lab.write_text('[sim]\nrows = 16\ncols = 16\nbranches = 8\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice"
+        assert main(["calibrate", "--lab", str(lab), "--out", str(tmp_path / "cal.npz"), "--json",
+                     "--read-voltage-v", "0.6"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["read_voltage_v"] == 0.6
+    assert 0 < result["twin_holdout_rel_rms"] < 3e-4  # measured 7.5e-5 (was NaN: readings overflowed)
+    record = CalibrationRecord.load(tmp_path / "cal.npz")
+    held = record.arrays["twin_holdout"]
+    assert np.all(np.isfinite(record.arrays["twin_sum_a"][held]))
+
+
+@pytest.mark.parametrize("option", ["--out", "--plot"])
+def test_output_paths_are_checked_before_any_measuring(tmp_path, capsys, monkeypatch, option):
+    import crossbar_ctl._lab
+
+    def no_lab(*args, **kwargs):
+        raise AssertionError("the lab was opened")
+
+    monkeypatch.setattr(crossbar_ctl._lab, "open_lab", no_lab)
+    afile = tmp_path / "notes.txt"
+    afile.write_text("x")
+    paths = {"--out": tmp_path / "cal.npz", "--plot": tmp_path / "cal.png", option: afile / "sub" / "x"}
+    assert main(["calibrate", "--out", str(paths["--out"]), "--plot", str(paths["--plot"])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"crossbar: error: {option} ") and "is a file, not a directory" in err
+    assert "\n" not in err
+
+
+def test_the_help_states_the_default_read_voltage():
+    from calibration import DEFAULT_READ_VOLTAGE_V
+    from crossbar_ctl.cli._main import build_parser
+
+    calibrate_parser = build_parser()._subparsers._group_actions[0].choices["calibrate"]
+    action = next(a for a in calibrate_parser._actions if "--read-voltage-v" in a.option_strings)
+    assert f"at most {DEFAULT_READ_VOLTAGE_V:g} V" in action.help
