@@ -287,7 +287,8 @@ def test_any_input_either_solves_or_raises_optimizer_error(shape, target_len, ma
 
 # --- exact ties -------------------------------------------------------------------------------
 
-def exact_offers(values: np.ndarray, target: float, *, sigma=None, cap=None, tolerance=0.0) -> tuple[int, float]:
+def exact_offers(values: np.ndarray, target: float, *, sigma=None, cap=None,
+                 tolerance=0.0) -> tuple[int, float]:
     """Run the exact kernel on one pool; return (subsets offered to the tie-break, error)."""
     from crossbar_ctl.optimizer import _kernels
 
@@ -348,7 +349,8 @@ def test_small_calls_run_on_one_thread(monkeypatch):
 
     seen = []
     kernel = _kernels.solve_cells
-    monkeypatch.setattr(_kernels, "solve_cells", lambda *a: seen.append(numba.get_num_threads()) or kernel(*a))
+    monkeypatch.setattr(_kernels, "solve_cells",
+                        lambda *a: seen.append(numba.get_num_threads()) or kernel(*a))
     threads = numba.get_num_threads()
     if threads < 2:
         pytest.skip("one numba thread: nothing to choose")
