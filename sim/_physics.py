@@ -17,13 +17,15 @@ change would be unphysical).
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, ValidationError
 
 from crossbar_ctl.core.config import StrictModel, config_error
 
-__all__ = ["BoardPhysics", "PROFILES", "ProfileName", "board_physics"]
+__all__ = ["BoardPhysics", "PROFILES", "ProfileName", "board_physics", "physics_rng"]
 
 ProfileName = Literal["ideal", "pcb", "harsh"]
 
@@ -164,3 +166,14 @@ def board_physics(profile: str, overrides: dict[str, Any] | None = None) -> Boar
         return BoardPhysics.model_validate(base)
     except ValidationError as exc:
         raise config_error(exc, "sim physics") from exc
+
+
+def physics_rng(seed: int, name: str) -> np.random.Generator:
+    """The random stream of one effect, spawned from the config seed and keyed by its name.
+
+    A child of ``SeedSequence(seed)`` whose spawn key is the CRC-32 of ``name``: it never meets
+    the array's numbered children (drift, noise) nor another effect's stream, so adding an effect
+    or drawing more from one never changes the draws of the others.
+    """
+    key = zlib.crc32(name.encode("ascii"))
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
