@@ -3,6 +3,11 @@
 The board holds the branch masks of every cell (they are the physical array's commanded masks)
 and the route of every line; a board with readout (``CAP?`` lists ``MVM``) also drives every row
 from a DAC and senses every column with an ADC, through the exact circuit of the array.
+
+The converters carry the array's readout physics (``sim/_physics.py``, docs/simulator.md): the
+row DACs apply codes (``dac_bits`` over +-``DACMAX?``, with an INL bow), not the text's value;
+each column channel has its own gain, offset and offset drift (one draw per board from the
+``readout`` stream); the ADC adds an INL bow and code-width errors (DNL) before it reports a code.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from sim._keithley import OVERFLOW
+from sim._physics import physics_rng
 from sim._scpi import LineDevice
 
 __all__ = ["BOARD_ERRORS", "SimSwitchBoard", "crc16"]
@@ -39,6 +45,24 @@ _DECIMAL = re.compile(r"\d{1,9}")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _CRC = re.compile(r"[0-9A-Fa-f]{4}")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _bow(x: np.ndarray) -> np.ndarray:
+    """The endpoint-fit INL bow of an offset-binary converter at ``x`` = signal / full scale.
+
+    ``1 - x**2``: 0 at both ends of the range, 1 at mid-scale (0 V, 0 A).
+    """
+    return 1.0 - x * x
+
+
+def _unit_hash(codes: np.ndarray, key: int) -> np.ndarray:
+    """A fixed pseudo-random number in [0, 1) for each integer code (splitmix64 finaliser)."""
+    z = np.atleast_1d(codes).astype(np.int64).view(np.uint64) ^ np.uint64(key)
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def crc16(text: str) -> int:
@@ -84,6 +108,16 @@ class SimSwitchBoard(LineDevice):
         self.adc_range_a = config.adc_range_a
         self.adc_bits = config.adc_bits
         self.adc_nplc = 1.0
+        self.readout = array.physics.readout
+        self.reference_temperature_c = config.reference_temperature_c
+        # Per column: gain, offset and offset drift (fractions of the ADC range, per K); the key
+        # of the ADC's code-width errors. One draw per board, from the readout's own stream.
+        draw = physics_rng(config.seed, "readout")
+        self.channel_gain = 1.0 + self.readout.gain_error * draw.standard_normal(self.cols)
+        self.channel_offset_fraction = self.readout.offset_fraction * draw.standard_normal(self.cols)
+        self.channel_offset_drift_per_k = (self.readout.offset_drift_fraction_per_k
+                                           * draw.standard_normal(self.cols))
+        self._dnl_key = int(draw.integers(0, 2**63))
         self.errors: deque[int] = deque()
         self._commands: dict[str, Callable[[list[str]], str | None]] = {
             "*IDN?": self._idn, "*RST": self._rst, "*CLS": self._cls, "GEOM?": self._geom,
@@ -92,6 +126,7 @@ class SimSwitchBoard(LineDevice):
             "SAFE": self._safe, "TEMP?": self._temp, "ERR?": self._err,
             "DACMAX?": self._dacmax, "ADCRANGE": self._adcrange, "ADCRANGE?": self._adcrange_query,
             "ADCNPLC": self._adcnplc, "ADCNPLC?": self._adcnplc_query, "MVM": self._mvm,
+            "SETTLE?": self._settle_query, "WAIT": self._wait,
         }
         self._readout = {"DACMAX?", "ADCRANGE", "ADCRANGE?", "ADCNPLC", "ADCNPLC?", "MVM"}
         self.row_routes = np.full(self.rows, "GND", dtype="<U5")
@@ -174,7 +209,21 @@ class SimSwitchBoard(LineDevice):
 
     def _cap(self, args: list[str]) -> str:
         self._count(args, 0)
-        return "MVM" if self.has_readout else ""
+        settles = self.array.physics.devices.settling_time_s > 0
+        return " ".join(name for name, on in (("MVM", self.has_readout), ("SETTLE", settles)) if on)
+
+    # ---- switch settling ---------------------------------------------------------------------
+    def _settle_query(self, args: list[str]) -> str:
+        self._count(args, 0)
+        return f"{self.array.physics.devices.settling_time_s:g}"
+
+    def _wait(self, args: list[str]) -> None:
+        """``WAIT <s>``: idle for that long (simulated time passes), then answer."""
+        self._count(args, 1)
+        value = _number(args[0])
+        if not 0 <= value <= 10:
+            raise _Refused(3)
+        self._advance_time(value)
 
     def _temp(self, args: list[str]) -> str:
         self._count(args, 0)
@@ -285,11 +334,70 @@ class SimSwitchBoard(LineDevice):
         return ",".join(f"{value:.9e}" for value in self.read_columns(voltage_v))
 
     def read_columns(self, voltage_v: np.ndarray) -> np.ndarray:
-        """Drive every row, sense every column: ADC readings (A) as the board reports them."""
+        """Drive every row, sense every column: ADC readings (A) as the board reports them.
+
+        Parameters
+        ----------
+        voltage_v : ndarray, float (rows,)
+            Requested row voltages, V; the DACs apply their nearest codes (:meth:`dac_output_v`).
+        """
         circuit = self.array.circuit(np.ones(self.rows, bool), np.ones(self.cols, bool))
-        current_a = circuit.solve(voltage_v).col_current_a[0]
+        # Switch flatness and settling: the integration starts now and lasts ADCNPLC / 60 s.
+        solution = self.array.solve(circuit, self.dac_output_v(voltage_v),
+                                    start_s=self.array.now_s(), duration_s=self.adc_nplc / 60)
+        current_a = solution.col_current_a[0]
         current_a = self.array.read_noise(current_a, self.adc_range_a, self.adc_nplc)
+        reading = self.adc_reading_a(current_a)
         self._advance_time(self.adc_nplc / 60)
-        lsb = 2 * self.adc_range_a / 2.0**self.adc_bits
-        reading = np.round(current_a / lsb) * lsb + 0.0  # + 0.0: no "-0.0" on the wire
-        return np.where(np.abs(current_a) > self.adc_range_a, OVERFLOW, reading)
+        return reading
+
+    def dac_output_v(self, voltage_v: np.ndarray) -> np.ndarray:
+        """The voltage each row DAC applies for a requested voltage, V.
+
+        The nearest of ``2**dac_bits`` codes over +-``dac_max_v`` (a code beyond the top one
+        saturates), plus the INL bow of peak ``dac_inl_lsb`` LSB; ``dac_bits`` None: the
+        requested voltage itself.
+        """
+        bits = self.readout.dac_bits
+        voltage_v = np.asarray(voltage_v, dtype=np.float64)
+        if bits is None:
+            return voltage_v
+        half = 2.0 ** (bits - 1)
+        lsb_v = self.dac_max_v / half
+        code = np.clip(np.round(voltage_v / lsb_v), -half, half - 1)
+        return (code + self.readout.dac_inl_lsb * _bow(code / half)) * lsb_v
+
+    def channel_offset_a(self) -> np.ndarray:
+        """Each column channel's offset now, A: its draw plus its drift at the array's temperature.
+
+        Both are fractions of the ADC range (a transimpedance stage's offset scales with it).
+        """
+        delta_k = self.array.temperature_c - self.reference_temperature_c
+        return (self.channel_offset_fraction + self.channel_offset_drift_per_k * delta_k
+                ) * self.adc_range_a
+
+    def adc_reading_a(self, current_a: np.ndarray) -> np.ndarray:
+        """What each column channel reports for its input current, A.
+
+        Gain and offset, then the ADC: the INL bow (peak ``adc_inl_lsb``), code transitions
+        moved by up to ``adc_dnl_lsb / 2`` LSB each (code widths 1 +- ``adc_dnl_lsb``), the code
+        times the nominal LSB; beyond the range, the overflow value.
+        """
+        readout, range_a = self.readout, self.adc_range_a
+        signal_a = self.channel_gain * current_a + self.channel_offset_a()
+        lsb_a = 2 * range_a / 2.0**self.adc_bits
+        level = signal_a / lsb_a
+        if readout.adc_inl_lsb:
+            level = level + readout.adc_inl_lsb * _bow(np.clip(signal_a / range_a, -1, 1))
+        code = np.round(level)
+        if readout.adc_dnl_lsb:
+            # The transition into code c lies at c - 1/2 + e(c), |e(c)| <= dnl / 2 < 1/2 LSB:
+            # the nearest code is off by one at most.
+            code = (code - (level < code - 0.5 + self._edge_lsb(code))
+                    + (level >= code + 0.5 + self._edge_lsb(code + 1)))
+        reading = code * lsb_a + 0.0  # + 0.0: no "-0.0" on the wire
+        return np.where(np.abs(signal_a) > range_a, OVERFLOW, reading)
+
+    def _edge_lsb(self, code: np.ndarray) -> np.ndarray:
+        """How far the ADC's transition into ``code`` lies from its ideal place, LSB (fixed)."""
+        return self.readout.adc_dnl_lsb * (_unit_hash(code, self._dnl_key) - 0.5)
