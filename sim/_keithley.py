@@ -11,7 +11,12 @@ routing connects it to HI and LO). The physics of one reading, shared by both mo
   reading beyond 105 % of a fixed range is the overflow value ``9.91e37`` (2400 status bit 0);
 - read noise comes from the load for the range and NPLC, and every reading advances the load's
   simulated time by NPLC / 60 s (plus any source delay): nothing here sleeps;
-- with the output off the terminals are open: the reading is noise alone.
+- with ``accuracy`` (a lab's ``readout.smu_source_error``) the instrument is a real one within
+  its datasheet: the sourced voltage is the level rounded to the source range's programming
+  resolution, with that range's gain and offset error, and the reading carries the measure
+  range's gain and offset error; each error is one fixed draw per range, uniform within the
+  specified +-(% + offset) (1 year, 23 degC +- 5 K). Without it the instrument is exact;
+- with the output off the terminals are open: the reading is noise alone (plus the offset).
 
 Not simulated: sourcing current (``:SOUR:FUNC CURR`` is refused with -224) and resistance
 measurements (the 2400's ``RES`` element reads ``9.91e37``, as it does with ohms off).
@@ -75,16 +80,44 @@ def _range_for(value: float, ranges: tuple[float, ...]) -> float:
     raise ScpiError(-222)
 
 
+def _draw_errors(accuracy: np.random.Generator | None, spec: dict[float, tuple[float, ...]]
+                 ) -> dict[float, tuple[float, float]] | None:
+    """``{range: (gain, offset)}``: one draw per range, uniform within the datasheet's
+    +-(gain fraction, offset) (the last two entries of each ``spec`` row); None: exact."""
+    if accuracy is None:
+        return None
+    return {range_: (gain * accuracy.uniform(-1, 1), offset * accuracy.uniform(-1, 1))
+            for range_, (*_, gain, offset) in spec.items()}
+
+
 class _SourceMeter(ScpiDevice):
-    """The state and the physics both SMU models share (voltage source, current measure)."""
+    """The state and the physics both SMU models share (voltage source, current measure).
+
+    Parameters
+    ----------
+    load : Load
+        What the terminals are connected to.
+    accuracy : numpy.random.Generator, optional
+        Draws this instrument's source and measure errors, once, within its datasheet accuracy
+        (:attr:`SOURCE_VOLTAGE_SPEC`, :attr:`MEASURE_CURRENT_SPEC`); None: an exact instrument.
+    """
 
     CURRENT_RANGES_A: tuple[float, ...] = ()
     VOLTAGE_RANGES_V: tuple[float, ...] = (0.2, 2.0, 20.0, 200.0)
+    SOURCE_VOLTAGE_SPEC: dict[float, tuple[float, float, float]] = {}
+    """Per voltage source range, V: programming resolution (V), gain (fraction of the setting)
+    and offset (V) of the one-year accuracy."""
+    MEASURE_CURRENT_SPEC: dict[float, tuple[float, float]] = {}
+    """Per current measure range, A: gain (fraction of the reading) and offset (A) of the
+    one-year accuracy."""
     MAX_VOLTAGE_V = 210.0
     LIST_CAPACITY: int  # points a source list holds
 
-    def __init__(self, load: Load, *, lock: threading.RLock | None = None, seed: int = 0) -> None:
+    def __init__(self, load: Load, *, lock: threading.RLock | None = None, seed: int = 0,
+                 accuracy: np.random.Generator | None = None) -> None:
         self.load = load
+        self.source_error = _draw_errors(accuracy, self.SOURCE_VOLTAGE_SPEC)
+        self.measure_error = _draw_errors(accuracy, self.MEASURE_CURRENT_SPEC)
         super().__init__(lock=lock, seed=seed)
 
     def reset(self) -> None:
@@ -97,17 +130,42 @@ class _SourceMeter(ScpiDevice):
         self.source_delay_s = 0.0
         self.tripped = False
 
+    def sourced_v(self, level_v: np.ndarray) -> np.ndarray:
+        """The voltage the source puts out for each programmed level, V.
+
+        With :attr:`source_error`: the level rounded to its source range's programming
+        resolution, times ``1 + gain``, plus the offset, of that range (the fixed one, or the
+        smallest holding the level in auto range). Otherwise the level itself.
+        """
+        level_v = np.asarray(level_v, dtype=float)
+        if self.source_error is None:
+            return level_v
+        if self.source_range_v is None:
+            ranges = np.asarray(self.VOLTAGE_RANGES_V)
+            index = np.searchsorted(ranges, np.abs(level_v) / (1 + 1e-9))
+            range_v = ranges[np.minimum(index, len(ranges) - 1)]
+        else:
+            range_v = np.full(level_v.shape, self.source_range_v)
+        out = np.empty_like(level_v)
+        for value in np.unique(range_v):
+            sel = range_v == value
+            resolution = self.SOURCE_VOLTAGE_SPEC[float(value)][0]
+            gain, offset = self.source_error[float(value)]
+            out[sel] = np.round(level_v[sel] / resolution) * resolution * (1 + gain) + offset
+        return out
+
     def measure(self, source_v: np.ndarray) -> _Points:
         """Source each voltage in turn and measure the current, as the instrument would."""
         source_v = np.asarray(source_v, dtype=float)
+        output_v = self.sourced_v(source_v)
         conductance = self.load.conductance_s() if self.output_on else 0.0
         if np.isinf(conductance):
-            current = np.where(source_v == 0, 0.0, np.sign(source_v) * np.inf)
+            current = np.where(output_v == 0, 0.0, np.sign(output_v) * np.inf)
         else:
-            current = conductance * source_v
+            current = conductance * output_v
         compliance = np.abs(current) > self.limit_a
         current = np.clip(current, -self.limit_a, self.limit_a)
-        voltage = source_v.copy() if self.output_on else np.zeros_like(source_v)
+        voltage = output_v.copy() if self.output_on else np.zeros_like(source_v)
         if compliance.any():
             voltage[compliance] = 0.0 if np.isinf(conductance) else current[compliance] / conductance
         if self.current_range_a is None:
@@ -122,6 +180,9 @@ class _SourceMeter(ScpiDevice):
         for value in np.unique(range_a):
             sel = range_a == value
             reading[sel] = self.load.read_noise(current[sel], float(value), self.nplc)
+            if self.measure_error is not None:
+                gain, offset = self.measure_error[float(value)]
+                reading[sel] = reading[sel] * (1 + gain) + offset
         overflow = np.abs(reading) > range_a * _OVERRANGE
         reading[overflow] = OVERFLOW
         step_s = self.nplc * _PLC_S + self._point_delay_s()
@@ -379,11 +440,22 @@ class SimKeithley2450(_SourceMeter):
         The command set selected on the front panel (``*LANG?``). In ``TSP`` and ``SCPI2400``
         only the common commands are understood; everything else is -113, so a driver must check
         ``*LANG?`` first. ``*LANG <set>`` takes effect at the next :meth:`power_cycle`.
+    accuracy : numpy.random.Generator, optional
+        Draws the source and measure errors within the datasheet (see the module notes).
     """
 
     idn = "KEITHLEY INSTRUMENTS,MODEL 2450,04416932,1.7.12b"
     CURRENT_RANGES_A = (10e-9, 100e-9, 1e-6, 10e-6, 100e-6, 1e-3, 10e-3, 100e-3, 1.0)
     VOLTAGE_RANGES_V = (20e-3, 200e-3, 2.0, 20.0, 200.0)
+    # Keithley SPEC-2450 Rev. A (July 2013), 1 year, 23 degC +- 5 K, 1 PLC.
+    SOURCE_VOLTAGE_SPEC = {20e-3: (500e-9, 0.100e-2, 200e-6), 200e-3: (5e-6, 0.015e-2, 200e-6),
+                           2.0: (50e-6, 0.020e-2, 300e-6), 20.0: (500e-6, 0.015e-2, 2.4e-3),
+                           200.0: (5e-3, 0.015e-2, 24e-3)}
+    MEASURE_CURRENT_SPEC = {10e-9: (0.10e-2, 50e-12), 100e-9: (0.060e-2, 100e-12),
+                            1e-6: (0.025e-2, 300e-12), 10e-6: (0.025e-2, 700e-12),
+                            100e-6: (0.020e-2, 6e-9), 1e-3: (0.020e-2, 60e-9),
+                            10e-3: (0.020e-2, 600e-9), 100e-3: (0.025e-2, 6e-6),
+                            1.0: (0.030e-2, 500e-6)}
     RESISTANCE_RANGES_OHM = (20.0, 200.0, 2e3, 20e3, 200e3, 2e6, 20e6, 200e6)
     LIST_CAPACITY = 100_000
     BUFFER_CAPACITY = 100_000
@@ -393,12 +465,12 @@ class SimKeithley2450(_SourceMeter):
     LINE_FREQUENCY_HZ = 60
 
     def __init__(self, load: Load, *, language: str = "SCPI", lock: threading.RLock | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, accuracy: np.random.Generator | None = None) -> None:
         if language not in ("SCPI", "TSP", "SCPI2400"):
             raise ValueError(f"language must be SCPI, TSP or SCPI2400, got {language!r}")
         self.language = self.next_language = language
         self.buffers = {name: _Buffer(self.BUFFER_CAPACITY) for name in _DEFAULT_BUFFERS}
-        super().__init__(load, lock=lock, seed=seed)
+        super().__init__(load, lock=lock, seed=seed, accuracy=accuracy)
 
     def reset(self) -> None:
         self.sense = "CURR"
@@ -967,15 +1039,30 @@ class SimKeithley2400(_SourceMeter):
     (``:STAT:MEAS:ENAB 512``). Other settings drivers read and write (source delay and auto delay,
     autozero, output-off state, averaging filter, voltage compliance, resistance mode and range,
     trigger and arm layer) are kept and read back; they do not change the physics.
+
+    Parameters
+    ----------
+    load : Load
+        What the terminals are connected to.
+    accuracy : numpy.random.Generator, optional
+        Draws the source and measure errors within the datasheet (see the module notes).
     """
 
     idn = "KEITHLEY INSTRUMENTS INC.,MODEL 2400,4105270,C32   Oct  4 2010 14:20:11/A02  /S/K"
     CURRENT_RANGES_A = (1e-6, 10e-6, 100e-6, 1e-3, 10e-3, 100e-3, 1.0)
+    # Keithley SPEC-2400 Rev. H (2004), 1 year, 23 degC +- 5 K.
+    SOURCE_VOLTAGE_SPEC = {0.2: (5e-6, 0.02e-2, 600e-6), 2.0: (50e-6, 0.02e-2, 600e-6),
+                           20.0: (500e-6, 0.02e-2, 2.4e-3), 200.0: (5e-3, 0.02e-2, 24e-3)}
+    MEASURE_CURRENT_SPEC = {1e-6: (0.029e-2, 300e-12), 10e-6: (0.027e-2, 700e-12),
+                            100e-6: (0.025e-2, 6e-9), 1e-3: (0.027e-2, 60e-9),
+                            10e-3: (0.035e-2, 600e-9), 100e-3: (0.055e-2, 6e-6),
+                            1.0: (0.22e-2, 570e-6)}
     LIST_CAPACITY = 2500
     MAX_POINTS = 2500  # arm count x trigger count, and the buffer
 
-    def __init__(self, load: Load, *, lock: threading.RLock | None = None, seed: int = 0) -> None:
-        super().__init__(load, lock=lock, seed=seed)
+    def __init__(self, load: Load, *, lock: threading.RLock | None = None, seed: int = 0,
+                 accuracy: np.random.Generator | None = None) -> None:
+        super().__init__(load, lock=lock, seed=seed, accuracy=accuracy)
         self._time_zero_s = load.time_s
 
     def reset(self) -> None:

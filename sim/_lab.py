@@ -31,6 +31,7 @@ from sim._array import PhysicalArray
 from sim._board import SimSwitchBoard
 from sim._keithley import SimKeithley2400, SimKeithley2450
 from sim._matrix import SimSwitchMatrix
+from sim._physics import physics_rng
 from sim._scpi import LineDevice
 
 __all__ = ["SMU_MODELS", "SimLab"]
@@ -140,11 +141,14 @@ class SimLab:
                                     seed=seed + 1)
         self.matrix = SimSwitchMatrix(config.rows + config.cols, lock=self.lock, seed=seed + 2)
         self._load = _ArrayLoad(self)
+        # The SMU's datasheet errors come from their own stream (readout.smu_source_error).
+        accuracy = (physics_rng(seed, "smu") if self.array.physics.readout.smu_source_error
+                    else None)
         if smu_model == "keithley2450":
             smu: LineDevice = SimKeithley2450(self._load, language=language, lock=self.lock,
-                                              seed=seed + 3)
+                                              seed=seed + 3, accuracy=accuracy)
         else:
-            smu = SimKeithley2400(self._load, lock=self.lock, seed=seed + 3)
+            smu = SimKeithley2400(self._load, lock=self.lock, seed=seed + 3, accuracy=accuracy)
         self.smu = smu
         self.devices: dict[str, LineDevice] = {"smu": smu, "board": self.board, "matrix": self.matrix}
 
