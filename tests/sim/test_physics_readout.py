@@ -14,11 +14,9 @@ import pytest
 from crossbar_ctl.core.config import SimArrayConfig
 from sim._array import PhysicalArray
 from sim._board import SimSwitchBoard
+from sim._keithley import SimKeithley2400, SimKeithley2450
+from sim._lab import SimLab
 from sim._physics import PROFILES
-
-READOUT_KEYS = ("gain_error", "offset_fraction", "offset_drift_fraction_per_k", "adc_inl_lsb",
-                "adc_dnl_lsb", "dac_bits", "dac_inl_lsb")
-
 
 def quiet_board(readout: dict | None = None, *, rows: int = 1, cols: int = 64, seed: int = 5,
                 **config) -> SimSwitchBoard:
@@ -205,3 +203,115 @@ def test_the_readout_stream_leaves_the_other_draws_alone() -> None:
                                   harsh.read_noise(np.ones(8), 1e-3, 1.0))
     ideal.advance_time(3600.0), harsh.advance_time(3600.0)
     np.testing.assert_array_equal(ideal.resistance_ohm(), harsh.resistance_ohm())
+
+
+# ---- the SMU path: the 2450's and 2400's source and measure accuracy -------------------------
+
+class Conductance:
+    """A noiseless fixed conductance between HI and LO (a :class:`sim._keithley.Load`)."""
+
+    def __init__(self, conductance_s: float) -> None:
+        self.value_s, self.time_s = conductance_s, 0.0
+
+    def conductance_s(self) -> float:
+        return self.value_s
+
+    def current_a(self, source_v, integration_s, step_s) -> np.ndarray:
+        return self.value_s * np.asarray(source_v, float)
+
+    def read_noise(self, current_a, range_a, nplc) -> np.ndarray:
+        return np.asarray(current_a, float)
+
+    def advance_time(self, duration_s: float) -> None:
+        self.time_s += duration_s
+
+
+SMUS = {"keithley2450": SimKeithley2450, "keithley2400": SimKeithley2400}
+
+
+def smu_on(model: str, seed: int | None, conductance_s: float = 1e-3):
+    """An SMU with its output on into ``conductance_s``; ``seed`` None: an exact instrument."""
+    accuracy = None if seed is None else np.random.default_rng(seed)
+    smu = SMUS[model](Conductance(conductance_s), accuracy=accuracy)
+    smu.output_on, smu.limit_a = True, 1.0
+    return smu
+
+
+@pytest.mark.parametrize("model", SMUS)
+def test_smu_sources_the_range_resolution(model: str) -> None:
+    smu = smu_on(model, seed=1)
+    for range_v in (0.2, 2.0):
+        resolution_v = smu.SOURCE_VOLTAGE_SPEC[range_v][0]
+        smu.source_range_v = range_v
+        levels = 0.1 + np.arange(400) * resolution_v / 20  # 20 levels a step
+        steps = np.diff(np.unique(smu.measure(levels).voltage_v))
+        assert len(steps) == 20
+        np.testing.assert_allclose(steps, resolution_v, rtol=3e-3)  # the step, times 1 + gain
+    exact = smu_on(model, seed=None)
+    np.testing.assert_array_equal(exact.measure(levels).voltage_v, levels)
+
+
+def draws(model: str, read) -> np.ndarray:
+    """``read(smu)`` for 300 instruments of ``model``, each with its own draw."""
+    return np.array([read(smu_on(model, seed)) for seed in range(300)])
+
+
+@pytest.mark.parametrize("model", SMUS)
+def test_smu_source_error_is_a_fixed_draw_within_the_datasheet(model: str) -> None:
+    def gain_offset(smu, range_v: float) -> tuple[float, float]:
+        smu.source_range_v = range_v
+        low, zero, high = smu.measure(np.array([-range_v, 0.0, range_v])).voltage_v
+        return (high - low) / (2 * range_v) - 1, zero
+
+    spec = SMUS[model].SOURCE_VOLTAGE_SPEC
+    for range_v in (0.2, 20.0):
+        _, gain_spec, offset_spec = spec[range_v]
+        gain, offset = draws(model, lambda smu: gain_offset(smu, range_v)).T
+        assert np.all(np.abs(gain) <= gain_spec) and np.all(np.abs(offset) <= offset_spec)
+        # Uniform within +-spec: sd = spec / sqrt(3), both signs.
+        assert 0.8 < relative_sd(gain, gain_spec / np.sqrt(3)) < 1.2
+        assert 0.8 < relative_sd(offset, offset_spec / np.sqrt(3)) < 1.2
+    smu = smu_on(model, seed=7)  # fixed: the same every time, and through *RST
+    first = gain_offset(smu, 0.2)
+    smu.reset()
+    smu.output_on, smu.limit_a = True, 1.0
+    assert gain_offset(smu, 0.2) == first
+
+
+@pytest.mark.parametrize("model", SMUS)
+def test_smu_measure_error_is_a_fixed_draw_within_the_datasheet(model: str) -> None:
+    def gain_offset(smu, range_a: float) -> tuple[float, float]:
+        smu.current_range_a = range_a
+        points = smu.measure(np.array([-0.5, 0.5]) * range_a / 1e-3)  # +-half the range
+        true_a = 1e-3 * points.voltage_v  # the current the sourced voltage drives
+        slope = (points.current_a[1] - points.current_a[0]) / (true_a[1] - true_a[0])
+        return slope - 1, points.current_a[1] - slope * true_a[1]
+
+    spec = SMUS[model].MEASURE_CURRENT_SPEC
+    for range_a in (100e-6, 1e-3):
+        gain_spec, offset_spec = spec[range_a]
+        gain, offset = draws(model, lambda smu: gain_offset(smu, range_a)).T
+        assert np.all(np.abs(gain) <= gain_spec * 1.001)
+        assert np.all(np.abs(offset) <= offset_spec * 1.001)
+        assert 0.8 < relative_sd(gain, gain_spec / np.sqrt(3)) < 1.2
+        assert 0.8 < relative_sd(offset, offset_spec / np.sqrt(3)) < 1.2
+    exact = smu_on(model, seed=None)
+    assert gain_offset(exact, 1e-3) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("profile", ["ideal", "pcb", "harsh"])
+def test_the_lab_gives_its_smu_the_profile_accuracy(profile: str) -> None:
+    def lab(seed: int = 4) -> SimLab:
+        config = SimArrayConfig(rows=2, cols=2, branches=2, seed=seed,
+                                physics={"readout": PROFILES[profile].readout.model_dump()})
+        return SimLab(config, smu_model="keithley2400")
+
+    smu = lab().smu
+    if profile == "ideal":
+        assert smu.source_error is None and smu.measure_error is None
+        return
+    assert smu.source_error == lab().smu.source_error  # drawn from the config seed
+    assert smu.measure_error != lab(seed=5).smu.measure_error
+    np.testing.assert_array_equal(lab().array.resistance_ohm(),
+                                  PhysicalArray(SimArrayConfig(rows=2, cols=2, branches=2,
+                                                               seed=4)).resistance_ohm())
