@@ -37,11 +37,18 @@ _MIB = 2.0**20
 
 
 def _best_time(function, repeats: int) -> float:
-    best = np.inf
+    return _best_times([function], repeats)[0]
+
+
+def _best_times(functions, repeats: int) -> list[float]:
+    """Best time of each function over ``repeats`` rounds in which they take turns (so that on a
+    shared machine each sees the same load)."""
+    best = [np.inf] * len(functions)
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
+        for k, function in enumerate(functions):
+            start = time.perf_counter()
+            function()
+            best[k] = min(best[k], time.perf_counter() - start)
     return best
 
 
@@ -141,13 +148,29 @@ def bench_circuit(
                                    col_wire_resistance_ohm=c.col_wire_resistance_ohm,
                                    sense_resistance_ohm=c.sense_resistance_ohm, method=method)
 
+        def prepare_reference(g=conductance, c=config) -> _SuperLUReference:
+            with _one_blas_thread:  # as ours runs
+                return _SuperLUReference(g, c)
+
         start = time.perf_counter()
         circuit = prepare()
         first = time.perf_counter() - start
-        repeats = int(np.clip(budget_s / 3 / max(first, 1e-6), 1, 5))
-        factor_s = min(first, _best_time(prepare, repeats)) if repeats > 1 else first
+        start = time.perf_counter()
+        reference = prepare_reference()
+        ref_first = time.perf_counter() - start
+
+        def solve_reference(r=reference, v=voltage) -> np.ndarray:
+            with _one_blas_thread:
+                return r.col_current_a(v)
+
+        repeats = int(np.clip(budget_s / 3 / max(first + ref_first, 1e-6), 1, 5))
+        # Ours and the reference take turns at each step, timed best of the same repeats.
+        factor_s, ref_factor_s = (min(a, b) for a, b in zip(
+            (first, ref_first), _best_times([prepare, prepare_reference], repeats - 1)))
         solution = circuit.solve(voltage)
-        solve_s = _best_time(lambda: circuit.solve(voltage), repeats) / batch
+        ref_current = solve_reference()
+        solve_s, ref_solve_s = (t / batch for t in _best_times(
+            [lambda: circuit.solve(voltage), solve_reference], repeats))
         single_s = _best_time(lambda: circuit.solve(voltage[0]), repeats)
         with _one_blas_thread:  # as the solver runs
             ideal_s = _best_time(lambda: voltage @ conductance, 5) / batch
@@ -156,36 +179,25 @@ def bench_circuit(
         result = {"rows": size, "cols": size, "method": circuit.method, "batch": batch,
                   "factor_s": factor_s, "solve_s": solve_s, "single_s": single_s,
                   "ideal_s": ideal_s, "kcl_rel": float(kcl)}
-        # The reference, timed the same way (best of repeats that fit the budget), same batch.
-        with _one_blas_thread:  # as ours runs
-            start = time.perf_counter()
-            reference = _SuperLUReference(conductance, config)
-            ref_first = time.perf_counter() - start
-            ref_repeats = int(np.clip(budget_s / 3 / max(ref_first, 1e-6), 1, 5))
-            ref_factor_s = min(ref_first, _best_time(
-                lambda: _SuperLUReference(conductance, config), ref_repeats - 1))
-            ref_current = reference.col_current_a(voltage)
-            ref_solve_s = _best_time(lambda: reference.col_current_a(voltage),
-                                     ref_repeats) / batch
         scale = np.abs(solution.col_current_a).max()
         result.update({
             "reference": REFERENCE, "ref_factor_s": ref_factor_s, "ref_solve_s": ref_solve_s,
             "factor_ratio": ref_factor_s / factor_s, "solve_ratio": ref_solve_s / solve_s,
             "ref_rel_diff": float(np.abs(ref_current - solution.col_current_a).max() / scale),
         })
-        del reference
+        del reference, solve_reference
         if compare_sparse:
             start = time.perf_counter()
             sparse = prepare("sparse")
             result["sparse_factor_s"] = time.perf_counter() - start
             start = time.perf_counter()
-            reference = sparse.solve(voltage)
+            general = sparse.solve(voltage)
             result["sparse_solve_s"] = (time.perf_counter() - start) / batch
             currents = np.concatenate([solution.row_current_a, solution.col_current_a], axis=1)
-            expected = np.concatenate([reference.row_current_a, reference.col_current_a], axis=1)
+            expected = np.concatenate([general.row_current_a, general.col_current_a], axis=1)
             result["sparse_rel_diff"] = float(np.abs(currents - expected).max()
                                               / np.abs(expected).max())
-            del sparse, reference
+            del sparse, general
         del circuit, solution
         tracemalloc.start()
         try:
