@@ -113,10 +113,11 @@ class SimSwitchBoard(LineDevice):
         # Per column: gain, offset and offset drift (fractions of the ADC range, per K); the key
         # of the ADC's code-width errors. One draw per board, from the readout's own stream.
         draw = physics_rng(config.seed, "readout")
-        self.channel_gain = 1.0 + self.readout.gain_error * draw.standard_normal(self.cols)
-        self.channel_offset_fraction = self.readout.offset_fraction * draw.standard_normal(self.cols)
-        self.channel_offset_drift_per_k = (self.readout.offset_drift_fraction_per_k
-                                           * draw.standard_normal(self.cols))
+        readout, cols = self.readout, self.cols
+        self.channel_gain = 1.0 + readout.gain_error * draw.standard_normal(cols)
+        self.channel_offset_fraction = readout.offset_fraction * draw.standard_normal(cols)
+        self.channel_offset_drift_per_k = (readout.offset_drift_fraction_per_k
+                                           * draw.standard_normal(cols))
         self._dnl_key = int(draw.integers(0, 2**63))
         self.errors: deque[int] = deque()
         self._commands: dict[str, Callable[[list[str]], str | None]] = {
