@@ -18,11 +18,14 @@ from drivers._safety import SafetyGuard, check_choice, check_int, check_number
 from drivers._scpi import OVERFLOW, format_number
 from drivers._transport import Transport
 
-__all__ = ["ROW_ROUTES", "COL_ROUTES", "SwitchBoard", "crc16_ccitt"]
+__all__ = ["ROW_ROUTES", "COL_ROUTES", "SETTLE_TIME_CONSTANTS", "SwitchBoard", "crc16_ccitt"]
 
 ROW_ROUTES = ("SRC", "GND", "FLOAT")
 COL_ROUTES = ("SENSE", "GND", "FLOAT")
 _ERR = re.compile(r"ERR (\d+) ?(.*)")
+SETTLE_TIME_CONSTANTS = 16
+"""A switch write is followed by ``WAIT`` for this many settling time constants (``SETTLE?``):
+a reading's error falls to exp(-16) ~ 1e-7 of the switched current, below an 18-bit LSB."""
 
 
 def crc16_ccitt(text: str) -> int:
@@ -44,6 +47,8 @@ class SwitchBoard:
     ----------
     idn : str
         The board's ``*IDN?`` payload.
+    settle_s : float
+        How long every switch write is followed by ``WAIT``, s (0 unless ``CAP?`` lists ``SETTLE``).
     version : int
         Increases whenever the driver changes a mask or a route (lets readouts cache per state).
     route_version : int
@@ -60,6 +65,8 @@ class SwitchBoard:
                                 address=self.address, command="*IDN?")
         self._geometry = self._parse_geometry(self._command("GEOM?"))
         self._capabilities = frozenset(self._command("CAP?").upper().split())
+        self.settle_s = (SETTLE_TIME_CONSTANTS * self._number("SETTLE?")
+                         if "SETTLE" in self._capabilities else 0.0)
         self._masks: np.ndarray | None = None  # what the board holds, once known
         self._dac_max_v: float | None = None
         self._bound: tuple[int, np.ndarray] | None = None  # (version, conductance bound)
@@ -137,6 +144,7 @@ class SwitchBoard:
         """``*RST``: the safe state, and the error queue cleared."""
         self._command("*RST")
         self._became_safe()
+        self.settle()
 
     def _number(self, command: str) -> float:
         payload = self._command(command)
@@ -169,6 +177,7 @@ class SwitchBoard:
         if self._masks is not None:
             self._masks[row, col] = mask
         self.version += 1
+        self.settle()
 
     def get_mask(self, row: int, col: int) -> int:
         """``GET? <r> <c>``: the cell's mask as set."""
@@ -180,8 +189,18 @@ class SwitchBoard:
             raise ProtocolError(f"expected a hex mask, got {payload!r}", address=self.address,
                                 command=f"GET? {row} {col}") from None
 
-    def load_row(self, row: int, masks: object) -> None:
+    def settle(self) -> None:
+        """``WAIT <settle_s>``: let the switches settle after a write (nothing when 0).
+
+        Every method that writes switches calls it, so no reading starts on moving switches.
+        """
+        if self.settle_s > 0:
+            self._command(f"WAIT {format_number(self.settle_s)}")
+
+    def load_row(self, row: int, masks: object, *, settle: bool = True) -> None:
         """``LOAD <r> <masks> <crc>``, then ``ROW? <r>``: the board must hold exactly ``masks``.
+
+        ``settle``: then :meth:`settle` (``load_masks`` settles once after its last row).
 
         Raises
         ------
@@ -199,6 +218,8 @@ class SwitchBoard:
             self._masks = None  # no longer known
             raise ProtocolError("row read back differs from the row loaded", address=self.address,
                                 command=f"ROW? {row}")
+        if settle:
+            self.settle()
 
     def read_row(self, row: int) -> np.ndarray:
         """``ROW? <r>``: one row's masks, ``uint64 (cols,)``, checksum verified."""
@@ -245,7 +266,9 @@ class SwitchBoard:
         current = self.known_masks()
         changed = [row for row in range(rows) if not np.array_equal(current[row], values[row])]
         for row in changed:
-            self.load_row(row, values[row])
+            self.load_row(row, values[row], settle=False)
+        if changed:
+            self.settle()
         return len(changed)
 
     # ---- routing -------------------------------------------------------------------------------
@@ -282,6 +305,7 @@ class SwitchBoard:
         """``SAFE``: every branch open, every line to ground, every DAC at 0 V."""
         self._command("SAFE")
         self._became_safe()
+        self.settle()
 
     def _became_safe(self) -> None:
         rows, cols, _ = self._geometry

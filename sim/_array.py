@@ -13,16 +13,22 @@ from collections import OrderedDict
 import numpy as np
 
 from pydantic import ValidationError
+from scipy.special import sici
 
 from crossbar_ctl.core.config import Fault, SimArrayConfig, config_error
 from crossbar_ctl.core.errors import ConfigError
 from crossbar_ctl.core.circuit import CrossbarCircuit
-from sim._physics import BoardPhysics, board_physics
+from sim._physics import BoardPhysics, board_physics, physics_rng
 
 __all__ = ["PhysicalArray"]
 
 _SECONDS_PER_HOUR = 3600.0
 _CACHED_CIRCUITS = 16
+_PLC_S = 1 / 60
+_FLICKER_LOW_HZ = 1e-3
+"""Lower edge of the 1/f noise band, Hz: slower wander is the drift's (a ~17-minute run)."""
+_SETTLED_TAUS = 40.0
+"""A switch written this many time constants ago has settled (e**-40 ~ 4e-18)."""
 
 
 class PhysicalArray:
@@ -32,6 +38,9 @@ class PhysicalArray:
     ----------
     config : SimArrayConfig or dict
         Geometry, populations, wires, temperature, drift, noise, faults and seed.
+    clock : callable, optional
+        The simulated time now, s (default :attr:`time_s`); a lab that hands time to the array in
+        steps passes its own clock, so switch writes and readings are timed to the instant.
 
     Raises
     ------
@@ -48,7 +57,7 @@ class PhysicalArray:
         Every fault injected so far (from the config, then at run time).
     """
 
-    def __init__(self, config: SimArrayConfig | dict) -> None:
+    def __init__(self, config: SimArrayConfig | dict, *, clock=None) -> None:
         if not isinstance(config, SimArrayConfig):
             try:
                 config = SimArrayConfig.model_validate(config)
@@ -77,8 +86,23 @@ class PhysicalArray:
         self._drift_rng = np.random.default_rng(drift_seed)
         self._noise_rng = np.random.default_rng(noise_seed)
         self._drift = np.ones(shape)
+        # Devices: each resistor's own TCR (1/K) and drift rate (mean 1 x drift_per_hour).
+        devices = self.physics.devices
+        draw = physics_rng(config.seed, "devices")
+        tcr_spread = devices.tcr_spread_per_k * draw.standard_normal(shape)
+        self._tcr_per_k = config.tcr_per_k + tcr_spread
+        spread = devices.drift_rate_spread
+        self._drift_rate = np.exp(draw.normal(-0.5 * spread * spread, spread, size=shape))
+        self._wander_rng = physics_rng(config.seed, "environment")
+        self._flicker_rng = physics_rng(config.seed, "flicker")
         self._temperature_c = float(config.temperature_c)
         self._time_s = 0.0
+        self._clock = clock if clock is not None else (lambda: self._time_s)
+        # Switch settling: each branch relaxes from its level at its last write (1 = closed).
+        self._level_start = np.zeros(shape)
+        self._write_s = np.full(shape, -np.inf)
+        self._last_write_s = -np.inf
+        self._flatness_s_per_v: np.ndarray | None = None
         self._masks = np.zeros((self.rows, self.cols), dtype=np.uint64)
         self._masks.flags.writeable = False
         # Fault state per branch.
@@ -95,6 +119,7 @@ class PhysicalArray:
 
     def _changed(self) -> None:
         self._circuits.clear()
+        self._flatness_s_per_v = None
 
     @property
     def masks(self) -> np.ndarray:
@@ -106,9 +131,13 @@ class PhysicalArray:
         """Simulated time since the start of the run, s (advance it with :meth:`advance_time`)."""
         return self._time_s
 
+    def now_s(self) -> float:
+        """Simulated time now, s: :attr:`time_s` plus what a lab has not handed over yet."""
+        return self._clock()
+
     @property
     def temperature_c(self) -> float:
-        """Ambient temperature of the array, degC (settable)."""
+        """Temperature of the board, degC (settable; it then wanders on from the value set)."""
         return self._temperature_c
 
     @temperature_c.setter
@@ -122,10 +151,13 @@ class PhysicalArray:
             self._changed()
 
     def advance_time(self, duration_s: float) -> None:
-        """Let ``duration_s`` of simulated time pass: every resistor drifts.
+        """Let ``duration_s`` of simulated time pass: resistors drift, the temperature wanders.
 
         Each resistor takes a multiplicative random-walk step ``exp(N(0, sigma))`` with
-        ``sigma = drift_per_hour * sqrt(duration_s / 3600)`` (relative std ~ sigma, never negative).
+        ``sigma = rate * drift_per_hour * sqrt(duration_s / 3600)`` (relative std ~ sigma, never
+        negative), ``rate`` its own lognormal factor of mean 1 (``devices.drift_rate_spread``).
+        The board temperature takes a step ``N(0, temperature_wander_k_per_sqrt_h *
+        sqrt(duration_s / 3600))`` (its own stream): a random walk, the same at any step size.
         """
         duration_s = float(duration_s)
         if not (np.isfinite(duration_s) and duration_s >= 0):
@@ -136,7 +168,13 @@ class PhysicalArray:
         self._time_s += duration_s
         sigma = self.config.drift_per_hour * np.sqrt(duration_s / _SECONDS_PER_HOUR)
         if sigma > 0:
-            self._drift *= np.exp(self._drift_rng.normal(0.0, sigma, size=self._drift.shape))
+            step = self._drift_rng.normal(0.0, sigma, size=self._drift.shape) * self._drift_rate
+            self._drift *= np.exp(step)
+            self._changed()
+        wander = self.physics.environment.temperature_wander_k_per_sqrt_h
+        if wander > 0:
+            hours = duration_s / _SECONDS_PER_HOUR
+            self._temperature_c += wander * np.sqrt(hours) * self._wander_rng.standard_normal()
             self._changed()
 
     def _check_cell(self, row: int, col: int) -> None:
@@ -158,8 +196,17 @@ class PhysicalArray:
 
     def _store_masks(self, masks: np.ndarray) -> None:
         if not np.array_equal(masks, self._masks):
+            tau_s = self.physics.devices.settling_time_s
+            if tau_s > 0:  # the branches that move start from where their last move left them
+                now_s, before = self._clock(), self.closed()
+                level = self._switch_level(now_s, 0.0)
             masks.flags.writeable = False
             self._masks = masks
+            if tau_s > 0:
+                moved = self.closed() != before
+                self._level_start[moved] = level[moved]
+                self._write_s[moved] = now_s
+                self._last_write_s = now_s
             self._changed()
 
     def set_mask(self, row: int, col: int, mask: int) -> None:
@@ -209,10 +256,12 @@ class PhysicalArray:
     # -- truth -------------------------------------------------------------------------------
 
     def resistance_ohm(self) -> np.ndarray:
-        """Every resistor now (temperature and drift applied), ohm, ``(rows, cols, branches)``."""
-        cfg = self.config
-        thermal = 1.0 + cfg.tcr_per_k * (self._temperature_c - cfg.reference_temperature_c)
-        return self._resistance0_ohm * self._drift * thermal
+        """Every resistor now (temperature and drift applied), ohm, ``(rows, cols, branches)``.
+
+        Each resistor has its own TCR, ``tcr_per_k + N(0, devices.tcr_spread_per_k)``, 1/K.
+        """
+        delta_k = self._temperature_c - self.config.reference_temperature_c
+        return self._resistance0_ohm * self._drift * (1.0 + self._tcr_per_k * delta_k)
 
     def branch_conductance_s(self) -> np.ndarray:
         """Conductance of each branch through its own closed switch, S, ``(rows, cols, branches)``.
@@ -244,6 +293,116 @@ class PhysicalArray:
         """
         leak = self.config.switch_off_conductance_s
         return np.where(self.closed(), self.branch_conductance_s(), leak).sum(axis=2)
+
+    # -- switches beyond the linear model: flatness and settling --------------------------------
+
+    def _switch_level(self, start_s, duration_s: float, where=np.s_[...]) -> np.ndarray:
+        """How far each branch switch conducts (1 closed, 0 open), mean over a reading window.
+
+        After a write at ``w`` a moved switch relaxes from its level then (``start``) to its new
+        state (``final``): ``final + (start - final) exp(-(t - w) / tau)``; the window average
+        over ``[t0, t0 + T]`` is that at ``t0`` times ``(1 - exp(-T / tau)) / (T / tau)``.
+        """
+        final = self.closed()[where].astype(np.float64)
+        tau_s = self.physics.devices.settling_time_s
+        age = np.maximum(np.asarray(start_s, np.float64)[..., None] - self._write_s[where], 0.0)
+        span = duration_s / tau_s
+        window = -np.expm1(-span) / span if span > 0 else 1.0
+        return final + (self._level_start[where] - final) * np.exp(-age / tau_s) * window
+
+    def settled_s(self) -> float:
+        """Simulated time from which every switch has settled, s (-inf when settling is off)."""
+        return self._last_write_s + _SETTLED_TAUS * self.physics.devices.settling_time_s
+
+    def settling_offset_s(self, start_s, duration_s: float) -> np.ndarray | None:
+        """How far each cell's conductance is from its settled value during readings, S.
+
+        A switch written less than ``_SETTLED_TAUS`` time constants (``devices.settling_time_s``)
+        before a reading still moves (:meth:`_switch_level`): a newly closed branch conducts
+        less than its settled ``g``, a newly opened one more than its leakage.
+
+        Parameters
+        ----------
+        start_s : float or ndarray, float (n,)
+            Simulated time at which each reading's integration starts, s.
+        duration_s : float
+            Integration time of each reading, s (0: an instantaneous reading).
+
+        Returns
+        -------
+        ndarray, float64 (n, rows, cols) or None
+            The offsets; None when every switch has settled (or settling is off).
+        """
+        tau_s = self.physics.devices.settling_time_s
+        start_s = np.atleast_1d(np.asarray(start_s, dtype=np.float64))
+        if tau_s == 0 or start_s.min() >= self.settled_s():
+            return None
+        horizon_s = start_s.min() - _SETTLED_TAUS * tau_s
+        moving = np.nonzero(self._write_s >= horizon_s)
+        level = self._switch_level(start_s, duration_s, moving)  # (n, moving)
+        final = self.closed()[moving]
+        leak = self.config.switch_off_conductance_s
+        share = (level - final) * (self.branch_conductance_s()[moving] - leak)
+        offset = np.zeros((start_s.size, self.rows * self.cols))
+        np.add.at(offset, (slice(None), moving[0] * self.cols + moving[1]), share)
+        return offset.reshape(start_s.size, self.rows, self.cols)
+
+    def flatness_s_per_v(self) -> np.ndarray | None:
+        """How much each cell's conductance falls per volt of switch signal, S/V, ``(rows, cols)``.
+
+        A closed switch's on-resistance is ``R_on (1 + k |v|)`` (``k`` =
+        ``devices.on_resistance_flatness_per_v``, ``v`` the row node's voltage at the cell), so
+        its branch loses ``k |v| R_on g**2`` to first order (the next order is ``(k v R_on g)**2``
+        relative, below 1e-9 on every profile). None when flatness is off.
+        """
+        k = self.physics.devices.on_resistance_flatness_per_v
+        if k == 0:
+            return None
+        if self._flatness_s_per_v is None:
+            g = self.branch_conductance_s()
+            conducting = self.closed() & ~(self._open_resistor | self._stuck_open)
+            slope = np.where(conducting, k * self.switch_on_resistance_ohm * g * g, 0.0)
+            self._flatness_s_per_v = slope.sum(axis=2)
+        return self._flatness_s_per_v
+
+    def solve(self, circuit: CrossbarCircuit, row_voltage_v, col_voltage_v=None, *,
+              start_s=None, duration_s: float = 0.0):
+        """Solve :meth:`circuit`'s network as the switches conduct during a reading.
+
+        The linear solve of the settled network, then every cell's departure from it (switch
+        flatness at the solved row-node voltages, :meth:`flatness_s_per_v`; unsettled switches,
+        :meth:`settling_offset_s`) as a first-order correction: the departure ``dG * (v_row -
+        v_col)`` injected as node currents into the same factorised network. Its error is the
+        second order, ``dG`` times the network's resistance seen by a cell (wires and sense, ~1e-3
+        of the departure for a 10 kOhm branch), so one extra back-solve replaces a refactorisation.
+
+        Parameters
+        ----------
+        circuit : CrossbarCircuit
+            From :meth:`circuit`, for the current masks.
+        row_voltage_v, col_voltage_v : array_like, float (rows,) / (cols,) or batches
+            As :meth:`CrossbarCircuit.solve`, V.
+        start_s : float or ndarray, float (batch,), optional
+            Start of each reading's integration, simulated s (default: no settling, a reading
+            long after the last switch write).
+        duration_s : float
+            Integration time, s.
+
+        Returns
+        -------
+        CircuitSolution
+        """
+        solution = circuit.solve(row_voltage_v, col_voltage_v)
+        flatness = self.flatness_s_per_v()
+        settling = None if start_s is None else self.settling_offset_s(start_s, duration_s)
+        if flatness is None and settling is None:
+            return solution
+        row_v = np.nan_to_num(solution.row_node_voltage_v)
+        offset = 0.0 if flatness is None else -flatness * np.abs(row_v)
+        offset = offset if settling is None else offset + settling
+        flow = offset * (row_v - np.nan_to_num(solution.col_node_voltage_v))
+        return circuit.solve(row_voltage_v, col_voltage_v, row_node_current_a=-flow,
+                             col_node_current_a=flow)
 
     def circuit(self, row_connected=None, col_connected=None) -> CrossbarCircuit:
         """The prepared circuit for the current masks, temperature and time.
@@ -285,10 +444,16 @@ class PhysicalArray:
         return circuit
 
     def read_noise(self, current_a, range_a, nplc) -> np.ndarray:
-        """A noisy reading of ``current_a``.
+        """A noisy reading of ``current_a``: white plus 1/f (flicker) noise.
 
-        Adds Gaussian noise of std ``sqrt((relative_noise * |I|)^2 + (noise_floor_fraction *
-        range_a)^2) / sqrt(nplc)``, element-wise (arguments broadcast).
+        The white part has std ``sigma_w = sqrt((relative_noise * |I|)^2 + (noise_floor_fraction
+        * range_a)^2) / sqrt(nplc)``. With ``noise.flicker_corner_hz = f_c`` > 0 the noise density
+        is ``S_w (1 + f_c / f)`` (``f >= 1e-3`` Hz, slower is drift); a reading averages it over
+        ``T = nplc / 60`` s (a boxcar, ``|H|^2 = sinc^2(pi f T)``), so the 1/f part adds the
+        variance ``sigma_w^2 * 2 f_c T * I(pi f_min T)`` with ``I(e) = sin(e)^2 / (2 e^2) +
+        sin(2e) / (2e) - Ci(2e)`` (``~ 1.5 - gamma - ln(2e)`` for small ``e``): the sd falls
+        like ``1/sqrt(nplc)`` while ``2 f_c T I << 1`` and flattens beyond. It is drawn from its
+        own stream; each reading is independent (averaging readings still gains sqrt(n)).
 
         Parameters
         ----------
@@ -307,4 +472,30 @@ class PhysicalArray:
         cfg = self.config
         std = np.hypot(cfg.relative_noise * current, cfg.noise_floor_fraction * range_a)
         std = std / np.sqrt(nplc)
-        return current + std * self._noise_rng.standard_normal(std.shape)
+        reading = current + std * self._noise_rng.standard_normal(std.shape)
+        corner_hz = self.physics.noise.flicker_corner_hz
+        if corner_hz > 0:
+            flicker = std * np.sqrt(flicker_variance_ratio(nplc * _PLC_S, corner_hz))
+            reading = reading + flicker * self._flicker_rng.standard_normal(flicker.shape)
+        return reading
+
+
+def flicker_variance_ratio(duration_s, corner_hz: float, low_hz: float = _FLICKER_LOW_HZ):
+    """Variance of a boxcar average of 1/f noise over that of the white noise, same density.
+
+    ``2 f_c T I(pi f_min T)``, ``I(e) = integral_e^inf sin(x)^2 / x^3 dx = sin(e)^2 / (2 e^2) +
+    sin(2e) / (2e) - Ci(2e)`` (two integrations by parts).
+
+    Parameters
+    ----------
+    duration_s : array_like, float
+        Averaging time ``T``, s (> 0).
+    corner_hz : float
+        Frequency where the 1/f density equals the white density, Hz.
+    low_hz : float
+        Lower edge of the 1/f band, Hz.
+    """
+    span = np.pi * low_hz * np.asarray(duration_s, dtype=np.float64)
+    integral = (np.sin(span) ** 2 / (2 * span * span) + np.sin(2 * span) / (2 * span)
+                - sici(2 * span)[1])
+    return 2 * corner_hz * np.asarray(duration_s, dtype=np.float64) * integral

@@ -49,6 +49,10 @@ class Load(Protocol):
     def conductance_s(self) -> float:
         """Current into LO per volt at HI, in siemens (``inf`` if HI is shorted to LO)."""
 
+    def current_a(self, source_v: np.ndarray, integration_s: float, step_s: float) -> np.ndarray:
+        """Current into LO for each voltage of a list sourced at HI from now on, A (point k ends
+        ``(k + 1) * step_s`` s from now and integrates over its last ``integration_s`` s)."""
+
     def read_noise(self, current_a: np.ndarray, range_a: float, nplc: float) -> np.ndarray:
         """A noisy reading of each current (A) on a measure range (A) at an integration time."""
 
@@ -161,8 +165,11 @@ class _SourceMeter(ScpiDevice):
         conductance = self.load.conductance_s() if self.output_on else 0.0
         if np.isinf(conductance):
             current = np.where(output_v == 0, 0.0, np.sign(output_v) * np.inf)
+        elif self.output_on:  # the load times each point (nonlinear or settling switches)
+            step_s = self.nplc * _PLC_S + self._point_delay_s()
+            current = self.load.current_a(output_v, self.nplc * _PLC_S, step_s)
         else:
-            current = conductance * output_v
+            current = np.zeros_like(output_v)
         compliance = np.abs(current) > self.limit_a
         current = np.clip(current, -self.limit_a, self.limit_a)
         voltage = output_v.copy() if self.output_on else np.zeros_like(source_v)

@@ -58,7 +58,8 @@ class _ArrayLoad:
         self._lab = lab
         self._route_key: tuple[str, int] | None = None
         self._terminals: _Terminals | None = None
-        self._cached: tuple[Any, float] | None = None  # (circuit, conductance)
+        self._cached: tuple[Any, float, Any] | None = None  # (circuit, conductance, solution)
+        self._flatness: tuple[Any, float] | None = None  # (circuit, response A/V^2)
 
     def terminals(self) -> _Terminals:
         lab = self._lab
@@ -79,10 +80,55 @@ class _ArrayLoad:
         circuit = self._lab.array.circuit(terminals.row_connected, terminals.col_connected)
         if self._cached is None or self._cached[0] is not circuit:
             solution = circuit.solve(terminals.hi_rows.astype(float), terminals.hi_cols.astype(float))
-            current = (solution.col_current_a[0][terminals.lo_cols].sum()
-                       - solution.row_current_a[0][terminals.lo_rows].sum())
-            self._cached = (circuit, float(current))
+            self._cached = (circuit, float(self._lo_current_a(solution)[0]), solution)
         return self._cached[1]
+
+    def _lo_current_a(self, solution) -> np.ndarray:
+        """Current into LO for each solve of a batch, A ``(batch,)``."""
+        terminals = self._terminals
+        return (solution.col_current_a[:, terminals.lo_cols].sum(axis=1)
+                - solution.row_current_a[:, terminals.lo_rows].sum(axis=1))
+
+    def _response_a(self, circuit, offset_s: np.ndarray) -> np.ndarray:
+        """Extra LO current per volt at HI for cell conductance offsets (batch, rows, cols), A/V.
+
+        First order (see :meth:`PhysicalArray.solve`): the offsets' currents at the unit drive's
+        node voltages, injected into the same network with every terminal at 0 V.
+        """
+        solution = self._cached[2]
+        flow = offset_s * np.nan_to_num(solution.row_node_voltage_v - solution.col_node_voltage_v)
+        array = self._lab.array
+        response = circuit.solve(np.zeros(array.rows), np.zeros(array.cols),
+                                 row_node_current_a=-flow, col_node_current_a=flow)
+        return self._lo_current_a(response)
+
+    def current_a(self, source_v: np.ndarray, integration_s: float, step_s: float) -> np.ndarray:
+        """Current into LO at each point of a list sourced at HI from now on, A.
+
+        Point k ends at ``now + (k + 1) step_s`` and integrates over its last ``integration_s``.
+        Linear in the source voltage but for the switches: their flatness (the unit drive's row
+        node voltages scale with the source, so the offset goes as ``V |V|``) and, for points
+        within the settling of a switch write, their settling.
+        """
+        source_v = np.asarray(source_v, dtype=np.float64)
+        conductance = self.conductance_s()
+        current = conductance * source_v
+        if math.isinf(conductance) or self._cached is None or not source_v.size:
+            return current
+        array, circuit = self._lab.array, self._cached[0]
+        flatness = array.flatness_s_per_v()
+        if flatness is not None:
+            if self._flatness is None or self._flatness[0] is not circuit:
+                row_v = np.nan_to_num(self._cached[2].row_node_voltage_v)
+                response = self._response_a(circuit, -flatness * np.abs(row_v))
+                self._flatness = (circuit, float(response[0]))
+            current = current + self._flatness[1] * source_v * np.abs(source_v)
+        starts_s = self.time_s + step_s * np.arange(1, source_v.size + 1) - integration_s
+        near = starts_s < array.settled_s()
+        if near.any():
+            settling = array.settling_offset_s(starts_s[near], integration_s)
+            current[near] += self._response_a(circuit, settling) * source_v[near]
+        return current
 
     def read_noise(self, current_a: np.ndarray, range_a: float, nplc: float) -> np.ndarray:
         return self._lab.array.read_noise(current_a, range_a, nplc)
@@ -133,9 +179,9 @@ class SimLab:
         self.config = config
         self.routing = routing
         self.time_step_s = float(time_step_s)
-        self.array = PhysicalArray(config)
-        self.lock = threading.RLock()
         self._pending_s = 0.0
+        self.array = PhysicalArray(config, clock=lambda: self.time_s)
+        self.lock = threading.RLock()
         seed = config.seed
         self.board = SimSwitchBoard(self.array, advance_time=self.advance_time, lock=self.lock,
                                     seed=seed + 1)

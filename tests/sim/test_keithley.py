@@ -23,6 +23,9 @@ class Resistor:
     def conductance_s(self) -> float:
         return self.conductance
 
+    def current_a(self, source_v, integration_s, step_s):
+        return self.conductance * np.asarray(source_v)
+
     def read_noise(self, current_a, range_a, nplc):
         std = self.relative_noise * range_a / np.sqrt(nplc)
         return current_a + std * self.rng.standard_normal(np.shape(current_a))
