@@ -14,7 +14,7 @@ from crossbar_ctl.core.config import LabConfig, SimArrayConfig, load_lab_config
 from crossbar_ctl.core.errors import ConfigError
 from drivers import DEFAULT_MIN_RESISTANCE_OHM, Lab, Transport, build_lab, open_transport
 
-__all__ = ["bench_io", "lab_info", "min_resistance_ohm", "open_lab"]
+__all__ = ["SimTruth", "bench_io", "lab_info", "min_resistance_ohm", "open_lab"]
 
 _LOGNORMAL_SIGMAS = 5.0
 """How far below nominal a lognormal resistor is assumed to reach (exp(-5 sigma))."""
@@ -35,6 +35,33 @@ def min_resistance_ohm(sim: SimArrayConfig | None) -> float:
     else:
         low = population.nominal_resistance_ohm * math.exp(-_LOGNORMAL_SIGMAS * population.spread)
     return low + sim.switch_on_resistance_ohm * math.exp(-_LOGNORMAL_SIGMAS * sim.switch_on_spread)
+
+
+class SimTruth:
+    """What only a simulated lab knows, for evaluation figures (``lab.truth``; None on hardware).
+
+    The engine reads it to score what it did (realized bits, the error budget), never to decide
+    what to do: control goes through the instruments. Every figure is for the masks now set on the
+    array, noiseless, without converters.
+    """
+
+    def __init__(self, array: Any) -> None:
+        self._array = array
+
+    def transfer_s(self) -> Any:
+        """The true transfer matrix ``(rows, cols)``, siemens: the current into each column per volt
+        on each row alone (the others at 0 V), through the simulator's own circuit."""
+        import numpy as np
+
+        return np.asarray(self._array.circuit().solve(np.eye(self._array.rows)).col_current_a)
+
+    def cell_conductance_s(self) -> Any:
+        """True cell conductances ``(rows, cols)``, siemens (faults included)."""
+        return self._array.cell_conductance_s()
+
+    def branch_conductance_s(self) -> Any:
+        """True conductance of every branch through its own switch ``(rows, cols, branches)``, S."""
+        return self._array.branch_conductance_s()
 
 
 def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, sim: Any = None,
@@ -60,7 +87,8 @@ def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, s
     -------
     Lab
         Use it in a ``with`` block: on exit (or any error, or Ctrl-C) outputs go off and every
-        switch opens. ``lab.sim`` is the simulated lab when any URI is ``sim://``.
+        switch opens. ``lab.sim`` is the simulated lab when any URI is ``sim://``, and
+        ``lab.truth`` its :class:`SimTruth` (None on hardware).
 
     Raises
     ------
@@ -98,8 +126,10 @@ def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, s
             transports[role] = open_transport(inst.uri, timeout_s=inst.timeout_s, reconnects=inst.reconnects,
                                               devices=sim.devices if sim is not None else None, role=role)
         min_ohm = lab_config.limits.min_resistance_ohm or min_resistance_ohm(lab_config.sim)
-        return build_lab(lab_config, transports, min_resistance_ohm=min_ohm, sim=sim,
-                         on_close=server.stop if server is not None else None)
+        lab = build_lab(lab_config, transports, min_resistance_ohm=min_ohm, sim=sim,
+                        on_close=server.stop if server is not None else None)
+        lab.truth = SimTruth(sim.array) if sim is not None else None
+        return lab
     except BaseException:
         for transport in transports.values():
             transport.close()

@@ -6,12 +6,15 @@ import argparse
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crossbar_ctl.cli._main import (
     build_options, check_output_path, emit, int_range, positive_float, positive_int, print_table,
 )
 from crossbar_ctl.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from crossbar_ctl.engine._check import LayerCheck
 
 
 def add_commands(commands, bench) -> None:
@@ -59,6 +62,23 @@ def add_commands(commands, bench) -> None:
     bench_demo.add_argument("--json", action="store_true", help="print the rows as JSON")
     bench_demo.set_defaults(run=_bench_demo)
 
+    branches = bench.add_parser(
+        "branches", help="bits against branches per cell (4..16), calibrate -> program -> check per row")
+    branches.add_argument("--profile", choices=("ideal", "pcb", "harsh"), default="ideal",
+                          help="the simulated board's hidden physics")
+    branches.add_argument("--rows", type=int_range(2, 64), default=16, metavar="N",
+                          help="array rows (the layer has N - 1 inputs and the bias)")
+    branches.add_argument("--cols", type=int_range(2, 64), default=16, metavar="N",
+                          help="array columns (the layer has N // 2 outputs)")
+    branches.add_argument("--samples", type=positive_int, default=200, metavar="N", help="random inputs checked")
+    branches.add_argument("--branches", type=int_range(1, 16), nargs="+", default=[4, 6, 8, 12, 16],
+                          metavar="N", help="branches per cell, one row each")
+    branches.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="seed of the layer and the labs")
+    branches.add_argument("--plot", metavar="FILE.png", type=Path,
+                          help="bits against branches beside one bit per resistor (needs matplotlib)")
+    branches.add_argument("--json", action="store_true", help="print the rows as JSON")
+    branches.set_defaults(run=_bench_branches)
+
 
 def _check_plot(path: Path | None, option: str, *, directory: bool = False) -> None:
     """Refuse, before any work, a plot that could not be drawn or written."""
@@ -73,12 +93,12 @@ def _bench_demo(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._demo import run_demo
 
     result = run_demo(show_progress=False, served=args.served)
-    bits = min(layer["effective_bits"] for layer in result["layers"])
+    bits = min(layer["enob"] for layer in result["layers"])
     gap = abs(result["analog_accuracy"] - result["digital_accuracy"])
     rows = [
         {"figure": "agreement", "value": result["agreement"], "target": ">= 0.99", "met": result["agreement"] >= 0.99},
         {"figure": "|analog - digital| accuracy", "value": gap, "target": "<= 0.01", "met": gap <= 0.01},
-        {"figure": "min effective bits", "value": bits, "target": ">= 8", "met": bits >= 8},
+        {"figure": "min enob, bits", "value": bits, "target": ">= 8", "met": bits >= 8},
         {"figure": "total time, s", "value": result["timings_s"]["total"], "target": "<= 60 warm, <= 120 cold",
          "met": result["timings_s"]["total"] <= 60},
     ]
@@ -90,22 +110,54 @@ def _progress(args: argparse.Namespace) -> bool:
     return not getattr(args, "json", False) or sys.stderr.isatty()
 
 
-def _summary(result: dict[str, Any], layers: list[dict]) -> None:
+def _bench_branches(args: argparse.Namespace) -> int:
+    _check_plot(args.plot, "--plot")
+    from crossbar_ctl.engine._bench import bench_branches, plot_branches
+    from crossbar_ctl.engine._demo import progress_bar
+
+    with progress_bar(len(args.branches), f"branches ({args.profile})", enabled=_progress(args)) as bar:
+        rows = bench_branches(profile=args.profile, branches=args.branches, rows=args.rows, cols=args.cols,
+                              samples=args.samples, seed=args.seed, progress=bar.update)
+    if args.plot:
+        plot_branches(rows, args.plot, title=f"{args.rows}x{args.cols} array, profile {args.profile}")
+
+    def show(rows: list[dict[str, Any]]) -> None:
+        units = {"branches": "branches [#]", "pool": "pool [#]", "realized_bits_median": "realized median [bit]",
+                 "realized_bits_p01": "realized p01 [bit]", "planned_bits_median": "planned median [bit]",
+                 "subset_sum_bits_median": "subset sum median [bit]", "enob": "enob [bit]",
+                 "agreement": "agreement [1]", "wall_s": "wall [s]"}
+        print_table([{units[key]: value for key, value in row.items()} for row in rows],
+                    title=f"one U(-1, 1) layer on a {args.rows}x{args.cols} array, profile {args.profile}: "
+                          "bits against max|w| (subset sum: the optimizer on the true branch values)")
+        if args.plot:
+            print(f"plot: {args.plot}")
+
+    emit(rows, args, show)
+    return 0
+
+
+def _summary(result: dict[str, Any], layers: list[LayerCheck]) -> None:
+    from crossbar_ctl.engine._reports import budget_rows, layer_rows
+
     print_table([{
-        "network": result["network"], "samples": result["samples"],
-        "digital_acc": result["digital_accuracy"], "analog_acc": result["analog_accuracy"],
-        "agreement": result["agreement"],
-        "min_eff_bits": min(layer["eff_bits"] for layer in layers),
+        "network": result["network"], "samples [#]": result["samples"],
+        "digital acc [1]": result["digital_accuracy"], "analog acc [1]": result["analog_accuracy"],
+        "agreement [1]": result["agreement"],
+        "min enob [bit]": min(layer.enob for layer in layers),
     }], title="analog vs float64")
     print()
-    print_table(layers, title="per layer (budget: rms output error by cause)")
+    print_table(layer_rows(layers), title="per layer: bits of the weights against max|w| (planned, realized on "
+                                          "the true circuit), and of the outputs (enob, sinad)")
+    print()
+    print_table(budget_rows(layers), title="error budget: rms output error by stage and its share of "
+                                           "mean(error^2) (cross: the stages' correlation)")
 
 
 def _program_table(program: dict[str, Any]) -> None:
-    print_table([{"tile": t, "iterations": program["iterations"][t],
-                  "cells_resolved": program["cells_resolved"][t],
-                  "residual_before_s": program["residual_rms_before_s"][t],
-                  "residual_after_s": program["residual_rms_after_s"][t]}
+    print_table([{"tile": t, "iterations [#]": program["iterations"][t],
+                  "cells resolved [#]": program["cells_resolved"][t],
+                  "residual before [S]": program["residual_rms_before_s"][t],
+                  "residual after [S]": program["residual_rms_after_s"][t]}
                  for t in range(len(program["iterations"]))],
                 title="programming with the hardware in the loop: rms pair residual per tile "
                       f"({program['cells_remeasured']} pairs re-measured, "
@@ -116,27 +168,29 @@ def _demo(args: argparse.Namespace) -> int:
     _check_plot(args.plot, "--plot", directory=True)  # before the imports: fail in a blink
     from crossbar_ctl.engine._check import LayerCheck
     from crossbar_ctl.engine._demo import run_demo
-    from crossbar_ctl.engine._reports import layer_rows
 
     result = run_demo(lab_config=args.lab, samples=args.samples, plot_dir=args.plot,
                       show_progress=_progress(args), served=args.served)
 
     def show(result: dict[str, Any]) -> None:
-        _summary(result, layer_rows([LayerCheck.model_validate(layer) for layer in result["layers"]]))
+        print(f"simulated board profile: {result['profile']}")
+        _summary(result, [LayerCheck.model_validate(layer) for layer in result["layers"]])
         print()
-        print_table([{"layer": layer["index"], "branches/w": layer["branches_per_weight"],
-                      "subset_sum_err_s": layer["subset_sum_error_s"],
-                      "expected_err_s": layer["expected_subset_sum_error_s"],
-                      "w_bits": layer["weight_error_bits"],
-                      "measured_w_err": layer["measured_weight_error_rms"]} for layer in result["layers"]],
-                    title="weights: subset-sum error vs the random-subset-sum expectation (one bit per resistor)")
+        print_table([{"layer": layer["index"], "branches/w [#]": layer["branches_per_weight"],
+                      "subset sum err [S]": layer["subset_sum_error_s"],
+                      "expected err [S]": layer["expected_subset_sum_error_s"],
+                      "w bits rms [bit]": layer["weight_error_bits"],
+                      "measured w err [w]": layer["measured_weight_error_rms"]} for layer in result["layers"]],
+                    title="weights: subset-sum error vs the random-subset-sum expectation (one bit per resistor); "
+                          "[w]: weight units")
         print()
-        print_table(result["predistortion"],
+        print_table([{key if key == "layer" else f"{key} [1]": value for key, value in row.items()}
+                     for row in result["predistortion"]],
                     title="relative output error vs float64 on the simulator's truth (no read noise)")
         print()
         _program_table(result["program"])
         print()
-        print_table([result["timings_s"]], title="time, s")
+        print_table([{f"{key} [s]": value for key, value in result["timings_s"].items()}], title="time")
 
     emit(result, args, show)
     return 0
@@ -192,7 +246,7 @@ def _check(args: argparse.Namespace) -> int:
     from crossbar_ctl._lab import open_lab
     from crossbar_ctl.engine._network import load_dataset
     from crossbar_ctl.engine._plan import SwitchPlan, inference_vectors
-    from crossbar_ctl.engine._reports import layer_rows, plot_check
+    from crossbar_ctl.engine._reports import plot_check
 
     plan = SwitchPlan.load(args.plan)
     x, y = load_dataset(args.data)
@@ -210,7 +264,7 @@ def _check(args: argparse.Namespace) -> int:
     result = report.model_dump()
 
     def show(result: dict[str, Any]) -> None:
-        _summary({"network": report.network_name, **result}, layer_rows(report.layers))
+        _summary({"network": report.network_name, **result}, list(report.layers))
 
     emit(result, args, show)
     return 0

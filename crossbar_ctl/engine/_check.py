@@ -5,6 +5,17 @@ the bias row) are mapped to row voltages, the readout returns column currents, a
 currents are scaled back to numbers and accumulated digitally; activations are computed
 digitally. Each layer is compared with the float64 layer applied to the same (analog) inputs.
 
+Precision figures per layer (every pair programmed, in weight units, against the layer's max|w|):
+
+- ``enob``: ``(SNR - 1.76) / 6.02`` with ``SNR = var(reference) / mean(error**2)`` in dB (the
+  variance convention: each output's mean is not signal; the error's mean is error);
+  ``sinad_bits`` keeps the ADC convention, the error's mean removed too (:func:`sinad_db`);
+- ``planned_bits``: median, 1st percentile and worst of ``-log2(|planned - target| / max|w|)``,
+  where *planned* is the pair transfer the plan predicted;
+- ``realized_bits``: the same for the noiseless true transfer of each programmed pair (the
+  simulator's circuit with the plan's masks, no read noise, no converters). Only a simulated lab
+  knows it (``lab.truth``, read for these figures only, never for control); on hardware None.
+
 The error budget splits a layer's output error into stages, each the difference of two
 evaluations of the same row voltages:
 
@@ -12,10 +23,13 @@ evaluations of the same row voltages:
 2. ``calibration``: the twin with the true branch conductances vs with the calibrated ones;
 3. ``ir_drop``: the true circuit (noiseless) vs the twin with the true conductances, i.e. the
    wire error the pre-distortion did not remove;
-4. ``read_noise``: the measurement vs the noiseless true circuit (noise, ADC quantization).
+4. ``read_noise``: the measurement vs the noiseless true circuit: read noise and everything
+   the readout adds (DAC and ADC resolution and nonlinearity, channel gain and offset).
 
-Stages 2 to 4 need the truth, which only a simulated lab has (``lab.sim``); on hardware they are
-reported together as ``other``.
+Stages 2 to 4 need the truth, which only a simulated lab has (``lab.truth``); on hardware they are
+reported together as ``other``. Each stage's ``share`` is its mean square over the total's; the
+stages add up to the error, so the shares sum to 1 less ``cross``, twice the stages' correlation
+(positive when stages add, negative when one cancels part of another).
 """
 
 from __future__ import annotations
@@ -30,7 +44,7 @@ import numpy as np
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.core.files import atomic_write_text
-from crossbar_ctl.engine._mapping import CalibrationRef, pair_transfer, row_voltages
+from crossbar_ctl.engine._mapping import CalibrationRef, pair_transfer, row_voltages, weight_magnitude
 from crossbar_ctl.engine._network import Layer
 from crossbar_ctl.engine._plan import SwitchPlan, utc_now
 from crossbar_ctl.engine._program import lab_idn, load_tile, readout_limits, row_bound
@@ -39,13 +53,33 @@ from crossbar_ctl.engine._twin import is_ideal, twin_transfer
 if TYPE_CHECKING:
     from drivers import Lab
 
-__all__ = ["CheckReport", "ErrorBudget", "LayerCheck", "run_check", "snr_db", "effective_bits"]
+__all__ = [
+    "CheckReport", "ErrorBudget", "LayerCheck", "PrecisionBits", "effective_bits", "precision_bits", "run_check",
+    "sinad_db", "snr_db", "truth_of",
+]
 
-CHECK_SCHEMA_VERSION = 1
+CHECK_SCHEMA_VERSION = 2
 _BATCH = 64  # input vectors per readout call
 
 
 def snr_db(reference: np.ndarray, error: np.ndarray) -> float:
+    """SNR in dB, the ``enob`` convention: ``var(reference) / mean(error**2)``.
+
+    Parameters
+    ----------
+    reference, error : ndarray (samples,) or (samples, outputs)
+        The signal is each output's variance over the samples (its mean, an offset, is not
+        signal), pooled over the outputs; the error is its mean square, its mean included (a
+        constant error is error).
+    """
+    signal = float(np.mean(np.var(reference, axis=0)))
+    noise = float(np.mean(np.square(error)))
+    if noise == 0:
+        return float("inf")
+    return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
+
+
+def sinad_db(reference: np.ndarray, error: np.ndarray) -> float:
     """SINAD in dB: signal variance over error variance, each output's mean removed.
 
     Parameters
@@ -62,9 +96,30 @@ def snr_db(reference: np.ndarray, error: np.ndarray) -> float:
 
 
 def effective_bits(snr: float) -> float:
-    """Effective number of bits of a SINAD in dB, ``(SINAD - 1.76) / 6.02`` (ideal N-bit quantizer
-    of a full-scale sine: N)."""
+    """Effective number of bits of an SNR or SINAD in dB, ``(snr - 1.76) / 6.02`` (ideal N-bit
+    quantizer of a full-scale sine: N)."""
     return (snr - 1.76) / 6.02
+
+
+class PrecisionBits(StrictModel):
+    """Bits of weights against their layer's max|w|: ``-log2(|w - target| / max|w|)`` per pair."""
+
+    median: float
+    p01: float
+    """1st percentile (the worst 1 % of the pairs lie below)."""
+    worst: float
+    pairs: int
+
+
+def precision_bits(weight: np.ndarray, target: np.ndarray, magnitude: float) -> PrecisionBits:
+    """:class:`PrecisionBits` of weights against their targets (same shape, weight units).
+
+    An error below float64 resolution (``magnitude * 2**-52``) counts as 52 bits.
+    """
+    error = np.abs(np.ravel(weight) - np.ravel(target)) / magnitude
+    bits = -np.log2(np.maximum(error, 2.0**-52))
+    return PrecisionBits(median=float(np.median(bits)), p01=float(np.percentile(bits, 1)),
+                         worst=float(np.min(bits)), pairs=int(bits.size))
 
 
 class ErrorBudget(StrictModel):
@@ -82,6 +137,9 @@ class ErrorBudget(StrictModel):
     other: float | None = None
     """On hardware: everything but quantization, together."""
     total: float
+    share: dict[str, float]
+    """Each stage's mean square over the total's, and ``cross``: 1 less their sum (the stages'
+    correlation; 0 when they are independent)."""
 
 
 class LayerCheck(StrictModel):
@@ -94,9 +152,17 @@ class LayerCheck(StrictModel):
     relative_error: float
     """rms(analog - float64) / rms(float64)."""
     snr_db: float
-    """SINAD of the layer's outputs, dB: variances, each output's mean removed (:func:`snr_db`)."""
-    effective_bits: float
-    """``(snr_db - 1.76) / 6.02``."""
+    """``var(float64) / mean(error**2)`` in dB (:func:`snr_db`)."""
+    enob: float
+    """``(snr_db - 1.76) / 6.02``, bits."""
+    sinad_db: float
+    """SINAD in dB, the error's mean removed too (:func:`sinad_db`)."""
+    sinad_bits: float
+    """``(sinad_db - 1.76) / 6.02``: effective bits in the ADC convention (an offset is free)."""
+    planned_bits: PrecisionBits
+    """The plan's predicted pair transfers against the targets."""
+    realized_bits: PrecisionBits | None
+    """The true noiseless transfers of the programmed pairs (simulated labs; None on hardware)."""
     budget: ErrorBudget
     branches_per_weight: float
     """Usable branches per differential pair (one bit per resistor expected)."""
@@ -135,23 +201,22 @@ def _rms(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(a)))) if np.size(a) else 0.0
 
 
-class _Truth:
-    """The simulated array behind a lab, read only for the error budget."""
-
-    def __init__(self, lab: Lab) -> None:
-        self.array = lab.sim.array
-
-    def cell_conductance_s(self) -> np.ndarray:
-        """True cell conductances ``(rows, cols)`` for the masks now set (faults included)."""
-        return np.asarray(self.array.cell_conductance_s())
-
-    def currents_a(self, voltage_v: np.ndarray) -> np.ndarray:
-        """Noiseless column currents for row voltages ``(batch, rows)`` with the masks now set."""
-        return np.asarray(self.array.circuit().solve(voltage_v).col_current_a)
+def _ms(a: np.ndarray) -> float:
+    return float(np.mean(np.square(a))) if np.size(a) else 0.0
 
 
-def _truth(lab: Lab) -> _Truth | None:
-    return _Truth(lab) if getattr(lab, "sim", None) is not None else None
+def _budget(stages: dict[str, np.ndarray], total: np.ndarray, source: str) -> ErrorBudget:
+    """rms of each stage (output units) and its share of the total's mean square."""
+    whole = _ms(total)
+    share = {name: _ms(value) / whole if whole > 0 else 0.0 for name, value in stages.items()}
+    share["cross"] = 1.0 - sum(share.values()) if whole > 0 else 0.0
+    return ErrorBudget(source=source, total=_rms(total), share=share,
+                       **{name: _rms(value) for name, value in stages.items()})
+
+
+def truth_of(lab: Lab):
+    """The simulated lab's truth (``lab.truth``, see ``crossbar_ctl._lab.SimTruth``), or None."""
+    return getattr(lab, "truth", None)
 
 
 def _mvm(lab: Lab, voltage_v: np.ndarray, progress: Callable[[int], None] | None) -> np.ndarray:
@@ -164,8 +229,9 @@ def _mvm(lab: Lab, voltage_v: np.ndarray, progress: Callable[[int], None] | None
 
 
 def _run_layer(lab: Lab, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, limits: dict[str, float],
-               truth: _Truth | None, progress: Callable[[int], None] | None) -> dict[str, np.ndarray]:
-    """One layer on the array: flat inputs (batch, in) -> analog outputs and budget stages."""
+               truth, progress: Callable[[int], None] | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One layer on the array: flat inputs (batch, in) -> analog outputs and budget stages, and the
+    pairs' ``target``, ``planned`` (and ``realized``) weights."""
     lp = plan.header.layers[k]
     patches = layer.patches(x)
     x_aug = np.hstack([patches, np.full((len(patches), 1), lp.bias_input)])
@@ -174,6 +240,7 @@ def _run_layer(lab: Lab, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, 
     stages = {name: np.zeros((len(patches), outputs)) for name in names}
     twin = plan.header.twin
     rows = lab.readout.rows
+    weights: dict[str, list[np.ndarray]] = {"target": [], "planned": [], "realized": []}
     for t in lp.tiles:
         tile = plan.header.tiles[t].tile
         masks = plan.tile(t, "masks")
@@ -187,13 +254,19 @@ def _run_layer(lab: Lab, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, 
             unit = np.where(per_unit > 0, 1.0 / (per_unit * lp.conductance_per_weight_s), 0.0)[:, None]
         currents = {"analog": _mvm(lab, full, progress)[:, used],
                     "planned": voltage @ plan.tile(t, "predicted_s")}
+        cpw = lp.conductance_per_weight_s
+        weights["target"].append(plan.tile(t, "target_s") / cpw)
+        weights["planned"].append(pair_transfer(plan.tile(t, "predicted_s")) / cpw)
         if truth:
-            true_transfer = twin_transfer(twin, truth.cell_conductance_s())
-            currents["twin_true"] = voltage @ true_transfer[: tile.rows, used]
-            currents["circuit"] = truth.currents_a(full)[:, used]
+            twin_true = twin_transfer(twin, np.asarray(truth.cell_conductance_s()))
+            circuit = np.asarray(truth.transfer_s())[: tile.rows, used]  # linear: I = V @ T
+            currents["twin_true"] = voltage @ twin_true[: tile.rows, used]
+            currents["circuit"] = voltage @ circuit
+            weights["realized"].append(pair_transfer(circuit) / cpw)
         for name, current in currents.items():
             stages[name][:, tile.outputs] += pair_transfer(current) * unit
-    return {name: layer.assemble(value, len(x)) for name, value in stages.items()}
+    flat = {name: np.concatenate([w.ravel() for w in parts]) for name, parts in weights.items() if parts}
+    return {name: layer.assemble(value, len(x)) for name, value in stages.items()}, flat
 
 
 def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = None, *,
@@ -234,34 +307,38 @@ def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = 
     if nplc is not None:
         lab.readout.set_nplc(nplc)
     limits = readout_limits(lab)
-    truth = _truth(lab)
+    truth = truth_of(lab)
     layers = []
     activation = x
     for k, layer in enumerate(network.layers):
         reference = layer.pre_activation(activation)
-        stages = _run_layer(lab, plan, layer, k, activation, limits, truth, progress)
+        stages, weights = _run_layer(lab, plan, layer, k, activation, limits, truth, progress)
         analog = stages["analog"]
         error = analog - reference
+        quantization = stages["planned"] - reference
         if truth:
-            budget = ErrorBudget(
-                source="simulator truth", quantization=_rms(stages["planned"] - reference),
-                calibration=_rms(stages["twin_true"] - stages["planned"]),
-                ir_drop=_rms(stages["circuit"] - stages["twin_true"]),
-                read_noise=_rms(analog - stages["circuit"]), total=_rms(error))
+            budget = _budget({"quantization": quantization,
+                              "calibration": stages["twin_true"] - stages["planned"],
+                              "ir_drop": stages["circuit"] - stages["twin_true"],
+                              "read_noise": analog - stages["circuit"]}, error, "simulator truth")
         else:
-            budget = ErrorBudget(source="measurement only",
-                                 quantization=_rms(stages["planned"] - reference),
-                                 other=_rms(analog - stages["planned"]), total=_rms(error))
+            budget = _budget({"quantization": quantization, "other": analog - stages["planned"]}, error,
+                             "measurement only")
+        magnitude = weight_magnitude(layer.matrix, layer.bias)
         lp = plan.header.layers[k]
         measured = None
         if plan.header.program is not None:
             residuals = [plan.tile(t, "residual_after_s").ravel() for t in lp.tiles]
             measured = _rms(np.concatenate(residuals)) / lp.conductance_per_weight_s
-        snr = snr_db(reference, error)
+        snr, sinad = snr_db(reference, error), sinad_db(reference, error)
         layers.append(LayerCheck(
             index=k, kind=lp.kind, outputs=layer.out_size, tiles=len(lp.tiles),
             relative_error=_rms(error) / max(_rms(reference), 1e-300), snr_db=snr,
-            effective_bits=effective_bits(snr), budget=budget,
+            enob=effective_bits(snr), sinad_db=sinad, sinad_bits=effective_bits(sinad),
+            planned_bits=precision_bits(weights["planned"], weights["target"], magnitude),
+            realized_bits=(precision_bits(weights["realized"], weights["target"], magnitude)
+                           if "realized" in weights else None),
+            budget=budget,
             branches_per_weight=lp.branches_per_weight, weight_error_bits=lp.weight_error_bits,
             subset_sum_error_s=lp.subset_sum_error_s,
             expected_subset_sum_error_s=lp.expected_subset_sum_error_s,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from crossbar_ctl.engine._check import CheckReport
+from crossbar_ctl.engine._check import CheckReport, truth_of
 from crossbar_ctl.engine._workflow import array_model, check_lab, check_network
 from crossbar_ctl.engine._network import Network, load_network
 from crossbar_ctl.engine._plan import (
@@ -51,20 +51,17 @@ def progress_bar(total: int, description: str, *, enabled: bool = True):
         yield bar
 
 
-def _truth_transfer(lab: Any) -> np.ndarray:
-    """The simulated array's noiseless transfer matrix ``(rows, cols)`` for the masks now set."""
-    array = lab.sim.array
-    return np.asarray(array.circuit().solve(np.eye(array.rows)).col_current_a)
-
-
 def predistortion_effect(lab: Any, network: Network, plans: dict[str, SwitchPlan], x: np.ndarray
                          ) -> list[dict[str, float]]:
     """Relative output error per layer of several plans, on the simulator's noiseless truth.
 
     Each layer is fed the float64 activations of ``x``; each plan's tiles are loaded and the
     layer's output through the true circuit (wires included, no read noise) is compared with
-    float64. Needs a simulated lab.
+    float64. Needs a simulated lab (``lab.truth``).
     """
+    truth = truth_of(lab)
+    if truth is None:
+        raise EngineError("the pre-distortion effect is measured on the simulator's truth; this lab has none")
     rows = []
     activation = np.asarray(x, dtype=np.float64)
     for k, layer in enumerate(network.layers):
@@ -78,7 +75,7 @@ def predistortion_effect(lab: Any, network: Network, plans: dict[str, SwitchPlan
             for t in lp.tiles:
                 tile = plan.header.tiles[t].tile
                 load_tile(lab, plan.tile(t, "masks"))
-                transfer = _truth_transfer(lab)[: tile.rows, : 2 * tile.pairs]
+                transfer = np.asarray(truth.transfer_s())[: tile.rows, : 2 * tile.pairs]
                 out[:, tile.outputs] += x_aug[:, tile.inputs] @ pair_transfer(transfer)
             out = layer.assemble(out / lp.conductance_per_weight_s, len(activation))
             row[name] = float(np.sqrt(np.mean((out - reference) ** 2)) / np.sqrt(np.mean(reference**2)))
@@ -113,9 +110,10 @@ def run_demo(*, lab_config: Any = None, network: Network | None = None, samples:
     Returns
     -------
     dict
-        ``digital_accuracy``, ``analog_accuracy``, ``agreement``, ``layers`` (with
-        ``effective_bits`` and the error budget), ``predistortion``, ``program``, ``calibration``,
-        ``timings_s``.
+        ``profile`` (the simulated board's), ``digital_accuracy``, ``analog_accuracy``,
+        ``agreement``, ``layers`` (:class:`LayerCheck` as data: ``enob``, ``planned_bits``,
+        ``realized_bits``, the error budget with its shares), ``predistortion``, ``program``,
+        ``calibration``, ``timings_s``.
     """
     from calibration import calibrate
 
@@ -160,6 +158,7 @@ def run_demo(*, lab_config: Any = None, network: Network | None = None, samples:
                                                      "closed_loop": programmed}, x)
         timings["predistortion"] = time.monotonic() - mark
         calibration = record.summary()
+        profile = lab.config.sim.profile if lab.config.sim is not None else None
     if plot_dir is not None:
         from crossbar_ctl.engine._reports import plot_check
 
@@ -168,6 +167,7 @@ def run_demo(*, lab_config: Any = None, network: Network | None = None, samples:
     program = programmed.header.program
     return {
         "network": network.name,
+        "profile": profile,
         "samples": report.samples,
         "digital_accuracy": report.digital_accuracy,
         "analog_accuracy": report.analog_accuracy,

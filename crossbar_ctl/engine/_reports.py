@@ -10,25 +10,41 @@ import numpy as np
 from crossbar_ctl.engine._check import LayerCheck
 from crossbar_ctl.core.errors import EngineError
 
-__all__ = ["layer_rows", "plot_check"]
+__all__ = ["budget_rows", "layer_rows", "plot_check"]
+
+_NONE = "-"
+
+
+def _bits(figure, key: str):
+    return _NONE if figure is None else getattr(figure, key)
 
 
 def layer_rows(layers: Sequence[LayerCheck]) -> list[dict]:
-    """One table row per layer: precision, error and its budget."""
+    """One table row per layer: precision and error, the unit in every header (``[1]``: a ratio,
+    ``[#]``: a count; realized bits ``-`` on hardware)."""
+    return [{
+        "layer": layer.index, "kind": layer.kind, "outputs [#]": layer.outputs, "tiles [#]": layer.tiles,
+        "branches/w [#]": layer.branches_per_weight,
+        "planned median [bit]": layer.planned_bits.median,
+        "realized median [bit]": _bits(layer.realized_bits, "median"),
+        "realized p01 [bit]": _bits(layer.realized_bits, "p01"),
+        "realized worst [bit]": _bits(layer.realized_bits, "worst"),
+        "rel error [1]": layer.relative_error, "snr [dB]": layer.snr_db, "enob [bit]": layer.enob,
+        "sinad [bit]": layer.sinad_bits,
+    } for layer in layers]
+
+
+def budget_rows(layers: Sequence[LayerCheck]) -> list[dict]:
+    """The error budget: one row per layer and stage, its rms and its share of mean(error^2)."""
     rows = []
     for layer in layers:
         budget = layer.budget
-        row = {
-            "layer": layer.index, "kind": layer.kind, "outputs": layer.outputs, "tiles": layer.tiles,
-            "branches/w": layer.branches_per_weight, "w_bits": layer.weight_error_bits,
-            "rel_error": layer.relative_error, "snr_db": layer.snr_db,
-            "eff_bits": layer.effective_bits, "quant": budget.quantization,
-        }
-        if budget.source == "simulator truth":
-            row.update({"calib": budget.calibration, "ir_drop": budget.ir_drop, "noise": budget.read_noise})
-        else:
-            row["other"] = budget.other
-        rows.append(row)
+        for stage, share in budget.share.items():
+            rms = getattr(budget, stage) if stage != "cross" else None
+            rows.append({"layer": layer.index, "stage": stage,
+                         "rms [output units]": _NONE if rms is None else rms, "share [1]": share})
+        rows.append({"layer": layer.index, "stage": "total", "rms [output units]": budget.total,
+                     "share [1]": 1.0})
     return rows
 
 

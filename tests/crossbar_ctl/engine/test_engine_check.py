@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from crossbar_ctl.engine._check import CheckReport, effective_bits, run_check, snr_db
+from crossbar_ctl.engine._check import CheckReport, effective_bits, run_check, sinad_db, snr_db
+from crossbar_ctl.engine._mapping import selection_from_masks
 from crossbar_ctl.engine._network import build_network
 from crossbar_ctl.engine._plan import make_plan
 from crossbar_ctl.engine._program import ProgramOptions, program_plan
@@ -28,17 +29,20 @@ def test_effective_bits_of_an_ideal_quantizer_are_its_bits_whatever_the_offset(b
     # offset is not signal (the variance convention), so it must not add bits
     x, error = _quantized_sine(bits, offset)
     assert effective_bits(snr_db(x, error)) == pytest.approx(bits, abs=0.1)
+    assert effective_bits(sinad_db(x, error)) == pytest.approx(bits, abs=0.1)
 
 
-def test_sinad_uses_variances_per_output():
+def test_sinad_uses_variances_per_output_and_snr_counts_the_errors_mean():
     rng = np.random.default_rng(0)
     t = np.arange(20000)
-    amplitude, sigma = np.array([1.0, 0.25]), 1e-3
+    amplitude, sigma, offset = np.array([1.0, 0.25]), 1e-3, 0.01
     signal = amplitude * np.sin(2 * np.pi * 0.00731 * t)[:, None] + np.array([5.0, -2.0])
-    error = 0.01 + sigma * rng.standard_normal(signal.shape)  # a constant offset is not SINAD
-    expected = 10 * np.log10(np.mean(amplitude**2 / 2) / sigma**2)
-    assert snr_db(signal, error) == pytest.approx(expected, abs=0.05)
-    assert snr_db(signal, 0 * signal) == float("inf")
+    error = offset + sigma * rng.standard_normal(signal.shape)
+    power = np.mean(amplitude**2 / 2)  # the outputs' means are not signal in either convention
+    # SINAD: a constant error is free; the enob's SNR (issue 11): var(reference) / mean(error**2)
+    assert sinad_db(signal, error) == pytest.approx(10 * np.log10(power / sigma**2), abs=0.05)
+    assert snr_db(signal, error) == pytest.approx(10 * np.log10(power / (offset**2 + sigma**2)), abs=0.05)
+    assert snr_db(signal, 0 * signal) == sinad_db(signal, 0 * signal) == float("inf")
 
 
 def _tiny_programmed(rng):
@@ -67,15 +71,19 @@ def test_check_runs_layer_by_layer_and_reports(tmp_path):
     assert report.agreement == np.mean(analog == digital)
     assert [layer.tiles for layer in report.layers] == [1, 1]
     # measured (this fake: 1e-3 calibration error, 1e-4 read noise): relative errors 4.9e-3 and
-    # 2.5e-3, 7.2 and 8.7 effective bits, agreement 1.0
+    # 2.5e-3, 7.2 and 8.7 bits SINAD, enob 6.8 and 8.7, agreement 1.0
     assert report.agreement == 1.0
-    for layer, rel_error, bits in zip(report.layers, (4.9e-3, 2.5e-3), (7.2, 8.7)):
+    for layer, rel_error, sinad, enob in zip(report.layers, (4.9e-3, 2.5e-3), (7.2, 8.7), (6.8, 8.7)):
         assert layer.relative_error < 1.2 * rel_error
-        assert bits - 1 < layer.effective_bits < bits + 1
+        assert sinad - 1 < layer.sinad_bits < sinad + 1
+        assert enob - 1 < layer.enob < enob + 1
+        assert layer.enob <= layer.sinad_bits + 1e-9  # the error's mean only takes bits away
         assert layer.budget.source == "measurement only"
         assert layer.budget.total == pytest.approx(layer.relative_error * np.sqrt(
             np.mean(details["reference"][layer.index] ** 2)))
         assert layer.measured_weight_error_rms is not None
+        assert layer.realized_bits is None  # no truth on hardware: absent, not zero
+        assert layer.planned_bits.pairs == layer.outputs * (network.layers[layer.index].matrix.shape[1] + 1)
     report.save(tmp_path / "report.json")
     again = CheckReport.model_validate(json.loads((tmp_path / "report.json").read_text()))
     assert again == report
@@ -91,25 +99,55 @@ def test_effective_bits_of_a_known_gain_error(gain_error):
     network, lab, plan = _tiny_programmed(rng)
     mvm = lab.readout.mvm
     lab.readout.mvm = lambda voltage_v: (1 + gain_error) * mvm(voltage_v)
-    report = run_check(lab, plan, rng.uniform(0, 1, size=(200, 5)))
+    details = {}
+    report = run_check(lab, plan, rng.uniform(0, 1, size=(200, 5)), details=details)
     expected = (-20 * np.log10(gain_error) - 1.76) / 6.02
-    for layer in report.layers:
-        assert layer.effective_bits == pytest.approx(expected, abs=0.1)
+    for layer, reference in zip(report.layers, details["reference"]):
+        assert layer.sinad_bits == pytest.approx(expected, abs=0.1)
+        # enob: the error e * reference keeps its mean, so mean(error**2) = e**2 mean(reference**2)
+        snr = 10 * np.log10(np.mean(np.var(reference, axis=0)) / (gain_error**2 * np.mean(reference**2)))
+        assert layer.enob == pytest.approx((snr - 1.76) / 6.02, abs=0.1)
+        assert layer.enob < expected - 0.1  # the outputs' means are far from zero here
 
 
-def test_conv_network_runs_through_im2col_on_the_array():
-    rng = np.random.default_rng(5)
-    network = build_network([rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(3, 18))],
-                            [0.2 * rng.normal(size=2), 0.2 * rng.normal(size=3)], ["relu", "none"],
-                            input_shape=(1, 5, 5), strides=[1, 1], paddings=[0, 0], name="conv")
-    model = array_model(rows=10, cols=8, branches=6)
-    lab = FakeLab(model, true_error=1e-4, noise=1e-5)
-    plan = program_plan(lab, make_plan(network, model, solver=exact_solver), model, solver=exact_solver)
-    x = rng.uniform(0, 1, size=(12, 25))
-    calls = lab.readout.calls
-    report = run_check(lab, plan, x, network.predict(x))
-    # layer 0: 12 images x 9 patches through 1 tile; layer 1: 19 rows on a 10-row array, 2 tiles
-    assert lab.readout.calls - calls == 12 * 9 + 12 * 2
-    assert report.agreement >= 11 / 12  # measured 1.0
-    for layer, rel_error in zip(report.layers, (9.5e-4, 1.6e-3)):  # measured
-        assert layer.relative_error < 1.2 * rel_error
+class _Truth:
+    """The fake's noiseless truth, as ``crossbar_ctl._lab.SimTruth`` gives it on a simulated lab."""
+
+    def __init__(self, readout):
+        self.readout = readout
+
+    def transfer_s(self):
+        return self.readout.transfer()
+
+    def cell_conductance_s(self):
+        closed = selection_from_masks(self.readout.board.masks, self.readout.true_g.shape[2])
+        return np.sum(closed * self.readout.true_g, axis=-1)
+
+
+@pytest.mark.parametrize("true_error", [0.0, 1e-3, 4e-3])
+def test_realized_bits_fall_with_the_true_conductances_error(true_error):
+    """Realized bits score the true transfer of the programmed pairs: without an error they are
+    the planned bits; each 4x the conductance error costs 2 bits; the calibration stage then
+    carries the error budget."""
+    rng = np.random.default_rng(2)
+    network = build_network([rng.normal(size=(5, 5))], [0.3 * rng.normal(size=5)], ["none"],
+                            input_shape=None, strides=[1], paddings=[0], name="one")
+    model = array_model(rows=6, cols=10, branches=8, wire_ohm=1.0, sense_ohm=5.0)
+    lab = FakeLab(model, true_error=true_error, noise=1e-5)
+    lab.truth = _Truth(lab.readout)
+    plan = make_plan(network, model, solver=exact_solver)  # not programmed: the truth keeps its error
+    layer = run_check(lab, plan, rng.uniform(0, 1, size=(50, 5))).layers[0]
+    realized, planned = layer.realized_bits, layer.planned_bits
+    assert realized.pairs == planned.pairs == 30
+    assert realized.worst <= realized.p01 <= realized.median
+    budget = layer.budget
+    assert budget.source == "simulator truth" and budget.share["ir_drop"] == 0  # the true wires are the twin's
+    assert sum(budget.share.values()) == pytest.approx(1.0)
+    if true_error == 0:
+        assert realized.median == pytest.approx(planned.median, abs=1e-9)  # measured 13.0
+        assert budget.share["calibration"] == 0
+    else:
+        # measured 10.0 and 8.0 bits (planned 13.0): a relative error e of the cells, whose
+        # conductances are about max|w| * cpw, leaves -log2(e) bits
+        assert realized.median == pytest.approx(-np.log2(true_error), abs=0.5)
+        assert budget.share["calibration"] > 0.9  # measured 1.07 and 1.02 (cross -0.09, -0.02)
