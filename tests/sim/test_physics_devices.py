@@ -320,3 +320,16 @@ def test_every_effect_draws_from_its_own_stream() -> None:
     total = pcb.read_noise(np.zeros(1000), 1e-3, 1.0)
     assert np.corrcoef(white, total)[0, 1] > 0.3 and not np.array_equal(white, total)
     assert PROFILES["ideal"].devices.settling_time_s == 0
+
+
+def test_wait_and_settle_follow_the_protocol() -> None:
+    lab = make_lab(rows=2, cols=2)
+    board = lab.board
+    assert board.feed(b"SETTLE?\n") == b"OK 0\n"
+    for line, reply in ((b"WAIT\n", b"ERR 2 bad argument\n"), (b"WAIT abc\n", b"ERR 2 bad argument\n"),
+                        (b"WAIT -1\n", b"ERR 3 out of range\n"), (b"WAIT 11\n", b"ERR 3 out of range\n"),
+                        (b"SETTLE? 1\n", b"ERR 2 bad argument\n")):
+        assert board.feed(line) == reply
+    assert lab.time_s == 0
+    assert board.feed(b"wait 2.5e-1\n") == b"OK\n"
+    assert lab.time_s == 0.25
