@@ -68,9 +68,10 @@ class ReadoutPhysics(StrictModel):
     dac_bits: int | None = Field(None, ge=4, le=32)
     """Row-driver DAC resolution over its range (None: ideal)."""
     dac_inl_lsb: float = Field(0.0, ge=0, le=1e3)
-    """Row-driver DAC integral nonlinearity, peak, in LSB."""
+    """Row-driver DAC integral nonlinearity, peak, in LSB (a bow; needs ``dac_bits``)."""
     smu_source_error: bool = False
-    """Apply the 2450/2400 datasheet source resolution and accuracy on the SMU path."""
+    """Apply the 2450/2400 datasheet source resolution and source and measure accuracy on the SMU
+    path (one draw per instrument and range, within the specification)."""
 
 
 class NoisePhysics(StrictModel):
