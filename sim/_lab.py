@@ -113,7 +113,8 @@ class _ArrayLoad:
         source_v = np.asarray(source_v, dtype=np.float64)
         conductance = self.conductance_s()
         current = conductance * source_v
-        if math.isinf(conductance) or self._cached is None or not source_v.size:
+        terminals = self.terminals()
+        if terminals.shorted or terminals.open or not source_v.size:
             return current
         array, circuit = self._lab.array, self._cached[0]
         flatness = array.flatness_s_per_v()
