@@ -25,6 +25,9 @@ def add_commands(commands, bench) -> None:
     demo.add_argument("--plot", metavar="DIR", type=Path,
                       help="write check.png (analog vs float64) to DIR (needs matplotlib)")
     demo.add_argument("--lab", metavar="LAB.toml", help="a simulated lab file (default: the demo lab)")
+    demo.add_argument("--profile", choices=("ideal", "pcb", "harsh"),
+                      help="the simulated board's hidden physics instead of the lab file's "
+                           "(the demo lab's: pcb; ideal: the controller's own model)")
     demo.add_argument("--samples", type=positive_int, metavar="N",
                       help="use only the first N test samples (default: all of them)")
     demo.add_argument("--served", action="store_true",
@@ -169,7 +172,7 @@ def _demo(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._check import LayerCheck
     from crossbar_ctl.engine._demo import run_demo
 
-    result = run_demo(lab_config=args.lab, samples=args.samples, plot_dir=args.plot,
+    result = run_demo(lab_config=args.lab, profile=args.profile, samples=args.samples, plot_dir=args.plot,
                       show_progress=_progress(args), served=args.served)
 
     def show(result: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from crossbar_ctl.core.errors import EngineError
 
 __all__ = [
     "DEMO_LAB", "DEMO_NPLC", "DIGITS_NETWORK", "demo_lab", "predistortion_effect", "progress_bar", "run_demo",
+    "with_profile",
 ]
 
 DEMO_LAB = files("crossbar_ctl") / "data" / "demo_lab.toml"
@@ -84,7 +85,8 @@ def predistortion_effect(lab: Any, network: Network, plans: dict[str, SwitchPlan
     return rows
 
 
-def run_demo(*, lab_config: Any = None, network: Network | None = None, samples: int | None = None,
+def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Network | None = None,
+             samples: int | None = None,
              plan_options: PlanOptions | None = None, program_options: ProgramOptions | None = None,
              calibration_options: Any = None, nplc: float | None = DEMO_NPLC,
              plot_dir: str | Path | None = None, show_progress: bool = True,
@@ -95,6 +97,8 @@ def run_demo(*, lab_config: Any = None, network: Network | None = None, samples:
     ----------
     lab_config : path, dict or LabConfig, optional
         Default: the demo lab (the default simulated lab with a few faults).
+    profile : {"ideal", "pcb", "harsh"}, optional
+        Run on this simulated board profile instead of the lab's own (the demo lab's: ``pcb``).
     network : Network, optional
         Default: the shipped digits MLP; its test set is the data.
     samples : int, optional
@@ -127,6 +131,8 @@ def run_demo(*, lab_config: Any = None, network: Network | None = None, samples:
     if samples is not None and samples > len(network.test_x):
         raise EngineError(f"samples = {samples}: {network.name} has only {len(network.test_x)} test samples")
     x, y = network.test_x[:samples], network.test_y[:samples]
+    if profile is not None:
+        lab_config = with_profile(lab_config if lab_config is not None else str(DEMO_LAB), profile)
     with demo_lab(lab_config, served=served) as lab:
         mark = time.monotonic()
         with progress_bar(1, "calibrate", enabled=show_progress) as bar:
@@ -179,6 +185,29 @@ def run_demo(*, lab_config: Any = None, network: Network | None = None, samples:
         "nplc": nplc,
         "timings_s": timings,
     }
+
+
+def with_profile(lab_config: Any, profile: str) -> Any:
+    """A simulated lab configuration with its board profile replaced (``ideal``, ``pcb``, ``harsh``).
+
+    Raises
+    ------
+    ConfigError
+        The configuration is invalid, has no simulated array, or the profile is unknown.
+    """
+    from crossbar_ctl.core.config import LabConfig, config_error, load_lab_config
+    from crossbar_ctl.core.errors import ConfigError
+    from pydantic import ValidationError
+
+    config = load_lab_config(lab_config)
+    if config.sim is None:
+        raise ConfigError("a board profile needs a simulated lab (a [sim] table)", key="profile")
+    data = config.model_dump()
+    data["sim"]["profile"] = profile
+    try:
+        return LabConfig.model_validate(data)
+    except ValidationError as exc:
+        raise config_error(exc, "lab configuration") from exc
 
 
 def demo_lab(lab_config: Any = None, *, served: bool = False):

@@ -228,3 +228,21 @@ def test_served_stack_gives_the_same_accuracy(tmp_path):
         assert served[key] == local[key]
     for a, b in zip(served["layers"], local["layers"]):
         assert a["enob"] == pytest.approx(b["enob"], abs=0.2)
+
+
+def test_demo_profile_replaces_the_labs_and_harsh_costs_realized_bits(tmp_path, capsys):
+    """``crossbar demo --profile``: the same lab file on another board; the controller does not know
+    the harsh board's physics, so its weights land farther from their targets."""
+    lab_path = _lab_file(tmp_path)
+    net = _network(np.random.default_rng(5))
+    from crossbar_ctl.engine._demo import run_demo
+
+    results = {profile: run_demo(lab_config=lab_path, network=net, profile=profile, show_progress=False)
+               for profile in ("ideal", "harsh")}
+    assert [r["profile"] for r in results.values()] == ["ideal", "harsh"]
+    # measured: realized medians 10.5 / 10.3 bits on ideal, 6.2 / 6.2 on harsh
+    for ideal, harsh, bits in zip(results["ideal"]["layers"], results["harsh"]["layers"], (10.5, 10.3)):
+        assert bits - 1 < ideal["realized_bits"]["median"] < bits + 1
+        assert harsh["realized_bits"]["median"] < ideal["realized_bits"]["median"] - 3
+    assert main(["demo", "--profile", "lab"]) == 2
+    assert "invalid choice: 'lab'" in capsys.readouterr().err
