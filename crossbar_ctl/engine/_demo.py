@@ -134,6 +134,9 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
     if profile is not None:
         lab_config = with_profile(lab_config if lab_config is not None else str(DEMO_LAB), profile)
     with demo_lab(lab_config, served=served) as lab:
+        if truth_of(lab) is None:
+            raise EngineError("the demo runs on a simulated lab (its figures need the simulator's truth); "
+                              "use crossbar calibrate, program and check on hardware")
         mark = time.monotonic()
         with progress_bar(1, "calibrate", enabled=show_progress) as bar:
             record = calibrate(lab, options=calibration_options, progress=_calibration_progress(bar))

@@ -246,3 +246,22 @@ def test_demo_profile_replaces_the_labs_and_harsh_costs_realized_bits(tmp_path, 
         assert harsh["realized_bits"]["median"] < ideal["realized_bits"]["median"] - 3
     assert main(["demo", "--profile", "lab"]) == 2
     assert "invalid choice: 'lab'" in capsys.readouterr().err
+
+
+def test_demo_refuses_a_lab_without_truth_before_calibrating(tmp_path, monkeypatch):
+    import crossbar_ctl.engine._demo as demo
+
+    opened = []
+
+    def hardware_like(config, *, served=False):  # a lab that cannot see the simulator's truth
+        lab = open_lab(config)
+        lab.truth = None
+        opened.append(lab)
+        return lab
+
+    monkeypatch.setattr(demo, "demo_lab", hardware_like)
+    monkeypatch.setattr("calibration.calibrate", lambda *a, **k: pytest.fail("calibrated"))
+    with pytest.raises(EngineError, match="runs on a simulated lab"):
+        demo.run_demo(lab_config=_lab_file(tmp_path), network=_network(np.random.default_rng(6)),
+                      show_progress=False)
+    assert len(opened) == 1 and not opened[0].sim.array.masks.any()
