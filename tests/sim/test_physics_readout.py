@@ -191,6 +191,19 @@ def test_each_profile_sets_the_readout_it_names(profile: str) -> None:
     assert abs(board.dac_output_v([0.5]) - 0.5 - readout.dac_inl_lsb * 0.75 * lsb_v) < lsb_v
 
 
+def test_the_ideal_board_reads_the_plain_rounded_current() -> None:
+    config = SimArrayConfig(rows=8, cols=8, branches=4, seed=2)  # default noise and drift
+    board, twin = SimSwitchBoard(PhysicalArray(config)), PhysicalArray(config)
+    masks = np.random.default_rng(0).integers(0, 16, size=(8, 8))
+    board.array.set_masks(masks), twin.set_masks(masks)
+    voltage_v, lsb_a = np.linspace(-1.0, 1.0, 8) / 3, 2 * 1e-3 / 2**18
+    for _ in range(3):  # the same noise and drift draws, step by step
+        current_a = twin.read_noise(twin.circuit().solve(voltage_v).col_current_a[0], 1e-3, 1.0)
+        np.testing.assert_array_equal(board.read_columns(voltage_v),
+                                      np.round(current_a / lsb_a) * lsb_a)
+        twin.advance_time(1 / 60)
+
+
 def test_the_readout_stream_leaves_the_other_draws_alone() -> None:
     def array(physics: dict) -> PhysicalArray:
         return PhysicalArray(SimArrayConfig(rows=4, cols=4, branches=4, seed=9, physics=physics))
