@@ -108,12 +108,12 @@ class SimSwitchBoard(LineDevice):
         self.adc_range_a = config.adc_range_a
         self.adc_bits = config.adc_bits
         self.adc_nplc = 1.0
-        self.readout = array.physics.readout
+        self.readout_physics = array.physics.readout
         self.reference_temperature_c = config.reference_temperature_c
         # Per column: gain, offset and offset drift (fractions of the ADC range, per K); the key
         # of the ADC's code-width errors. One draw per board, from the readout's own stream.
         draw = physics_rng(config.seed, "readout")
-        readout, cols = self.readout, self.cols
+        readout, cols = self.readout_physics, self.cols
         self.channel_gain = 1.0 + readout.gain_error * draw.standard_normal(cols)
         self.channel_offset_fraction = readout.offset_fraction * draw.standard_normal(cols)
         self.channel_offset_drift_per_k = (readout.offset_drift_fraction_per_k
@@ -359,14 +359,14 @@ class SimSwitchBoard(LineDevice):
         saturates), plus the INL bow of peak ``dac_inl_lsb`` LSB; ``dac_bits`` None: the
         requested voltage itself.
         """
-        bits = self.readout.dac_bits
+        bits = self.readout_physics.dac_bits
         voltage_v = np.asarray(voltage_v, dtype=np.float64)
         if bits is None:
             return voltage_v
         half = 2.0 ** (bits - 1)
         lsb_v = self.dac_max_v / half
         code = np.clip(np.round(voltage_v / lsb_v), -half, half - 1)
-        return (code + self.readout.dac_inl_lsb * _bow(code / half)) * lsb_v
+        return (code + self.readout_physics.dac_inl_lsb * _bow(code / half)) * lsb_v
 
     def channel_offset_a(self) -> np.ndarray:
         """Each column channel's offset now, A: its draw plus its drift at the array's temperature.
@@ -384,7 +384,7 @@ class SimSwitchBoard(LineDevice):
         moved by up to ``adc_dnl_lsb / 2`` LSB each (code widths 1 +- ``adc_dnl_lsb``), the code
         times the nominal LSB; beyond the range, the overflow value.
         """
-        readout, range_a = self.readout, self.adc_range_a
+        readout, range_a = self.readout_physics, self.adc_range_a
         signal_a = self.channel_gain * current_a + self.channel_offset_a()
         lsb_a = 2 * range_a / 2.0**self.adc_bits
         level = signal_a / lsb_a
@@ -401,4 +401,4 @@ class SimSwitchBoard(LineDevice):
 
     def _edge_lsb(self, code: np.ndarray) -> np.ndarray:
         """How far the ADC's transition into ``code`` lies from its ideal place, LSB (fixed)."""
-        return self.readout.adc_dnl_lsb * (_unit_hash(code, self._dnl_key) - 0.5)
+        return self.readout_physics.adc_dnl_lsb * (_unit_hash(code, self._dnl_key) - 0.5)
