@@ -196,18 +196,31 @@ class PhysicalArray:
 
     def _store_masks(self, masks: np.ndarray) -> None:
         if not np.array_equal(masks, self._masks):
-            tau_s = self.physics.devices.settling_time_s
-            if tau_s > 0:  # the branches that move start from where their last move left them
-                now_s, before = self._clock(), self.closed()
-                level = self._switch_level(now_s, 0.0)
+            if self.physics.devices.settling_time_s > 0:
+                self._start_moves(masks)
             masks.flags.writeable = False
             self._masks = masks
-            if tau_s > 0:
-                moved = self.closed() != before
-                self._level_start[moved] = level[moved]
-                self._write_s[moved] = now_s
-                self._last_write_s = now_s
             self._changed()
+
+    def _start_moves(self, masks: np.ndarray) -> None:
+        """Every switch the new masks move starts settling now, from where it had got to."""
+        cells = np.nonzero(masks != self._masks)
+        bits = np.arange(self.branches, dtype=np.uint64)
+        stuck_closed, stuck_open = self._stuck_closed[cells], self._stuck_open[cells]
+
+        def conducts(values: np.ndarray) -> np.ndarray:
+            closed = ((values[cells][:, None] >> bits) & np.uint64(1)).astype(bool)
+            return (closed | stuck_closed) & ~stuck_open
+
+        before = conducts(self._masks)
+        which, branch = np.nonzero(before != conducts(masks))
+        at = (cells[0][which], cells[1][which], branch)
+        now_s, final = self._clock(), before[which, branch]
+        age_s = np.maximum(now_s - self._write_s[at], 0.0)
+        decay = np.exp(-age_s / self.physics.devices.settling_time_s)
+        self._level_start[at] = final + (self._level_start[at] - final) * decay
+        self._write_s[at] = now_s
+        self._last_write_s = now_s
 
     def set_mask(self, row: int, col: int, mask: int) -> None:
         """Command one cell's branch mask (bit k closes branch k)."""
@@ -296,7 +309,7 @@ class PhysicalArray:
 
     # -- switches beyond the linear model: flatness and settling --------------------------------
 
-    def _switch_level(self, start_s, duration_s: float, where=np.s_[...]) -> np.ndarray:
+    def _switch_level(self, start_s, duration_s: float, where) -> np.ndarray:
         """How far each branch switch conducts (1 closed, 0 open), mean over a reading window.
 
         After a write at ``w`` a moved switch relaxes from its level then (``start``) to its new

@@ -200,6 +200,13 @@ def test_a_newly_opened_switch_still_conducts_and_ideal_boards_do_not_settle() -
     g = lab.array.branch_conductance_s()[0, 0, 0]
     window = -np.expm1(-0.01 / 60 / TAU_S) / (0.01 / 60 / TAU_S)
     np.testing.assert_allclose(early, leak + (g - leak) * window, rtol=1e-6)
+    # Closed again and opened one tau later: it starts back from 1 - exp(-1), not from 1.
+    board.feed(b"WAIT 1\n")
+    board.feed(b"SET 0 0 1\n")
+    board.feed(f"WAIT {TAU_S}\n".encode())
+    board.feed(b"SET 0 0 0\n")
+    early = board.read_columns(np.array([1.0, 0.0]))[0]
+    np.testing.assert_allclose(early, leak + (g - leak) * -np.expm1(-1) * window, rtol=1e-6)
     ideal = make_lab(rows=2, cols=2, drift_per_hour=0.0, **BARE)
     assert ideal.board.feed(b"CAP?\n") == b"OK MVM\n"
     assert settled_fraction(ideal, 0.0, 0.01) == 1.0
