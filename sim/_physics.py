@@ -88,11 +88,13 @@ class DevicePhysics(StrictModel):
     tcr_spread_per_k: float = Field(0.0, ge=0, le=1e-2)
     """Spread of each resistor's temperature coefficient around the configured one, 1/K."""
     on_resistance_flatness_per_v: float = Field(0.0, ge=0, le=1)
-    """Relative change of a switch's on-resistance per volt of signal (analog-switch flatness)."""
+    """Relative change of a switch's on-resistance per volt of signal (analog-switch flatness):
+    ``R_on (1 + k |v|)``, ``v`` the row node's voltage at the cell."""
     settling_time_s: float = Field(0.0, ge=0, le=1)
     """Time constant of the settling after a switch write; a reading taken sooner is off."""
     drift_rate_spread: float = Field(0.0, ge=0, le=3)
-    """Lognormal spread of each resistor's own drift rate around the configured one."""
+    """Lognormal spread (log-sd) of each resistor's own drift rate; the mean rate is the configured
+    ``drift_per_hour``."""
 
 
 class EnvironmentPhysics(StrictModel):
