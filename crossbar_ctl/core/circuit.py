@@ -6,16 +6,20 @@ the same code.
 
 Topology (``rows x cols`` cells)::
 
-    row terminal i --Rr-- r(i,0) --Rr-- r(i,1) -- ... --Rr-- r(i,cols-1)
-                            |G(i,0)       |G(i,1)
-                          c(i,0)        c(i,1)
-                            |Rc           |Rc
-                          c(i+1,0)       ...
-    c(rows-1,j) --(Rc + Rsense)-- column terminal j (held at col_voltage_v[j], default 0 V)
+    row terminal i --Rd[i]--Rr[i,0]-- r(i,0) --Rr[i,1]-- r(i,1) -- ... -- r(i,cols-1)
+                                        |G(i,0)            |G(i,1)
+                                      c(i,0)             c(i,1)
+                                        |Rc[i,0]           |Rc[i,1]
+                                      c(i+1,0)            ...
+    c(rows-1,j) --(Rc[rows-1,j] + Rs[j])-- column terminal j (held at col_voltage_v[j], default 0 V)
 
-A line that is not connected floats: its terminal is open. Zero resistances are handled exactly
+Row segment ``Rr[i,k]`` leads into cell k of row i (from the row's driver, output resistance
+``Rd[i]``, for k = 0); column segment ``Rc[i,j]`` leads from cell i of column j down to the next
+cell (to the sense input ``Rs[j]`` for the last). Each is one scalar for every segment (the fast
+path: the twin's three parameters) or one value per segment, driver and sense input. A line that
+is not connected floats: its terminal is open. Zero resistances are handled exactly
 by merging the nodes they join (never a huge conductance); so is every series element (row or
-column wire segment, sense resistance) below ``MERGE_RATIO`` (1e-11) times the smallest cell
+column wire segment, driver or sense resistance) below ``MERGE_RATIO`` (1e-11) times the smallest cell
 resistance ``1 / max(conductance_s)`` (1e-8 ohm beside 1 kOhm: no real wire; 1e-300 ohm without
 a conducting cell, as injected currents still flow through the wires). A float64
 factorisation of wires that much stiffer than the cells is ill-conditioned, numerically singular
@@ -29,9 +33,9 @@ sources from ground), which gives the response of the array to a port inside it.
 
 Two exact solvers share one front:
 
-- ``structured`` (both wire resistances > 0 and no floating island): every row line is
+- ``structured`` (every wire segment > 0 and no floating island): every row line is
   eliminated exactly (tridiagonal solves), leaving a block tridiagonal system over the column
-  nodes, one dense ``cols x cols`` block per array row, coupled by ``-I/Rc``; it is factored by
+  nodes, one dense ``cols x cols`` block per array row, coupled by ``-diag(1/Rc[i])``; it is factored by
   block Cholesky (block Thomas), O(rows * cols^3) to prepare and O(rows * cols^2) per vector.
 - ``sparse``: the general case, a sparse LU (SuperLU) of the merged nodal matrix.
 
@@ -142,11 +146,41 @@ class CircuitSolution:
     col_node_voltage_v: np.ndarray
 
 
-def _resistance(name: str, value: float) -> float:
-    value = float(value)
-    if not (np.isfinite(value) and value >= 0):
-        raise ConfigError(f"{name} = {value!r}: must be finite and >= 0", key=name)
-    return value
+def _resistance(name: str, value, shape: tuple[int, ...], threshold_ohm: float):
+    """A series resistance as solved, ohm: a float, or a read-only array of ``shape``.
+
+    Values below ``threshold_ohm`` read 0 (merged, ideal).
+    """
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim == 0:
+        value = float(array)
+        if not (np.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} = {value!r}: must be finite and >= 0", key=name)
+        return value if value >= threshold_ohm else 0.0
+    if array.shape != shape:
+        raise ConfigError(f"{name} has shape {array.shape}, expected a scalar or {shape}",
+                          key=name)
+    if not (np.all(np.isfinite(array)) and np.all(array >= 0)):
+        raise ConfigError(f"{name} must be finite and >= 0", key=name)
+    array = np.where(array >= threshold_ohm, array, 0.0)
+    array.flags.writeable = False
+    return array
+
+
+def _at(value, index):
+    """``value[index]`` of a per-element resistance; a scalar is every element's."""
+    return value if np.ndim(value) == 0 else value[index]
+
+
+def _divisor(value):
+    """What a branch's voltage difference is divided by to give its current: ``value``, with
+    ``inf`` on merged (0-ohm) elements (their current is summed per merged group, not here);
+    None when every element is merged."""
+    if np.ndim(value) == 0:
+        return value if value > 0 else None
+    if not np.any(value > 0):
+        return None
+    return np.where(value > 0, value, np.inf)
 
 
 def merge_threshold_ohm(conductance_s) -> float:
@@ -206,12 +240,16 @@ class CrossbarCircuit:
     ----------
     conductance_s : array_like, float (rows, cols)
         Conductance of each cell between its row node and its column node, S (finite, >= 0).
-    row_wire_resistance_ohm : float
-        Resistance of one row segment (also from the source terminal to cell 0), ohm.
-    col_wire_resistance_ohm : float
-        Resistance of one column segment (also from the last cell to the sense end), ohm.
-    sense_resistance_ohm : float
-        Input resistance of each column's sense terminal, ohm.
+    row_wire_resistance_ohm : float or array_like, float (rows, cols)
+        Resistance of every row segment, or of each: segment ``[i, k]`` leads into cell k of row
+        i, from cell k - 1 (from the row's driver for k = 0), ohm.
+    col_wire_resistance_ohm : float or array_like, float (rows, cols)
+        Resistance of every column segment, or of each: segment ``[i, j]`` leads from cell i of
+        column j to cell i + 1 (to the sense input for i = rows - 1), ohm.
+    sense_resistance_ohm : float or array_like, float (cols,)
+        Input resistance of every column's sense terminal, or of each, ohm.
+    driver_resistance_ohm : float or array_like, float (rows,)
+        Output resistance of every row's driver, or of each, in series before segment 0, ohm.
     row_connected, col_connected : array_like of bool (rows,) / (cols,), optional
         Whether each line's terminal is connected (default all); a disconnected line floats.
     method : {"auto", "structured", "sparse"}
@@ -219,8 +257,9 @@ class CrossbarCircuit:
 
     Attributes
     ----------
-    row_wire_resistance_ohm, col_wire_resistance_ohm, sense_resistance_ohm : float
-        The resistances as solved: 0 where the given value is below ``merge_threshold_ohm``.
+    row_wire_resistance_ohm, col_wire_resistance_ohm, sense_resistance_ohm, driver_resistance_ohm
+        The resistances as solved, float or read-only array as given, ohm: 0 where the given
+        value is below ``merge_threshold_ohm``.
     merge_threshold_ohm : float
         ``MERGE_RATIO / max(conductance_s)``, ohm (:func:`merge_threshold_ohm`).
 
@@ -237,6 +276,7 @@ class CrossbarCircuit:
         row_wire_resistance_ohm: float = 0.0,
         col_wire_resistance_ohm: float = 0.0,
         sense_resistance_ohm: float = 0.0,
+        driver_resistance_ohm: float = 0.0,
         row_connected=None,
         col_connected=None,
         method: str = "auto",
@@ -252,24 +292,33 @@ class CrossbarCircuit:
         self.conductance_s.flags.writeable = False
         # Every series element is either ideal (0: merged) or >= the threshold, sums included.
         self.merge_threshold_ohm = merge_threshold_ohm(g)
-        self.row_wire_resistance_ohm, self.col_wire_resistance_ohm, self.sense_resistance_ohm = (
-            value if value >= self.merge_threshold_ohm else 0.0
-            for value in (_resistance("row_wire_resistance_ohm", row_wire_resistance_ohm),
-                          _resistance("col_wire_resistance_ohm", col_wire_resistance_ohm),
-                          _resistance("sense_resistance_ohm", sense_resistance_ohm))
-        )
+        threshold = self.merge_threshold_ohm
+        rr = _resistance("row_wire_resistance_ohm", row_wire_resistance_ohm, g.shape, threshold)
+        rc = _resistance("col_wire_resistance_ohm", col_wire_resistance_ohm, g.shape, threshold)
+        self.row_wire_resistance_ohm, self.col_wire_resistance_ohm = rr, rc
+        self.sense_resistance_ohm = _resistance("sense_resistance_ohm", sense_resistance_ohm,
+                                                (self.cols,), threshold)
+        self.driver_resistance_ohm = _resistance("driver_resistance_ohm", driver_resistance_ohm,
+                                                 (self.rows,), threshold)
+        # The series elements by place: terminal to cell 0 (rows,), between row nodes
+        # (rows, cols - 1), between column nodes (rows - 1, cols), last cell to terminal (cols,);
+        # scalars stay scalars (0.0 + rr is rr: the scalar path is unchanged).
+        self._source_ohm = self.driver_resistance_ohm + _at(rr, (slice(None), 0))
+        self._row_link_ohm = _at(rr, (slice(None), slice(1, None)))
+        self._col_link_ohm = _at(rc, slice(None, -1))
+        self._end_ohm = _at(rc, -1) + self.sense_resistance_ohm
         self.row_connected = _mask("row_connected", row_connected, self.rows)
         self.col_connected = _mask("col_connected", col_connected, self.cols)
         if method not in ("auto", "structured", "sparse"):
             raise ConfigError(f"method = {method!r}: expected auto, structured or sparse",
                               key="method")
         all_connected = bool(self.row_connected.all() and self.col_connected.all())
-        wires = self.row_wire_resistance_ohm > 0 and self.col_wire_resistance_ohm > 0
+        wires = bool(np.all(rr > 0) and np.all(rc > 0))
         small = self.rows * self.cols * self.cols * 8 <= _STRUCTURED_MAX_BYTES
         structured_ok = wires and small and (all_connected or not _has_island(self))
         if method == "structured" and not structured_ok:
             raise ConfigError(
-                "method = 'structured' needs both wire resistances > 0, no floating island and "
+                "method = 'structured' needs every wire segment > 0, no floating island and "
                 f"rows * cols^2 * 8 bytes <= {_STRUCTURED_MAX_BYTES}",
                 key="method",
             )
@@ -286,9 +335,11 @@ class CrossbarCircuit:
         self._sparse = _SparseSolver(self) if self._structured is None else None
         self.method = "structured" if self._structured is not None else "sparse"
         # Lines whose terminal element outweighs their cells: current from its drop (see solve).
-        end_ohm = self.col_wire_resistance_ohm + self.sense_resistance_ohm
-        self._row_by_wire = self.row_connected & (self.row_wire_resistance_ohm * g.sum(axis=1) > 1)
-        self._col_by_wire = self.col_connected & (end_ohm * g.sum(axis=0) > 1)
+        self._row_by_wire = self.row_connected & (self._source_ohm * g.sum(axis=1) > 1)
+        self._col_by_wire = self.col_connected & (self._end_ohm * g.sum(axis=0) > 1)
+        # The residual's divisors: scalars, or per element with inf on merged elements.
+        self._divisors = tuple(_divisor(ohm) for ohm in (self._row_link_ohm, self._source_ohm,
+                                                         self._col_link_ohm, self._end_ohm))
 
     def solve(self, row_voltage_v, col_voltage_v=None, *, row_node_current_a=None,
               col_node_current_a=None) -> CircuitSolution:
@@ -358,12 +409,13 @@ class CrossbarCircuit:
         col_current = np.where(self.col_connected, col_sum, 0.0)
         # Large terminal elements: the cells' drops are the near-equal voltages, not the wire's.
         if self._row_by_wire.any():
-            rows, row_ohm = self._row_by_wire, self.row_wire_resistance_ohm
-            row_current[:, rows] = (vr[:, rows] - row_node[:, rows, 0]) / row_ohm
+            rows = self._row_by_wire
+            row_current[:, rows] = ((vr[:, rows] - row_node[:, rows, 0])
+                                    / _at(self._source_ohm, rows))
         if self._col_by_wire.any():
             cols = self._col_by_wire
-            end_ohm = self.col_wire_resistance_ohm + self.sense_resistance_ohm
-            col_current[:, cols] = (col_node[:, -1, cols] - vc[:, cols]) / end_ohm
+            col_current[:, cols] = ((col_node[:, -1, cols] - vc[:, cols])
+                                    / _at(self._end_ohm, cols))
         return CircuitSolution(row_current, col_current, row_node, col_node)
 
     def _residual(self, row_node: np.ndarray, col_node: np.ndarray, vr: np.ndarray,
@@ -391,33 +443,31 @@ class CrossbarCircuit:
 
     def _residual_part(self, row_node, col_node, vr, vc, injected, row_res, col_res) -> None:
         """:meth:`_residual` of one piece of the batch, into ``row_res`` and ``col_res``."""
-        rr = self.row_wire_resistance_ohm
-        rc = self.col_wire_resistance_ohm
-        rend = rc + self.sense_resistance_ohm
+        row_link, source_ohm, col_link, end_ohm = self._divisors
         np.subtract(row_node, col_node, out=col_res)
         col_res *= self.conductance_s  # cell currents
         np.negative(col_res, out=row_res)
         if injected is not None:
             row_res += injected[0]
             col_res += injected[1]
-        if rr > 0:
-            if self.cols > 1:
-                wire = row_node[:, :, :-1] - row_node[:, :, 1:]
-                wire /= rr
-                row_res[:, :, :-1] -= wire
-                row_res[:, :, 1:] += wire
+        if row_link is not None and self.cols > 1:
+            wire = row_node[:, :, :-1] - row_node[:, :, 1:]
+            wire /= row_link
+            row_res[:, :, :-1] -= wire
+            row_res[:, :, 1:] += wire
+        if source_ohm is not None:
             source = vr - row_node[:, :, 0]
-            source /= rr
+            source /= source_ohm
             source[:, ~self.row_connected] = 0.0
             row_res[:, :, 0] += source
-        if rc > 0 and self.rows > 1:
+        if col_link is not None and self.rows > 1:
             wire = col_node[:, :-1] - col_node[:, 1:]
-            wire /= rc
+            wire /= col_link
             col_res[:, :-1] -= wire
             col_res[:, 1:] += wire
-        if rend > 0:
+        if end_ohm is not None:
             end = col_node[:, -1] - vc
-            end /= rend
+            end /= end_ohm
             end[:, ~self.col_connected] = 0.0
             col_res[:, -1] -= end
 
@@ -446,20 +496,24 @@ class _SparseSolver:
         row_term = 2 * n + np.arange(rows)
         col_term = 2 * n + rows + np.arange(cols)
         size = 2 * n + rows + cols
-        rr, rc = circuit.row_wire_resistance_ohm, circuit.col_wire_resistance_ohm
-        rend = rc + circuit.sense_resistance_ohm
         live_rows = np.flatnonzero(circuit.row_connected)
         live_cols = np.flatnonzero(circuit.col_connected)
-        # Every wire element: (nodes a, nodes b, resistance in ohm).
+
+        def ohm(value, shape, index=slice(None)):
+            return np.broadcast_to(value, shape)[index].ravel()
+
+        # Every wire element: (nodes a, nodes b, resistance in ohm), one value per element.
         wires = [
-            (row_term[live_rows], row_node[live_rows, 0], rr),
-            (row_node[:, :-1].ravel(), row_node[:, 1:].ravel(), rr),
-            (col_node[:-1, :].ravel(), col_node[1:, :].ravel(), rc),
-            (col_node[-1, live_cols], col_term[live_cols], rend),
+            (row_term[live_rows], row_node[live_rows, 0],
+             ohm(circuit._source_ohm, (rows,), live_rows)),
+            (row_node[:, :-1].ravel(), row_node[:, 1:].ravel(),
+             ohm(circuit._row_link_ohm, (rows, cols - 1))),
+            (col_node[:-1, :].ravel(), col_node[1:, :].ravel(),
+             ohm(circuit._col_link_ohm, (rows - 1, cols))),
+            (col_node[-1, live_cols], col_term[live_cols], ohm(circuit._end_ohm, (cols,), live_cols)),
         ]
-        ideal = [(a, b) for a, b, r in wires if r == 0]
-        a_ideal = np.concatenate([a for a, _ in ideal] + [np.zeros(0, int)])
-        b_ideal = np.concatenate([b for _, b in ideal] + [np.zeros(0, int)])
+        a_ideal = np.concatenate([a[r == 0] for a, _, r in wires])
+        b_ideal = np.concatenate([b[r == 0] for _, b, r in wires])
         merge = sp.coo_matrix((np.ones(a_ideal.size), (a_ideal, b_ideal)), shape=(size, size))
         _, label = csgraph.connected_components(merge, directed=False)
         # Finite elements in merged-group space.
@@ -467,10 +521,10 @@ class _SparseSolver:
         b = [col_node.ravel()]
         g = [circuit.conductance_s.ravel()]
         for ea, eb, r in wires:
-            if r > 0:
-                a.append(ea)
-                b.append(eb)
-                g.append(np.full(ea.size, 1.0 / r))
+            finite = r > 0
+            a.append(ea[finite])
+            b.append(eb[finite])
+            g.append(1.0 / r[finite])
         a, b, g = label[np.concatenate(a)], label[np.concatenate(b)], np.concatenate(g)
         keep = (a != b) & (g > 0)
         a, b, g = a[keep], b[keep], g[keep]
@@ -562,16 +616,15 @@ class _StructuredSolver:
     def __init__(self, circuit: CrossbarCircuit) -> None:
         rows, cols = circuit.rows, circuit.cols
         g = circuit.conductance_s
-        g_r = 1.0 / circuit.row_wire_resistance_ohm
-        g_c = 1.0 / circuit.col_wire_resistance_ohm
-        self.g_c = g_c
-        self.g_source = np.where(circuit.row_connected, g_r, 0.0)
-        self.g_end = np.where(
-            circuit.col_connected,
-            1.0 / (circuit.col_wire_resistance_ohm + circuit.sense_resistance_ohm), 0.0,
-        )
+        # Link conductances: scalars (one per kind) or per link, (rows, cols - 1) / (rows - 1, cols).
+        g_r = 1.0 / circuit._row_link_ohm
+        g_c = 1.0 / circuit._col_link_ohm
+        # Coupling of column block i to block i + 1 (a broadcast view when it is one scalar).
+        self.g_c = np.broadcast_to(g_c, (rows - 1, cols))
+        self.g_source = np.where(circuit.row_connected, 1.0 / circuit._source_ohm, 0.0)
+        self.g_end = np.where(circuit.col_connected, 1.0 / circuit._end_ohm, 0.0)
         # Row lines: K_i = wire chain + source + cells, factored together (LDL^T).
-        k_diag = g + _chain_degree(cols) * g_r
+        k_diag = g + _chain_degree(g_r, (rows, cols), axis=1)
         k_diag[:, 0] += self.g_source
         self.row_lines = _TridiagonalLines(k_diag, -g_r)
         # Every K_i^-1 (rows, cols, cols); overwritten in place by T_i^-1 below.
@@ -579,7 +632,7 @@ class _StructuredSolver:
         # Source transfer: column-node injection per volt on row i.
         self.source_gain = self.g_source[:, None] * g * blocks[:, :, 0]
         self.cell = g
-        col_degree = _chain_degree(rows) * g_c
+        col_degree = np.broadcast_to(_chain_degree(g_c, (rows, cols), axis=0), (rows, cols))
         for i in range(rows):
             block = blocks[i]
             block *= -g[i][:, None]
@@ -588,8 +641,9 @@ class _StructuredSolver:
             diagonal += g[i] + col_degree[i]
             if i == rows - 1:
                 diagonal += self.g_end
-            if i > 0:
-                block -= g_c * g_c * blocks[i - 1]
+            if i > 0:  # - C^T T^-1 C with C = -diag(g_c[i - 1]); one scalar: g_c**2 T^-1
+                link = self.g_c[i - 1]
+                block -= np.multiply.outer(link, link) * blocks[i - 1]
             blocks[i] = _spd_inverse(block)
         self.t_inverse = blocks
 
@@ -627,19 +681,31 @@ class _StructuredSolver:
         rows = self.t_inverse.shape[0]
         g_c, t_inv = self.g_c, self.t_inverse
         for i in range(1, rows):
-            f[:, i] += g_c * (f[:, i - 1] @ t_inv[i - 1])
+            f[:, i] += g_c[i - 1] * (f[:, i - 1] @ t_inv[i - 1])
         c = f
         c[:, -1] = f[:, -1] @ t_inv[-1]
         for i in range(rows - 2, -1, -1):
-            c[:, i] = (f[:, i] + g_c * c[:, i + 1]) @ t_inv[i]
+            c[:, i] = (f[:, i] + g_c[i] * c[:, i + 1]) @ t_inv[i]
         return c
 
 
-def _chain_degree(length: int) -> np.ndarray:
-    """Number of chain neighbours of each node of a line of ``length`` nodes."""
-    degree = np.full(length, 2.0)
-    degree[0] -= 1
-    degree[-1] -= 1
+def _chain_degree(link_s, shape: tuple[int, int], axis: int):
+    """Sum of the link conductances at each node of lines along ``axis`` of ``shape``, S.
+
+    ``link_s`` is one scalar (then ``(length,)`` along ``axis``, ``2 link_s`` inside a line, bit
+    for bit the sum of two links) or one value per link (then ``shape``).
+    """
+    length = shape[axis]
+    if np.ndim(link_s) == 0:
+        degree = np.full(length, 2.0)
+        degree[0] -= 1
+        degree[-1] -= 1
+        return (degree * link_s)[:, None] if axis == 0 else degree * link_s
+    degree = np.zeros(shape)
+    inner, outer = [slice(None)] * 2, [slice(None)] * 2
+    inner[axis], outer[axis] = slice(1, None), slice(None, -1)
+    degree[tuple(inner)] += link_s
+    degree[tuple(outer)] += link_s
     return degree
 
 
@@ -678,8 +744,8 @@ class _TridiagonalLines:
     ----------
     diag : ndarray, float64 (lines, n)
         Diagonal of each line's matrix.
-    off : float
-        Off-diagonal of every line's matrix.
+    off : float or ndarray, float64 (lines, n - 1)
+        Off-diagonal of every line's matrix (one value, or one per link).
 
     Raises
     ------
@@ -689,8 +755,8 @@ class _TridiagonalLines:
 
     def __init__(self, diag: np.ndarray, off: float) -> None:
         lines, n = diag.shape
-        coupling = np.full((lines, n), off)
-        coupling[:, -1] = 0.0  # the last node of a line is not coupled to the next line
+        coupling = np.zeros((lines, n))  # the last node of a line is not coupled to the next
+        coupling[:, :-1] = off
         self._single = lines * n == 1  # the LAPACK wrappers reject an empty off-diagonal
         if self._single:
             d, e, info = diag.ravel().copy(), None, int(not diag[0, 0] > 0)

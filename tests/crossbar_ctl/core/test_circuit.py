@@ -13,40 +13,56 @@ from crossbar_ctl.core.circuit import MERGE_RATIO, CrossbarCircuit, merge_thresh
 from crossbar_ctl.core.errors import ConfigError
 
 
-def dense_mna(g, rr, rc, rs, row_connected, col_connected, vr, vc, row_inj=None, col_inj=None):
+def segments(shape, rr, rc, rs, rd):
+    """Every series element's resistance, per segment: the circuit's scalars broadcast.
+
+    Returns row segments and column segments ``(rows, cols)`` (row segment ``[i, 0]`` from the
+    driver, column segment ``[rows - 1, j]`` to the sense input), sense ``(cols,)`` and driver
+    ``(rows,)`` resistances.
+    """
+    rows, cols = shape
+    return (np.broadcast_to(rr, shape), np.broadcast_to(rc, shape), np.broadcast_to(rs, (cols,)),
+            np.broadcast_to(rd, (rows,)))
+
+
+def dense_mna(g, rr, rc, rs, row_connected, col_connected, vr, vc, row_inj=None, col_inj=None,
+              rd=0.0):
     """Slow, obvious oracle: modified nodal analysis, a 0-ohm element is a 0 V source (as SPICE).
 
     Nodes: row nodes, column nodes, row terminals, column terminals; every connected terminal is
     driven by a voltage source to ground whose current is the terminal current. ``row_inj`` and
-    ``col_inj`` ``(rows, cols)`` are currents injected into the row and column nodes.
+    ``col_inj`` ``(rows, cols)`` are currents injected into the row and column nodes. The wires
+    are scalars or per segment (:func:`segments`); ``rd`` is the driver resistance.
     """
     rows, cols = g.shape
+    rr, rc, rs, rd = segments(g.shape, rr, rc, rs, rd)
     n = rows * cols
     row_node = lambda i, j: i * cols + j  # noqa: E731
     col_node = lambda i, j: n + i * cols + j  # noqa: E731
     size = 2 * n + rows + cols
     stamps, extra, sources = [], [], []  # (a, b, siemens) / 0 V sources (a, b) / (node, volts)
 
-    def wire(a, b, ohm):
+    def wire(a, b, *ohms):  # elements in series
+        ohm = sum(np.longdouble(value) for value in ohms)
         if ohm == 0:
             extra.append((a, b, 0.0))
         else:
-            stamps.append((a, b, 1 / np.longdouble(ohm)))
+            stamps.append((a, b, 1 / ohm))
 
     for i in range(rows):
         for j in range(cols):
             stamps.append((row_node(i, j), col_node(i, j), g[i, j]))
             if j + 1 < cols:
-                wire(row_node(i, j), row_node(i, j + 1), rr)
+                wire(row_node(i, j), row_node(i, j + 1), rr[i, j + 1])
             if i + 1 < rows:
-                wire(col_node(i, j), col_node(i + 1, j), rc)
+                wire(col_node(i, j), col_node(i + 1, j), rc[i, j])
     for i in range(rows):
         if row_connected[i]:
-            wire(2 * n + i, row_node(i, 0), rr)
+            wire(2 * n + i, row_node(i, 0), rd[i], rr[i, 0])
             sources.append((2 * n + i, None, vr[i]))
     for j in range(cols):
         if col_connected[j]:
-            wire(col_node(rows - 1, j), 2 * n + rows + j, rc + rs)
+            wire(col_node(rows - 1, j), 2 * n + rows + j, rc[rows - 1, j], rs[j])
             sources.append((2 * n + rows + j, None, vc[j]))
     m = size + len(extra) + len(sources)
     # Assembled in extended precision: in float64 a diagonal such as 2 / 0.5 ohm + 1e-4 S would
@@ -103,13 +119,16 @@ def dense_mna(g, rr, rc, rs, row_connected, col_connected, vr, vc, row_inj=None,
     return row_current, col_current
 
 
-def exact_nodal(g, rr, rc, rs, row_connected, col_connected, vr, vc, row_inj=None, col_inj=None):
+def exact_nodal(g, rr, rc, rs, row_connected, col_connected, vr, vc, row_inj=None, col_inj=None,
+                rd=0.0):
     """Exact oracle: nodal analysis in rational arithmetic (every float input taken exactly).
 
-    Wires must be resistive (rr, rc > 0, rc + rs > 0) and every node must reach a connected
-    terminal (no floating island). Returns the terminal currents rounded once to float64.
+    Wires (scalars or per segment, :func:`segments`) must be resistive (every rr, rc > 0) and every
+    node must reach a connected terminal (no floating island). Returns the terminal currents
+    rounded once to float64.
     """
     rows, cols = g.shape
+    rr, rc, rs, rd = segments(g.shape, rr, rc, rs, rd)
     n = rows * cols
     size = 2 * n  # row node (i, j): i * cols + j; column node (i, j): n + i * cols + j
     a_mat = [[Fraction(0)] * (size + 1) for _ in range(size)]  # augmented with the right side
@@ -121,23 +140,24 @@ def exact_nodal(g, rr, rc, rs, row_connected, col_connected, vr, vc, row_inj=Non
             a_mat[a][b] -= cond
             a_mat[b][a] -= cond
 
-    g_row, g_end = 1 / Fraction(rr), 1 / (Fraction(rc) + Fraction(rs))
+    g_source = [1 / (Fraction(rd[i]) + Fraction(rr[i, 0])) for i in range(rows)]
+    g_end = [1 / (Fraction(rc[rows - 1, j]) + Fraction(rs[j])) for j in range(cols)]
     for i in range(rows):
         for j in range(cols):
             k = i * cols + j
             stamp(k, n + k, Fraction(g[i, j]))
             if j + 1 < cols:
-                stamp(k, k + 1, g_row)
+                stamp(k, k + 1, 1 / Fraction(rr[i, j + 1]))
             if i + 1 < rows:
-                stamp(n + k, n + k + cols, 1 / Fraction(rc))
+                stamp(n + k, n + k + cols, 1 / Fraction(rc[i, j]))
             a_mat[k][size] += Fraction(0 if row_inj is None else row_inj[i, j])
             a_mat[n + k][size] += Fraction(0 if col_inj is None else col_inj[i, j])
     for i in np.flatnonzero(row_connected):
-        stamp(i * cols, None, g_row)
-        a_mat[i * cols][size] += g_row * Fraction(vr[i])
+        stamp(i * cols, None, g_source[i])
+        a_mat[i * cols][size] += g_source[i] * Fraction(vr[i])
     for j in np.flatnonzero(col_connected):
-        stamp(n + (rows - 1) * cols + j, None, g_end)
-        a_mat[n + (rows - 1) * cols + j][size] += g_end * Fraction(vc[j])
+        stamp(n + (rows - 1) * cols + j, None, g_end[j])
+        a_mat[n + (rows - 1) * cols + j][size] += g_end[j] * Fraction(vc[j])
     for k in range(size):  # Gaussian elimination (the matrix is symmetric positive definite)
         pivot = a_mat[k]
         for i in range(k + 1, size):
@@ -147,9 +167,9 @@ def exact_nodal(g, rr, rc, rs, row_connected, col_connected, vr, vc, row_inj=Non
     v = [Fraction(0)] * size
     for k in range(size - 1, -1, -1):
         v[k] = (a_mat[k][size] - sum(a_mat[k][j] * v[j] for j in range(k + 1, size))) / a_mat[k][k]
-    row_current = [g_row * (Fraction(vr[i]) - v[i * cols]) if row_connected[i] else 0
+    row_current = [g_source[i] * (Fraction(vr[i]) - v[i * cols]) if row_connected[i] else 0
                    for i in range(rows)]
-    col_current = [g_end * (v[n + (rows - 1) * cols + j] - Fraction(vc[j])) if col_connected[j]
+    col_current = [g_end[j] * (v[n + (rows - 1) * cols + j] - Fraction(vc[j])) if col_connected[j]
                    else 0 for j in range(cols)]
     return np.array(row_current, dtype=float), np.array(col_current, dtype=float)
 
@@ -636,3 +656,171 @@ def test_solves_restore_the_blas_thread_count():
         results = list(pool.map(lambda k: circuit.solve(np.full(20, float(k))), range(16)))
     assert [lib["num_threads"] for lib in threadpoolctl.threadpool_info()] == before
     np.testing.assert_allclose(results[3].col_current_a, 3 * results[1].col_current_a, rtol=1e-13)
+
+
+# ---- per-segment wires, drivers and sense inputs ---------------------------------------------
+
+def scattered_wires(rng, rows, cols, *, zeros=0.0):
+    """Row and column segments ``(rows, cols)``, sense ``(cols,)`` and driver ``(rows,)``
+    resistances that differ element by element; a fraction ``zeros`` of each is exactly 0."""
+    wires = (rng.uniform(0.2, 2.0, (rows, cols)), rng.uniform(0.2, 2.0, (rows, cols)),
+             rng.uniform(5.0, 15.0, cols), rng.uniform(5.0, 15.0, rows))
+    for ohm in wires:
+        ohm[rng.random(ohm.shape) < zeros] = 0.0
+    return wires
+
+
+def wire_kwargs(rr, rc, rs, rd):
+    return dict(row_wire_resistance_ohm=rr, col_wire_resistance_ohm=rc, sense_resistance_ohm=rs,
+                driver_resistance_ohm=rd)
+
+
+def test_one_cell_is_its_series_resistances():
+    circuit = CrossbarCircuit([[1e-3]], **wire_kwargs([[0.5]], [[0.7]], [10.0], [20.0]))
+    assert circuit.method == "structured"
+    current = circuit.solve([1.0]).col_current_a[0, 0]
+    assert current == pytest.approx(1.0 / (20.0 + 0.5 + 1e3 + 0.7 + 10.0), rel=1e-15)
+
+
+@pytest.mark.parametrize("method", ["structured", "sparse"])
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (6, 1), (3, 4)])
+def test_scattered_wires_match_exact_rational_arithmetic(shape, method):
+    """Every segment, driver and sense input its own value: the structured solver's per-link
+    couplings and the sparse solver's per-element stamps are exact to float64 rounding."""
+    rng = np.random.default_rng([*shape, 600])
+    g, row_connected, col_connected = random_case(rng, *shape, floating=0.4)
+    wires = scattered_wires(rng, *shape)
+    circuit = CrossbarCircuit(g, **wire_kwargs(*wires), row_connected=row_connected,
+                              col_connected=col_connected, method=method)
+    vr = rng.normal(size=(2, shape[0]))
+    vc = rng.normal(scale=0.1, size=(2, shape[1]))
+    row_inj = rng.normal(scale=1e-4, size=(2, *shape)) * [[[0.0]], [[1.0]]]
+    solution = circuit.solve(vr, vc, row_node_current_a=row_inj)
+    rr, rc, rs, rd = wires
+    for b in range(2):
+        row_ref, col_ref = exact_nodal(g, rr, rc, rs, row_connected, col_connected, vr[b], vc[b],
+                                       row_inj[b], rd=rd)
+        currents = np.concatenate([solution.row_current_a[b], solution.col_current_a[b]])
+        assert relative_error(currents, np.concatenate([row_ref, col_ref])) <= 1e-13
+
+
+@pytest.mark.parametrize("method", ["auto", "sparse"])
+@pytest.mark.parametrize("zeros", [0.0, 0.3])
+@pytest.mark.parametrize("shape", [(1, 6), (6, 1), (7, 9), (12, 10)])
+def test_scattered_wires_match_dense_mna(shape, zeros, method):
+    """Per-element wires with some ideal (0-ohm) segments, drivers and senses among them."""
+    rng = np.random.default_rng([*shape, int(10 * zeros), 601])
+    g, row_connected, col_connected = random_case(rng, *shape)
+    wires = scattered_wires(rng, *shape, zeros=zeros)
+    circuit = CrossbarCircuit(g, **wire_kwargs(*wires), row_connected=row_connected,
+                              col_connected=col_connected, method=method)
+    vr = rng.normal(size=(3, shape[0]))
+    vc = rng.normal(scale=0.1, size=(3, shape[1]))
+    col_inj = rng.normal(scale=1e-4, size=shape)
+    solution = circuit.solve(vr, vc, col_node_current_a=col_inj)
+    rr, rc, rs, rd = wires
+    for b in range(3):
+        row_ref, col_ref = dense_mna(g, rr, rc, rs, row_connected, col_connected, vr[b], vc[b],
+                                     col_inj=col_inj, rd=rd)
+        currents = np.concatenate([solution.row_current_a[b], solution.col_current_a[b]])
+        assert relative_error(currents, np.concatenate([row_ref, col_ref])) <= 1e-12
+
+
+@pytest.mark.parametrize("method", ["auto", "sparse"])
+def test_uniform_arrays_solve_as_the_scalars_bit_for_bit(method):
+    rng = np.random.default_rng(602)
+    g, row_connected, col_connected = random_case(rng, 12, 10)
+    common = dict(row_connected=row_connected, col_connected=col_connected, method=method)
+    scalar = CrossbarCircuit(g, **wire_kwargs(0.5, 0.7, 10.0, 0.0), **common)
+    arrays = CrossbarCircuit(g, **wire_kwargs(np.full((12, 10), 0.5), np.full((12, 10), 0.7),
+                                              np.full(10, 10.0), np.zeros(12)), **common)
+    assert arrays.method == scalar.method == ("structured" if method == "auto" else "sparse")
+    vr = rng.normal(size=(4, 12))
+    inj = rng.normal(scale=1e-4, size=(4, 12, 10))
+    a = scalar.solve(vr, row_node_current_a=inj, col_node_current_a=inj)
+    b = arrays.solve(vr, row_node_current_a=inj, col_node_current_a=inj)
+    for name in ("row_current_a", "col_current_a", "row_node_voltage_v", "col_node_voltage_v"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_structured_matches_sparse_with_scattered_wires():
+    rng = np.random.default_rng(603)
+    g, row_connected, col_connected = random_case(rng, 40, 33)
+    kwargs = dict(wire_kwargs(*scattered_wires(rng, 40, 33)), row_connected=row_connected,
+                  col_connected=col_connected)
+    fast = CrossbarCircuit(g, **kwargs)
+    slow = CrossbarCircuit(g, method="sparse", **kwargs)
+    assert fast.method == "structured"
+    vr = rng.normal(size=(5, 40))
+    a, b = fast.solve(vr), slow.solve(vr)
+    for name in ("row_current_a", "col_current_a", "row_node_voltage_v", "col_node_voltage_v"):
+        assert relative_error(getattr(a, name), getattr(b, name)) <= 1e-12
+
+
+def test_each_element_below_the_threshold_merges_alone():
+    g = np.full((3, 4), 1e-3)
+    tiny = 0.99 * merge_threshold_ohm(g)
+    rr, rc = np.full((3, 4), 0.5), np.full((3, 4), 0.7)
+    rr[1, 2], rc[2, 3] = tiny, tiny
+    rs, rd = np.array([10.0, tiny, 10.0, 10.0]), np.array([tiny, 5.0, 5.0])
+    circuit = CrossbarCircuit(g, **wire_kwargs(rr, rc, rs, rd))
+    assert circuit.method == "sparse"  # a merged segment joins two nodes
+    expected = [np.where(a == tiny, 0.0, a) for a in (rr, rc, rs, rd)]
+    for actual, want in zip((circuit.row_wire_resistance_ohm, circuit.col_wire_resistance_ohm,
+                             circuit.sense_resistance_ohm, circuit.driver_resistance_ohm), expected):
+        np.testing.assert_array_equal(actual, want)
+        assert not actual.flags.writeable
+    v = np.array([1.0, -0.5, 0.25])
+    merged = CrossbarCircuit(g, **wire_kwargs(*expected)).solve(v)
+    np.testing.assert_array_equal(circuit.solve(v).col_current_a, merged.col_current_a)
+    row_ref, col_ref = dense_mna(g, *expected[:3], np.ones(3, bool), np.ones(4, bool), v,
+                                 np.zeros(4), rd=expected[3])
+    assert relative_error(merged.col_current_a[0], col_ref) <= 1e-13
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"row_wire_resistance_ohm": np.ones((2, 4))}, "row_wire_resistance_ohm"),
+        ({"col_wire_resistance_ohm": np.ones(3)}, "col_wire_resistance_ohm"),
+        ({"sense_resistance_ohm": np.ones(2)}, "sense_resistance_ohm"),
+        ({"driver_resistance_ohm": [1.0, -1.0]}, "driver_resistance_ohm"),
+        ({"driver_resistance_ohm": np.inf}, "driver_resistance_ohm"),
+        ({"row_wire_resistance_ohm": np.full((2, 3), np.nan)}, "row_wire_resistance_ohm"),
+    ],
+)
+def test_bad_per_segment_resistances_name_the_argument(kwargs, key):
+    with pytest.raises(ConfigError) as info:
+        CrossbarCircuit(np.ones((2, 3)), **kwargs)
+    assert info.value.key == key
+
+
+@settings(derandomize=True, max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 6),
+    seed=st.integers(0, 2**32 - 1),
+    zeros=st.sampled_from([0.0, 0.2, 1.0]),
+)
+def test_every_scattered_configuration_agrees_with_dense_mna(rows, cols, seed, zeros):
+    """Per-element wires (some or all ideal), open cells, floating lines, islands: the oracle."""
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(1e-4, 1e-2, (rows, cols)) * (rng.random((rows, cols)) < 0.6)
+    row_connected = rng.random(rows) < 0.6
+    col_connected = rng.random(cols) < 0.6
+    wires = scattered_wires(rng, rows, cols, zeros=zeros)
+    circuit = CrossbarCircuit(g, **wire_kwargs(*wires), row_connected=row_connected,
+                              col_connected=col_connected)
+    vr, vc = rng.normal(size=rows), rng.normal(size=cols)
+    solution = circuit.solve(vr, vc)
+    voltages = np.concatenate([solution.row_node_voltage_v, solution.col_node_voltage_v])
+    if np.isnan(voltages).any():
+        assert np.isfinite(solution.row_current_a).all()
+        assert np.isfinite(solution.col_current_a).all()
+        return
+    rr, rc, rs, rd = wires
+    row_ref, col_ref = dense_mna(g, rr, rc, rs, row_connected, col_connected, vr, vc, rd=rd)
+    full_scale = g.max(initial=0.0) * max(np.abs(vr).max(), np.abs(vc).max())
+    scale = max(np.abs(row_ref).max(), np.abs(col_ref).max(), full_scale)
+    assert np.max(np.abs(solution.row_current_a[0] - row_ref)) <= 1e-11 * scale
+    assert np.max(np.abs(solution.col_current_a[0] - col_ref)) <= 1e-11 * scale
