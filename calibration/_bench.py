@@ -86,6 +86,10 @@ def bench_calibrate(transports: Mapping[str, LabFactory], *, quick: bool = False
                     seed: int = 0) -> dict[str, list[dict[str, Any]]]:
     """Calibrate simulated arrays and report throughput, accuracy and the design gain.
 
+    Every throughput row carries ``x_smu_single``: its branches per second over those of the
+    cell-by-cell SMU reads (in process) measured in the same run, the reference of every speed
+    figure.
+
     Parameters
     ----------
     transports : mapping of str to callable
@@ -122,6 +126,9 @@ def bench_calibrate(transports: Mapping[str, LabFactory], *, quick: bool = False
     record, _, wall = _run(first, config, CalibrationOptions(method="smu", rows=one))
     throughput.append(row("single (SMU)", "in-process", record, wall, 1,
                           "row 0 only (its baseline included), extrapolated"))
+    smu_per_s = throughput[-1]["branches_per_s"]  # the reference, measured in this same run
+    for entry in throughput:
+        entry["x_smu_single"] = entry["branches_per_s"] / smu_per_s
     return {"throughput": throughput, "accuracy (healthy branches vs truth)": accuracy_rows,
             "weighing design vs one at a time (same readings)": design_gain(first, seed=seed)}
 

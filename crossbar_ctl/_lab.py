@@ -16,6 +16,8 @@ from drivers import DEFAULT_MIN_RESISTANCE_OHM, Lab, Transport, build_lab, open_
 
 __all__ = ["SimTruth", "bench_io", "lab_info", "min_resistance_ohm", "open_lab"]
 
+_SERVED_TIMEOUT_S = 10.0
+"""Least reply timeout of a simulated lab this factory serves (see :func:`open_lab`)."""
 _LOGNORMAL_SIGMAS = 5.0
 """How far below nominal a lognormal resistor is assumed to reach (exp(-5 sigma))."""
 
@@ -117,8 +119,11 @@ def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, s
 
         server = LabServer(sim).start()
         served_uris = server.lab_uris()
-        # The lab file's timeouts hold: a served simulator answers in about 0.1 s at 64x64x8.
-        roles = {role: inst.model_copy(update={"uri": served_uris[inst.uri.removeprefix("sim://")]})
+        # The simulator computes its physics in the reply path, in threads of this process: its
+        # replies usually take under 0.1 s, but on a loaded machine a 64x64x16 bench once needed
+        # more than 2 s. Instruments of a user's lab file keep their timeout_s.
+        roles = {role: inst.model_copy(update={"uri": served_uris[inst.uri.removeprefix("sim://")],
+                                               "timeout_s": max(inst.timeout_s, _SERVED_TIMEOUT_S)})
                  if inst.uri.startswith("sim://") else inst for role, inst in roles.items()}
     transports: dict[str, Transport] = {}
     try:
@@ -175,7 +180,9 @@ def bench_io(*, single_readings: int = 2000, sweep_points: int = 2500, sweeps: i
         One row per (transport, mode): ``transport``, ``mode``, ``readings``, ``seconds``,
         ``readings_per_s``, ``us_per_reading``, ``sim_us_per_reading`` and
         ``controller_us_per_reading`` (in process only; None over TCP, where the simulator runs in
-        server threads of this process).
+        server threads of this process); and the ratios to the reference measured in the same run,
+        the simulated instrument's own time per reading in the same mode (in process):
+        ``x_sim_device`` (``us_per_reading`` over it) and ``controller_x_sim_device`` (in process).
     """
     import time
 
@@ -232,4 +239,10 @@ def bench_io(*, single_readings: int = 2000, sweep_points: int = 2500, sweeps: i
         uris = {name: f"visa://{resource}" for name, resource in server.uris.items()}
         with setup((uris["board"], uris["smu"]), sim_lab) as lab:
             results += run(lab, "tcp (pyvisa @py)")
+    device_us = {r["mode"]: r["sim_us_per_reading"] for r in results if r["sim_us_per_reading"]}
+    for r in results:
+        reference = device_us.get(r["mode"])
+        r["x_sim_device"] = r["us_per_reading"] / reference if reference else None
+        r["controller_x_sim_device"] = (r["controller_us_per_reading"] / reference
+                                        if reference and r["controller_us_per_reading"] is not None else None)
     return results

@@ -220,6 +220,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     def show(res: dict) -> None:
         for title, rows in res.items():
+            if title == "throughput":
+                title += " (x_smu_single: branches/s over the SMU's cell-by-cell reads, in process, this run)"
             print_table(rows, title=title)
             print()
 

@@ -65,9 +65,14 @@ def _bench_io(args: argparse.Namespace) -> int:
         table = [{"transport": r["transport"], "mode": r["mode"], "readings": r["readings"],
                   "readings/s": r["readings_per_s"], "us/reading": r["us_per_reading"],
                   "sim_us": "" if r["sim_us_per_reading"] is None else r["sim_us_per_reading"],
-                  "controller_us": "" if r["controller_us_per_reading"] is None else r["controller_us_per_reading"]}
+                  "controller_us": "" if r["controller_us_per_reading"] is None else r["controller_us_per_reading"],
+                  "x_sim_device": "" if r["x_sim_device"] is None else r["x_sim_device"],
+                  "controller_x_sim_device": "" if r["controller_x_sim_device"] is None
+                  else r["controller_x_sim_device"]}
                  for r in rows]
-        print_table(table, title=f"SMU I/O against the simulated lab (Keithley 2450, NPLC {args.nplc:g})")
+        print_table(table, title=f"SMU I/O against the simulated lab (Keithley 2450, NPLC {args.nplc:g}); "
+                                 "x_sim_device: over the simulated instrument's own time per reading "
+                                 "(same mode, in process, this run)")
 
     emit(results, args, show)
     return 0

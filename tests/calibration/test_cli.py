@@ -68,6 +68,9 @@ def test_bench_quick_json(capsys):
     throughput = result["throughput"]
     assert {row["transport"] for row in throughput} == {"in-process", "tcp+pty"}
     assert all(row["branches_per_s"] > 0 and row["round_trips"] > 0 for row in throughput)
+    speed = {(row["method"], row["transport"]): row["x_smu_single"] for row in throughput}
+    assert speed["single (SMU)", "in-process"] == 1.0  # the reference, measured in the same run
+    assert speed["column-parallel", "in-process"] > 2  # measured 2.45 at 16x16x8: every column at once
     for row in result["accuracy (healthy branches vs truth)"]:
         assert 0.8 <= row["z_sd"] <= 1.25 and row["faults_flagged"] == "8/8" and row["healthy_flagged"] == 0
     gains = result["weighing design vs one at a time (same readings)"]

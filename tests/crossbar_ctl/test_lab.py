@@ -138,6 +138,16 @@ def test_cli_bench_io_json(capsys):
     assert {(r["transport"], r["mode"]) for r in rows} == {
         ("in-process", "single"), ("in-process", "list"), ("tcp (pyvisa @py)", "single"), ("tcp (pyvisa @py)", "list")}
     assert all(r["readings_per_s"] > 0 for r in rows)
+    # every figure against the reference of this run: the simulated instrument's own time per reading
+    by = {(r["transport"], r["mode"]): r for r in rows}
+    for mode in ("single", "list"):
+        local = by["in-process", mode]
+        assert local["x_sim_device"] == pytest.approx(local["us_per_reading"] / local["sim_us_per_reading"])
+        assert local["controller_x_sim_device"] == pytest.approx(
+            local["controller_us_per_reading"] / local["sim_us_per_reading"])
+        assert by["tcp (pyvisa @py)", mode]["x_sim_device"] > 0
+    # a list sweep spreads the controller's per-exchange cost over its points
+    assert by["in-process", "list"]["controller_us_per_reading"] < by["in-process", "single"]["controller_us_per_reading"]
 
 
 def test_served_lab_goes_through_pyvisa_and_pyserial_and_stops_its_servers():
@@ -155,18 +165,21 @@ def test_served_lab_goes_through_pyvisa_and_pyserial_and_stops_its_servers():
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
-def test_a_served_lab_keeps_the_lab_files_timeouts_and_sweeps_within_them():
-    config = {"sim": {"rows": 4, "cols": 4, "branches": 2},
-              "instruments": {"switch_board": {"uri": "sim://board", "timeout_s": 2.0},
-                              "source_meter": {"uri": "sim://smu", "timeout_s": 2.0}}}
-    with open_lab(config, served=True) as lab:
-        smu = lab.source_meter
-        assert {d.transport.timeout_s for d in (lab.board, smu)} == {2.0}  # as the README's lab file
-        lab.board.set_mask(0, 0, 1)
-        lab.routing.connect(source_rows=[0], sense_cols=[0])
-        smu.set_nplc(1.0)
-        assert np.all(smu.sweep_voltages_v(np.full(4, 0.1)) > 0)
-        assert smu.transport.timeout_s == 2.0
+def test_a_lab_file_pointing_at_a_served_lab_sweeps_within_the_readmes_timeout():
+    from sim import LabServer, SimLab
+
+    with LabServer(SimLab(SimArrayConfig(rows=4, cols=4, branches=2))) as server:
+        uris = {name: f"visa://{resource}" for name, resource in server.uris.items()}
+        config = {"sim": None, "instruments": {
+            "switch_board": {"uri": uris["board"], "model": "switchboard", "timeout_s": 2.0},
+            "source_meter": {"uri": uris["smu"], "model": "keithley2450", "timeout_s": 2.0}}}
+        with open_lab(config) as lab:  # as a user's lab file against `crossbar sim serve`
+            smu = lab.source_meter
+            lab.board.set_mask(0, 0, 1)
+            lab.routing.connect(source_rows=[0], sense_cols=[0])
+            smu.set_nplc(1.0)
+            assert np.all(smu.sweep_voltages_v(np.full(4, 0.1)) > 0)
+            assert smu.transport.timeout_s == 2.0
 
 
 def test_served_needs_simulated_instruments():

@@ -178,10 +178,14 @@ def test_a_failed_build_leaves_the_identified_instruments_safe(failure):
         sim.matrix.closed.add((1, 2))
         assert sim.array.masks.any() and sim.smu.output_on is True
         if failure == "matrix_model":                 # board and SMU identified, then a wrong model
-            instruments = {"switch_matrix": {"uri": "sim://matrix", "model": "nonesuch"}}
+            instruments = {"switch_matrix": {"uri": "sim://matrix", "model": "e5250a"}}
         else:                                         # board and matrix identified, nothing reads
             instruments = {"source_meter": None, "switch_matrix": {"uri": "sim://matrix", "model": "e5250a"}}
         config = LabConfig(sim=sim_config, instruments=instruments)
+        if failure == "matrix_model":  # the config refuses it too; build_lab checks again (a built config)
+            matrix = config.instruments.switch_matrix.model_copy(update={"model": "nonesuch"})
+            config = config.model_copy(update={"instruments": config.instruments.model_copy(
+                update={"switch_matrix": matrix})})
         transports = {"switch_board": served.open("board"), "source_meter": served.open("smu"),
                       "switch_matrix": served.open("matrix")}
         with pytest.raises(ConfigError):
