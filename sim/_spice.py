@@ -1,8 +1,9 @@
 """A crossbar circuit as an ngspice netlist: the golden reference for the solver.
 
-Every cell, wire segment and sense resistance becomes a resistor; a zero resistance becomes a
-0 V source (as SPICE wants), a cell of zero conductance is left out, and every connected line's
-terminal is a voltage source to ground whose current is the terminal current.
+Every cell, wire segment (each with its own value), driver and sense resistance becomes a
+resistor; a zero resistance becomes a 0 V source (as SPICE wants), a cell of zero conductance is
+left out, and every connected line's terminal is a voltage source to ground whose current is the
+terminal current.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def spice_netlist(circuit: CrossbarCircuit, row_voltage_v, col_voltage_v=None) -
     Parameters
     ----------
     circuit : CrossbarCircuit
-        The prepared circuit (its conductances, wires and connections are used).
+        The prepared circuit (its conductances, wires, driver and sense resistances, scalars or
+        per element, and connections are used).
     row_voltage_v : array_like, float (rows,)
         Source voltage of each row, V.
     col_voltage_v : array_like, float (cols,), optional
@@ -51,6 +53,11 @@ def spice_netlist(circuit: CrossbarCircuit, row_voltage_v, col_voltage_v=None) -
     vc = np.zeros(cols) if col_voltage_v is None else np.asarray(col_voltage_v, float).reshape(cols)
     lines = [f"* crossbar {rows}x{cols}"]
     count = 0
+    shape = (rows, cols)
+    row_ohm = np.broadcast_to(circuit.row_wire_resistance_ohm, shape)
+    col_ohm = np.broadcast_to(circuit.col_wire_resistance_ohm, shape)
+    driver_ohm = np.broadcast_to(circuit.driver_resistance_ohm, (rows,))
+    sense_ohm = np.broadcast_to(circuit.sense_resistance_ohm, (cols,))
 
     def resistor(a: str, b: str, ohm: float) -> None:
         nonlocal count
@@ -64,16 +71,19 @@ def spice_netlist(circuit: CrossbarCircuit, row_voltage_v, col_voltage_v=None) -
             if circuit.conductance_s[i, j] > 0:
                 resistor(f"r_{i}_{j}", f"c_{i}_{j}", 1.0 / circuit.conductance_s[i, j])
             if j + 1 < cols:
-                resistor(f"r_{i}_{j}", f"r_{i}_{j + 1}", circuit.row_wire_resistance_ohm)
+                resistor(f"r_{i}_{j}", f"r_{i}_{j + 1}", row_ohm[i, j + 1])
             if i + 1 < rows:
-                resistor(f"c_{i}_{j}", f"c_{i + 1}_{j}", circuit.col_wire_resistance_ohm)
+                resistor(f"c_{i}_{j}", f"c_{i + 1}_{j}", col_ohm[i, j])
+    # The driver and the sense input are resistors of their own, in series with the line's
+    # first / last segment (the solver adds them into one element).
     for i in np.flatnonzero(circuit.row_connected):
         lines.append(f"vr{i} rt_{i} 0 dc {vr[i]:.17g}")
-        resistor(f"rt_{i}", f"r_{i}_0", circuit.row_wire_resistance_ohm)
-    end_ohm = circuit.col_wire_resistance_ohm + circuit.sense_resistance_ohm
+        resistor(f"rt_{i}", f"rd_{i}", driver_ohm[i])
+        resistor(f"rd_{i}", f"r_{i}_0", row_ohm[i, 0])
     for j in np.flatnonzero(circuit.col_connected):
         lines.append(f"vc{j} ct_{j} 0 dc {vc[j]:.17g}")
-        resistor(f"c_{rows - 1}_{j}", f"ct_{j}", end_ohm)
+        resistor(f"c_{rows - 1}_{j}", f"cs_{j}", col_ohm[rows - 1, j])
+        resistor(f"cs_{j}", f"ct_{j}", sense_ohm[j])
     printed = [f"i(vr{i})" for i in np.flatnonzero(circuit.row_connected)]
     printed += [f"i(vc{j})" for j in np.flatnonzero(circuit.col_connected)]
     lines += [
