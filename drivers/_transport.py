@@ -393,9 +393,20 @@ class VisaTransport(Transport):
         if self._peer_closed():  # pyvisa-py opens a refused socket without complaint
             self._disconnect_quietly()
             raise _Dropped("connection refused or closed at once")
+        sock = self._socket()
+        if sock is not None:  # commands go out at once, not held back for the last one's ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _apply_timeout(self) -> None:
         self._resource.timeout = self._timeout_s * 1000.0  # pyvisa counts milliseconds
+
+    def _socket(self) -> socket.socket | None:
+        """The TCP socket of a pyvisa-py ``::SOCKET`` session (None for other sessions)."""
+        try:
+            sock = self._resource.visalib.sessions[self._resource.session].interface
+        except (AttributeError, KeyError, TypeError):
+            return None
+        return sock if isinstance(sock, socket.socket) else None
 
     def _peer_closed(self) -> bool:
         """Whether a raw TCP socket (pyvisa-py ``::SOCKET``) was closed by the instrument.
