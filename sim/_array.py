@@ -18,7 +18,7 @@ from scipy.special import sici
 from crossbar_ctl.core.config import Fault, SimArrayConfig, config_error
 from crossbar_ctl.core.errors import ConfigError
 from crossbar_ctl.core.circuit import CrossbarCircuit
-from sim._physics import BoardPhysics, board_physics, physics_rng
+from sim._physics import BoardPhysics, WirePhysics, board_physics, physics_rng
 
 __all__ = ["PhysicalArray"]
 
@@ -93,6 +93,8 @@ class PhysicalArray:
         self._tcr_per_k = config.tcr_per_k + tcr_spread
         spread = devices.drift_rate_spread
         self._drift_rate = np.exp(draw.normal(-0.5 * spread * spread, spread, size=shape))
+        # Wires: segments, lines, cell contacts, drivers and sense inputs, their own stream.
+        self._wires, self._contact_ohm = _draw_wires(config, self.physics.wires)
         self._wander_rng = physics_rng(config.seed, "environment")
         self._flicker_rng = physics_rng(config.seed, "flicker")
         self._temperature_c = float(config.temperature_c)
@@ -420,6 +422,11 @@ class PhysicalArray:
     def circuit(self, row_connected=None, col_connected=None) -> CrossbarCircuit:
         """The prepared circuit for the current masks, temperature and time.
 
+        Its wires are the board's (``physics.wires``, :func:`_draw_wires`): per segment, driver
+        and sense input where they scatter, the configured scalars where not (``ideal``). A cell
+        contact ``R_c`` in series with the cell's branches makes its conductance ``G / (1 + G
+        R_c)``.
+
         Parameters
         ----------
         row_connected, col_connected : array_like of bool (rows,) / (cols,), optional
@@ -440,15 +447,11 @@ class PhysicalArray:
         key = (rows.tobytes(), cols.tobytes())
         circuit = self._circuits.get(key)
         if circuit is None:
-            cfg = self.config
-            circuit = CrossbarCircuit(
-                self.cell_conductance_s(),
-                row_wire_resistance_ohm=cfg.row_wire_resistance_ohm,
-                col_wire_resistance_ohm=cfg.col_wire_resistance_ohm,
-                sense_resistance_ohm=cfg.sense_resistance_ohm,
-                row_connected=rows,
-                col_connected=cols,
-            )
+            conductance_s = self.cell_conductance_s()
+            if self._contact_ohm is not None:
+                conductance_s = conductance_s / (1.0 + conductance_s * self._contact_ohm)
+            circuit = CrossbarCircuit(conductance_s, **self._wires, row_connected=rows,
+                                      col_connected=cols)
             self._circuits[key] = circuit
             while len(self._circuits) > _CACHED_CIRCUITS:
                 self._circuits.popitem(last=False)
@@ -491,6 +494,60 @@ class PhysicalArray:
             flicker = std * np.sqrt(flicker_variance_ratio(nplc * _PLC_S, corner_hz))
             reading = reading + flicker * self._flicker_rng.standard_normal(flicker.shape)
         return reading
+
+
+def _spread(relative_sd: float, normal: np.ndarray) -> np.ndarray:
+    """Lognormal factors of mean 1 and relative standard deviation ``relative_sd`` from standard
+    normal draws (log-sd ``sqrt(ln(1 + sd**2))``: a resistance never changes sign)."""
+    log_sd = np.sqrt(np.log1p(relative_sd * relative_sd))
+    return np.exp(log_sd * normal - 0.5 * log_sd * log_sd)
+
+
+def _draw_wires(config: SimArrayConfig, wires: WirePhysics):
+    """The board's series resistances, drawn from the ``wires`` stream.
+
+    Row segment ``[i, k]`` (into cell k of row i) is ``row_wire_resistance_ohm * length_factor *
+    line[i] * segment[i, k]``, column segments likewise with ``line[j]``; ``line`` (spread
+    ``line_variation``) and ``segment`` (``segment_scatter``) are lognormal of mean 1. Each row's
+    driver is ``driver_output_resistance_ohm`` times a factor of spread ``driver_spread``, each
+    column's sense input ``sense_resistance_ohm`` times one of ``sense_spread``, each cell's
+    contact ``contact_resistance_ohm`` times one of ``contact_spread``. Every normal is drawn
+    whatever the parameters, in a fixed order, so a parameter scales the same draws. Without
+    scatter a resistance stays the configured scalar (the circuit's scalar path, bit for bit).
+
+    Returns
+    -------
+    wires : dict
+        ``CrossbarCircuit`` keywords: row and column wires (float or ``(rows, cols)``), sense
+        (float or ``(cols,)``) and driver (float or ``(rows,)``) resistances, ohm.
+    contact_ohm : ndarray, float64 (rows, cols) or None
+        Each cell's contact resistance, ohm (None: no contact resistance).
+    """
+    rows, cols = config.rows, config.cols
+    draw = physics_rng(config.seed, "wires")
+    normal = {name: draw.standard_normal(shape) for name, shape in (
+        ("row_line", (rows, 1)), ("col_line", (1, cols)), ("row_segment", (rows, cols)),
+        ("col_segment", (rows, cols)), ("driver", rows), ("sense", cols), ("contact", (rows, cols)))}
+    scattered = wires.line_variation > 0 or wires.segment_scatter > 0
+
+    def line(ohm: float, kind: str):
+        ohm *= wires.length_factor
+        if not scattered or ohm == 0:
+            return ohm
+        return (ohm * _spread(wires.line_variation, normal[f"{kind}_line"])
+                * _spread(wires.segment_scatter, normal[f"{kind}_segment"]))
+
+    def each(ohm: float, spread: float, name: str):
+        return ohm * _spread(spread, normal[name]) if spread > 0 and ohm > 0 else ohm
+
+    contact = each(wires.contact_resistance_ohm, wires.contact_spread, "contact")
+    return {
+        "row_wire_resistance_ohm": line(config.row_wire_resistance_ohm, "row"),
+        "col_wire_resistance_ohm": line(config.col_wire_resistance_ohm, "col"),
+        "sense_resistance_ohm": each(config.sense_resistance_ohm, wires.sense_spread, "sense"),
+        "driver_resistance_ohm": each(wires.driver_output_resistance_ohm, wires.driver_spread,
+                                      "driver"),
+    }, (np.broadcast_to(contact, (rows, cols)) if wires.contact_resistance_ohm > 0 else None)
 
 
 def flicker_variance_ratio(duration_s, corner_hz: float, low_hz: float = _FLICKER_LOW_HZ):

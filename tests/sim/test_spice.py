@@ -110,3 +110,22 @@ def test_netlist_writes_each_segment_driver_and_sense_resistance():
     assert ohms[("c_0_1", "c_1_1")] == "6.5"
     assert ohms[("c_1_0", "cs_0")] == "7.5" and ohms[("cs_0", "ct_0")] == "11"
     assert ohms[("c_1_1", "cs_1")] == "8.5" and ohms[("cs_1", "ct_1")] == "dc"  # 0 ohm: 0 V source
+
+
+@needs_ngspice
+@pytest.mark.parametrize("profile", ["pcb", "harsh"])
+def test_profile_boards_agree_with_ngspice(profile):
+    """The simulator's own circuit on a profile board: scattered segments and lines, drivers,
+    sense inputs, cell contacts folded into the conductances."""
+    config = SimArrayConfig(rows=12, cols=10, branches=8, seed=9, profile=profile)
+    array = PhysicalArray(config)
+    rng = np.random.default_rng(9)
+    array.set_masks(rng.integers(0, 256, size=(12, 10)))
+    circuit = array.circuit()
+    assert np.ndim(circuit.row_wire_resistance_ohm) == 2
+    row_voltage_v = rng.uniform(-1, 1, 12)
+    spice_rows, spice_cols = solve_with_ngspice(circuit, row_voltage_v)
+    solution = circuit.solve(row_voltage_v)
+    scale = max(np.abs(spice_rows).max(), np.abs(spice_cols).max())
+    np.testing.assert_allclose(solution.row_current_a[0], spice_rows, rtol=1e-9, atol=1e-12 * scale)
+    np.testing.assert_allclose(solution.col_current_a[0], spice_cols, rtol=1e-9, atol=1e-12 * scale)
