@@ -45,9 +45,11 @@ class WirePhysics(StrictModel):
     contact_spread: float = Field(0.0, ge=0, le=1)
     """Relative spread of the cell contact resistance."""
     driver_output_resistance_ohm: float = Field(0.0, ge=0, le=1e4)
-    """Output resistance of each row driver (op-amp buffer plus isolation resistor)."""
+    """Series resistance of each row's driver, in series before the row's first segment: the
+    on-resistance of its routing switch (the buffer's own closed-loop output resistance is
+    milliohms)."""
     driver_spread: float = Field(0.0, ge=0, le=1)
-    """Relative spread of the row drivers' output resistance."""
+    """Relative spread of the row drivers' output resistance (channel-to-channel match)."""
     sense_spread: float = Field(0.0, ge=0, le=1)
     """Relative spread of each column's sense input resistance around the configured value."""
 
@@ -118,8 +120,8 @@ PROFILES: dict[str, BoardPhysics] = {
     "ideal": BoardPhysics(),
     "pcb": BoardPhysics(
         wires=WirePhysics(segment_scatter=0.05, line_variation=0.03, contact_resistance_ohm=0.05,
-                          contact_spread=0.3, driver_output_resistance_ohm=10.0,
-                          driver_spread=0.01, sense_spread=0.02),
+                          contact_spread=0.3, driver_output_resistance_ohm=2.0,
+                          driver_spread=0.05, sense_spread=0.02),
         readout=ReadoutPhysics(gain_error=1e-3, offset_fraction=1e-5,
                                offset_drift_fraction_per_k=1e-6, adc_inl_lsb=2.0,
                                adc_dnl_lsb=0.5, dac_bits=16, dac_inl_lsb=2.0,
@@ -132,7 +134,7 @@ PROFILES: dict[str, BoardPhysics] = {
     "harsh": BoardPhysics(
         wires=WirePhysics(segment_scatter=0.15, line_variation=0.10, length_factor=4.0,
                           contact_resistance_ohm=0.5, contact_spread=0.5,
-                          driver_output_resistance_ohm=50.0, driver_spread=0.05,
+                          driver_output_resistance_ohm=20.0, driver_spread=0.1,
                           sense_spread=0.10),
         readout=ReadoutPhysics(gain_error=5e-3, offset_fraction=2e-4,
                                offset_drift_fraction_per_k=1e-5, adc_inl_lsb=8.0,
