@@ -14,6 +14,13 @@ configuration, each round:
    (``locality_s_per_s * |dG|``) so loads, and with them the linearisation, stay valid.
 
 Each round re-linearises at the new configuration, so the steps shrink as the outputs converge.
+
+A side of more than ``WINDOW_BRANCHES`` branches is refined a window at a time: each round moves
+only that many of its branches (a window that rotates from round to round, :func:`window`) and
+keeps the others as they are, so a round costs the same at any branch count and the conductance
+it can move stays local. A cap on closed branches per pair (``max_closed``) is kept exactly: the
+minus-side subsets are searched one closed count at a time, against the plus-side subsets the
+cap still allows.
 """
 
 from __future__ import annotations
@@ -22,10 +29,21 @@ import numpy as np
 
 from calibration import TwinParameters
 
-__all__ = ["MAX_SIDE_BRANCHES", "refine_pairs", "subset_sums", "twin_response"]
+__all__ = ["WINDOW_BRANCHES", "refine_pairs", "subset_sums", "twin_response", "window"]
 
-MAX_SIDE_BRANCHES = 12
-"""Largest branches per cell the exhaustive side tables handle (4096 subsets a side)."""
+WINDOW_BRANCHES = 12
+"""Branches per side one refinement round may move (4096 subsets a side); a cell with more keeps
+the rest as they are for that round."""
+
+
+def window(branches: int, round_: int) -> np.ndarray:
+    """The branches a refinement round moves, ``int (min(branches, WINDOW_BRANCHES),)``.
+
+    All of them up to ``WINDOW_BRANCHES``; above, ``WINDOW_BRANCHES`` consecutive ones (cyclically)
+    starting where the previous round's window ended, so every branch is moved in turn.
+    """
+    size = min(branches, WINDOW_BRANCHES)
+    return (round_ * size + np.arange(size)) % branches
 
 
 def twin_response(twin: TwinParameters, conductance_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +84,7 @@ def subset_sums(values: np.ndarray, usable: np.ndarray) -> np.ndarray:
 
 
 def refine_pairs(target_s: np.ndarray, plus: dict[str, np.ndarray], minus: dict[str, np.ndarray], *,
-                 locality: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 locality: float, room: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best (plus subset, minus subset) per pair under the linearised response.
 
     Parameters
@@ -78,13 +96,16 @@ def refine_pairs(target_s: np.ndarray, plus: dict[str, np.ndarray], minus: dict[
         ``slope`` ``(cells,)`` ``dT/dG`` there.
     locality : float
         Penalty per siemens moved on either side (siemens of output error per siemens moved).
+    room : ndarray (cells,) of int, optional
+        Most branches the two subsets may close together (subset ``a`` closes ``popcount(a)``);
+        default no cap.
 
     Returns
     -------
     plus_index, minus_index : ndarray (cells,) of int
         The chosen subsets.
     predicted_s : ndarray (cells,)
-        Their linearised pair output.
+        Their linearised pair output (NaN for a cell with no allowed pair of subsets).
     """
     cells, size = plus["sums"].shape
 
@@ -95,29 +116,39 @@ def refine_pairs(target_s: np.ndarray, plus: dict[str, np.ndarray], minus: dict[
 
     x, move_x = side(plus)
     y, move_y = side(minus)
-    # meet in the middle: for each plus subset, the minus subsets nearest to x - target
-    order = np.argsort(np.where(np.isnan(y), np.inf, y), axis=1)
-    y_sorted = np.take_along_axis(y, order, axis=1)
+    count = np.zeros(size, dtype=np.int64)  # closed branches of each subset, where a cap needs them
+    if room is not None:
+        count = ((np.arange(size)[:, None] >> np.arange(size.bit_length() - 1)) & 1).sum(axis=1)
+    # meet in the middle: for each plus subset, the minus subsets of each closed count nearest to
+    # x - target; the minus sums sorted by (count, sum) per cell, cells and counts far apart
     span = float(np.nanmax(np.abs(np.concatenate([x, y], axis=1)))) + float(np.max(np.abs(target_s)))
-    offset = (4.0 * span + 1.0) * np.arange(cells)[:, None]
-    flat = np.where(np.isnan(y_sorted), 2.0 * span, y_sorted) + offset
+    step = 4.0 * span + 1.0
+    key = np.where(np.isnan(y), 2.0 * span, y) + step * count
+    order = np.argsort(key, axis=1)
+    classes = int(count.max()) + 1
+    offset = step * classes * np.arange(cells)[:, None]
+    flat = (np.take_along_axis(key, order, axis=1) + offset).ravel()
     want = x - target_s[:, None]
-    pos = np.searchsorted(flat.ravel(), (np.where(np.isnan(want), 0.0, want) + offset).ravel())
-    pos = pos.reshape(cells, size) - np.arange(cells)[:, None] * size
+    query = np.where(np.isnan(want), 0.0, want) + offset
     best_score = np.full(cells, np.inf)
     best_a = np.zeros(cells, dtype=np.int64)
     best_b = np.zeros(cells, dtype=np.int64)
     rows = np.arange(cells)[:, None]
-    for shift in (-1, 0):
-        k = np.clip(pos + shift, 0, size - 1)
-        b = order[rows, k]
-        score = np.abs(want - y[rows, b]) + move_x + move_y[rows, b]
-        score = np.where(np.isnan(score), np.inf, score)
-        a = np.argmin(score, axis=1)
-        s = score[np.arange(cells), a]
-        better = s < best_score
-        best_score = np.where(better, s, best_score)
-        best_a = np.where(better, a, best_a)
-        best_b = np.where(better, b[np.arange(cells), a], best_b)
     idx = np.arange(cells)
-    return best_a, best_b, x[idx, best_a] - y[idx, best_b]
+    for c in range(classes):
+        if room is not None and c > room.max():
+            break
+        allowed = np.ones((1, size), bool) if room is None else count[None, :] <= room[:, None] - c
+        pos = np.searchsorted(flat, (query + step * c).ravel()).reshape(cells, size) - rows * size
+        for shift in (-1, 0):
+            b = order[rows, np.clip(pos + shift, 0, size - 1)]
+            score = np.abs(want - y[rows, b]) + move_x + move_y[rows, b]
+            score = np.where(np.isnan(score) | (count[b] != c) | ~allowed, np.inf, score)
+            a = np.argmin(score, axis=1)
+            s = score[idx, a]
+            better = s < best_score
+            best_score = np.where(better, s, best_score)
+            best_a = np.where(better, a, best_a)
+            best_b = np.where(better, b[idx, a], best_b)
+    predicted = np.where(np.isfinite(best_score), x[idx, best_a] - y[idx, best_b], np.nan)  # NaN: none allowed
+    return best_a, best_b, predicted

@@ -29,7 +29,6 @@ from crossbar_ctl.engine._mapping import (
     selection_from_masks,
 )
 from crossbar_ctl.engine._plan import PlanOptions, ProgramRecord, SwitchPlan, utc_now
-from crossbar_ctl.engine._predistort import MAX_SIDE_BRANCHES
 from crossbar_ctl.engine._solve import (
     Solver,
     array_response,
@@ -37,7 +36,6 @@ from crossbar_ctl.engine._solve import (
     default_solver,
     gains,
     refine_tile,
-    side_tables,
     solve_pools,
 )
 from crossbar_ctl.core.config import StrictModel
@@ -229,7 +227,8 @@ def program_plan(lab: Lab, plan: SwitchPlan, model: ArrayModel, *, options: Prog
             # the cells that are off get a model that matches the measurement (drift, IR drop, a
             # late fault) and are re-solved under it
             selection, predicted = _correct(model, plan, tile, target, selection, cell, measured, gain, off,
-                                            solver=solver, max_closed=plan_options.max_closed)
+                                            solver=solver, max_closed=plan_options.max_closed,
+                                            round_=iteration)
         assert best is not None
         if best["selection"] is not selection:
             load_tile(lab, _full_masks(model, tile, best["selection"]))
@@ -263,20 +262,20 @@ def _full_masks(model: ArrayModel, tile: Tile, selection: np.ndarray) -> np.ndar
 
 def _correct(model: ArrayModel, plan: SwitchPlan, tile: Tile, target: np.ndarray, selection: np.ndarray,
              cell: np.ndarray, measured: np.ndarray, gain: np.ndarray, off: np.ndarray, *,
-             solver: Solver, max_closed: int | None) -> tuple[np.ndarray, np.ndarray]:
+             solver: Solver, max_closed: int | None, round_: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Re-solve the cells that are off; returns the new selection and its predicted pair outputs.
 
-    With the plan's twin (and side tables small enough) the pairs are refined on the measured
-    outputs linearised with the twin's slopes; otherwise they are re-solved with their measured
-    gains.
+    With the plan's twin the pairs are refined on the measured outputs linearised with the twin's
+    slopes (round ``round_`` of :func:`crossbar_ctl.engine._solve.refine_tile`, any branch count,
+    under ``max_closed``); otherwise they are re-solved with their measured gains.
     """
     twin = plan.header.twin
-    branches = model.geometry[2]
     measured_pair = pair_transfer(measured).ravel()
-    if twin is not None and branches <= MAX_SIDE_BRANCHES and max_closed is None:
+    if twin is not None:
         _, slope = array_response(model, twin, cell)
-        chosen, predicted = refine_tile(side_tables(model, tile), target, cell, measured, slope,
-                                        branches=branches, locality=plan.header.options.locality)
+        chosen, predicted = refine_tile(model, tile, selection, target, cell, measured, slope,
+                                        locality=plan.header.options.locality, max_closed=max_closed,
+                                        round_=round_)
         move = off & (np.abs(predicted - target) < np.abs(measured_pair - target))
         return np.where(move[:, None], chosen, selection), np.where(move, predicted, measured_pair)
     new = solve_pools(model, tile, target.reshape(tile.rows, tile.pairs), gain=gain, solver=solver,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossbar_ctl.engine._mapping import ArrayModel, Tile, masks_from_selection, pair_transfer
-from crossbar_ctl.engine._predistort import MAX_SIDE_BRANCHES, refine_pairs, subset_sums, twin_response
+from crossbar_ctl.engine._predistort import refine_pairs, subset_sums, twin_response, window
 from crossbar_ctl.engine._twin import is_ideal, twin_transfer
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Solver", "TileSolution", "array_response", "array_transfer", "default_solver", "gains", "refine_tile",
-    "side_tables", "solve_pools", "solve_tile",
+    "solve_pools", "solve_tile",
 ]
 
 Solver = Callable[..., Any]
@@ -114,37 +114,52 @@ def array_response(model: ArrayModel, twin: TwinParameters, cell_s: np.ndarray) 
     return transfer[block], slope[block]
 
 
-def side_tables(model: ArrayModel, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
-    """Subset conductances of every plus and minus cell of a tile, ``(cells, 2**n)`` each."""
-    block = (slice(0, tile.rows), slice(0, 2 * tile.pairs))
-    g, usable = model.conductance_s[block], model.usable[block]
-    forced = np.zeros(g.shape[:2]) if model.forced is None else np.sum(
-        np.where(model.forced[block], np.nan_to_num(g), 0.0), axis=-1)
-    n = g.shape[-1]
-    tables = []
-    for side in (0, 1):
-        sums = subset_sums(g[:, side::2].reshape(-1, n), usable[:, side::2].reshape(-1, n))
-        tables.append(sums + forced[:, side::2].reshape(-1, 1))
-    return tables[0], tables[1]
-
-
-def refine_tile(tables: tuple[np.ndarray, np.ndarray], target_s: np.ndarray, cell_s: np.ndarray,
-                transfer_s: np.ndarray, slope: np.ndarray, *, branches: int,
-                locality: float) -> tuple[np.ndarray, np.ndarray]:
+def refine_tile(model: ArrayModel, tile: Tile, selection: np.ndarray, target_s: np.ndarray,
+                cell_s: np.ndarray, transfer_s: np.ndarray, slope: np.ndarray, *, locality: float,
+                max_closed: int | None = None, round_: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Every pair's best selection under the response linearised at ``(cell_s, transfer_s, slope)``.
+
+    The round moves the branches of :func:`crossbar_ctl.engine._predistort.window` on both sides of
+    every pair (all of them up to ``WINDOW_BRANCHES`` per cell) and keeps the others as
+    ``selection`` has them; ``max_closed`` caps the closed branches per pair.
+
+    Parameters
+    ----------
+    selection : ndarray (cells, 2 n) of bool
+        The present selection (plus cell's branches, then minus cell's).
+    target_s : ndarray (cells,)
+        Target pair outputs, siemens.
+    cell_s, transfer_s, slope : ndarray (tile.rows, 2 tile.pairs)
+        Where the response is linearised: cell conductances, their outputs and ``dT/dG``.
 
     Returns
     -------
     selection : ndarray (cells, 2 n) of bool
     predicted_s : ndarray (cells,)
-        The linearised pair outputs of that selection.
+        The linearised pair outputs of that selection (NaN where the cap leaves no choice).
     """
-    sides = [{"sums": sums, "g0": cell_s[:, k::2].ravel(), "t0": transfer_s[:, k::2].ravel(),
-              "slope": slope[:, k::2].ravel()} for k, sums in enumerate(tables)]
-    plus, minus, predicted = refine_pairs(target_s, sides[0], sides[1], locality=locality)
-    bits = np.arange(branches)
-    selection = np.concatenate([(plus[:, None] >> bits) & 1, (minus[:, None] >> bits) & 1], axis=1)
-    return selection.astype(bool), predicted
+    n = model.geometry[2]
+    free = window(n, round_)
+    moved = np.zeros(n, dtype=bool)
+    moved[free] = True
+    block = (slice(0, tile.rows), slice(0, 2 * tile.pairs))
+    g, usable = np.nan_to_num(model.conductance_s[block]), model.usable[block]
+    forced = np.zeros(g.shape, dtype=bool) if model.forced is None else model.forced[block]
+    sides = []
+    for k in (0, 1):
+        side_g = g[:, k::2].reshape(-1, n)
+        kept = (selection[:, k * n:(k + 1) * n] & ~moved) | forced[:, k::2].reshape(-1, n)
+        sums = subset_sums(side_g[:, free], usable[:, k::2].reshape(-1, n)[:, free])
+        sides.append({"sums": sums + np.sum(np.where(kept, side_g, 0.0), axis=1)[:, None],
+                      "g0": cell_s[:, k::2].ravel(), "t0": transfer_s[:, k::2].ravel(),
+                      "slope": slope[:, k::2].ravel()})
+    room = None if max_closed is None else max_closed - np.sum(selection & ~np.tile(moved, 2), axis=1)
+    plus, minus, predicted = refine_pairs(target_s, sides[0], sides[1], locality=locality, room=room)
+    chosen = np.array(selection, dtype=bool)
+    bits = np.arange(free.size)
+    chosen[:, free] = (plus[:, None] >> bits) & 1
+    chosen[:, n + free] = (minus[:, None] >> bits) & 1
+    return chosen, predicted
 
 
 def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, twin: TwinParameters | None,
@@ -154,8 +169,9 @@ def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, twin: Twi
 
     The optimizer solves the bare pools; with a twin, once more with each cell's pool weighted by
     its gain ``T / G`` in that configuration, then :func:`refine_tile` refines every pair on the
-    twin's linearised response for up to ``iterations`` rounds (with small enough side tables and
-    no ``max_closed``), keeping the best round.
+    twin's linearised response for up to ``iterations`` rounds, keeping the best round. Any branch
+    count and ``max_closed`` are refined: above ``WINDOW_BRANCHES`` per cell a round moves a
+    rotating window of the branches.
 
     Parameters
     ----------
@@ -177,9 +193,6 @@ def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, twin: Twi
         return TileSolution(selection, masks, cell_s, predicted_s, quantization)
     selection = solve_pools(model, tile, target_s, gain=gains(predicted_s, cell_s), solver=solver,
                             max_closed=max_closed)
-    branches = model.geometry[2]
-    refine = branches <= MAX_SIDE_BRANCHES and max_closed is None
-    tables = side_tables(model, tile) if refine else None
     best: tuple[float, TileSolution] | None = None
     for round_ in range(iterations + 1):
         masks = masks_from_selection(selection, tile.rows, tile.pairs)
@@ -189,11 +202,10 @@ def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, twin: Twi
         rms = float(np.sqrt(np.mean(residual**2)))
         if best is None or rms < best[0]:
             best = (rms, TileSolution(selection, masks, cell_s, transfer, quantization))
-        if not refine or round_ == iterations:
+        if round_ == iterations:
             break
-        assert tables is not None
-        chosen, predicted = refine_tile(tables, target, cell_s, transfer, slope, branches=branches,
-                                        locality=locality)
+        chosen, predicted = refine_tile(model, tile, selection, target, cell_s, transfer, slope,
+                                        locality=locality, max_closed=max_closed, round_=round_)
         move = np.abs(predicted - target) < np.abs(residual)
         selection = np.where(move[:, None], chosen, selection)
     assert best is not None
