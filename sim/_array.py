@@ -527,7 +527,8 @@ def _draw_wires(config: SimArrayConfig, wires: WirePhysics):
     draw = physics_rng(config.seed, "wires")
     normal = {name: draw.standard_normal(shape) for name, shape in (
         ("row_line", (rows, 1)), ("col_line", (1, cols)), ("row_segment", (rows, cols)),
-        ("col_segment", (rows, cols)), ("driver", rows), ("sense", cols), ("contact", (rows, cols)))}
+        ("col_segment", (rows, cols)), ("driver", rows), ("sense", cols),
+        ("contact", (rows, cols)))}
     scattered = wires.line_variation > 0 or wires.segment_scatter > 0
 
     def line(ohm: float, kind: str):

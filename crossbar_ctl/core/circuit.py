@@ -17,9 +17,9 @@ Row segment ``Rr[i,k]`` leads into cell k of row i (from the row's driver, outpu
 ``Rd[i]``, for k = 0); column segment ``Rc[i,j]`` leads from cell i of column j down to the next
 cell (to the sense input ``Rs[j]`` for the last). Each is one scalar for every segment (the fast
 path: the twin's three parameters) or one value per segment, driver and sense input. A line that
-is not connected floats: its terminal is open. Zero resistances are handled exactly
-by merging the nodes they join (never a huge conductance); so is every series element (row or
-column wire segment, driver or sense resistance) below ``MERGE_RATIO`` (1e-11) times the smallest cell
+is not connected floats: its terminal is open. Zero resistances are handled exactly by merging
+the nodes they join (never a huge conductance); so is every series element (row or column wire
+segment, driver or sense resistance) below ``MERGE_RATIO`` (1e-11) times the smallest cell
 resistance ``1 / max(conductance_s)`` (1e-8 ohm beside 1 kOhm: no real wire; 1e-300 ohm without
 a conducting cell, as injected currents still flow through the wires). A float64
 factorisation of wires that much stiffer than the cells is ill-conditioned, numerically singular
@@ -35,8 +35,8 @@ Two exact solvers share one front:
 
 - ``structured`` (every wire segment > 0 and no floating island): every row line is
   eliminated exactly (tridiagonal solves), leaving a block tridiagonal system over the column
-  nodes, one dense ``cols x cols`` block per array row, coupled by ``-diag(1/Rc[i])``; it is factored by
-  block Cholesky (block Thomas), O(rows * cols^3) to prepare and O(rows * cols^2) per vector.
+  nodes, one dense ``cols x cols`` block per array row, coupled by ``-diag(1/Rc[i])``; it is
+  factored by block Cholesky (block Thomas), O(rows * cols^3) to prepare and O(rows * cols^2) per vector.
 - ``sparse``: the general case, a sparse LU (SuperLU) of the merged nodal matrix.
 
 Both refine their solution once (iterative refinement): a float64 factorisation of a matrix whose
@@ -510,7 +510,8 @@ class _SparseSolver:
              ohm(circuit._row_link_ohm, (rows, cols - 1))),
             (col_node[:-1, :].ravel(), col_node[1:, :].ravel(),
              ohm(circuit._col_link_ohm, (rows - 1, cols))),
-            (col_node[-1, live_cols], col_term[live_cols], ohm(circuit._end_ohm, (cols,), live_cols)),
+            (col_node[-1, live_cols], col_term[live_cols],
+             ohm(circuit._end_ohm, (cols,), live_cols)),
         ]
         a_ideal = np.concatenate([a[r == 0] for a, _, r in wires])
         b_ideal = np.concatenate([b[r == 0] for _, b, r in wires])
@@ -616,7 +617,7 @@ class _StructuredSolver:
     def __init__(self, circuit: CrossbarCircuit) -> None:
         rows, cols = circuit.rows, circuit.cols
         g = circuit.conductance_s
-        # Link conductances: scalars (one per kind) or per link, (rows, cols - 1) / (rows - 1, cols).
+        # Link conductances: scalars, or per link (rows, cols - 1) / (rows - 1, cols).
         g_r = 1.0 / circuit._row_link_ohm
         g_c = 1.0 / circuit._col_link_ohm
         # Coupling of column block i to block i + 1 (a broadcast view when it is one scalar).

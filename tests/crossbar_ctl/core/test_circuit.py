@@ -766,8 +766,9 @@ def test_each_element_below_the_threshold_merges_alone():
     circuit = CrossbarCircuit(g, **wire_kwargs(rr, rc, rs, rd))
     assert circuit.method == "sparse"  # a merged segment joins two nodes
     expected = [np.where(a == tiny, 0.0, a) for a in (rr, rc, rs, rd)]
-    for actual, want in zip((circuit.row_wire_resistance_ohm, circuit.col_wire_resistance_ohm,
-                             circuit.sense_resistance_ohm, circuit.driver_resistance_ohm), expected):
+    solved = (circuit.row_wire_resistance_ohm, circuit.col_wire_resistance_ohm,
+              circuit.sense_resistance_ohm, circuit.driver_resistance_ohm)
+    for actual, want in zip(solved, expected):
         np.testing.assert_array_equal(actual, want)
         assert not actual.flags.writeable
     v = np.array([1.0, -0.5, 0.25])
