@@ -120,35 +120,43 @@ def refine_pairs(target_s: np.ndarray, plus: dict[str, np.ndarray], minus: dict[
     if room is not None:
         count = ((np.arange(size)[:, None] >> np.arange(size.bit_length() - 1)) & 1).sum(axis=1)
     # meet in the middle: for each plus subset, the minus subsets of each closed count nearest to
-    # x - target; the minus sums sorted by (count, sum) per cell, cells and counts far apart
+    # x - target. Both sides sorted per cell by (closed count, value), cells and counts far apart:
+    # the minus sums are searched, the plus subsets a cap allows are a prefix, in ascending runs.
     span = float(np.nanmax(np.abs(np.concatenate([x, y], axis=1)))) + float(np.max(np.abs(target_s)))
     step = 4.0 * span + 1.0
-    key = np.where(np.isnan(y), 2.0 * span, y) + step * count
-    order = np.argsort(key, axis=1)
     classes = int(count.max()) + 1
     offset = step * classes * np.arange(cells)[:, None]
+    key = np.where(np.isnan(y), 2.0 * span, y) + step * count
+    order = np.argsort(key, axis=1)
     flat = (np.take_along_axis(key, order, axis=1) + offset).ravel()
     want = x - target_s[:, None]
-    query = np.where(np.isnan(want), 0.0, want) + offset
+    query = np.where(np.isnan(want), 0.0, want)
+    plus_order = np.argsort(query + step * count, axis=1)
+    query, want, move_x = (np.take_along_axis(a, plus_order, axis=1) for a in (query, want, move_x))
+    query += offset
+    count_x = count[plus_order]
     best_score = np.full(cells, np.inf)
     best_a = np.zeros(cells, dtype=np.int64)
     best_b = np.zeros(cells, dtype=np.int64)
     rows = np.arange(cells)[:, None]
     idx = np.arange(cells)
     for c in range(classes):
-        if room is not None and c > room.max():
+        most = size if room is None else int(np.sum(count <= room.max() - c))  # plus subsets allowed
+        if most == 0:
             break
-        allowed = np.ones((1, size), bool) if room is None else count[None, :] <= room[:, None] - c
-        pos = np.searchsorted(flat, (query + step * c).ravel()).reshape(cells, size) - rows * size
+        pos = np.searchsorted(flat, (query[:, :most] + step * c).ravel()).reshape(cells, most) - rows * size
         for shift in (-1, 0):
             b = order[rows, np.clip(pos + shift, 0, size - 1)]
-            score = np.abs(want - y[rows, b]) + move_x + move_y[rows, b]
-            score = np.where(np.isnan(score) | (count[b] != c) | ~allowed, np.inf, score)
+            score = np.abs(want[:, :most] - y[rows, b]) + move_x[:, :most] + move_y[rows, b]
+            bad = np.isnan(score) | (count[b] != c)
+            if room is not None:
+                bad |= count_x[:, :most] > room[:, None] - c
+            score = np.where(bad, np.inf, score)
             a = np.argmin(score, axis=1)
             s = score[idx, a]
             better = s < best_score
             best_score = np.where(better, s, best_score)
-            best_a = np.where(better, a, best_a)
+            best_a = np.where(better, plus_order[idx, a], best_a)
             best_b = np.where(better, b[idx, a], best_b)
     predicted = np.where(np.isfinite(best_score), x[idx, best_a] - y[idx, best_b], np.nan)  # NaN: none allowed
     return best_a, best_b, predicted
