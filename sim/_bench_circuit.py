@@ -11,6 +11,12 @@ system, the way one would write it with scipy alone. Assemble the sparse nodal m
 and column nodes (terminals held), ``scipy.sparse.linalg.splu`` it once with its defaults
 (``ref_factor_s``, assembly included), then ``lu.solve`` the whole batch and take the column
 currents (``ref_solve_s`` per vector). Ratios are reference time over ours (> 1: ours is faster).
+
+Each of our methods is timed beside it: ``direct`` (:meth:`CrossbarCircuit.solve`, refined) and
+``transfer`` (:meth:`CrossbarCircuit.currents`: ``rows`` refined unit solves build the transfer
+matrix once, then one matrix product per batch). The batch ratios compare what the batch costs in
+all, prepare included: ``ref_factor_s + batch * ref_solve_s`` over ours; ``auto`` is the method
+:meth:`CrossbarCircuit.currents` picks for this batch on a fresh circuit.
 """
 
 from __future__ import annotations
@@ -125,9 +131,13 @@ def bench_circuit(
         column currents| over sum of |row currents|, a consistency check); the reference
         (:data:`REFERENCE`, same batch): ``reference``, ``ref_factor_s``, ``ref_solve_s`` (per
         vector), ``factor_ratio`` and ``solve_ratio`` (reference time over ours) and
-        ``ref_rel_diff`` (largest column current difference over the largest current); with
-        ``compare_sparse`` also ``sparse_factor_s``, ``sparse_solve_s`` (per vector) and
-        ``sparse_rel_diff``.
+        ``ref_rel_diff`` (largest column current difference over the largest current); the
+        transfer method: ``transfer_prepare_s`` (factor and transfer matrix), ``transfer_solve_s``
+        (per vector), ``transfer_rel_diff`` (against ``direct``, as ``ref_rel_diff``),
+        ``transfer_peak_mib``; the whole batch, prepare included: ``ref_batch_s``,
+        ``direct_batch_ratio``, ``transfer_batch_ratio``, ``auto`` (the method
+        :meth:`CrossbarCircuit.currents` picks) and ``auto_batch_ratio``; with ``compare_sparse``
+        also ``sparse_factor_s``, ``sparse_solve_s`` (per vector) and ``sparse_rel_diff``.
     """
     if batch < 1 or branches < 1 or not sizes or min(sizes) < 1:
         raise ConfigError("bench circuit needs sizes >= 1, branches >= 1 and batch >= 1",
@@ -186,6 +196,33 @@ def bench_circuit(
             "ref_rel_diff": float(np.abs(ref_current - solution.col_current_a).max() / scale),
         })
         del reference, solve_reference
+
+        def prepare_transfer() -> CrossbarCircuit:
+            built = prepare()
+            built.currents(voltage[:1], method="transfer")
+            return built
+
+        transfer_prepare_s = _best_time(prepare_transfer, max(1, repeats - 1))
+        transfer = prepare_transfer()
+        transfer_solve_s = _best_time(lambda: transfer.currents(voltage, method="transfer"),
+                                      repeats) / batch
+        transfer_current = transfer.currents(voltage, method="transfer")[1]
+        fresh = prepare()
+        fresh.currents(voltage)
+        auto = "transfer" if fresh.transfer_ready else "direct"
+        del transfer, fresh
+        ref_batch_s = ref_factor_s + batch * ref_solve_s
+        direct_batch_s = factor_s + batch * solve_s
+        transfer_batch_s = transfer_prepare_s + batch * transfer_solve_s
+        result.update({
+            "transfer_prepare_s": transfer_prepare_s, "transfer_solve_s": transfer_solve_s,
+            "transfer_rel_diff": float(np.abs(transfer_current - solution.col_current_a).max()
+                                       / scale),
+            "ref_batch_s": ref_batch_s, "direct_batch_ratio": ref_batch_s / direct_batch_s,
+            "transfer_batch_ratio": ref_batch_s / transfer_batch_s, "auto": auto,
+            "auto_batch_ratio": ref_batch_s / (transfer_batch_s if auto == "transfer"
+                                               else direct_batch_s),
+        })
         if compare_sparse:
             start = time.perf_counter()
             sparse = prepare("sparse")
@@ -199,11 +236,14 @@ def bench_circuit(
                                               / np.abs(expected).max())
             del sparse, general
         del circuit, solution
-        tracemalloc.start()
-        try:
-            prepare().solve(voltage)
-            peak_mib = tracemalloc.get_traced_memory()[1] / _MIB
-        finally:
-            tracemalloc.stop()
-        results.append({**result, "peak_mib": peak_mib})
+        peaks = []
+        for run in (lambda: prepare().solve(voltage),
+                    lambda: prepare().currents(voltage, method="transfer")):
+            tracemalloc.start()
+            try:
+                run()
+                peaks.append(tracemalloc.get_traced_memory()[1] / _MIB)
+            finally:
+                tracemalloc.stop()
+        results.append({**result, "peak_mib": peaks[0], "transfer_peak_mib": peaks[1]})
     return results

@@ -16,7 +16,10 @@ def add_commands(commands, bench) -> None:
         "and random branch masks; solve times are per input vector within a batch, beside the "
         "ideal G^T V of the same batch, and the peak memory of one prepare and solve. In the "
         "same run, a reference: plain scipy SuperLU (splu of the assembled nodal matrix, one "
-        "factorisation, the same batch solved at once), with the ratios of its times to ours.",
+        "factorisation, the same batch solved at once), with the ratios of its times to ours. "
+        "Each method of ours beside it: direct (refined solves) and transfer (the terminal "
+        "transfer matrix from rows unit solves, then one product per batch); the batch ratios "
+        "count the whole batch, prepare included, and auto is the method picked for it.",
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=None, metavar="N",
                         help="array sizes, rows = cols (default 32 64 128 256)")
@@ -52,6 +55,13 @@ def _bench_circuit(args: argparse.Namespace) -> int:
                 "factor_ratio": r["factor_ratio"],
                 "solve_ratio": r["solve_ratio"],
                 "ref_rel_diff": r["ref_rel_diff"],
+                "transfer_prepare_ms": 1e3 * r["transfer_prepare_s"],
+                "transfer_us/vec": 1e6 * r["transfer_solve_s"],
+                "transfer_rel_diff": r["transfer_rel_diff"],
+                "transfer_peak_mib": r["transfer_peak_mib"],
+                "direct_batch_ratio": r["direct_batch_ratio"],
+                "transfer_batch_ratio": r["transfer_batch_ratio"],
+                "auto": r["auto"],
                 **({"sparse_factor_ms": 1e3 * r["sparse_factor_s"],
                     "sparse_solve_ms/vec": 1e3 * r["sparse_solve_s"],
                     "sparse_rel_diff": r["sparse_rel_diff"]} if "sparse_factor_s" in r else {}),

@@ -46,6 +46,12 @@ full nodal system is summed from branch currents (voltage differences first, goo
 branch's current), solved with the same factorisation and added: terminal currents then agree with
 exact rational arithmetic to ~1e-16 relative on small cases, at about twice the cost per vector.
 
+For terminal currents alone (no node voltages, no injections), :meth:`CrossbarCircuit.currents`
+also offers the terminal transfer matrix (the Schur complement of the nodal equations onto the
+terminals, one row per refined unit solve, so as exact): built once, it turns every further batch
+into one dense product. ``auto`` builds it once the vectors asked reach its unit solves (``rows``,
+``+ cols`` with column voltages): at most about twice the cost of the best choice in hindsight.
+
 Rows are driven at column index 0; columns are sensed at row index ``rows - 1``. Terminal
 currents are summed from the cell currents of each line (KCL), which keeps them accurate when the
 wire drops are tiny (a source segment's current is a difference of near-equal voltages); on a line
@@ -85,6 +91,9 @@ _STRUCTURED_MAX_BYTES = 2**30
 _CACHE_VALUES = 2**15
 # Row lines up to this length are inverted by LAPACK pttrs, longer ones by vectorised sweeps.
 _SHORT_LINE = 32
+# The transfer matrix is built from unit solves in batches of about this many node values per
+# array (8 MiB; a refined solve holds ~10 such arrays), at least 16 vectors.
+_TRANSFER_VALUES = 2**20
 
 
 class _OneBlasThread:
@@ -340,6 +349,10 @@ class CrossbarCircuit:
         # The residual's divisors: scalars, or per element with inf on merged elements.
         self._divisors = tuple(_divisor(ohm) for ohm in (self._row_link_ohm, self._source_ohm,
                                                          self._col_link_ohm, self._end_ohm))
+        # The transfer matrices, built on demand (:meth:`currents`): row-driven, column-driven.
+        self._transfer_lock = threading.Lock()
+        self._transfer: dict[str, np.ndarray] = {}
+        self._vectors = 0  # input vectors asked of :meth:`currents` so far (the auto rule)
 
     def solve(self, row_voltage_v, col_voltage_v=None, *, row_node_current_a=None,
               col_node_current_a=None) -> CircuitSolution:
@@ -417,6 +430,104 @@ class CrossbarCircuit:
             col_current[:, cols] = ((col_node[:, -1, cols] - vc[:, cols])
                                     / _at(self._end_ohm, cols))
         return CircuitSolution(row_current, col_current, row_node, col_node)
+
+    def currents(self, row_voltage_v, col_voltage_v=None, *,
+                 method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """Terminal currents alone for a batch of terminal voltages, by the fastest exact route.
+
+        ``direct`` solves the nodal equations (:meth:`solve`, refined). ``transfer`` uses the
+        terminal transfer matrix (:meth:`transfer_matrix_s`): built once from ``rows`` refined
+        unit solves (``+ cols`` the first time a column voltage is not 0), then one dense
+        ``(batch, rows + cols) @ (rows + cols, rows + cols)`` product per batch. ``auto`` takes
+        ``transfer`` once it is built, or once the vectors asked of this method (this batch
+        included) reach the unit solves that build it: from then on, each vector costs about
+        ``(rows + cols)^2`` flops instead of a solve.
+
+        Parameters
+        ----------
+        row_voltage_v, col_voltage_v : array_like, float
+            As :meth:`solve`, V.
+        method : {"auto", "direct", "transfer"}
+            Route (see above).
+
+        Returns
+        -------
+        row_current_a : ndarray, float64 (batch, rows)
+            As :attr:`CircuitSolution.row_current_a`, A.
+        col_current_a : ndarray, float64 (batch, cols)
+            As :attr:`CircuitSolution.col_current_a`, A.
+        """
+        if method not in ("auto", "direct", "transfer"):
+            raise ConfigError(f"method = {method!r}: expected auto, direct or transfer",
+                              key="method")
+        vr = _voltages("row_voltage_v", row_voltage_v, self.rows)
+        vc = (np.zeros((1, self.cols)) if col_voltage_v is None
+              else _voltages("col_voltage_v", col_voltage_v, self.cols))
+        batch = max(vr.shape[0], vc.shape[0])
+        if min(vr.shape[0], vc.shape[0]) not in (1, batch):
+            raise ConfigError(f"batch sizes differ: row_voltage_v {vr.shape[0]}, col_voltage_v "
+                              f"{vc.shape[0]}", key="col_voltage_v")
+        # Floating lines' voltages are ignored, as by the solve.
+        columns = bool(np.any(vc[:, self.col_connected]))
+        with self._transfer_lock:
+            self._vectors += batch
+            asked = self._vectors
+        if method == "auto":
+            built = "row" in self._transfer and (not columns or "col" in self._transfer)
+            units = self.rows + (self.cols if columns else 0)
+            method = "transfer" if built or asked >= units else "direct"
+        if method == "direct":
+            solution = self.solve(vr, vc)
+            return solution.row_current_a, solution.col_current_a
+        row_part = self._transfer_part("row")
+        col_part = self._transfer_part("col") if columns else None
+        with _one_blas_thread:
+            out = np.broadcast_to(vr, (batch, self.rows)) @ row_part
+            if columns:
+                out += np.broadcast_to(vc, (batch, self.cols)) @ col_part
+        return out[:, : self.rows], np.ascontiguousarray(out[:, self.rows:])
+
+    @property
+    def transfer_ready(self) -> bool:
+        """Whether the row-driven transfer matrix is built (:meth:`currents` then multiplies)."""
+        return "row" in self._transfer
+
+    def transfer_matrix_s(self) -> np.ndarray:
+        """The terminal transfer matrix: every terminal current per volt at every terminal, S.
+
+        Row ``k`` holds the currents ``[row_current_a, col_current_a]`` (as :meth:`solve`) for
+        1 V at terminal ``k`` (rows, then columns) and 0 V at every other; so the currents of
+        any terminal voltages ``[vr, vc]`` are ``[vr, vc] @ Y``. It is the Schur complement of
+        the nodal equations onto the terminals, each row from one refined solve (exact to
+        ~1e-16 relative); rows and columns of floating lines are 0. Built once, in batches of
+        at least 16 unit vectors and about 8 MiB per node array (a 512 x 512 array: 16 vectors,
+        32 MiB per array).
+
+        Returns
+        -------
+        ndarray, float64 (rows + cols, rows + cols)
+            A new array (the circuit keeps its own).
+        """
+        return np.concatenate([self._transfer_part("row"), self._transfer_part("col")])
+
+    def _transfer_part(self, part: str) -> np.ndarray:
+        """Rows of :meth:`transfer_matrix_s` for the row (``"row"``) or column terminals."""
+        with self._transfer_lock:
+            if part not in self._transfer:
+                units = self.rows if part == "row" else self.cols
+                live = self.row_connected if part == "row" else self.col_connected
+                matrix = np.zeros((units, self.rows + self.cols))
+                step = max(16, _TRANSFER_VALUES // (self.rows * self.cols))
+                for start in np.arange(0, units, step):
+                    unit = np.eye(units)[start : start + step]
+                    zero = np.zeros((unit.shape[0], self.cols if part == "row" else self.rows))
+                    solution = self.solve(unit, zero) if part == "row" else self.solve(zero, unit)
+                    matrix[start : start + step, : self.rows] = solution.row_current_a
+                    matrix[start : start + step, self.rows :] = solution.col_current_a
+                matrix[~live] = 0.0  # a floating line's voltage drives nothing
+                matrix.flags.writeable = False
+                self._transfer[part] = matrix
+            return self._transfer[part]
 
     def _residual(self, row_node: np.ndarray, col_node: np.ndarray, vr: np.ndarray,
                   vc: np.ndarray, injected: tuple[np.ndarray, np.ndarray] | None,

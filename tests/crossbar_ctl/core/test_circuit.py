@@ -587,6 +587,18 @@ def test_bench_circuit_reports_every_size():
         assert r["ref_factor_s"] > 0 and r["ref_solve_s"] > 0 and r["ref_rel_diff"] < 1e-12
         assert r["solve_ratio"] == pytest.approx(r["ref_solve_s"] / r["solve_s"])
         assert r["factor_ratio"] == pytest.approx(r["ref_factor_s"] / r["factor_s"])
+        # The transfer route in the same run: as exact, and the batch ratios add up.
+        assert r["transfer_prepare_s"] > 0 and r["transfer_solve_s"] > 0
+        assert r["transfer_rel_diff"] < 1e-14 and r["transfer_peak_mib"] > 0
+        assert r["ref_batch_s"] == pytest.approx(r["ref_factor_s"] + 3 * r["ref_solve_s"])
+        assert r["direct_batch_ratio"] == pytest.approx(
+            r["ref_batch_s"] / (r["factor_s"] + 3 * r["solve_s"]))
+        assert r["transfer_batch_ratio"] == pytest.approx(
+            r["ref_batch_s"] / (r["transfer_prepare_s"] + 3 * r["transfer_solve_s"]))
+        # auto: direct for fewer vectors than rows (3 < 4 and 9), transfer from rows on.
+        assert r["auto"] == "direct" and r["auto_batch_ratio"] == r["direct_batch_ratio"]
+    (wide,) = bench_circuit((4,), batch=5, budget_s=0.01)
+    assert wide["auto"] == "transfer" and wide["auto_batch_ratio"] == wide["transfer_batch_ratio"]
     (compared,) = bench_circuit((6,), batch=2, budget_s=0.01, compare_sparse=True)
     assert compared["sparse_factor_s"] > 0 and compared["sparse_rel_diff"] < 1e-12
 
@@ -599,11 +611,14 @@ def test_cli_bench_circuit(capsys):
     assert main(["bench", "circuit", "--sizes", "5", "--batch", "2", "--json"]) == 0
     (result,) = json.loads(capsys.readouterr().out)
     assert {"rows", "cols", "factor_s", "solve_s", "peak_mib", "reference", "ref_factor_s",
-            "ref_solve_s", "factor_ratio", "solve_ratio"} <= set(result)
+            "ref_solve_s", "factor_ratio", "solve_ratio", "transfer_prepare_s", "transfer_solve_s",
+            "transfer_rel_diff", "ref_batch_s", "direct_batch_ratio", "transfer_batch_ratio",
+            "auto", "auto_batch_ratio"} <= set(result)
     assert main(["bench", "circuit", "--sizes", "5", "--batch", "2", "--compare-sparse"]) == 0
     table = capsys.readouterr().out
     assert "5x5" in table and "sparse_rel_diff" in table
     assert "scipy.sparse.linalg.splu" in table and "solve_ratio" in table
+    assert "transfer_batch_ratio" in table and "auto" in table
     assert main(["bench", "circuit", "--sizes", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("crossbar: error:") and len(err.strip().splitlines()) == 1
@@ -825,3 +840,104 @@ def test_every_scattered_configuration_agrees_with_dense_mna(rows, cols, seed, z
     scale = max(np.abs(row_ref).max(), np.abs(col_ref).max(), full_scale)
     assert np.max(np.abs(solution.row_current_a[0] - row_ref)) <= 1e-11 * scale
     assert np.max(np.abs(solution.col_current_a[0] - col_ref)) <= 1e-11 * scale
+
+
+# ---- terminal currents alone: the transfer matrix -------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (6, 1), (3, 4)])
+def test_transfer_matches_exact_rational_arithmetic(shape):
+    """Scattered wires, floating lines, column voltages: the transfer route is as exact as the
+    refined solve it is built from (measured 4e-17 to 2.4e-16 relative here)."""
+    rng = np.random.default_rng([*shape, 700])
+    g, row_connected, col_connected = random_case(rng, *shape, floating=0.4)
+    wires = scattered_wires(rng, *shape)
+    circuit = CrossbarCircuit(g, **wire_kwargs(*wires), row_connected=row_connected,
+                              col_connected=col_connected)
+    vr = rng.normal(size=(3, shape[0]))
+    vc = rng.normal(scale=0.1, size=(3, shape[1]))
+    row_current, col_current = circuit.currents(vr, vc, method="transfer")
+    assert circuit.transfer_ready
+    rr, rc, rs, rd = wires
+    for b in range(3):
+        row_ref, col_ref = exact_nodal(g, rr, rc, rs, row_connected, col_connected, vr[b], vc[b],
+                                       rd=rd)
+        currents = np.concatenate([row_current[b], col_current[b]])
+        assert relative_error(currents, np.concatenate([row_ref, col_ref])) <= 5e-16
+
+
+@pytest.mark.parametrize("zeros", [0.0, 0.3])
+@pytest.mark.parametrize("shape", [(1, 6), (6, 1), (7, 9), (12, 10)])
+def test_transfer_matches_dense_mna_with_merged_wires(shape, zeros):
+    """Some ideal (0-ohm, merged) segments, drivers and senses: the sparse solver builds it
+    (measured up to 4.3e-16 relative, the oracle's own rounding included)."""
+    rng = np.random.default_rng([*shape, int(10 * zeros), 701])
+    g, row_connected, col_connected = random_case(rng, *shape)
+    wires = scattered_wires(rng, *shape, zeros=zeros)
+    circuit = CrossbarCircuit(g, **wire_kwargs(*wires), row_connected=row_connected,
+                              col_connected=col_connected)
+    vr = rng.normal(size=(3, shape[0]))
+    vc = rng.normal(scale=0.1, size=(3, shape[1]))
+    row_current, col_current = circuit.currents(vr, vc, method="transfer")
+    rr, rc, rs, rd = wires
+    for b in range(3):
+        row_ref, col_ref = dense_mna(g, rr, rc, rs, row_connected, col_connected, vr[b], vc[b],
+                                     rd=rd)
+        currents = np.concatenate([row_current[b], col_current[b]])
+        assert relative_error(currents, np.concatenate([row_ref, col_ref])) <= 1e-15
+
+
+def test_transfer_agrees_with_the_direct_solve_on_islands_and_floating_voltages():
+    g = np.full((3, 3), 1e-3)
+    g[1, :] = 0.0  # row 1 floats and touches nothing: an island
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=1, col_wire_resistance_ohm=1,
+                              row_connected=[True, False, True], col_connected=[True, True, False])
+    vr = np.array([[1.0, 2.0, 3.0], [0.5, -7.0, 0.0]])
+    vc = np.array([0.1, -0.2, 9.0])  # column 2 floats: its voltage is ignored
+    direct = circuit.currents(vr, vc, method="direct")
+    transfer = circuit.currents(vr, vc, method="transfer")
+    solved = circuit.solve(vr, vc)
+    np.testing.assert_array_equal(direct[1], solved.col_current_a)
+    for a, b in zip(transfer, direct):
+        assert relative_error(a, b) <= 1e-15
+    assert np.all(transfer[0][:, 1] == 0) and np.all(transfer[1][:, 2] == 0)
+    y = circuit.transfer_matrix_s()
+    assert y.shape == (6, 6)
+    assert np.all(y[[1, 5]] == 0)  # floating terminals drive nothing
+    # Reciprocity: column current per row volt = -(row current per column volt).
+    np.testing.assert_allclose(y[3:, :3], -y[:3, 3:].T, rtol=0, atol=1e-15 * np.abs(y).max())
+
+
+def test_auto_builds_the_transfer_matrix_once_the_vectors_reach_its_unit_solves():
+    """``auto``: direct solves until the vectors asked reach ``rows`` (``+ cols`` with column
+    voltages); then the transfer matrix, built once from unit solves, for every later batch."""
+    rng = np.random.default_rng(702)
+    g, _, _ = random_case(rng, 8, 5)
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.7,
+                              sense_resistance_ohm=10.0)
+    batches = []
+    solve = circuit.solve
+    circuit.solve = lambda vr, vc=None: batches.append(np.atleast_2d(vr).shape[0]) or solve(vr, vc)
+    v = rng.normal(size=(8, 8))
+    circuit.currents(v[:3])
+    circuit.currents(v[3:7])
+    assert batches == [3, 4] and not circuit.transfer_ready  # 7 vectors < 8 rows: direct
+    currents = circuit.currents(v[7:])  # the 8th: the unit solves (one batch), then a product
+    assert batches == [3, 4, 8] and circuit.transfer_ready
+    circuit.currents(v)
+    assert batches == [3, 4, 8]  # built: no more solves
+    np.testing.assert_allclose(currents[1], solve(v[7:]).col_current_a, rtol=1e-14)
+    # Column voltages need the column-driven part: 5 more unit solves, once.
+    circuit.currents(v, rng.normal(size=(8, 5)))
+    circuit.currents(v, rng.normal(size=5))
+    assert batches == [3, 4, 8, 5]
+    # A batch that reaches the unit solves alone takes the transfer route at once.
+    fresh = CrossbarCircuit(g, row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.7)
+    fresh.currents(rng.normal(size=(7, 8)))
+    assert not fresh.transfer_ready
+    fresh.currents(rng.normal(size=(1, 8)))
+    assert fresh.transfer_ready
+    with pytest.raises(ConfigError) as info:
+        circuit.currents(v, method="magic")
+    assert info.value.key == "method"
+    with pytest.raises(ConfigError, match="batch"):
+        circuit.currents(np.ones((2, 8)), np.ones((3, 5)))
