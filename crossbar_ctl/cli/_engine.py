@@ -152,8 +152,8 @@ def _summary(result: dict[str, Any], layers: list[LayerCheck]) -> None:
     print_table(layer_rows(layers), title="per layer: bits of the weights against max|w| (planned, realized on "
                                           "the true circuit), and of the outputs (enob, sinad)")
     print()
-    print_table(budget_rows(layers), title="error budget: rms output error by stage and its share of "
-                                           "mean(error^2) (cross: the stages' correlation)")
+    print_table(budget_rows(layers), title="error budget: rms output error by stage and its share of mean(error^2) "
+                                           "(indented: of programmed's; cross: the parts' correlation)")
 
 
 def _program_table(program: dict[str, Any]) -> None:

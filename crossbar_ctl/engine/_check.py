@@ -27,9 +27,14 @@ evaluations of the same row voltages:
    the readout adds (DAC and ADC resolution and nonlinearity, channel gain and offset).
 
 Stages 2 to 4 need the truth, which only a simulated lab has (``lab.truth``); on hardware they are
-reported together as ``other``. Each stage's ``share`` is its mean square over the total's; the
-stages add up to the error, so the shares sum to 1 less ``cross``, twice the stages' correlation
-(positive when stages add, negative when one cancels part of another).
+reported together as ``other``. Shares are of mean squares, and parts that add up to an error have
+shares that sum to 1 less ``cross``, twice their correlation (negative when one part cancels
+another). With the truth, ``share`` splits the total into ``programmed`` (stages 1 to 3 together:
+the true noiseless circuit vs float64, what ``realized_bits`` scores) and ``read_noise``, two nearly
+independent parts; ``programmed_share`` splits ``programmed`` into stages 1 to 3. Those can cancel:
+when the twin mispredicts the programmed pairs (a board it does not model, corrected by the closed
+loop on measurements), ``quantization`` and ``ir_drop`` are large and opposite, and ``cross``
+says so. On hardware ``share`` splits the total into ``quantization`` and ``other``.
 """
 
 from __future__ import annotations
@@ -136,10 +141,15 @@ class ErrorBudget(StrictModel):
     """Read noise and readout quantization: measured vs noiseless true circuit."""
     other: float | None = None
     """On hardware: everything but quantization, together."""
+    programmed: float | None = None
+    """Stages 1 to 3 together: the true noiseless circuit vs float64 (simulated labs)."""
     total: float
     share: dict[str, float]
-    """Each stage's mean square over the total's, and ``cross``: 1 less their sum (the stages'
-    correlation; 0 when they are independent)."""
+    """Top-level parts' mean squares over the total's (``programmed`` and ``read_noise``, or on
+    hardware ``quantization`` and ``other``) and ``cross``: 1 less their sum."""
+    programmed_share: dict[str, float] | None = None
+    """``quantization``, ``calibration``, ``ir_drop`` over ``programmed`` (mean squares), and
+    ``cross``: 1 less their sum."""
 
 
 class LayerCheck(StrictModel):
@@ -205,13 +215,25 @@ def _ms(a: np.ndarray) -> float:
     return float(np.mean(np.square(a))) if np.size(a) else 0.0
 
 
-def _budget(stages: dict[str, np.ndarray], total: np.ndarray, source: str) -> ErrorBudget:
-    """rms of each stage (output units) and its share of the total's mean square."""
-    whole = _ms(total)
-    share = {name: _ms(value) / whole if whole > 0 else 0.0 for name, value in stages.items()}
-    share["cross"] = 1.0 - sum(share.values()) if whole > 0 else 0.0
-    return ErrorBudget(source=source, total=_rms(total), share=share,
-                       **{name: _rms(value) for name, value in stages.items()})
+def _shares(parts: dict[str, np.ndarray], whole: np.ndarray) -> dict[str, float]:
+    """Each part's mean square over the whole's, and ``cross``: 1 less their sum."""
+    scale = _ms(whole)
+    if scale == 0:
+        return {**{name: 0.0 for name in parts}, "cross": 0.0}
+    share = {name: _ms(value) / scale for name, value in parts.items()}
+    return {**share, "cross": 1.0 - sum(share.values())}
+
+
+def _budget(stages: dict[str, np.ndarray], total: np.ndarray) -> ErrorBudget:
+    """The budget of one layer from its stages (simulator truth: all four; hardware: two)."""
+    rms = {name: _rms(value) for name, value in stages.items()}
+    if "read_noise" not in stages:
+        return ErrorBudget(source="measurement only", total=_rms(total), share=_shares(stages, total), **rms)
+    read_noise = stages.pop("read_noise")
+    programmed = total - read_noise
+    return ErrorBudget(source="simulator truth", total=_rms(total), programmed=_rms(programmed),
+                       share=_shares({"programmed": programmed, "read_noise": read_noise}, total),
+                       programmed_share=_shares(stages, programmed), **rms)
 
 
 def truth_of(lab: Lab):
@@ -310,7 +332,9 @@ def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = 
     truth = truth_of(lab)
     layers = []
     activation = x
+    inputs: list[np.ndarray] = []  # every layer's (analog) input so far: residual adds read them
     for k, layer in enumerate(network.layers):
+        inputs.append(activation)
         reference = layer.pre_activation(activation)
         stages, weights = _run_layer(lab, plan, layer, k, activation, limits, truth, progress)
         analog = stages["analog"]
@@ -320,10 +344,9 @@ def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = 
             budget = _budget({"quantization": quantization,
                               "calibration": stages["twin_true"] - stages["planned"],
                               "ir_drop": stages["circuit"] - stages["twin_true"],
-                              "read_noise": analog - stages["circuit"]}, error, "simulator truth")
+                              "read_noise": analog - stages["circuit"]}, error)
         else:
-            budget = _budget({"quantization": quantization, "other": analog - stages["planned"]}, error,
-                             "measurement only")
+            budget = _budget({"quantization": quantization, "other": analog - stages["planned"]}, error)
         magnitude = weight_magnitude(layer.matrix, layer.bias)
         lp = plan.header.layers[k]
         measured = None
@@ -347,9 +370,9 @@ def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = 
         if details is not None:
             details.setdefault("reference", []).append(reference)
             details.setdefault("analog", []).append(analog)
-        activation = layer.activate(analog)
+        activation = layer.activate(analog, inputs)  # activation and digital steps (pooling, ...)
     digital = network.predict(x)
-    analog_pred = np.argmax(analog, axis=1)
+    analog_pred = np.argmax(activation, axis=1)  # the network's output, as Network.predict
     accuracy = (lambda p: float(np.mean(p == y))) if y is not None else (lambda p: None)
     return CheckReport(
         network_name=network.name, samples=len(x), digital_accuracy=accuracy(digital),

@@ -35,16 +35,22 @@ def layer_rows(layers: Sequence[LayerCheck]) -> list[dict]:
 
 
 def budget_rows(layers: Sequence[LayerCheck]) -> list[dict]:
-    """The error budget: one row per layer and stage, its rms and its share of mean(error^2)."""
+    """The error budget: one row per layer and stage, its rms and its share of mean(error^2) (the
+    parts of ``programmed``, indented: their share of its mean square)."""
     rows = []
     for layer in layers:
         budget = layer.budget
-        for stage, share in budget.share.items():
+
+        def row(stage: str, name: str, share: float) -> dict:
             rms = getattr(budget, stage) if stage != "cross" else None
-            rows.append({"layer": layer.index, "stage": stage,
-                         "rms [output units]": _NONE if rms is None else rms, "share [1]": share})
-        rows.append({"layer": layer.index, "stage": "total", "rms [output units]": budget.total,
-                     "share [1]": 1.0})
+            return {"layer": layer.index, "stage": name, "rms [output units]": _NONE if rms is None else rms,
+                    "share [1]": share}
+
+        for stage, share in budget.share.items():
+            rows.append(row(stage, stage, share))
+            if stage == "programmed" and budget.programmed_share is not None:
+                rows += [row(part, f"  {part}", value) for part, value in budget.programmed_share.items()]
+        rows.append(row("total", "total", 1.0))
     return rows
 
 
