@@ -65,7 +65,9 @@ def predistortion_effect(lab: Any, network: Network, plans: dict[str, SwitchPlan
         raise EngineError("the pre-distortion effect is measured on the simulator's truth; this lab has none")
     rows = []
     activation = np.asarray(x, dtype=np.float64)
+    inputs: list[np.ndarray] = []  # every layer's input so far: residual adds read them
     for k, layer in enumerate(network.layers):
+        inputs.append(activation)
         reference = layer.pre_activation(activation)
         row: dict[str, float] = {"layer": k}
         for name, plan in plans.items():
@@ -81,7 +83,7 @@ def predistortion_effect(lab: Any, network: Network, plans: dict[str, SwitchPlan
             out = layer.assemble(out / lp.conductance_per_weight_s, len(activation))
             row[name] = float(np.sqrt(np.mean((out - reference) ** 2)) / np.sqrt(np.mean(reference**2)))
         rows.append(row)
-        activation = layer.activate(reference)
+        activation = layer.activate(reference, inputs)
     return rows
 
 

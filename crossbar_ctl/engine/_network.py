@@ -1,15 +1,18 @@
 """Networks in: dense and convolutional layers from ``.npz`` (see docs/networks.md) or ONNX.
 
-A :class:`Network` is a chain of layers, each an affine map ``W @ x + b`` followed by an
-activation. A convolution is the same map applied to every im2col patch, so the engine sees every
-layer as one matrix: :attr:`Layer.matrix` ``(out, in)``, with :meth:`Layer.patches` turning a batch
-of flat inputs into the matrix's input rows and :meth:`Layer.assemble` turning the output rows
-back into flat outputs.
+A :class:`Network` is a chain of array layers, each an affine map ``W @ x + b`` followed by an
+activation and by digital steps (:class:`Op`: pooling, clipping, softmax, a residual add of an
+earlier layer's input), computed digitally before the next layer. A convolution is the same map
+applied to every im2col patch, so the engine sees every layer as one matrix: :attr:`Layer.matrix`
+``(out, in)``, with :meth:`Layer.patches` turning a batch of flat inputs into the matrix's input
+rows and :meth:`Layer.assemble` turning the output rows back into flat outputs. Values between
+layers are always flat ``(batch, size)``, images in ``(channel, y, x)`` order.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +23,27 @@ from crossbar_ctl.core.errors import EngineError, RecordError
 from crossbar_ctl.core.files import read_npz
 
 __all__ = [
-    "ACTIVATIONS", "Layer", "Network", "build_network", "im2col", "load_dataset", "load_network", "save_network",
+    "ACTIVATIONS", "NETWORK_SCHEMA_VERSION", "OPS", "Layer", "Network", "Op", "build_network", "im2col",
+    "load_dataset", "load_network", "save_network",
 ]
 
-ACTIVATIONS = ("relu", "none")
-_LAYER_KEY = re.compile(r"^layer(\d+)\.(weight|bias|stride|padding)$")
-_OTHER_KEYS = {"activations", "input_shape", "test.x", "test.y", "name"}
+NETWORK_SCHEMA_VERSION = 2  # 2: digital steps (layer{k}.post), sigmoid and tanh; 1 had no key
+_FUNCTIONS = {
+    "relu": lambda z: np.maximum(z, 0.0),
+    "sigmoid": lambda z: 0.5 * (1.0 + np.tanh(0.5 * z)),  # exact logistic, no overflow
+    "tanh": np.tanh,
+    "none": lambda z: z,
+}
+ACTIVATIONS = tuple(_FUNCTIONS)
+OPS = {  # digital step -> its arguments
+    "relu": (), "sigmoid": (), "tanh": (), "softmax": (), "globalavgpool": (),
+    "clip": ("min", "max"),
+    "maxpool": ("kh", "kw", "sh", "sw", "pad_top", "pad_left", "pad_bottom", "pad_right"),
+    "avgpool": ("kh", "kw", "sh", "sw", "pad_top", "pad_left", "pad_bottom", "pad_right", "count_include_pad"),
+    "add": ("layer",),
+}
+_LAYER_KEY = re.compile(r"^layer(\d+)\.(weight|bias|stride|padding|post)$")
+_OTHER_KEYS = {"activations", "input_shape", "test.x", "test.y", "name", "schema_version"}
 
 
 def im2col(x: np.ndarray, kernel: tuple[int, int], *, stride: int = 1, padding: int = 0) -> np.ndarray:
@@ -50,6 +68,106 @@ def im2col(x: np.ndarray, kernel: tuple[int, int], *, stride: int = 1, padding: 
     return windows.transpose(0, 2, 3, 1, 4, 5).reshape(batch * out_h * out_w, channels * kh * kw)
 
 
+def _pool(x: np.ndarray, shape: tuple[int, ...], args: tuple[int, ...], mode: str) -> np.ndarray:
+    """Max or average pooling of flat images ``(batch, c*h*w)`` -> flat ``(batch, c*oh*ow)``."""
+    kh, kw, sh, sw, top, left, bottom, right = args[:8]
+    pads = ((0, 0), (0, 0), (top, bottom), (left, right))
+    images = np.pad(x.reshape(len(x), *shape), pads, constant_values=-np.inf if mode == "max" else 0.0)
+    windows = sliding_window_view(images, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    if mode == "max":
+        return windows.max(axis=(4, 5)).reshape(len(x), -1)
+    if args[8]:  # count_include_pad
+        count: np.ndarray | float = kh * kw
+    else:
+        ones = np.pad(np.ones(shape[1:]), pads[2:])
+        count = sliding_window_view(ones, (kh, kw))[::sh, ::sw].sum(axis=(2, 3))
+    return (windows.sum(axis=(4, 5)) / count).reshape(len(x), -1)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One digital step between array layers.
+
+    Attributes
+    ----------
+    kind : str
+        A key of :data:`OPS`: ``relu``, ``sigmoid``, ``tanh``, ``clip`` (min, max),
+        ``maxpool`` / ``avgpool`` (kernel, strides, pads top left bottom right; ``avgpool`` also
+        ``count_include_pad``), ``globalavgpool``, ``softmax`` (over a flat vector) or ``add``
+        (adds the input of array layer ``layer``: a residual connection).
+    args : tuple of float
+        As :data:`OPS` names them; integers for everything but ``clip``.
+
+    ``str(op)`` is its text form, e.g. ``"maxpool 2 2 2 2 0 0 0 0"``, and :meth:`parse` reads it.
+    """
+
+    kind: str
+    args: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in OPS:
+            raise EngineError(f"digital step {self.kind!r} is not supported; use one of {', '.join(OPS)}")
+        if len(self.args) != len(OPS[self.kind]):
+            raise EngineError(f"digital step {self.kind} takes {len(OPS[self.kind])} arguments "
+                              f"({' '.join(OPS[self.kind])}); got {len(self.args)}")
+        args = tuple(float(a) for a in self.args)
+        if self.kind != "clip":
+            if any(not a.is_integer() or a < 0 for a in args):
+                raise EngineError(f"digital step {self.kind} takes integers >= 0; got {self.args}")
+            args = tuple(int(a) for a in args)
+            if self.kind.endswith("pool") and self.kind != "globalavgpool" and min(args[:4]) < 1:
+                raise EngineError(f"{self.kind}: kernel and strides must be >= 1; got {args[:4]}")
+        elif np.isnan(args).any() or args[0] > args[1]:
+            raise EngineError(f"clip needs min <= max; got {self.args}")
+        object.__setattr__(self, "args", args)
+
+    def __str__(self) -> str:
+        return " ".join([self.kind, *(format(a, ".17g") for a in self.args)])
+
+    @classmethod
+    def parse(cls, text: str) -> "Op":
+        kind, *args = str(text).split() or [""]
+        try:
+            numbers = tuple(float(a) for a in args)
+        except ValueError as exc:
+            raise EngineError(f"digital step {text!r}: arguments must be numbers") from exc
+        return cls(kind, numbers)
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Per-sample output shape for an input of ``shape``."""
+        if self.kind in ("maxpool", "avgpool", "globalavgpool"):
+            if len(shape) != 3:
+                raise EngineError(f"{self.kind} needs an image (channels, height, width); its input is {shape}")
+            if self.kind == "globalavgpool":
+                return (shape[0], 1, 1)
+            kh, kw, sh, sw, top, left, bottom, right = self.args[:8]
+            out_h, out_w = (shape[1] + top + bottom - kh) // sh + 1, (shape[2] + left + right - kw) // sw + 1
+            if min(out_h, out_w) < 1 or max(top, bottom) >= kh or max(left, right) >= kw:
+                raise EngineError(f"{self} does not fit its input {shape}")
+            return (shape[0], out_h, out_w)
+        if self.kind == "softmax" and len(shape) != 1:
+            raise EngineError(f"softmax runs over a flat vector; its input is {shape} (flatten first)")
+        return shape
+
+    def apply(self, x: np.ndarray, shape: tuple[int, ...], inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Flat ``(batch, size)`` -> flat outputs; ``inputs[k]`` is array layer k's input (``add``)."""
+        kind = self.kind
+        if kind in _FUNCTIONS:
+            return _FUNCTIONS[kind](x)
+        if kind == "clip":
+            return np.clip(x, *self.args)
+        if kind == "softmax":
+            e = np.exp(x - x.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        if kind == "globalavgpool":
+            return x.reshape(len(x), shape[0], -1).mean(axis=2)
+        if kind in ("maxpool", "avgpool"):
+            return _pool(x, shape, self.args, kind[:3])
+        if self.args[0] >= len(inputs):
+            raise EngineError(f"{self} needs the input of layer {self.args[0]}; run the network in order")
+        return x + inputs[self.args[0]]
+
+
 @dataclass(frozen=True)
 class Layer:
     """One affine layer and its activation.
@@ -59,11 +177,13 @@ class Layer:
     weight : ndarray
         ``(out, in)`` for a dense layer, ``(out_channels, in_channels, kh, kw)`` for a convolution.
     bias : ndarray (out,)
-    activation : {"relu", "none"}
-    stride, padding : int
-        Convolutions only.
+    activation : {"relu", "sigmoid", "tanh", "none"}
     input_shape : tuple of int
         ``(in,)`` for dense, ``(channels, height, width)`` for a convolution.
+    stride, padding : int
+        Convolutions only.
+    post : tuple of Op
+        Digital steps after the activation, before the next layer.
     """
 
     weight: np.ndarray
@@ -72,6 +192,7 @@ class Layer:
     input_shape: tuple[int, ...]
     stride: int = 1
     padding: int = 0
+    post: tuple[Op, ...] = ()
 
     @property
     def is_conv(self) -> bool:
@@ -91,6 +212,14 @@ class Layer:
         out_h = (height + 2 * self.padding - kh) // self.stride + 1
         out_w = (width + 2 * self.padding - kw) // self.stride + 1
         return (self.weight.shape[0], out_h, out_w)
+
+    @property
+    def result_shape(self) -> tuple[int, ...]:
+        """Per-sample shape after the digital steps: what the next layer takes."""
+        shape = self.output_shape
+        for op in self.post:
+            shape = op.shape(shape)
+        return shape
 
     @property
     def in_size(self) -> int:
@@ -114,8 +243,17 @@ class Layer:
         channels, out_h, out_w = self.output_shape
         return y.reshape(batch, out_h, out_w, channels).transpose(0, 3, 1, 2).reshape(batch, -1)
 
-    def activate(self, z: np.ndarray) -> np.ndarray:
-        return np.maximum(z, 0.0) if self.activation == "relu" else z
+    def activate(self, z: np.ndarray, inputs: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """Activation and digital steps: pre-activation ``(batch, out_size)`` -> the next layer's input.
+
+        ``inputs[k]`` is array layer k's input, read by a residual ``add`` step.
+        """
+        x = _FUNCTIONS[self.activation](z)
+        shape = self.output_shape
+        for op in self.post:
+            x = op.apply(x, shape, inputs)
+            shape = op.shape(shape)
+        return x
 
     def pre_activation(self, x: np.ndarray) -> np.ndarray:
         """Float64 reference of the affine part, ``(batch, in_size) -> (batch, out_size)``."""
@@ -126,7 +264,7 @@ class Layer:
 
 @dataclass(frozen=True)
 class Network:
-    """A chain of layers, with an optional held-out test set.
+    """A chain of array layers (digital steps between them), with an optional held-out test set.
 
     Attributes
     ----------
@@ -146,18 +284,27 @@ class Network:
     def in_size(self) -> int:
         return self.layers[0].in_size
 
+    def _run(self, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        inputs: list[np.ndarray] = []
+        outputs = []
+        x = np.asarray(x, dtype=np.float64)
+        for layer in self.layers:
+            inputs.append(x)
+            outputs.append(layer.pre_activation(x))
+            x = layer.activate(outputs[-1], inputs)
+        return outputs, x
+
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
         """Float64 pre-activation outputs of every layer for inputs ``(batch, in_size)``."""
-        outputs = []
-        for layer in self.layers:
-            z = layer.pre_activation(x)
-            outputs.append(z)
-            x = layer.activate(z)
-        return outputs
+        return self._run(x)[0]
+
+    def output(self, x: np.ndarray) -> np.ndarray:
+        """Float64 output of the whole network (last layer's activation and digital steps)."""
+        return self._run(x)[1]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Float64 class predictions ``(batch,)``."""
-        return np.argmax(self.forward(x)[-1], axis=1)
+        """Float64 class predictions ``(batch,)``: the largest :meth:`output`."""
+        return np.argmax(self.output(x), axis=1)
 
 
 def _finite(name: str, array: np.ndarray) -> np.ndarray:
@@ -182,14 +329,21 @@ def build_network(
     name: str,
     test_x: np.ndarray | None = None,
     test_y: np.ndarray | None = None,
+    posts: Sequence[Sequence[Op | str]] | None = None,
 ) -> Network:
-    """Validate raw arrays and chain them into a :class:`Network`."""
+    """Validate raw arrays and chain them into a :class:`Network`.
+
+    ``posts[k]`` are layer k's digital steps (:class:`Op` or their text form); none by default.
+    """
     if not weights:
         raise EngineError(f"{name}: no layers found; store layer0.weight, layer1.weight, ...")
     if len(activations) != len(weights):
         raise EngineError(
             f"{name}: {len(activations)} activations for {len(weights)} layers; give one per layer"
         )
+    posts = [()] * len(weights) if posts is None else posts
+    if len(posts) != len(weights):
+        raise EngineError(f"{name}: digital steps for {len(posts)} layers but {len(weights)} layers")
     layers: list[Layer] = []
     shape = input_shape
     for k, (weight, bias, activation) in enumerate(zip(weights, biases, activations)):
@@ -228,8 +382,23 @@ def build_network(
                     "fix the shapes so the layers chain"
                 )
             layer = Layer(weight, bias, activation, (size,))
+        post = tuple(op if isinstance(op, Op) else Op.parse(op) for op in posts[k])
+        step = layer.output_shape
+        for op in post:
+            if op.kind == "add":
+                source = op.args[0]
+                if source > k:
+                    raise EngineError(f"layer{k}: {op} adds the input of a later layer; add layer0 ... layer{k}")
+                if (layers + [layer])[source].in_size != int(np.prod(step)):
+                    raise EngineError(f"layer{k}: {op} adds {(layers + [layer])[source].in_size} values "
+                                      f"to {int(np.prod(step))}; the shapes must match")
+            try:
+                step = op.shape(step)
+            except EngineError as exc:
+                raise EngineError(f"layer{k}: {exc}") from exc
+        layer = Layer(weight, bias, activation, layer.input_shape, layer.stride, layer.padding, post)
         layers.append(layer)
-        shape = layer.output_shape
+        shape = layer.result_shape
     network = Network(tuple(layers), name)
     if (test_x is None) != (test_y is None):
         raise EngineError(f"{name}: store both test.x and test.y, or neither")
@@ -254,6 +423,10 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
 
 def _load_npz(path: Path) -> Network:
     data = _read_npz(path, "network")
+    version = int(data["schema_version"]) if "schema_version" in data else 1
+    if version > NETWORK_SCHEMA_VERSION:
+        raise EngineError(f"{path}: network schema_version {version} is newer than this crossbar-ctl reads "
+                          f"({NETWORK_SCHEMA_VERSION}); upgrade crossbar-ctl")
     found: dict[int, dict[str, np.ndarray]] = {}
     for key, value in data.items():
         match = _LAYER_KEY.match(key)
@@ -279,10 +452,21 @@ def _load_npz(path: Path) -> Network:
         name=str(data["name"]) if "name" in data else path.stem,
         test_x=data.get("test.x"),
         test_y=data.get("test.y"),
+        posts=[[str(op) for op in np.atleast_1d(found[k].get("post", []))] for k in range(count)],
     )
 
 
+_ONNX_OPS = ("Gemm, MatMul, Conv, BatchNormalization, Add, Relu, Sigmoid, Tanh, Clip, MaxPool, AveragePool, "
+             "GlobalAveragePool, Softmax, Flatten, Reshape, Identity, Dropout, Constant")
+
+
 def _load_onnx(path: Path) -> Network:
+    """A chain of Gemm/MatMul/Conv layers, BatchNormalization folded in, digital steps between.
+
+    Values are tracked by id (Identity, Dropout, Flatten and Reshape keep a value's id, the data
+    being flat already); a residual ``Add`` joins the chain's head and the input of an earlier array
+    layer. Anything else (a branch through an array layer, a second output) is refused.
+    """
     try:
         import onnx
         from onnx import numpy_helper
@@ -295,72 +479,148 @@ def _load_onnx(path: Path) -> Network:
     except Exception as exc:  # onnx raises DecodeError and friends
         raise EngineError(f"{path}: not a readable ONNX model: {exc}") from exc
     graph = model.graph
-    inits = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    weights, biases, activations, strides, paddings = [], [], [], [], []
-
-    def const(node, index: int) -> np.ndarray:
-        name = node.input[index]
-        if name not in inits:
-            raise EngineError(f"{path}: {node.op_type} node {node.name!r} input {name!r} is not a constant")
-        return inits[name].astype(np.float64)
+    opset = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [1])
+    consts = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    feeds = [value for value in graph.input if value.name not in consts]
+    if len(feeds) != 1 or len(graph.output) != 1:
+        raise EngineError(f"{path}: the graph has {len(feeds)} inputs and {len(graph.output)} outputs; "
+                          "one of each is supported")
+    dims = [d.dim_value for d in feeds[0].type.tensor_type.shape.dim][1:]
+    shape = tuple(dims) if dims and all(d > 0 for d in dims) else None
+    layers: list[dict] = []  # weight, bias, activation, stride, padding, post
+    value = {feeds[0].name: 0}  # tensor name -> value id
+    layer_inputs: list[int] = []  # value id of each layer's input
+    head, raw = 0, False  # the chain's end; whether it is a layer's bare affine output
 
     for node in graph.node:
         op = node.op_type
+
+        def fail(why: str, node=node) -> EngineError:
+            return EngineError(f"{path}: {node.op_type} node {node.name!r} {why}")
+
+        def const(index: int) -> np.ndarray:
+            name = node.input[index] if index < len(node.input) else ""
+            if name not in consts:
+                raise fail(f"input {name!r} is not a constant")
+            return consts[name].astype(np.float64)
+
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if op in ("Gemm", "MatMul", "Conv"):
+        if op == "Constant":
+            if "value" not in attrs:
+                raise fail("holds no tensor value")
+            consts[node.output[0]] = numpy_helper.to_array(attrs["value"])
+            continue
+        reads = [value.get(name) for name in node.input if name and name not in consts]
+        if op == "Add" and len(reads) == 2:
+            if head not in reads or reads[0] == reads[1]:
+                raise fail("adds two tensors off the chain; only a residual add to the chain is supported")
+            skip = reads[1] if reads[0] == head else reads[0]
+            if skip not in layer_inputs or not layers:
+                raise fail("adds a tensor that is not an array layer's input; a residual source must be")
+            layers[-1]["post"].append(Op("add", (layer_inputs.index(skip),)))
+            raw = False
+        elif reads != [head]:
+            raise fail("reads a tensor off the chain; only chains with residual adds are supported")
+        elif op in ("Gemm", "MatMul", "Conv"):
+            stride = padding = 0
             if op == "Gemm":
                 if attrs.get("transA", 0):
-                    raise EngineError(f"{path}: Gemm node {node.name!r} with transA is not supported")
-                weight = const(node, 1) * attrs.get("alpha", 1.0)
+                    raise fail("with transA is not supported")
+                weight = const(1) * attrs.get("alpha", 1.0)
                 weight = weight if attrs.get("transB", 0) else weight.T
-                bias = const(node, 2) * attrs.get("beta", 1.0) if len(node.input) > 2 else None
+                bias = const(2) * attrs.get("beta", 1.0) if len(node.input) > 2 and node.input[2] else None
             elif op == "MatMul":
-                weight, bias = const(node, 1).T, None
+                weight, bias = const(1).T, None
             else:
-                pads = list(attrs.get("pads", [0, 0, 0, 0]))
-                stride = list(attrs.get("strides", [1, 1]))
-                if len(set(pads)) > 1 or len(set(stride)) > 1 or attrs.get("group", 1) != 1 \
-                        or set(attrs.get("dilations", [1])) != {1}:
-                    raise EngineError(
-                        f"{path}: Conv node {node.name!r} needs equal pads and strides, group 1, dilation 1"
-                    )
-                weight = const(node, 1)
-                bias = const(node, 2) if len(node.input) > 2 else None
-                strides.append(stride[0])
-                paddings.append(pads[0])
-            if op != "Conv":
-                strides.append(1)
-                paddings.append(0)
-            if bias is not None:
-                bias = np.broadcast_to(bias, (weight.shape[0],)).copy()
-            weights.append(weight)
-            biases.append(bias)
-            activations.append("none")
+                pads, strides = list(attrs.get("pads", [0, 0, 0, 0])), list(attrs.get("strides", [1, 1]))
+                if len(set(pads)) > 1 or len(set(strides)) > 1 or attrs.get("group", 1) != 1 \
+                        or set(attrs.get("dilations", [1])) != {1} \
+                        or attrs.get("auto_pad", b"NOTSET") != b"NOTSET":
+                    raise fail("needs equal pads and strides, group 1, dilation 1, no auto_pad")
+                weight = const(1)
+                bias = const(2) if len(node.input) > 2 and node.input[2] else None
+                stride, padding = strides[0], pads[0]
+            if weight.ndim not in (2, 4):
+                raise fail(f"has a weight of shape {weight.shape}; a 2-D matrix or a 2-D convolution is needed")
+            out = weight.shape[0]
+            bias = np.zeros(out) if bias is None else np.broadcast_to(bias.reshape(-1), (out,)).copy()
+            layer_inputs.append(head)
+            layers.append({"weight": weight, "bias": bias, "activation": "none", "post": [],
+                           "stride": stride or 1, "padding": padding})
+            raw = True
+        elif op == "BatchNormalization":
+            if not raw:
+                raise fail("does not directly follow a Gemm, MatMul or Conv; it is folded into one")
+            if attrs.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
+                raise fail("is in training mode; export the model in eval mode")
+            gamma, beta, mean, var = (const(i) for i in range(1, 5))
+            scale = gamma / np.sqrt(var + attrs.get("epsilon", 1e-5))
+            last = layers[-1]
+            last["weight"] = last["weight"] * scale.reshape(-1, *[1] * (last["weight"].ndim - 1))
+            last["bias"] = (last["bias"] - mean) * scale + beta
         elif op == "Add":
-            if not weights or activations[-1] != "none":
-                raise EngineError(f"{path}: Add node {node.name!r} does not follow a MatMul/Gemm/Conv")
-            addend = const(node, 1)
-            out = weights[-1].shape[0]
-            addend = addend.reshape(out) if addend.size == out else np.broadcast_to(addend, (out,))
-            biases[-1] = addend if biases[-1] is None else biases[-1] + addend
-        elif op == "Relu":
-            if not weights:
-                raise EngineError(f"{path}: Relu node {node.name!r} before any layer")
-            activations[-1] = "relu"
-        elif op in ("Flatten", "Reshape", "Identity", "Dropout"):
+            if not raw:
+                raise fail("adds a constant but does not directly follow a Gemm, MatMul or Conv")
+            addend, last = const(1 if node.input[0] not in consts else 0), layers[-1]
+            out = last["weight"].shape[0]
+            if addend.size != out and addend.size != 1:
+                raise fail(f"adds a constant of shape {addend.shape}; a per-output bias ({out} values) is needed")
+            last["bias"] = last["bias"] + addend.reshape(-1)
+        elif op in ("Identity", "Dropout", "Flatten", "Reshape"):
+            if op == "Flatten" and attrs.get("axis", 1) != 1:
+                raise fail("needs axis 1 (one flat vector per sample)")
+            if op == "Reshape" and len(const(1).reshape(-1)) != 2:
+                raise fail(f"reshapes to {const(1).astype(int).tolist()}; only flattening to (batch, size) "
+                           "is supported")
+            value[node.output[0]] = head  # the data are flat: no step
             continue
+        elif not layers:
+            raise fail("comes before any Gemm, MatMul or Conv; the network's input goes to the array")
+        elif op in ("Relu", "Sigmoid", "Tanh"):
+            if raw:
+                layers[-1]["activation"] = op.lower()
+            else:
+                layers[-1]["post"].append(Op(op.lower()))
+            raw = False
+        elif op == "Clip":
+            bounds = [attrs.get("min", -np.inf), attrs.get("max", np.inf)]
+            for i in (1, 2):
+                if len(node.input) > i and node.input[i]:
+                    bounds[i - 1] = float(const(i))
+            layers[-1]["post"].append(Op("clip", tuple(bounds)))
+            raw = False
+        elif op in ("MaxPool", "AveragePool"):
+            kernel = list(attrs.get("kernel_shape", []))
+            if len(kernel) != 2 or attrs.get("ceil_mode", 0) or set(attrs.get("dilations", [1])) != {1} \
+                    or attrs.get("auto_pad", b"NOTSET") != b"NOTSET" or len(node.output) > 1:
+                raise fail("needs a 2-D kernel, ceil_mode 0, dilation 1, no auto_pad and one output")
+            # ONNX pads: top, left, bottom, right, as Op's
+            args = [*kernel, *attrs.get("strides", [1, 1]), *attrs.get("pads", [0, 0, 0, 0])]
+            if op == "AveragePool":
+                args.append(attrs.get("count_include_pad", 0))
+            layers[-1]["post"].append(Op("maxpool" if op == "MaxPool" else "avgpool", tuple(args)))
+            raw = False
+        elif op == "GlobalAveragePool":
+            layers[-1]["post"].append(Op("globalavgpool"))
+            raw = False
+        elif op == "Softmax":
+            if attrs.get("axis", -1 if opset >= 13 else 1) not in (1, -1):
+                raise fail("needs axis 1 (over each sample's flat vector)")
+            layers[-1]["post"].append(Op("softmax"))
+            raw = False
         else:
-            raise EngineError(
-                f"{path}: ONNX operator {op} (node {node.name!r}) is not supported; "
-                "use Gemm, MatMul, Add, Relu, Conv, Flatten"
-            )
-    shape = None
-    if graph.input:
-        dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim][1:]
-        if dims and all(d > 0 for d in dims):
-            shape = tuple(dims)
-    return build_network(weights, biases, activations, input_shape=shape, strides=strides,
-                  paddings=paddings, name=path.stem)
+            raise fail(f"is ONNX operator {op}, which is not supported; supported: {_ONNX_OPS}")
+        head = len(value)
+        value[node.output[0]] = head
+    if value.get(graph.output[0].name) != head:
+        raise EngineError(f"{path}: the graph's output {graph.output[0].name!r} is not the end of the chain")
+    try:
+        return build_network([a["weight"] for a in layers], [a["bias"] for a in layers],
+                             [a["activation"] for a in layers], input_shape=shape,
+                             strides=[a["stride"] for a in layers], paddings=[a["padding"] for a in layers],
+                             name=path.stem, posts=[a["post"] for a in layers])
+    except EngineError as exc:
+        raise EngineError(f"{path}: {exc}") from exc
 
 
 def load_network(path: str | Path) -> Network:
@@ -384,6 +644,7 @@ def save_network(path: str | Path, network: Network) -> None:
     from crossbar_ctl.core.files import atomic_write_bytes
 
     arrays: dict[str, np.ndarray] = {
+        "schema_version": np.array(NETWORK_SCHEMA_VERSION),
         "activations": np.array([layer.activation for layer in network.layers]),
         "name": np.array(network.name),
     }
@@ -393,6 +654,8 @@ def save_network(path: str | Path, network: Network) -> None:
         if layer.is_conv:
             arrays[f"layer{k}.stride"] = np.array(layer.stride)
             arrays[f"layer{k}.padding"] = np.array(layer.padding)
+        if layer.post:
+            arrays[f"layer{k}.post"] = np.array([str(op) for op in layer.post])
     if network.layers[0].is_conv:
         arrays["input_shape"] = np.array(network.layers[0].input_shape)
     if network.test_x is not None:

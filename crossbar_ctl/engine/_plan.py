@@ -58,7 +58,7 @@ __all__ = [
     "weight_magnitude",
 ]
 
-PLAN_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION = 2  # 2: post (digital steps between layers); version 1 plans load with none
 
 
 def utc_now() -> str:
@@ -157,6 +157,8 @@ class PlanHeader(StrictModel):
     kind: Literal["switch_plan"] = "switch_plan"
     network_name: str
     activations: tuple[str, ...]
+    post: tuple[tuple[str, ...], ...] = ()
+    """Per layer: its digital steps after the activation (``str`` of ``Op``); empty: none."""
     strides: tuple[int, ...]
     paddings: tuple[int, ...]
     input_shape: tuple[int, ...]
@@ -204,7 +206,7 @@ class SwitchPlan:
             [self.arrays[f"net.layer{k}.weight"] for k in range(count)],
             [self.arrays[f"net.layer{k}.bias"] for k in range(count)],
             list(h.activations), input_shape=shape, strides=list(h.strides),
-            paddings=list(h.paddings), name=h.network_name,
+            paddings=list(h.paddings), name=h.network_name, posts=list(h.post) or None,
         )
 
     def tile(self, index: int, name: str) -> np.ndarray:
@@ -294,6 +296,8 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
     header = PlanHeader(
         network_name=network.name,
         activations=tuple(layer.activation for layer in network.layers),
+        post=(tuple(tuple(str(op) for op in layer.post) for layer in network.layers)
+              if any(layer.post for layer in network.layers) else ()),
         strides=tuple(layer.stride for layer in network.layers),
         paddings=tuple(layer.padding for layer in network.layers),
         input_shape=first.input_shape,

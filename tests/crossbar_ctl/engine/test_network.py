@@ -80,7 +80,12 @@ def test_im2col_conv_matches_naive_loop():
         (lambda a: a.__setitem__("layer1.weight", np.ones((3, 5))), "don't chain|chain"),
         (lambda a: a.__setitem__("layer0.bias", np.ones(3)), "layer0.bias"),
         (lambda a: a.__setitem__("extra", np.ones(3)), "unknown key"),
-        (lambda a: a.__setitem__("activations", np.array(["relu", "tanh"])), "tanh"),
+        (lambda a: a.__setitem__("activations", np.array(["relu", "swish"])), "swish"),
+        (lambda a: a.__setitem__("layer0.post", np.array(["maxpool 2 2 2 2 0 0 0 0"])), "maxpool needs an image"),
+        (lambda a: a.__setitem__("layer1.post", np.array(["softmax", "add 0"])), "adds 5 values to 3"),
+        (lambda a: a.__setitem__("layer0.post", np.array(["clip 1 0"])), "min <= max"),
+        (lambda a: a.__setitem__("layer0.post", np.array(["mean"])), "'mean' is not supported"),
+        (lambda a: a.__setitem__("schema_version", np.array(3)), "newer than this crossbar-ctl reads"),
         (lambda a: a.pop("layer0.weight"), "numbered"),
     ],
 )
@@ -156,10 +161,10 @@ def test_onnx_unsupported_operator(tmp_path):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Sigmoid", ["x"], ["y"])], "g",
+        [helper.make_node("Selu", ["x"], ["y"])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])])
     path = tmp_path / "s.onnx"
     onnx.save(helper.make_model(graph), str(path))
-    with pytest.raises(EngineError, match="Sigmoid"):
+    with pytest.raises(EngineError, match="Selu"):
         load_network(path)
