@@ -281,3 +281,32 @@ def test_program_and_check_on_a_simulated_lab(name, tmp_path, capsys, digits):
     report = json.loads(capsys.readouterr().out)
     assert report["agreement"] >= 0.98
     assert min(layer["enob"] for layer in report["layers"]) > 6.5
+
+
+def test_a_plan_carries_the_digital_steps_and_version_1_plans_load(tmp_path):
+    from crossbar_ctl.core.files import _HEADER, save_record
+    from crossbar_ctl.engine._network import build_network
+    from crossbar_ctl.engine._plan import PlanHeader, SwitchPlan, make_plan
+    from tests.crossbar_ctl.engine.fakes import array_model, exact_solver
+
+    rng = np.random.default_rng(6)
+    network = build_network([rng.normal(size=(4, 5)), rng.normal(size=(4, 4))], [np.zeros(4), np.zeros(4)],
+                            ["relu", "tanh"], input_shape=None, strides=[1, 1], paddings=[0, 0], name="res",
+                            posts=[[], ["add 1", "softmax"]])
+    plan = make_plan(network, array_model(), solver=exact_solver)
+    plan.save(tmp_path / "plan.npz")
+    again = SwitchPlan.load(tmp_path / "plan.npz").network()
+    assert [layer.post for layer in again.layers] == [layer.post for layer in network.layers]
+    x = rng.normal(size=(5, 5))
+    np.testing.assert_array_equal(again.output(x), network.output(x))
+
+    class Version1(PlanHeader):  # a header as written before the steps existed: no "post" key
+        def model_dump_json(self, **kwargs):
+            return super().model_dump_json(exclude={"post"}, **kwargs)
+
+    save_record(tmp_path / "v1.npz", Version1(**{**dict(plan.header), "schema_version": 1, "post": ()}),
+                plan.arrays)
+    with np.load(tmp_path / "v1.npz", allow_pickle=False) as data:
+        header = json.loads(bytes(data[_HEADER]))
+    assert header["schema_version"] == 1 and "post" not in header
+    assert all(not layer.post for layer in SwitchPlan.load(tmp_path / "v1.npz").network().layers)
