@@ -30,7 +30,7 @@ __all__ = [
 NETWORK_SCHEMA_VERSION = 2  # 2: digital steps (layer{k}.post), sigmoid and tanh; 1 had no key
 _FUNCTIONS = {
     "relu": lambda z: np.maximum(z, 0.0),
-    "sigmoid": lambda z: 0.5 * (1.0 + np.tanh(0.5 * z)),  # exact logistic, no overflow
+    "sigmoid": lambda z: 0.5 * (1.0 + np.tanh(0.5 * z)),  # the logistic, written not to overflow
     "tanh": np.tanh,
     "none": lambda z: z,
 }
