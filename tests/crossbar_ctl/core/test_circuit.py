@@ -842,6 +842,11 @@ def test_every_scattered_configuration_agrees_with_dense_mna(rows, cols, seed, z
     assert np.max(np.abs(solution.col_current_a[0] - col_ref)) <= 1e-11 * scale
 
 
+# Measured worst cases of the iterative solver against the oracles (tests below): exact rational
+# 2.1e-16, dense MNA (its own rounding included) 1.6e-16; bounds about one bit above.
+ITERATIVE_EXACT, ITERATIVE_DENSE = 4e-16, 3e-16
+
+
 # ---- terminal currents alone: the transfer matrix -------------------------------------------
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 3), (6, 1), (3, 4)])
@@ -941,3 +946,123 @@ def test_auto_builds_the_transfer_matrix_once_the_vectors_reach_its_unit_solves(
     assert info.value.key == "method"
     with pytest.raises(ConfigError, match="batch"):
         circuit.currents(np.ones((2, 8)), np.ones((3, 5)))
+
+
+# ---- the iterative solver: a circuit's first vectors, nothing factored ----------------------
+
+@pytest.fixture
+def always_iterative(monkeypatch):
+    """``auto`` solves iteratively whatever the size (the rule allows one vector per 48
+    columns, so none on these small arrays otherwise)."""
+    import crossbar_ctl.core.circuit as module
+
+    monkeypatch.setattr(module, "_ITERATIVE_COLS_PER_VECTOR", 0)
+
+
+def factored(circuit) -> bool:
+    """Whether the circuit's direct solver is built (``auto`` factors on first need)."""
+    return circuit._structured is not None or circuit._sparse is not None
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (6, 1), (3, 4), (1, 5)])
+def test_iterative_matches_exact_rational_arithmetic(shape, always_iterative):
+    """Scattered wires, floating lines, column voltages, injections: converged as exactly as the
+    refined direct solve."""
+    rng = np.random.default_rng([*shape, 800])
+    g, row_connected, col_connected = random_case(rng, *shape, floating=0.4)
+    wires = scattered_wires(rng, *shape)
+    circuit = CrossbarCircuit(g, **wire_kwargs(*wires), row_connected=row_connected,
+                              col_connected=col_connected)
+    vr = rng.normal(size=(2, shape[0]))
+    vc = rng.normal(scale=0.1, size=(2, shape[1]))
+    row_inj = rng.normal(scale=1e-4, size=(2, *shape)) * [[[0.0]], [[1.0]]]
+    solution = circuit.solve(vr, vc, row_node_current_a=row_inj)
+    assert not factored(circuit)
+    rr, rc, rs, rd = wires
+    for b in range(2):
+        row_ref, col_ref = exact_nodal(g, rr, rc, rs, row_connected, col_connected, vr[b], vc[b],
+                                       row_inj[b], rd=rd)
+        currents = np.concatenate([solution.row_current_a[b], solution.col_current_a[b]])
+        assert relative_error(currents, np.concatenate([row_ref, col_ref])) <= ITERATIVE_EXACT
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (12, 10), (1, 6)])
+def test_iterative_matches_dense_mna_and_the_direct_solve(shape, always_iterative):
+    rng = np.random.default_rng([*shape, 801])
+    g, row_connected, col_connected = random_case(rng, *shape)
+    wires = scattered_wires(rng, *shape)
+    kwargs = dict(wire_kwargs(*wires), row_connected=row_connected, col_connected=col_connected)
+    circuit = CrossbarCircuit(g, **kwargs)
+    vr = rng.normal(size=(3, shape[0]))
+    col_inj = rng.normal(scale=1e-4, size=shape)
+    solution = circuit.solve(vr, col_node_current_a=col_inj)
+    assert not factored(circuit)
+    direct = CrossbarCircuit(g, method="structured", **kwargs).solve(vr, col_node_current_a=col_inj)
+    rr, rc, rs, rd = wires
+    for b in range(3):
+        row_ref, col_ref = dense_mna(g, rr, rc, rs, row_connected, col_connected, vr[b],
+                                     np.zeros(shape[1]), col_inj=col_inj, rd=rd)
+        currents = np.concatenate([solution.row_current_a[b], solution.col_current_a[b]])
+        assert relative_error(currents, np.concatenate([row_ref, col_ref])) <= ITERATIVE_DENSE
+    for name in ("row_node_voltage_v", "col_node_voltage_v"):
+        assert relative_error(getattr(solution, name), getattr(direct, name)) <= 1e-15
+
+
+def test_iterative_on_leakage_held_lines_and_a_large_array():
+    """64 x 64, one closed cell, the rest leakage (a calibration reading): the rule takes the
+    iterative solver for one vector, which agrees with the direct one."""
+    g = np.full((64, 64), 8e-12)
+    g[32, 21] = 1e-4
+    kwargs = dict(row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.5,
+                  sense_resistance_ohm=10.0)
+    circuit = CrossbarCircuit(g, **kwargs)
+    v = np.zeros(64)
+    v[32] = 1.0
+    solution = circuit.solve(v)
+    assert not factored(circuit)
+    direct = CrossbarCircuit(g, method="structured", **kwargs).solve(v)
+    assert relative_error(solution.col_current_a, direct.col_current_a) <= 1e-15
+    assert relative_error(solution.row_current_a, direct.row_current_a) <= 1e-15
+
+
+def test_auto_solves_the_first_vectors_iteratively_then_factors():
+    """One vector per 48 columns before factoring (96 columns: two); merged wires, islands and
+    explicit methods factor at once."""
+    rng = np.random.default_rng(802)
+    g = rng.uniform(1e-5, 1e-3, (20, 96))
+    kwargs = dict(row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.7)
+    circuit = CrossbarCircuit(g, **kwargs)
+    assert not factored(circuit)
+    v = rng.normal(size=(3, 20))
+    first = circuit.solve(v[0])
+    second = circuit.solve(v[1])
+    assert not factored(circuit)
+    circuit.solve(v[2])  # the third vector passes the rule
+    assert factored(circuit) and circuit.method == "structured"
+    again = circuit.solve(v[0])
+    assert relative_error(first.col_current_a, again.col_current_a) <= 1e-15
+    direct = CrossbarCircuit(g, method="structured", **kwargs).solve(v[:2]).col_current_a
+    assert relative_error(np.concatenate([first.col_current_a, second.col_current_a]),
+                          direct) <= 1e-15
+    batch = CrossbarCircuit(g, **kwargs)
+    batch.solve(v)  # three at once: past the rule
+    assert factored(batch)
+    for kw in ({"method": "structured"}, {"method": "sparse"}, {"col_wire_resistance_ohm": 0.0}):
+        assert factored(CrossbarCircuit(g, **{**kwargs, **kw}))
+
+
+def test_iterative_falls_back_to_the_direct_solver(monkeypatch, always_iterative):
+    """A solve that does not converge within its passes is the direct solver's."""
+    import crossbar_ctl.core.circuit as module
+
+    monkeypatch.setattr(module, "_OUTER_PASSES", 1)  # one pass never proves convergence
+    rng = np.random.default_rng(803)
+    g, row_connected, col_connected = random_case(rng, 5, 4)
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.7,
+                              row_connected=row_connected, col_connected=col_connected)
+    v = rng.normal(size=5)
+    solution = circuit.solve(v)
+    assert factored(circuit)
+    row_ref, col_ref = exact_nodal(g, 0.5, 0.7, 0.0, row_connected, col_connected, v,
+                                   np.zeros(4))
+    assert relative_error(solution.col_current_a[0], col_ref) <= 5e-16
