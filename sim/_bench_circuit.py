@@ -12,8 +12,9 @@ and column nodes (terminals held), ``scipy.sparse.linalg.splu`` it once with its
 (``ref_factor_s``, assembly included), then ``lu.solve`` the whole batch and take the column
 currents (``ref_solve_s`` per vector). Ratios are reference time over ours (> 1: ours is faster).
 
-Each of our methods is timed beside it: ``direct`` (:meth:`CrossbarCircuit.solve`, refined) and
-``transfer`` (:meth:`CrossbarCircuit.currents`: ``rows`` refined unit solves build the transfer
+Each of our methods is timed beside it: ``direct`` (:meth:`CrossbarCircuit.solve`, refined),
+``iterative`` (one vector on a fresh circuit, which ``auto`` solves by preconditioned conjugate
+gradients without factoring where the rule allows, from 48 columns) and ``transfer`` (:meth:`CrossbarCircuit.currents`: ``rows`` refined unit solves build the transfer
 matrix once, then one matrix product per batch). The batch ratios compare what the batch costs in
 all, prepare included: ``ref_factor_s + batch * ref_solve_s`` over ours; ``auto`` is the method
 :meth:`CrossbarCircuit.currents` picks for this batch on a fresh circuit.
@@ -134,7 +135,10 @@ def bench_circuit(
         ``ref_rel_diff`` (largest column current difference over the largest current); the
         transfer method: ``transfer_prepare_s`` (factor and transfer matrix), ``transfer_solve_s``
         (per vector), ``transfer_rel_diff`` (against ``direct``, as ``ref_rel_diff``),
-        ``transfer_peak_mib``; the whole batch, prepare included: ``ref_batch_s``,
+        ``transfer_peak_mib``; one vector on a fresh circuit, prepare included: ``fresh_single_s``,
+        ``fresh_method`` (``iterative`` or the direct solver ``auto`` used) and
+        ``fresh_single_ratio`` (over ``ref_factor_s + ref_solve_s``), ``fresh_rel_diff``
+        (against ``direct``, as ``ref_rel_diff``); the whole batch, prepare included: ``ref_batch_s``,
         ``direct_batch_ratio``, ``transfer_batch_ratio``, ``auto`` (the method
         :meth:`CrossbarCircuit.currents` picks) and ``auto_batch_ratio``; with ``compare_sparse``
         also ``sparse_factor_s``, ``sparse_solve_s`` (per vector) and ``sparse_rel_diff``.
@@ -211,6 +215,23 @@ def bench_circuit(
         fresh.currents(voltage)
         auto = "transfer" if fresh.transfer_ready else "direct"
         del transfer, fresh
+        def fresh_single(v=voltage[:1]) -> CrossbarCircuit:
+            built = prepare()
+            built.solve(v)
+            return built
+
+        fresh_single_s = _best_time(fresh_single, repeats)
+        fresh = prepare()
+        fresh_current = fresh.solve(voltage[:1]).col_current_a
+        fresh_method = ("iterative" if fresh._structured is None and fresh._sparse is None
+                        else fresh.method)
+        result.update({
+            "fresh_single_s": fresh_single_s, "fresh_method": fresh_method,
+            "fresh_single_ratio": (ref_factor_s + ref_solve_s) / fresh_single_s,
+            "fresh_rel_diff": float(np.abs(fresh_current - solution.col_current_a[:1]).max()
+                                    / scale),
+        })
+        del fresh
         ref_batch_s = ref_factor_s + batch * ref_solve_s
         direct_batch_s = factor_s + batch * solve_s
         transfer_batch_s = transfer_prepare_s + batch * transfer_solve_s

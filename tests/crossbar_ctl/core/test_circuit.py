@@ -597,6 +597,13 @@ def test_bench_circuit_reports_every_size():
             r["ref_batch_s"] / (r["transfer_prepare_s"] + 3 * r["transfer_solve_s"]))
         # auto: direct for fewer vectors than rows (3 < 4 and 9), transfer from rows on.
         assert r["auto"] == "direct" and r["auto_batch_ratio"] == r["direct_batch_ratio"]
+        # Too few columns for the iterative rule: the fresh vector is the direct solver's.
+        assert r["fresh_method"] == "structured" and r["fresh_single_s"] > 0
+        assert r["fresh_single_ratio"] == pytest.approx(
+            (r["ref_factor_s"] + r["ref_solve_s"]) / r["fresh_single_s"])
+        assert r["fresh_rel_diff"] < 1e-14
+    (iterative,) = bench_circuit((48,), batch=2, budget_s=0.01)
+    assert iterative["fresh_method"] == "iterative" and iterative["fresh_rel_diff"] < 1e-14
     (wide,) = bench_circuit((4,), batch=5, budget_s=0.01)
     assert wide["auto"] == "transfer" and wide["auto_batch_ratio"] == wide["transfer_batch_ratio"]
     (compared,) = bench_circuit((6,), batch=2, budget_s=0.01, compare_sparse=True)
@@ -613,7 +620,8 @@ def test_cli_bench_circuit(capsys):
     assert {"rows", "cols", "factor_s", "solve_s", "peak_mib", "reference", "ref_factor_s",
             "ref_solve_s", "factor_ratio", "solve_ratio", "transfer_prepare_s", "transfer_solve_s",
             "transfer_rel_diff", "ref_batch_s", "direct_batch_ratio", "transfer_batch_ratio",
-            "auto", "auto_batch_ratio"} <= set(result)
+            "auto", "auto_batch_ratio", "fresh_single_s", "fresh_method",
+            "fresh_single_ratio"} <= set(result)
     assert main(["bench", "circuit", "--sizes", "5", "--batch", "2", "--compare-sparse"]) == 0
     table = capsys.readouterr().out
     assert "5x5" in table and "sparse_rel_diff" in table
