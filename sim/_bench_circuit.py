@@ -14,8 +14,9 @@ currents (``ref_solve_s`` per vector). Ratios are reference time over ours (> 1:
 
 Each of our methods is timed beside it: ``direct`` (:meth:`CrossbarCircuit.solve`, refined),
 ``iterative`` (one vector on a fresh circuit, which ``auto`` solves by preconditioned conjugate
-gradients without factoring where the rule allows, from 48 columns) and ``transfer`` (:meth:`CrossbarCircuit.currents`: ``rows`` refined unit solves build the transfer
-matrix once, then one matrix product per batch). The batch ratios compare what the batch costs in
+gradients without factoring where the rule allows, from 48 columns) and ``transfer``
+(:meth:`CrossbarCircuit.currents`: ``rows`` refined unit solves build the transfer matrix once,
+then one matrix product per batch). The batch ratios compare what the batch costs in
 all, prepare included: ``ref_factor_s + batch * ref_solve_s`` over ours; ``auto`` is the method
 :meth:`CrossbarCircuit.currents` picks for this batch on a fresh circuit.
 """
@@ -138,8 +139,8 @@ def bench_circuit(
         ``transfer_peak_mib``; one vector on a fresh circuit, prepare included: ``fresh_single_s``,
         ``fresh_method`` (``iterative`` or the direct solver ``auto`` used) and
         ``fresh_single_ratio`` (over ``ref_factor_s + ref_solve_s``), ``fresh_rel_diff``
-        (against ``direct``, as ``ref_rel_diff``); the whole batch, prepare included: ``ref_batch_s``,
-        ``direct_batch_ratio``, ``transfer_batch_ratio``, ``auto`` (the method
+        (against ``direct``, as ``ref_rel_diff``); the whole batch, prepare included:
+        ``ref_batch_s``, ``direct_batch_ratio``, ``transfer_batch_ratio``, ``auto`` (the method
         :meth:`CrossbarCircuit.currents` picks) and ``auto_batch_ratio``; with ``compare_sparse``
         also ``sparse_factor_s``, ``sparse_solve_s`` (per vector) and ``sparse_rel_diff``.
     """
