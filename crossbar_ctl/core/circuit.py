@@ -373,6 +373,11 @@ class CrossbarCircuit:
         needed it yet)."""
         return "structured" if self._direct() is self._structured else "sparse"
 
+    @property
+    def factored(self) -> bool:
+        """Whether the direct solver is built (``auto`` factors on first need)."""
+        return self._structured is not None or self._sparse is not None
+
     def _direct(self):
         """The direct solver, factored on first need (thread-safe)."""
         with self._direct_lock:

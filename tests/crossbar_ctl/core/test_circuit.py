@@ -969,7 +969,7 @@ def always_iterative(monkeypatch):
 
 def factored(circuit) -> bool:
     """Whether the circuit's direct solver is built (``auto`` factors on first need)."""
-    return circuit._structured is not None or circuit._sparse is not None
+    return circuit.factored
 
 
 @pytest.mark.parametrize("shape", [(2, 3), (6, 1), (3, 4), (1, 5)])
