@@ -1,4 +1,12 @@
-"""``recheck()``: whether a calibration record still describes the array (drift check)."""
+"""``recheck()``: whether a calibration record still describes the array (drift check).
+
+The recheck takes again, for a sample of branches, the very reading the calibration took of each
+(the same design step: the same switches closed in the row, the same path, voltage, integration
+and readout channel) and compares raw current with raw current. Whatever stays put between the
+two readings (the wiring the twin does not capture, channel gains and offsets, converter
+nonlinearity, stuck switches) cancels, so only what changed (drift, temperature, faults) is left,
+against the read noise of both readings.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from calibration._estimate import (
-    RawData,
-    cell_conductance_s,
-    mean_var,
-    quantization_var,
-)
-from calibration._record import FLAG_STUCK_CLOSED, CalibrationRecord, TwinParameters
+from calibration._estimate import RawData, mean_var
+from calibration._record import CalibrationRecord
 from calibration._run import Counter, Run, prepare, quiet_safe
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import CalibrationError
@@ -24,15 +27,16 @@ class RecheckResult(StrictModel):
     """Whether a calibration record still describes the array."""
 
     checked: int
-    """Branches re-measured."""
+    """Readings compared: one per sampled branch, the calibration step that read it."""
     valid: bool
-    """The re-measured branches agree with the record within ``max_rms_z``."""
+    """The readings agree with the calibration's within ``max_rms_z``."""
     rms_z: float
-    """RMS of (new - recorded) / sqrt(sigma_recorded^2 + sigma_new^2)."""
+    """RMS of (new - recorded) / sqrt(sigma_recorded^2 + sigma_new^2), each reading's current
+    against the calibration's mean current of the same step, sigmas from the fitted read noise."""
     over_4_fraction: float
-    """Fraction of re-measured branches more than 4 combined sigma away."""
+    """Fraction of readings more than 4 combined sigma away."""
     median_rel_drift: float
-    """Median of (new - recorded) / recorded: the common drift (temperature, ageing)."""
+    """Median of (new - recorded) / recorded current: the common drift (temperature, ageing)."""
     rms_rel_drift: float
     """RMS relative change."""
     temperature_c: float
@@ -42,76 +46,89 @@ class RecheckResult(StrictModel):
 
 def recheck(lab: Any, record: CalibrationRecord, *, sample: int = 256, repeats: int = 4,
             max_rms_z: float = 2.0, seed: int = 0) -> RecheckResult:
-    """Re-measure a random sample of usable branches and compare with the record.
+    """Read a random sample of usable branches again as the calibration did and compare.
+
+    Each sampled branch is read in one design step that closed it (the step itself with
+    ``design="single"``): the step's switches closed in every cell of the row on the readout,
+    in its one cell through the source-meter, as the calibration did. The record's raw reading
+    sums give the calibration's mean current of that step and its reading count.
 
     Parameters
     ----------
     lab : drivers.Lab
     record : CalibrationRecord
-        A complete record of this lab's array.
+        A record of this lab's array, with its raw readings (every record ``calibrate`` writes).
     sample : int
-        Branches to re-measure (at most every usable one).
+        Branches to re-read (at most every usable one).
     repeats : int
-        Readings per branch.
+        Readings per step.
     max_rms_z : float
         The record is still valid while the RMS combined z-score stays below this.
     seed : int
         Seed of the sample.
+
+    Raises
+    ------
+    CalibrationError
+        A record of another shape, without raw readings, or without a usable branch.
     """
     header = record.header
     if tuple(lab.geometry) != record.geometry:
         raise CalibrationError(f"the record is of a {'x'.join(map(str, record.geometry))} array, "
                                f"this lab's is {'x'.join(map(str, lab.geometry))}")
+    try:
+        old = RawData.from_arrays(record.arrays)
+    except KeyError as exc:
+        raise CalibrationError(f"the record keeps no raw readings ({exc.args[0]}): "
+                               "recalibrate") from exc
+    old_mean, _ = mean_var(old.step_sum_a, old.step_sumsq_a2, old.step_count)
     usable = np.argwhere(record.usable)
     if usable.size == 0:
         raise CalibrationError("the record has no usable branch to recheck")
     rng = np.random.default_rng(seed)
     picked = usable[rng.choice(len(usable), size=min(sample, len(usable)), replace=False)]
-    options = header.options.model_copy(update={"design": "single", "repeats": max(repeats, 2)})
-    rows, cols, branches = record.geometry
-    raw = RawData.empty(np.eye(branches, dtype=np.uint8), rows, cols)
-    raw.excluded[:] = ~record.usable  # shorts and other flagged branches stay open
-    run = Run(lab, options, header, raw, {"resolution_a": np.full(1, np.inf)}, Counter(lab))
-    stuck = np.where((record.flags & FLAG_STUCK_CLOSED) != 0, record.conductance_s, 0.0).sum(axis=2)
+    # One step that read each branch (rows, steps, cols), among those the calibration kept.
+    read = set()
+    for row, col, branch in picked:
+        steps = np.nonzero(old.design[:, branch] & np.isfinite(old_mean[row, :, col]))[0]
+        if steps.size:
+            read.add((int(row), int(rng.choice(steps)), int(col)))
+    if not read:
+        raise CalibrationError("the record has no raw reading of a usable branch to recheck")
+    where = tuple(np.array(sorted(read)).T)
+    new = RawData.empty(old.design, header.rows, header.cols)
+    new.excluded[:] = old.excluded  # the calibration's masks: its shorts stay open
+    options = header.options.model_copy(update={"repeats": max(repeats, 2)})
+    run = Run(lab, options, header, new, {"resolution_a": np.full(1, np.inf)}, Counter(lab))
     try:
         prepare(lab, options, header)
-        for (row, branch) in sorted({(int(r), int(k)) for r, _, k in picked}):
-            chosen = np.zeros(cols, bool)
-            chosen[[c for r, c, k in picked if r == row and k == branch]] = True
-            masks = np.where(chosen, np.uint64(1 << branch), np.uint64(0))
-            if header.method == "readout":
-                run.load_row(row, masks)
-                raw.add_step(row, branch, run.drive_row(row, options.repeats))
-            else:
-                for col in np.nonzero(chosen)[0]:
-                    lab.board.set_mask(row, int(col), 1 << branch)
-                    raw.add_step(row, branch, run.smu_read(row, int(col), options.repeats)[:, None], [col])
-                    lab.board.set_mask(row, int(col), 0)
-            if header.method == "readout":
-                run.load_row(row, np.zeros(cols, dtype=np.uint64))
+        for row, step in sorted({(r, s) for r, s, _ in read}):
+            cols = np.array([c for r, s, c in read if (r, s) == (row, step)])
+            if header.method == "readout":  # the whole row in the step's pattern, as calibrated
+                run.load_row(row, run.step_masks(row, step))
+                new.add_step(row, step, run.drive_row(row, options.repeats)[:, cols], cols)
+                run.load_row(row, np.zeros(header.cols, dtype=np.uint64))
+                continue
+            masks = run.step_masks(row, step)
+            for col in map(int, cols):  # one cell closed at a time, as calibrated
+                run.board.set_mask(row, col, int(masks[col]))
+                new.add_step(row, step, run.smu_read(row, col, options.repeats)[:, None], [col])
+                run.board.set_mask(row, col, 0)
         temperature = lab.temperature_c()
     finally:
         quiet_safe(lab)
-    twin = header.twin or TwinParameters.ideal()
-    mean, _ = mean_var(raw.step_sum_a, raw.step_sumsq_a2, raw.step_count)
-    cells = {}
-    for row, branch in {(int(r), int(k)) for r, _, k in picked}:
-        cells[row, branch] = cell_conductance_s(
-            np.nan_to_num(mean[row, branch])[None], voltage_v=header.read_voltage_v,
-            method=header.method, twin=twin, row_index=np.array([row]), array_rows=rows,
-            others_s=stuck)[0]
-    # A stuck-closed branch conducts in every reading of its cell: take it off.
-    new = np.array([cells[int(r), int(k)][c] - stuck[r, c] for r, c, k in picked])
-    old = record.conductance_s[tuple(picked.T)]
-    old_sigma = record.sigma_s[tuple(picked.T)]
-    per_reading = (header.noise_rel * new * header.read_voltage_v) ** 2 + header.noise_floor_a**2
-    new_sigma = np.sqrt(per_reading / options.repeats
-                        + quantization_var(per_reading, header.resolution_a)) / header.read_voltage_v
-    z = (new - old) / np.sqrt(old_sigma**2 + new_sigma**2)
-    rel = (new - old) / old
+    before = old_mean[where]
+    # A reading that overflows now (a new short) counts as 0 A: a change either way.
+    now = np.nan_to_num(mean_var(new.step_sum_a, new.step_sumsq_a2, new.step_count)[0][where])
+    per_reading = (header.noise_rel * before) ** 2 + header.noise_floor_a**2
+    # The readings' quantization error is the same for both while nothing moved: it cancels.
+    sigma = np.sqrt(per_reading * (1 / old.step_count[where] + 1 / new.step_count[where]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sigma > 0, (now - before) / sigma, np.where(now == before, 0.0, np.inf))
+        rel = (now - before) / before
     rms_z = float(np.sqrt(np.mean(z**2)))
     end = header.temperature_end_c
-    return RecheckResult(checked=len(picked), valid=rms_z <= max_rms_z, rms_z=rms_z,
+    return RecheckResult(checked=len(before), valid=rms_z <= max_rms_z, rms_z=rms_z,
                          over_4_fraction=float(np.mean(np.abs(z) > 4)),
                          median_rel_drift=float(np.median(rel)),
                          rms_rel_drift=float(np.sqrt(np.mean(rel**2))), temperature_c=temperature,
