@@ -58,7 +58,8 @@ For terminal currents alone (no node voltages, no injections), :meth:`CrossbarCi
 also offers the terminal transfer matrix (the Schur complement of the nodal equations onto the
 terminals, one row per refined unit solve, so as exact): built once, it turns every further batch
 into one dense product. ``auto`` builds it once the vectors asked reach its unit solves (``rows``,
-``+ cols`` with column voltages): at most about twice the cost of the best choice in hindsight.
+``+ cols`` with column voltages), where building it costs about what solving them does (128 x 128:
+0.4 s, then ~2 us a vector; 1000 vectors 11x faster than a plain SuperLU solve, measured loaded).
 
 Rows are driven at column index 0; columns are sensed at row index ``rows - 1``. Terminal
 currents are summed from the cell currents of each line (KCL), which keeps them accurate when the
