@@ -3,7 +3,8 @@
 A record is a strict pydantic header plus named arrays in one checksummed ``.npz``
 (:func:`crossbar_ctl.core.files.save_record`). Besides the results (``conductance_s``, ``sigma_s``,
 ``flags``, each ``(rows, cols, branches)``) it keeps the raw sums of every reading, so a partial
-record is also the checkpoint a resumed run continues from, and a finished one can be re-estimated.
+record is also the checkpoint a resumed run continues from, and a finished one can be re-estimated
+and rechecked (:func:`calibration.recheck` reads the same steps again and compares raw readings).
 """
 
 from __future__ import annotations
