@@ -28,6 +28,7 @@ _EXPORTS = {
     # networks
     "Network": "engine",
     "Layer": "engine",
+    "Op": "engine",
     "build_network": "engine",
     "load_network": "engine",
     "save_network": "engine",

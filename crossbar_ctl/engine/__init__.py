@@ -5,6 +5,7 @@ from crossbar_ctl.engine._demo import run_demo
 from crossbar_ctl.engine._network import (
     Layer,
     Network,
+    Op,
     build_network,
     load_dataset,
     load_network,
@@ -22,8 +23,8 @@ from crossbar_ctl.engine._workflow import (
 )
 
 __all__ = [
-    "ArrayModel", "CheckReport", "ErrorBudget", "Layer", "LayerCheck", "Network", "PlanOptions",
-    "ProgramOptions", "ProgramRecord", "SwitchPlan", "array_model", "build_network", "check_drift",
-    "check_lab", "check_network", "load_dataset", "load_network", "make_plan", "program_network",
-    "program_plan", "run_check", "run_demo", "save_network",
+    "ArrayModel", "CheckReport", "ErrorBudget", "Layer", "LayerCheck", "Network", "Op",
+    "PlanOptions", "ProgramOptions", "ProgramRecord", "SwitchPlan", "array_model", "build_network",
+    "check_drift", "check_lab", "check_network", "load_dataset", "load_network", "make_plan",
+    "program_network", "program_plan", "run_check", "run_demo", "save_network",
 ]

@@ -168,3 +168,17 @@ def test_onnx_unsupported_operator(tmp_path):
     onnx.save(helper.make_model(graph), str(path))
     with pytest.raises(EngineError, match="Selu"):
         load_network(path)
+
+
+def test_public_op_builds_the_same_network_as_its_text_form():
+    import crossbar_ctl
+
+    rng = np.random.default_rng(11)
+    weights, biases, acts = _dense(rng, [5, 4, 3])
+    common = dict(input_shape=None, strides=[1, 1], paddings=[0, 0], name="steps")
+    steps = [[crossbar_ctl.Op("clip", (-0.5, 0.5))], [crossbar_ctl.Op("softmax")]]
+    by_op = crossbar_ctl.build_network(weights, biases, acts, **common, posts=steps)
+    by_text = build_network(weights, biases, acts, **common, posts=[["clip -0.5 0.5"], ["softmax"]])
+    assert [layer.post for layer in by_op.layers] == [layer.post for layer in by_text.layers]
+    x = rng.normal(size=(6, 5))
+    np.testing.assert_array_equal(by_op.output(x), by_text.output(x))
