@@ -1,4 +1,4 @@
-"""``crossbar bench circuit``: timings of the exact circuit solver (registered by ``_cli``)."""
+"""``crossbar bench circuit``: timings of the exact circuit solver (registered by ``cli._main``)."""
 
 from __future__ import annotations
 
