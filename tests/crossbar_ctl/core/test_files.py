@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 from hypothesis.extra import numpy as hnp
 
 from crossbar_ctl.core.config import StrictModel
