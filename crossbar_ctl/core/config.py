@@ -123,8 +123,9 @@ class SimArrayConfig(StrictModel):
     """Largest |V| the board's row DACs can produce."""
     has_readout: bool = True
     """The board has row DACs and column ADCs (parallel MVM)."""
-    profile: Literal["ideal", "pcb", "harsh"] = "ideal"
-    """Hardware profile: the effects the controller does not model (``sim/_physics.py``)."""
+    profile: Literal["ideal", "pcb", "harsh"] = "pcb"
+    """Hardware profile: the effects the controller does not model (``sim/_physics.py``): ``pcb``
+    (default, a discrete board), ``harsh``, or ``ideal`` (the controller's own model)."""
     physics: dict[str, dict[str, Any]] = {}
     """Overrides of the profile, ``{group: {key: value}}``; validated by the simulator."""
     faults: tuple[Fault, ...] = ()

@@ -100,9 +100,7 @@ def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES
                   "sim": {"rows": rows, "cols": cols, "branches": int(n), "profile": profile, "seed": seed}}
         with open_lab(config) as lab:
             record = calibrate(lab)
-            # Programmed straight after its calibration: no drift recheck (on pcb and harsh the
-            # recheck's single reads differ from the calibration's by the twin's model error).
-            plan = program_network(lab, network, record, recheck=False)
+            plan = program_network(lab, network, record)
             report = check_network(lab, plan, x, nplc=nplc)
             subset_sum = _subset_sum_bits(truth_of(lab), plan, network, solve_subset_sum)
         layer = report.layers[0]

@@ -21,7 +21,7 @@ ROWS, COLS, BRANCHES = 12, 12, 6
 
 
 def lab_config(seed=1, *, faults=True, **sim):
-    shape = dict(rows=ROWS, cols=COLS, branches=BRANCHES)
+    shape = dict(rows=ROWS, cols=COLS, branches=BRANCHES, profile="ideal")  # the calibration's own model
     shape.update({k: sim.pop(k) for k in ("rows", "cols", "branches") if k in sim})
     found = seeded_faults(shape["rows"], shape["cols"], shape["branches"], per_kind=1, seed=seed) if faults else ()
     return LabConfig(sim=SimArrayConfig(**shape, faults=found, seed=seed, **sim))

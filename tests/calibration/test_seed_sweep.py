@@ -29,8 +29,8 @@ WIRES = {"zero": (0.0, 0.0, 0.0), "tiny": (1e-12, 1e-12, 1e-12), "normal": (0.5,
 def run(rows: int, cols: int, branches: int, seed: int, wires: str):
     """Calibrate a simulated array with default options; the record, its z-scores and the truth."""
     row_ohm, col_ohm, sense_ohm = WIRES[wires]
-    config = LabConfig(sim=SimArrayConfig(
-        rows=rows, cols=cols, branches=branches, seed=seed, row_wire_resistance_ohm=row_ohm,
+    config = LabConfig(sim=SimArrayConfig(  # ideal board: the calibration against its own model
+        profile="ideal", rows=rows, cols=cols, branches=branches, seed=seed, row_wire_resistance_ohm=row_ohm,
         col_wire_resistance_ohm=col_ohm, sense_resistance_ohm=sense_ohm))
     with open_lab(config) as lab:
         record = calibrate(lab)

@@ -31,7 +31,7 @@ def test_default_lab_opens_and_is_left_safe():
 
 def test_lab_from_a_dict_with_a_2400_a_matrix_and_no_board_readout():
     config = {
-        "sim": {**SMALL, "has_readout": False},
+        "sim": {**SMALL, "has_readout": False, "profile": "ideal"},  # ideal board: reads the truth exactly
         "instruments": {
             "source_meter": {"uri": "sim://smu", "model": "keithley2400"},
             "switch_matrix": {"uri": "sim://matrix", "model": "e5250a"},

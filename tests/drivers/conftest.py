@@ -9,7 +9,7 @@ import pytest
 from crossbar_ctl.core.config import SimArrayConfig
 from drivers import open_transport
 
-SMALL = SimArrayConfig(rows=4, cols=3, branches=4, seed=7)
+SMALL = SimArrayConfig(rows=4, cols=3, branches=4, seed=7, profile="ideal")  # exact protocol replies
 TRANSPORTS = ("inproc", "tcp", "pty")
 
 

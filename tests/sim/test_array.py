@@ -11,7 +11,7 @@ from sim import PhysicalArray
 
 
 def small(**changes) -> SimArrayConfig:
-    return SimArrayConfig(rows=6, cols=5, branches=4, **changes)
+    return SimArrayConfig(rows=6, cols=5, branches=4, **{"profile": "ideal", **changes})  # the array's own model
 
 
 def test_same_seed_same_array_other_seed_other_array():

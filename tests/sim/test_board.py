@@ -16,7 +16,7 @@ from tests.sim.test_scpi import replay
 
 
 def make_board(**overrides) -> SimSwitchBoard:
-    config = dict(rows=64, cols=64, branches=8, seed=3)
+    config = dict(rows=64, cols=64, branches=8, seed=3, profile="ideal")  # the board's own model
     config.update(overrides)
     return SimSwitchBoard(PhysicalArray(SimArrayConfig(**config)))
 

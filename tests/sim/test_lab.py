@@ -13,7 +13,7 @@ QUIET = dict(relative_noise=0.0, noise_floor_fraction=0.0, drift_per_hour=0.0)
 
 
 def lab_for(*, routing: str = "board", smu_model: str = "keithley2450", **overrides) -> SimLab:
-    config = dict(rows=8, cols=8, branches=4, seed=11)
+    config = dict(rows=8, cols=8, branches=4, seed=11, profile="ideal")  # the simulator's own model
     config.update(overrides)
     return SimLab(SimArrayConfig(**config), routing=routing, smu_model=smu_model)
 

@@ -318,7 +318,7 @@ def test_temperature_wander_moves_the_readings_through_the_tcrs() -> None:
 # ---- every effect: its own stream; ideal keeps today's draws ---------------------------------------
 
 def test_every_effect_draws_from_its_own_stream() -> None:
-    base = SimArrayConfig(rows=4, cols=4, branches=3, seed=11)
+    base = SimArrayConfig(rows=4, cols=4, branches=3, seed=11, profile="ideal")
     ideal, pcb = PhysicalArray(base), PhysicalArray(base.model_copy(update={"profile": "pcb"}))
     np.testing.assert_array_equal(ideal.resistance_ohm(), pcb.resistance_ohm())
     np.testing.assert_array_equal(ideal.switch_on_resistance_ohm, pcb.switch_on_resistance_ohm)

@@ -22,7 +22,7 @@ def quiet_board(readout: dict | None = None, *, rows: int = 1, cols: int = 64, s
                 **config) -> SimSwitchBoard:
     """A board whose only imperfections are ``readout`` (no read noise, drift or TCR), every
     branch closed; the ADC has 32 bits unless ``adc_bits`` says otherwise."""
-    settings = dict(rows=rows, cols=cols, branches=4, seed=seed, relative_noise=0.0,
+    settings = dict(profile="ideal", rows=rows, cols=cols, branches=4, seed=seed, relative_noise=0.0,
                     noise_floor_fraction=0.0, drift_per_hour=0.0, tcr_per_k=0.0, adc_bits=32,
                     physics={"readout": readout or {}})
     settings.update(config)
@@ -192,7 +192,7 @@ def test_each_profile_sets_the_readout_it_names(profile: str) -> None:
 
 
 def test_the_ideal_board_reads_the_plain_rounded_current() -> None:
-    config = SimArrayConfig(rows=8, cols=8, branches=4, seed=2)  # default noise and drift
+    config = SimArrayConfig(rows=8, cols=8, branches=4, seed=2, profile="ideal")  # default noise and drift
     board, twin = SimSwitchBoard(PhysicalArray(config)), PhysicalArray(config)
     masks = np.random.default_rng(0).integers(0, 16, size=(8, 8))
     board.array.set_masks(masks), twin.set_masks(masks)

@@ -24,8 +24,8 @@ from sim._lab import SimLab
 from sim._serve import LabServer, TcpServer
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIG = SimArrayConfig(rows=6, cols=5, branches=4, seed=5, relative_noise=0.0,
-                        noise_floor_fraction=0.0, drift_per_hour=0.0)
+CONFIG = SimArrayConfig(rows=6, cols=5, branches=4, seed=5, relative_noise=0.0,  # ideal: exact readings
+                        noise_floor_fraction=0.0, drift_per_hour=0.0, profile="ideal")
 
 
 class InProcess:

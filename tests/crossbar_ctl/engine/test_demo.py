@@ -28,9 +28,10 @@ branch = 1
 """
 
 
-def _lab_file(tmp_path, *, seed=1, rows=10):
-    path = tmp_path / f"lab-{seed}-{rows}.toml"
-    path.write_text(LAB.format(seed=seed).replace("rows = 10", f"rows = {rows}"))
+def _lab_file(tmp_path, *, seed=1, rows=10, profile=None):
+    path = tmp_path / f"lab-{seed}-{rows}-{profile}.toml"
+    text = LAB.format(seed=seed).replace("rows = 10", f"rows = {rows}")
+    path.write_text(text if profile is None else text.replace("[sim]", f'[sim]\nprofile = "{profile}"'))
     return path
 
 
@@ -48,14 +49,24 @@ def _network(rng, path=None):
     return net
 
 
-@pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cal")
-    lab_path = _lab_file(tmp)
+def _calibrated(tmp, profile=None):
+    lab_path = _lab_file(tmp, profile=profile)
     with open_lab(lab_path) as lab:
         record = calibrate(lab)
     record.save(tmp / "cal.npz")
     return tmp, lab_path, tmp / "cal.npz"
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """The small lab on the default board (pcb)."""
+    return _calibrated(tmp_path_factory.mktemp("cal"))
+
+
+@pytest.fixture(scope="module")
+def calibrated_ideal(tmp_path_factory):
+    """The small lab on the ideal board: for tests of the engine's own logic."""
+    return _calibrated(tmp_path_factory.mktemp("cal_ideal"), "ideal")
 
 
 def test_user_npz_through_program_and_check(calibrated, tmp_path, capsys):
@@ -77,27 +88,27 @@ def test_user_npz_through_program_and_check(calibrated, tmp_path, capsys):
     assert report == json.loads(report_path.read_text())
     assert report["digital_accuracy"] == 1.0
     assert report["agreement"] >= 59 / 60  # measured 1.0
-    # measured: SINAD 7.5 and 8.6 bits, enob 6.8 and 7.0 (the outputs' error keeps a mean);
-    # weights 10.8 / 10.6 bits planned, 10.7 / 10.4 realized on the true circuit (medians);
-    # the programmed weights carry 0.89 / 0.98 of mean(error^2)
-    for layer, sinad, enob, realized in zip(report["layers"], (7.5, 8.6), (6.8, 7.0), (10.7, 10.4)):
+    # measured on the pcb board: SINAD 6.6 and 7.3 bits, enob 5.7 and 6.3 (the error keeps a mean);
+    # weights 11.1 / 10.6 bits planned, 8.9 / 8.0 realized on the true circuit (medians): the
+    # closed loop programs the pairs against the readout's channel errors, which the truth counts
+    # as weight error and the readout takes back (shares programmed 17 / 39, read_noise 20 / 36,
+    # cross -36 / -75); calibration carries 1.06 / 0.86 of the programmed part's mean square
+    for layer, sinad, enob, realized in zip(report["layers"], (6.6, 7.3), (5.7, 6.3), (8.9, 8.0)):
         assert sinad - 1 < layer["sinad_bits"] < sinad + 1
         assert enob - 1 < layer["enob"] < enob + 1
         assert realized - 1 < layer["realized_bits"]["median"] < realized + 1
-        assert layer["realized_bits"]["median"] < layer["planned_bits"]["median"] + 0.3
+        assert layer["realized_bits"]["median"] < layer["planned_bits"]["median"] - 1
         budget = layer["budget"]
         assert budget["source"] == "simulator truth"
         assert sum(budget["share"].values()) == pytest.approx(1.0)
-        # measured: programmed 0.89 / 0.98 of mean(error^2), cross 0.03 / -0.03; quantization 0.74 /
-        # 0.94 of the programmed part's
-        assert budget["share"]["programmed"] > 0.7 and abs(budget["share"]["cross"]) < 0.1
-        assert max(budget["programmed_share"], key=budget["programmed_share"].get) == "quantization"
+        assert budget["share"]["cross"] < -20
+        assert max(budget["programmed_share"], key=budget["programmed_share"].get) == "calibration"
 
 
-def test_error_budget_puts_read_noise_in_its_own_stage(calibrated, tmp_path):
+def test_error_budget_puts_read_noise_in_its_own_stage(calibrated_ideal, tmp_path):
     """One programmed plan checked on the array and on a noiseless copy (same seed): only the
-    read-noise stage may change, and it must nearly vanish."""
-    _, lab_path, cal = calibrated
+    read-noise stage may change, and it must nearly vanish (ideal board: no other readout error)."""
+    _, lab_path, cal = calibrated_ideal
     quiet = tmp_path / "quiet.toml"
     quiet.write_text(lab_path.read_text().replace(
         "seed = 1", "seed = 1\nrelative_noise = 0.0\nnoise_floor_fraction = 0.0\nadc_bits = 32"))
@@ -151,14 +162,14 @@ def test_bad_input_programs_nothing(calibrated, tmp_path):
     assert "calibrate this array first" in message and not masks.any()
 
 
-def test_closed_loop_repairs_a_fault_found_late(calibrated):
+def test_closed_loop_repairs_a_fault_found_late(calibrated_ideal):  # ideal: the loop's logic
     from crossbar_ctl.engine._workflow import array_model
     from crossbar_ctl.engine._mapping import selection_from_masks
     from crossbar_ctl.engine._plan import make_plan
     from crossbar_ctl.engine._program import program_plan
     from crossbar_ctl.core.config import Fault
 
-    _, lab_path, cal = calibrated
+    _, lab_path, cal = calibrated_ideal
     model = array_model(CalibrationRecord.load(cal))
     plan = make_plan(_network(np.random.default_rng(0)), model)
     row, col, branch = np.argwhere(selection_from_masks(plan.tile(0, "masks"), 6))[7]
@@ -203,7 +214,7 @@ def test_cli_errors_are_one_line(calibrated, tmp_path, capsys):
 def test_demo_meets_its_targets():
     from crossbar_ctl.engine._demo import run_demo
 
-    result = run_demo(show_progress=False)
+    result = run_demo(profile="ideal", show_progress=False)  # ideal: the controller's own model
     # measured: agreement 359/360, accuracy gap 1/360, enob 8.4 and 8.7 (target >= 8; SINAD 8.5
     # and 8.9), realized weights 12.9 and 12.8 bits median, 10.1 and 9.9 at the 1st percentile,
     # pre-distortion leaves 0.0096 and 0.0014 of the bare plan's error on the true circuit
@@ -216,6 +227,28 @@ def test_demo_meets_its_targets():
     for row, ratio in zip(result["predistortion"], (0.0096, 0.0014)):
         assert row["predistorted"] < 2 * ratio * row["bare"]
     json.dumps(result)  # the --json output is plain data
+
+
+@pytest.mark.slow
+def test_demo_on_the_pcb_board_reports_the_gap():
+    """The default demo (pcb board): it runs and reports; the figures fall where the controller's
+    models miss the board (issue 11 measures the gap; closing it is the next issue's work)."""
+    from crossbar_ctl.engine._demo import run_demo
+
+    result = run_demo(show_progress=False)
+    # measured: agreement 359/360, accuracy 97.2 % vs 97.5 %, enob 5.5 and 5.8 (SINAD 6.7, 7.0),
+    # realized 9.3 / 8.2 bits median and 7.4 / 7.1 at the 1st percentile, planned 5.5 / 5.5 (the
+    # twin mispredicts the board; the closed loop corrects on measurements); pre-distortion leaves
+    # 0.40 / 0.53 of the bare plan's error on the true circuit, the closed loop 0.055 / 0.081
+    assert result["profile"] == "pcb" and result["samples"] == 360
+    assert result["agreement"] >= 357 / 360
+    assert abs(result["analog_accuracy"] - result["digital_accuracy"]) <= 3 / 360
+    for layer, enob, realized, p01 in zip(result["layers"], (5.5, 5.8), (9.3, 8.2), (7.4, 7.1)):
+        assert enob - 1 < layer["enob"] < enob + 1
+        assert realized - 1 < layer["realized_bits"]["median"] < realized + 1
+        assert p01 - 1 < layer["realized_bits"]["p01"] < p01 + 1
+    for row, ratio in zip(result["predistortion"], (0.055, 0.081)):
+        assert row["closed_loop"] < 1.2 * ratio * row["bare"]
 
 
 @pytest.mark.slow

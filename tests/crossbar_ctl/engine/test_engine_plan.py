@@ -72,7 +72,8 @@ def test_predistortion_against_the_simulators_truth(wire_ohm, sense_ohm, ratio):
     from crossbar_ctl._lab import open_lab
     from crossbar_ctl.engine._workflow import array_model as model_of
 
-    config = {"sim": {"rows": 8, "cols": 8, "branches": 6, "seed": 3, "row_wire_resistance_ohm": wire_ohm,
+    config = {"sim": {"profile": "ideal",  # the twin's own model: pre-distortion theory
+                      "rows": 8, "cols": 8, "branches": 6, "seed": 3, "row_wire_resistance_ohm": wire_ohm,
                       "col_wire_resistance_ohm": wire_ohm, "sense_resistance_ohm": sense_ohm}}
     network = _net(np.random.default_rng(1))
     with open_lab(config) as lab:

@@ -94,7 +94,8 @@ def _truth_errors(branches, options, *, wire_ohm=0.5, sense_ohm=10.0):
     network = build_network([rng.normal(size=(5, 7)), rng.normal(size=(3, 5))],
                             [0.3 * rng.normal(size=5), 0.3 * rng.normal(size=3)], ["relu", "none"],
                             input_shape=None, strides=[1, 1], paddings=[0, 0], name="small")
-    config = {"sim": {"rows": 8, "cols": 8, "branches": branches, "seed": 3, "row_wire_resistance_ohm": wire_ohm,
+    config = {"sim": {"profile": "ideal",  # the twin's own model: pre-distortion theory
+                      "rows": 8, "cols": 8, "branches": branches, "seed": 3, "row_wire_resistance_ohm": wire_ohm,
                       "col_wire_resistance_ohm": wire_ohm, "sense_resistance_ohm": sense_ohm}}
     with open_lab(config) as lab:
         model = array_model(calibrate(lab))
