@@ -28,7 +28,8 @@ from pydantic import BaseModel, ValidationError
 
 from crossbar_ctl.core.errors import RecordError
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "load_record", "read_npz", "save_record"]
+__all__ = ["atomic_save_figure", "atomic_write_bytes", "atomic_write_text", "load_record", "read_npz",
+           "save_record"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -59,6 +60,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Atomically write UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_figure(figure, path: str | Path, *, dpi: float) -> None:
+    """Atomically save a matplotlib figure, in the format its suffix names (png without one)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix[1:].lower() or "png", dpi=dpi)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _what_it_is(head: bytes) -> str:

@@ -21,6 +21,7 @@ from numba import njit, prange
 
 from crossbar_ctl.optimizer._solver import SubsetSumStatus, solve_subset_sum
 from crossbar_ctl.core.errors import CrossbarError
+from crossbar_ctl.core.files import atomic_save_figure
 
 __all__ = ["PEERS_PRECISION_REL", "bench_lottery", "bench_peers", "bench_precision", "bench_solver",
            "plot_precision"]
@@ -157,7 +158,7 @@ def plot_precision(result: dict, path: str) -> None:
     ax.legend()
     fig.tight_layout()
     try:
-        fig.savefig(path, dpi=120)
+        atomic_save_figure(fig, path, dpi=120)
     finally:
         plt.close(fig)
 

@@ -7,7 +7,7 @@ from hypothesis.extra import numpy as hnp
 
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import RecordError
-from crossbar_ctl.core.files import atomic_write_text, load_record, read_npz, save_record
+from crossbar_ctl.core.files import atomic_save_figure, atomic_write_text, load_record, read_npz, save_record
 
 
 class Header(StrictModel):
@@ -160,3 +160,15 @@ def test_a_header_that_would_not_read_back_is_not_written(tmp_path):
     assert not path.exists()
     save_record(path, Figures(bits=9.5), {})
     assert load_record(path, Figures)[0].bits == 9.5
+
+
+@pytest.mark.parametrize("name, magic", [("plot.pdf", b"%PDF"), ("plot.PNG", b"\x89PNG"), ("plot", b"\x89PNG")])
+def test_a_figure_is_saved_whole_in_the_format_its_suffix_names(tmp_path, name, magic):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    figure = Figure()
+    figure.add_subplot().plot([0, 1], [1, 0])
+    atomic_save_figure(figure, tmp_path / "out" / name, dpi=50)
+    assert (tmp_path / "out" / name).read_bytes().startswith(magic)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [name]
