@@ -3,7 +3,8 @@
 ``calibrate(lab)`` returns a :class:`CalibrationRecord` (per-branch ``conductance_s``,
 ``sigma_s`` and ``flags``, the fitted wiring twin, provenance), resumable from its checkpoint;
 ``recheck(lab, record)`` says whether a record still holds; ``verify_fingerprint(lab, record)``
-refuses a record of another array.
+refuses a record of another array; ``fit_tcr(records)`` estimates each branch's TCR from records
+at different temperatures and ``record_at_temperature(record, tcr, T)`` predicts a record at ``T``.
 """
 
 from calibration._bench import bench_calibrate
@@ -28,6 +29,7 @@ from calibration._record import (
     TwinParameters,
     flag_names,
 )
+from calibration._temperature import TcrEstimate, TcrHeader, fit_tcr, record_at_temperature
 from calibration._twin import network_col_current_a
 
 __all__ = [
@@ -45,14 +47,18 @@ __all__ = [
     "CalibrationRecord",
     "Fingerprint",
     "RecheckResult",
+    "TcrEstimate",
+    "TcrHeader",
     "TwinParameters",
     "bench_calibrate",
     "calibrate",
     "recheck",
     "design_covariance",
     "design_matrix",
+    "fit_tcr",
     "flag_names",
     "network_col_current_a",
+    "record_at_temperature",
     "s_matrix",
     "theoretical_gain",
     "verify_fingerprint",

@@ -14,7 +14,7 @@ from crossbar_ctl.core.config import LabConfig, SimArrayConfig, load_lab_config
 from crossbar_ctl.core.errors import ConfigError
 from drivers import DEFAULT_MIN_RESISTANCE_OHM, Lab, Transport, build_lab, open_transport
 
-__all__ = ["SimTruth", "bench_io", "lab_info", "min_resistance_ohm", "open_lab"]
+__all__ = ["SimTruth", "bench_io", "lab_info", "min_resistance_ohm", "open_lab", "set_sim_temperature_c"]
 
 _SERVED_TIMEOUT_S = 10.0
 """Least reply timeout of a simulated lab this factory serves (see :func:`open_lab`)."""
@@ -141,6 +141,23 @@ def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, s
         if server is not None:
             server.stop()
         raise
+
+
+def set_sim_temperature_c(lab: Lab, temperature_c: float) -> None:
+    """Set a simulated lab's array temperature, degC (as a climate chamber would; it then wanders).
+
+    Raises
+    ------
+    ConfigError
+        The lab is not simulated (a real lab records its own temperature), or the value is out of
+        the lab file's range (-50 to 150 degC).
+    """
+    if lab.sim is None:
+        raise ConfigError("--temperature-c sets a simulated lab's temperature; a real lab records its own",
+                          key="temperature_c")
+    if not -50.0 <= float(temperature_c) <= 150.0:
+        raise ConfigError(f"temperature_c = {temperature_c!r}: must lie in [-50, 150] degC", key="temperature_c")
+    lab.sim.temperature_c = float(temperature_c)
 
 
 def lab_info(lab: Lab) -> dict[str, Any]:

@@ -219,6 +219,18 @@ class SimLab:
             if pending > 0:
                 self.array.advance_time(pending)
 
+    @property
+    def temperature_c(self) -> float:
+        """The array's temperature, degC; setting it (a step, as from a climate chamber) hands the
+        pending simulated time over first, and the temperature wanders on from the value set."""
+        return self.array.temperature_c
+
+    @temperature_c.setter
+    def temperature_c(self, value: float) -> None:
+        with self.lock:
+            self.sync_time()
+            self.array.temperature_c = value
+
     # ---- the SMU's view of the routing -------------------------------------------------------
     def conductance_s(self) -> float:
         """The conductance the SMU sees between HI and LO now, S (``inf`` when shorted)."""
