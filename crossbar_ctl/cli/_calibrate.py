@@ -55,7 +55,21 @@ def add_commands(commands, bench) -> None:
                         help="unselected lines in SMU reads: grounded, or floating (shows the sneak-path error)")
     parser.add_argument("--no-twin", action="store_true",
                         help="do not fit the wiring twin (wire and sense resistance)")
+    parser.add_argument("--temperature-c", type=float, default=None, metavar="T",
+                        help="simulated lab only: set the array's temperature (degC) before measuring "
+                             "(default: the lab file's; a real lab records its own)")
     parser.set_defaults(run=_calibrate)
+
+    tcr = commands.add_parser(
+        "calibrate-tcr", help="estimate each branch's TCR from calibrations at different temperatures",
+        description="Fit each branch's temperature coefficient from two or more calibration records of "
+                    "the same array taken at different temperatures (crossbar calibrate --temperature-c "
+                    "on a simulated lab); crossbar program --tcr then programs at the lab's temperature.")
+    tcr.add_argument("--calibration", type=Path, nargs="+", required=True, metavar="CAL",
+                     help="calibration records (.npz) of one array, at two or more temperatures")
+    tcr.add_argument("--out", type=Path, default=Path("tcr.npz"), help="TCR record to write")
+    tcr.add_argument("--json", action="store_true", help="print the summary as JSON")
+    tcr.set_defaults(run=_calibrate_tcr)
 
     b = bench.add_parser("calibrate", help="calibration throughput, accuracy and weighing-design gain")
     b.add_argument("--json", action="store_true", help="print the tables as JSON")
@@ -98,7 +112,7 @@ def _progress_bar() -> Iterator[Any]:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from calibration import calibrate
-    from crossbar_ctl._lab import open_lab
+    from crossbar_ctl._lab import open_lab, set_sim_temperature_c
     from crossbar_ctl.cli._main import check_output_path, emit, print_table
 
     options = _options(args)
@@ -111,6 +125,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise CalibrationError(f"--resume: {args.out} does not exist")
     try:
         with open_lab(args.lab) as lab, _progress_bar() as progress:
+            if args.temperature_c is not None:
+                set_sim_temperature_c(lab, args.temperature_c)
             record = calibrate(lab, options=options, checkpoint=args.out, resume=args.resume,
                                progress=progress)
     except KeyboardInterrupt:
@@ -133,6 +149,19 @@ def _calibrate(args: argparse.Namespace) -> int:
                                 f"{record.header.options.design})")
 
     emit(result, args, show)
+    return 0
+
+
+def _calibrate_tcr(args: argparse.Namespace) -> int:
+    from calibration import CalibrationRecord, fit_tcr
+    from crossbar_ctl.cli._main import check_output_path, emit, print_table
+
+    check_output_path(args.out, "--out")
+    estimate = fit_tcr([CalibrationRecord.load(path) for path in args.calibration])
+    estimate.save(args.out)
+    result: dict[str, Any] = dict(estimate.summary(), out=str(args.out))
+    emit(result, args, lambda res: print_table([{"quantity": k, "value": v} for k, v in res.items()],
+                                               title="TCR of each branch's resistance (1/K)"))
     return 0
 
 

@@ -45,6 +45,9 @@ def add_commands(commands, bench) -> None:
                          help="closed-loop rounds per tile, 0 to 20")
     program.add_argument("--max-tiles", type=positive_int, default=64, metavar="N",
                          help="refuse a layer that needs more array tiles than this")
+    program.add_argument("--tcr", metavar="TCR", type=Path, default=None,
+                         help="TCR record from crossbar calibrate-tcr: program with the conductances predicted "
+                              "at the lab's measured temperature (default: as calibrated)")
     program.add_argument("--json", action="store_true", help="print the plan summary as JSON")
     program.set_defaults(run=_program)
 
@@ -213,12 +216,17 @@ def _program(args: argparse.Namespace) -> int:
     program_options = build_options(ProgramOptions, max_iterations=args.max_iterations)
     network = load_network(args.weights)
     record = CalibrationRecord.load(args.calibration)
+    tcr = None
+    if args.tcr is not None:
+        from calibration import TcrEstimate
+
+        tcr = TcrEstimate.load(args.tcr)
     with open_lab(args.lab) as lab:
         rows, cols, _ = lab.geometry
         total = 2 * len(network_tiles(network, rows, cols, max_tiles=plan_options.max_tiles))
         with progress_bar(total, "solve + program", enabled=_progress(args)) as bar:
             plan = program_network(lab, network, record, plan_options=plan_options,
-                                   program_options=program_options, progress=bar.update)
+                                   program_options=program_options, progress=bar.update, tcr=tcr)
     plan.save(args.out)
     record_ = plan.header.program
     result = {

@@ -24,7 +24,7 @@ from crossbar_ctl.engine._program import ProgramOptions, lab_idn, program_plan
 from crossbar_ctl.core.errors import EngineError
 
 if TYPE_CHECKING:
-    from calibration import CalibrationRecord, RecheckResult
+    from calibration import CalibrationRecord, RecheckResult, TcrEstimate
     from drivers import Lab
 
 __all__ = [
@@ -132,7 +132,7 @@ def check_drift(lab: Lab, record: CalibrationRecord, *, max_rms_z: float = 2.0) 
 
 def program_network(lab: Lab, network: Network, record: CalibrationRecord, *, plan_options: PlanOptions | None = None,
                     program_options: ProgramOptions | None = None, recheck: bool = True,
-                    progress: Callable[[int], None] | None = None) -> SwitchPlan:
+                    progress: Callable[[int], None] | None = None, tcr: TcrEstimate | None = None) -> SwitchPlan:
     """Map a network onto a calibrated array and program it with the hardware in the loop.
 
     Parameters
@@ -145,12 +145,21 @@ def program_network(lab: Lab, network: Network, record: CalibrationRecord, *, pl
         Re-measure a sample of branches first and refuse a record too old for the array's drift.
     progress : callable, optional
         Called with 1 per tile solved and per tile programmed.
+    tcr : calibration.TcrEstimate, optional
+        Program with the conductances predicted at the lab's measured temperature
+        (``calibration.record_at_temperature``). The drift recheck compares raw readings and
+        cannot tell a temperature step from drift, so it is skipped then.
 
     Returns
     -------
     SwitchPlan
         With the final masks and the :class:`ProgramRecord`.
     """
+    if tcr is not None:
+        from calibration import record_at_temperature
+
+        record = record_at_temperature(record, tcr, lab.temperature_c())
+        recheck = False
     model = array_model(record)
     check_lab(model.reference, lab)
     check_fingerprint(model.reference, lab)
