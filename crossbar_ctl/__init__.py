@@ -1,9 +1,10 @@
 """crossbar-ctl: a hardware-in-the-loop controller for resistive crossbars.
 
-This package holds, in layers, the leaves (``core``: errors, config, files, circuit), the subset-sum
-``optimizer``, the analog MVM ``engine`` and the ``cli``, with the lab factory (``_lab``) beside them. It stays light on
-import: the public names below load their modules on first use (PEP 562), so ``drivers`` and
-``calibration`` can import the leaves without a cycle and without paying for numba.
+This package holds, in layers, the leaves (``core``: errors, config, files, circuit), the
+subset-sum ``optimizer``, the analog MVM ``engine`` and the ``cli``, with the lab factory
+(``_lab``) beside them. It stays light on import: the public names below load their modules on
+first use (PEP 562), so ``drivers`` and ``calibration`` can import the leaves without a cycle and
+without paying for numba.
 
 >>> from crossbar_ctl import open_lab, solve_subset_sum   # doctest: +SKIP
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Public name -> private module that defines it.
+# Public name -> the subpackage (or private module) that exports it.
 _EXPORTS = {
     # lab factory
     "open_lab": "_lab",
