@@ -72,8 +72,8 @@ def predicted_variance(design: np.ndarray, conductance_s: np.ndarray, *, noise_r
     return float(np.mean(out))
 
 
-def _run(factory: LabFactory, config: LabConfig, options: CalibrationOptions,
-         faults: tuple[Fault, ...] = ()) -> tuple[CalibrationRecord, np.ndarray, float]:
+def _run(factory: LabFactory, config: LabConfig,
+         options: CalibrationOptions) -> tuple[CalibrationRecord, np.ndarray, float]:
     with factory(config) as lab:
         start = time.perf_counter()
         record = calibrate(lab, options=options)
