@@ -9,6 +9,7 @@ and rechecked (:func:`calibration.recheck` reads the same steps again and compar
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -275,6 +276,13 @@ class CalibrationRecord:
             "round_trips": self.header.round_trips,
             "wall_s": self.header.wall_s,
         }
+
+    def checksum(self) -> str:
+        """A short content hash of the results and the start time (a plan's and a TCR's reference)."""
+        digest = hashlib.sha256(self.header.started_at.encode())
+        for name in ("conductance_s", "sigma_s", "flags"):
+            digest.update(np.ascontiguousarray(self.arrays[name]).tobytes())
+        return digest.hexdigest()[:16]
 
     def save(self, path: str | Path) -> None:
         """Write the record atomically as a checksummed ``.npz``."""

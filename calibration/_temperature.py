@@ -10,7 +10,6 @@ uncertainty propagated into the sigmas. The controller learns TCRs only by measu
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -51,7 +50,7 @@ class TcrHeader(StrictModel):
     temperatures_c: tuple[float, ...]
     """Mean measured temperature of each record, degC."""
     parents: tuple[str, ...]
-    """Content hashes of the records fitted (:func:`record_checksum`)."""
+    """Content hashes of the records fitted (:meth:`CalibrationRecord.checksum`)."""
     reference_temperature_c: float
     """Mean of ``temperatures_c``."""
 
@@ -122,14 +121,6 @@ class TcrEstimate:
             return cls(header, arrays)
         except RecordError as exc:
             raise RecordError(f"{path}: {exc}") from exc
-
-
-def record_checksum(record: CalibrationRecord) -> str:
-    """A short content hash of a record's results and start time."""
-    digest = hashlib.sha256(record.header.started_at.encode())
-    for name in ("conductance_s", "sigma_s", "flags"):
-        digest.update(np.ascontiguousarray(record.arrays[name]).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def record_temperature_c(record: CalibrationRecord) -> np.ndarray:
@@ -234,7 +225,7 @@ def fit_tcr(records: Sequence[CalibrationRecord]) -> TcrEstimate:
                        board_idn=records[0].header.fingerprint.board_idn,
                        fingerprint=records[0].header.fingerprint,
                        temperatures_c=tuple(float(m) for m in means),
-                       parents=tuple(record_checksum(r) for r in records),
+                       parents=tuple(r.checksum() for r in records),
                        reference_temperature_c=float(means.mean()))
     return TcrEstimate(header, {"tcr_per_k": np.where(valid, -slope, np.nan),
                                 "sigma_per_k": np.where(valid, 1.0 / np.sqrt(sxx), np.nan),

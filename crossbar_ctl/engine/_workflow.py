@@ -11,7 +11,6 @@ array or too old) is refused before the first mask is written.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -28,17 +27,9 @@ if TYPE_CHECKING:
     from drivers import Lab
 
 __all__ = [
-    "array_model", "calibration_checksum", "check_drift", "check_fingerprint", "check_lab", "check_network",
+    "array_model", "check_drift", "check_fingerprint", "check_lab", "check_network",
     "program_network",
 ]
-
-
-def calibration_checksum(record: CalibrationRecord) -> str:
-    """A short content hash of a calibration record's results and start time."""
-    digest = hashlib.sha256(record.header.started_at.encode())
-    for name in ("conductance_s", "sigma_s", "flags"):
-        digest.update(np.ascontiguousarray(record.arrays[name]).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _board_idn(idn: dict[str, str]) -> str:
@@ -64,7 +55,7 @@ def array_model(record: CalibrationRecord) -> ArrayModel:
     if not usable.any():
         raise EngineError("the calibration record flags every branch; recalibrate the array")
     fingerprint = header.fingerprint.model_dump_json() if header.fingerprint is not None else ""
-    reference = CalibrationRef(checksum=calibration_checksum(record), rows=header.rows, cols=header.cols,
+    reference = CalibrationRef(checksum=record.checksum(), rows=header.rows, cols=header.cols,
                                branches=header.branches, board_idn=_board_idn(header.idn),
                                created_utc=header.updated_at or header.started_at, fingerprint_json=fingerprint)
     from calibration import FLAG_STUCK_CLOSED
