@@ -1,4 +1,6 @@
-"""Shared test options: opt-in tests against real hardware."""
+"""Shared test options (opt-in tests against real hardware) and fixtures."""
+
+import os
 
 import pytest
 
@@ -19,3 +21,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "hardware" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def failing_savefig(monkeypatch):
+    """Make every ``Figure.savefig`` fail as on a full disk: its target written in part, then OSError."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    def broken(self, target, *args, **kwargs):
+        if isinstance(target, (str, os.PathLike)):
+            with open(target, "wb") as handle:
+                handle.write(b"partial")
+        else:
+            target.write(b"partial")
+        raise OSError("No space left on device")
+
+    def install() -> None:
+        monkeypatch.setattr(Figure, "savefig", broken)
+
+    return install

@@ -14,6 +14,7 @@ import numpy as np
 
 from crossbar_ctl.cli._main import int_range, positive_float
 from crossbar_ctl.core.errors import CalibrationError, CrossbarError, InstrumentError
+from crossbar_ctl.core.files import atomic_save_figure
 
 __all__ = ["add_commands"]
 
@@ -224,8 +225,10 @@ def plot_record(record, path: Path) -> None:
     if kinds:
         right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 # ---- bench ---------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -44,23 +43,12 @@ def test_plot_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_plot_that_fails_leaves_the_old_file_whole(tmp_path, monkeypatch):
-    pytest.importorskip("matplotlib")
-    from matplotlib.figure import Figure
-
-    def broken(self, target, *args, **kwargs):  # as a full disk: the file opened, then an error
-        if isinstance(target, (str, os.PathLike)):
-            with open(target, "wb") as handle:
-                handle.write(b"partial")
-        else:
-            target.write(b"partial")
-        raise OSError("No space left on device")
-
+def test_a_plot_that_fails_leaves_the_old_file_whole(tmp_path, failing_savefig):
     result = bench.bench_precision(sizes=[4, 8], instances=10, worst_from=4)
     path = tmp_path / "precision.png"
     bench.plot_precision(result, str(path))
     before = path.read_bytes()
-    monkeypatch.setattr(Figure, "savefig", broken)
+    failing_savefig()
     with pytest.raises(OSError, match="No space"):
         bench.plot_precision(result, str(path))
     assert path.read_bytes() == before
