@@ -102,7 +102,8 @@ def test_temperature_scales_resistance_and_invalidates_the_circuit():
 
 
 def test_drift_is_a_random_walk_of_the_configured_size():
-    config = SimArrayConfig(rows=40, cols=40, branches=8, drift_per_hour=1e-3, seed=5)
+    config = SimArrayConfig(rows=40, cols=40, branches=8, drift_per_hour=1e-3, seed=5,
+                            profile="ideal")  # one drift rate for every resistor
     array = PhysicalArray(config)
     r0 = array.resistance_ohm()
     array.advance_time(0.0)
