@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from crossbar_ctl.core.errors import EngineError
+from crossbar_ctl.core.files import atomic_save_figure
 from crossbar_ctl.engine._check import precision_bits, truth_of
 from crossbar_ctl.engine._mapping import pair_pool, weight_magnitude
 from crossbar_ctl.engine._network import Network, build_network
@@ -146,8 +147,6 @@ def plot_branches(rows: Sequence[dict[str, Any]], path: str | Path, *, title: st
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
     return [path]

@@ -9,6 +9,7 @@ import numpy as np
 
 from crossbar_ctl.engine._check import LayerCheck
 from crossbar_ctl.core.errors import EngineError
+from crossbar_ctl.core.files import atomic_save_figure
 
 __all__ = ["budget_rows", "layer_rows", "plot_check"]
 
@@ -89,8 +90,6 @@ def plot_check(details: dict, path: str | Path, *, title: str = "") -> list[Path
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
     return [path]
