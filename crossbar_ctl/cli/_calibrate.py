@@ -14,7 +14,7 @@ import numpy as np
 
 from crossbar_ctl.cli._main import int_range, positive_float
 from crossbar_ctl.core.errors import CalibrationError, CrossbarError, InstrumentError
-from crossbar_ctl.core.files import atomic_save_figure
+from crossbar_ctl.core.files import atomic_save_figure, pyplot
 
 __all__ = ["add_commands"]
 
@@ -189,13 +189,7 @@ def _summary(record, out: Path) -> dict[str, Any]:
 
 def plot_record(record, path: Path) -> None:
     """Conductance histogram per column (image) and the flagged branches, to ``path``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise CalibrationError("--plot needs matplotlib: pip install 'crossbar-ctl[plot]'") from exc
+    plt = pyplot(CalibrationError, "--plot needs")
     from calibration import FLAG_EXCLUDE, flag_names
 
     g = record.conductance_s

@@ -26,10 +26,10 @@ from typing import TypeVar
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from crossbar_ctl.core.errors import RecordError
+from crossbar_ctl.core.errors import CrossbarError, RecordError
 
-__all__ = ["atomic_save_figure", "atomic_write_bytes", "atomic_write_text", "load_record", "read_npz",
-           "save_record"]
+__all__ = ["atomic_save_figure", "atomic_write_bytes", "atomic_write_text", "load_record", "pyplot",
+           "read_npz", "save_record"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -60,6 +60,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Atomically write UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def pyplot(error: type[CrossbarError], needs: str):
+    """``matplotlib.pyplot`` on the Agg backend; without matplotlib, ``error`` naming the extra.
+
+    ``needs`` opens the message, e.g. ``"--plot needs"``.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise error(f"{needs} matplotlib: pip install 'crossbar-ctl[plot]'") from exc
+    return plt
 
 
 def atomic_save_figure(figure, path: str | Path, *, dpi: float) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from crossbar_ctl.core.errors import EngineError
-from crossbar_ctl.core.files import atomic_save_figure
+from crossbar_ctl.core.files import atomic_save_figure, pyplot
 from crossbar_ctl.engine._check import precision_bits, truth_of
 from crossbar_ctl.engine._mapping import pair_pool, weight_magnitude
 from crossbar_ctl.engine._network import Network, build_network
@@ -122,13 +122,7 @@ def plot_branches(rows: Sequence[dict[str, Any]], path: str | Path, *, title: st
     The line starts at the subset-sum median of the smallest pool and rises one bit per value of
     the pair's pool (two per branch of each cell).
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise EngineError("plots need matplotlib: pip install 'crossbar-ctl[plot]'") from exc
+    plt = pyplot(EngineError, "plots need")
     n = np.array([row["branches"] for row in rows], dtype=float)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for key, label, style in (

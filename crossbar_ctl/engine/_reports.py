@@ -9,7 +9,7 @@ import numpy as np
 
 from crossbar_ctl.engine._check import LayerCheck
 from crossbar_ctl.core.errors import EngineError
-from crossbar_ctl.core.files import atomic_save_figure
+from crossbar_ctl.core.files import atomic_save_figure, pyplot
 
 __all__ = ["budget_rows", "layer_rows", "plot_check"]
 
@@ -65,13 +65,7 @@ def plot_check(details: dict, path: str | Path, *, title: str = "") -> list[Path
     path : path
         The PNG file.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise EngineError("plots need matplotlib: pip install 'crossbar-ctl[plot]'") from exc
+    plt = pyplot(EngineError, "plots need")
     references, analogs = details["reference"], details["analog"]
     count = len(references)
     fig, axes = plt.subplots(2, count, figsize=(4 * count, 7), squeeze=False)

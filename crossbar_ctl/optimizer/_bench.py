@@ -21,7 +21,7 @@ from numba import njit, prange
 
 from crossbar_ctl.optimizer._solver import SubsetSumStatus, solve_subset_sum
 from crossbar_ctl.core.errors import CrossbarError
-from crossbar_ctl.core.files import atomic_save_figure
+from crossbar_ctl.core.files import atomic_save_figure, pyplot
 
 __all__ = ["PEERS_PRECISION_REL", "bench_lottery", "bench_peers", "bench_precision", "bench_solver",
            "plot_precision"]
@@ -134,13 +134,7 @@ def bench_precision(*, population: str = "uniform", sizes: Sequence[int] = range
 
 def plot_precision(result: dict, path: str) -> None:
     """Draw median and worst bits against n, with the ideal one bit per resistor, to ``path``."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise CrossbarError("--plot needs matplotlib: pip install 'crossbar-ctl[plot]'") from exc
+    plt = pyplot(CrossbarError, "--plot needs")
     n = np.array(result["n"])
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(n, n, "k--", label="ideal: 1 bit per resistor")
