@@ -211,6 +211,24 @@ class CalibrationHeader(StrictModel):
 _RESULTS = ("conductance_s", "sigma_s", "flags")
 
 
+def branch_arrays(kind: str, header, names: tuple[str, ...],
+                  arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``arrays`` as ndarrays, once each of ``names`` is there with the header's branch shape.
+
+    Raises
+    ------
+    RecordError
+        A missing array, or one whose shape is not ``(rows, cols, branches)`` of ``header``.
+    """
+    shape = (header.rows, header.cols, header.branches)
+    for name in names:
+        if name not in arrays:
+            raise RecordError(f"{kind} has no {name!r} array")
+        if arrays[name].shape != shape:
+            raise RecordError(f"{name} has shape {arrays[name].shape}, header says {shape}")
+    return {name: np.asarray(value) for name, value in arrays.items()}
+
+
 class CalibrationRecord:
     """Per-branch conductance, uncertainty and fault flags of one array, with provenance.
 
@@ -223,14 +241,8 @@ class CalibrationRecord:
     """
 
     def __init__(self, header: CalibrationHeader, arrays: dict[str, np.ndarray]) -> None:
-        shape = (header.rows, header.cols, header.branches)
-        for name in _RESULTS:
-            if name not in arrays:
-                raise RecordError(f"calibration record has no {name!r} array")
-            if arrays[name].shape != shape:
-                raise RecordError(f"{name} has shape {arrays[name].shape}, header says {shape}")
         self.header = header
-        self.arrays = {name: np.asarray(value) for name, value in arrays.items()}
+        self.arrays = branch_arrays("calibration record", header, _RESULTS, arrays)
 
     @property
     def geometry(self) -> tuple[int, int, int]:

@@ -23,6 +23,7 @@ from calibration._record import (
     FLAG_UNCERTAIN,
     CalibrationRecord,
     Fingerprint,
+    branch_arrays,
 )
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import CalibrationError, RecordError
@@ -66,14 +67,9 @@ class TcrEstimate:
     """
 
     def __init__(self, header: TcrHeader, arrays: dict[str, np.ndarray]) -> None:
-        shape = (header.rows, header.cols, header.branches)
-        for name in ("tcr_per_k", "sigma_per_k", "valid"):
-            if name not in arrays:
-                raise RecordError(f"TCR record has no {name!r} array")
-            if arrays[name].shape != shape:
-                raise RecordError(f"{name} has shape {arrays[name].shape}, header says {shape}")
         self.header = header
-        self.arrays = {name: np.asarray(value) for name, value in arrays.items()}
+        self.arrays = branch_arrays("TCR record", header, ("tcr_per_k", "sigma_per_k", "valid"),
+                                    arrays)
 
     @property
     def geometry(self) -> tuple[int, int, int]:
