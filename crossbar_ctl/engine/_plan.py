@@ -38,7 +38,8 @@ from crossbar_ctl.engine._mapping import (  # ArrayModel ... pair_transfer: re-e
     weight_magnitude,
 )
 from crossbar_ctl.engine._network import Layer, Network, build_network
-from crossbar_ctl.engine._solve import Solver, TileSolution, default_solver, solve_tile
+from crossbar_ctl.engine._distributed import TileMap, solve_tiles
+from crossbar_ctl.engine._solve import Solver, TileSolution, default_solver
 from crossbar_ctl.engine._twin import is_ideal
 
 __all__ = [
@@ -247,7 +248,8 @@ def _layer_plan(layer: Layer, mapped: LayerMapping, model: ArrayModel, tiles: Se
 
 
 def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | None = None,
-              solver: Solver | None = None, progress: Callable[[int], None] | None = None) -> SwitchPlan:
+              solver: Solver | None = None, progress: Callable[[int], None] | None = None,
+              tile_map: TileMap | None = None) -> SwitchPlan:
     """Map a network onto measured pools, solve every tile and record the plan.
 
     Parameters
@@ -260,6 +262,10 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
         ``solve_subset_sum`` (default) or a compatible function.
     progress : callable, optional
         Called with 1 after each tile.
+    tile_map : callable, optional
+        How the tiles are solved: in this process (default,
+        :func:`crossbar_ctl.engine._distributed.solve_tiles`) or on a Dask cluster
+        (:func:`crossbar_ctl.engine._distributed.tile_map`); the masks are the same.
 
     Raises
     ------
@@ -273,6 +279,10 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
     mapping = map_network(network, model, density_std=options.density_std,  # refused before solving
                           conductance_per_weight_s=options.conductance_per_weight_s,
                           max_tiles=options.max_tiles)
+    solve = {"twin": twin, "solver": solver, "max_closed": options.max_closed,
+             "iterations": options.predistort_iterations, "locality": options.locality}
+    solved_tiles = (tile_map or solve_tiles)(model, list(zip(mapping.tiles, mapping.targets_s)), solve,
+                                             progress=progress)
     arrays: dict[str, np.ndarray] = {}
     layer_plans = []
     for layer, mapped in zip(network.layers, mapping.layers):
@@ -280,16 +290,12 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
         arrays[f"net.layer{mapped.index}.bias"] = layer.bias
         solutions = []
         for t in mapped.tiles:
-            tile, target = mapping.tiles[t], mapping.targets_s[t]
-            solved = solve_tile(model, tile, target, twin=twin, solver=solver, max_closed=options.max_closed,
-                                iterations=options.predistort_iterations, locality=options.locality)
+            tile, target, solved = mapping.tiles[t], mapping.targets_s[t], solved_tiles[t]
             full_masks = np.zeros((rows, cols), dtype=np.uint64)
             full_masks[: tile.rows, : 2 * tile.pairs] = solved.masks
             arrays.update({f"tile{t}.masks": full_masks, f"tile{t}.target_s": target,
                            f"tile{t}.cell_s": solved.cell_s, f"tile{t}.predicted_s": solved.predicted_s})
             solutions.append(solved)
-            if progress:
-                progress(1)
         layer_plans.append(_layer_plan(layer, mapped, model, [mapping.tiles[t] for t in mapped.tiles],
                                        [mapping.targets_s[t] for t in mapped.tiles], solutions))
     first = network.layers[0]
