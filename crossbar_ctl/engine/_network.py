@@ -36,7 +36,7 @@ _FUNCTIONS = {
 }
 ACTIVATIONS = tuple(_FUNCTIONS)
 OPS = {  # digital step -> its arguments
-    "relu": (), "sigmoid": (), "tanh": (), "softmax": (), "globalavgpool": (),
+    "relu": (), "sigmoid": (), "tanh": (), "softmax": (), "globalavgpool": (), "flatten": (),
     "clip": ("min", "max"),
     "maxpool": ("kh", "kw", "sh", "sw", "pad_top", "pad_left", "pad_bottom", "pad_right"),
     "avgpool": ("kh", "kw", "sh", "sw", "pad_top", "pad_left", "pad_bottom", "pad_right", "count_include_pad"),
@@ -93,8 +93,9 @@ class Op:
     kind : str
         A key of :data:`OPS`: ``relu``, ``sigmoid``, ``tanh``, ``clip`` (min, max),
         ``maxpool`` / ``avgpool`` (kernel, strides, pads top left bottom right; ``avgpool`` also
-        ``count_include_pad``), ``globalavgpool``, ``softmax`` (over a flat vector) or ``add``
-        (adds the input of array layer ``layer``: a residual connection).
+        ``count_include_pad``), ``globalavgpool``, ``flatten`` (an image becomes a flat vector;
+        the data are flat already), ``softmax`` (over a flat vector) or ``add`` (adds the input of
+        array layer ``layer``: a residual connection).
     args : tuple of float
         As :data:`OPS` names them; integers for everything but ``clip``.
 
@@ -145,6 +146,8 @@ class Op:
             if min(out_h, out_w) < 1 or max(top, bottom) >= kh or max(left, right) >= kw:
                 raise EngineError(f"{self} does not fit its input {shape}")
             return (shape[0], out_h, out_w)
+        if self.kind == "flatten":
+            return (int(np.prod(shape)),)
         if self.kind == "softmax" and len(shape) != 1:
             raise EngineError(f"softmax runs over a flat vector; its input is {shape} (flatten first)")
         return shape
@@ -156,6 +159,8 @@ class Op:
             return _FUNCTIONS[kind](x)
         if kind == "clip":
             return np.clip(x, *self.args)
+        if kind == "flatten":
+            return x
         if kind == "softmax":
             e = np.exp(x - x.max(axis=1, keepdims=True))
             return e / e.sum(axis=1, keepdims=True)

@@ -62,7 +62,7 @@ def test_exported_models_match_onnxruntime(name, digits):
 def test_exported_models_structure():
     lenet, resmlp = (load_network(DATA / f"{name}.onnx") for name in MODELS)
     assert [(layer.is_conv, layer.activation, [str(op) for op in layer.post]) for layer in lenet.layers] == [
-        (True, "relu", ["maxpool 2 2 2 2 0 0 0 0"]), (True, "relu", []), (False, "none", ["softmax"])]
+        (True, "relu", ["maxpool 2 2 2 2 0 0 0 0"]), (True, "relu", ["flatten"]), (False, "none", ["softmax"])]
     assert [[str(op) for op in layer.post] for layer in resmlp.layers] == [[], [], ["add 1"], ["softmax"]]
 
 
