@@ -1,36 +1,51 @@
 """``crossbar bench circuit``: prepare and solve times of the exact circuit solver.
 
 For each size, a :class:`PhysicalArray` with wires and ``branches`` branches per cell gets random
-masks; its circuit is prepared (timed: ``factor_s``) and solved for a batch of input vectors
-(timed, divided by the batch: ``solve_s`` per vector), beside the ideal ``G^T V`` of the same
-batch (``ideal_s`` per vector, one BLAS thread as in the solver). Peak memory is measured in a
-separate, untimed pass with ``tracemalloc`` (numpy allocations included).
+masks; its circuit is solved for a batch of input vectors, each route timed on a fresh circuit
+with its preparation, best of a few rounds in which the routes take turns (so that on a shared
+machine each sees the same load).
 
-In the same run, the reference (:data:`REFERENCE`): a plain SuperLU solve of the same nodal
-system, the way one would write it with scipy alone. Assemble the sparse nodal matrix of the row
-and column nodes (terminals held), ``scipy.sparse.linalg.splu`` it once with its defaults
-(``ref_factor_s``, assembly included), then ``lu.solve`` the whole batch and take the column
-currents (``ref_solve_s`` per vector). Ratios are reference time over ours (> 1: ours is faster).
+The reference (:data:`REFERENCE`): a plain SuperLU solve of the same nodal system, the way one
+would write it with scipy alone. Assemble the sparse nodal matrix of the row and column nodes
+(terminals held), ``scipy.sparse.linalg.splu`` it once with its defaults (COLAMD column order;
+``ref_factor_s``, assembly included), then ``lu.solve`` the whole batch and take the column
+currents (``ref_solve_s`` per vector); ``ref_batch_s`` is both. Ratios are a reference time over
+ours (> 1: ours is faster).
 
-Each of our methods is timed beside it: ``direct`` (:meth:`CrossbarCircuit.solve`, refined),
-``iterative`` (one vector on a fresh circuit, which ``auto`` solves by preconditioned conjugate
-gradients without factoring where the rule allows, from 48 columns) and ``transfer``
-(:meth:`CrossbarCircuit.currents`: ``rows`` refined unit solves build the transfer matrix once,
-then one matrix product per batch). The batch ratios compare what the batch costs in
-all, prepare included: ``ref_factor_s + batch * ref_solve_s`` over ours; ``auto`` is the method
-:meth:`CrossbarCircuit.currents` picks for this batch on a fresh circuit.
+Ours:
+
+- ``auto`` (the headline): :meth:`CrossbarCircuit.currents` of the batch on a fresh circuit,
+  the route it picks (``auto``: ``transfer`` or ``direct``) and everything it builds
+  (``auto_batch_s``; ``auto_batch_ratio``). Its plan (the elimination order, one per shape and
+  process, ``plan_s`` alone) is cached; ``auto_cold_s`` and ``auto_cold_ratio`` count it too.
+  ``auto_rel_diff``: the largest column current difference from the refined direct solve (the
+  oracle), over the largest current; ``ref_rel_diff`` the same for the reference.
+- ``direct``, the route of the previous release (:meth:`CrossbarCircuit.solve`, factored and
+  refined): ``factor_s``, ``solve_s`` per vector, ``direct_batch_ratio``, and ``auto_vs_direct``
+  (its batch time over ``auto``'s).
+- ``transfer``: the transfer matrix alone (``transfer_prepare_s``, reduced onto the terminals
+  where that applies) and its product per vector (``transfer_solve_s``).
+- one vector on a fresh circuit (``fresh_single_s``: iterative where ``auto`` takes it).
+
+Peak memory: ``peak_mib`` and ``transfer_peak_mib`` by ``tracemalloc`` in separate untimed passes
+(numpy and numba allocations), ``rss_peak_mib`` the process's peak resident set so far.
+With ``ours_only`` (sizes where the reference and the direct solver take minutes: 512), only
+``auto``, ``plan_s``, ``plan_mib`` and the peaks are measured.
 """
 
 from __future__ import annotations
 
+import resource
 import time
 import tracemalloc
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from crossbar_ctl.core._circuit_schur import _plan
 from crossbar_ctl.core.circuit import CrossbarCircuit, _one_blas_thread
 from crossbar_ctl.core.config import SimArrayConfig
 from crossbar_ctl.core.errors import ConfigError
@@ -39,8 +54,8 @@ from sim._array import PhysicalArray
 __all__ = ["DEFAULT_SIZES", "REFERENCE", "bench_circuit"]
 
 DEFAULT_SIZES = (32, 64, 128, 256)
-REFERENCE = ("scipy.sparse.linalg.splu (SuperLU, default options) of the assembled nodal matrix: "
-             "one factorisation, then lu.solve of the whole batch")
+REFERENCE = ("scipy.sparse.linalg.splu (SuperLU, default options: COLAMD column order) of the "
+             "assembled nodal matrix: one factorisation, then lu.solve of the whole batch")
 _MIB = 2.0**20
 
 
@@ -105,9 +120,9 @@ class _SuperLUReference:
 
 def bench_circuit(
     sizes: Sequence[int] = DEFAULT_SIZES, *, branches: int = 8, batch: int = 64, seed: int = 0,
-    budget_s: float = 2.0, compare_sparse: bool = False,
+    budget_s: float = 2.0, compare_sparse: bool = False, ours_only: bool = False,
 ) -> list[dict]:
-    """Time the solver on square arrays.
+    """Time the solver on square arrays (module docstring).
 
     Parameters
     ----------
@@ -116,39 +131,38 @@ def bench_circuit(
     branches : int
         Branches per cell.
     batch : int
-        Input vectors per timed solve; ``solve_s`` and ``ideal_s`` are per vector.
+        Input vectors per timed solve; per-vector figures divide by it.
     seed : int
         Seed of the arrays, masks and input vectors.
     budget_s : float
         Rough time per size: timings repeat (best of) while they fit in it.
     compare_sparse : bool
         Also time the general sparse LU solver on the same circuit and compare its currents.
+    ours_only : bool
+        Only ``auto`` (and the plan and peaks): no reference, no direct solver.
 
     Returns
     -------
     list of dict
-        Per size: ``rows``, ``cols``, ``method``, ``batch``, ``factor_s``, ``solve_s`` (per
-        vector in a batch), ``single_s`` (one vector alone), ``ideal_s`` (per vector),
-        ``peak_mib`` (prepare plus one batch solve), ``kcl_rel`` (|sum of row currents - sum of
-        column currents| over sum of |row currents|, a consistency check); the reference
-        (:data:`REFERENCE`, same batch): ``reference``, ``ref_factor_s``, ``ref_solve_s`` (per
-        vector), ``factor_ratio`` and ``solve_ratio`` (reference time over ours) and
-        ``ref_rel_diff`` (largest column current difference over the largest current); the
-        transfer method: ``transfer_prepare_s`` (factor and transfer matrix), ``transfer_solve_s``
-        (per vector), ``transfer_rel_diff`` (against ``direct``, as ``ref_rel_diff``),
-        ``transfer_peak_mib``; one vector on a fresh circuit, prepare included: ``fresh_single_s``,
-        ``fresh_method`` (``iterative`` or the direct solver ``auto`` used) and
-        ``fresh_single_ratio`` (over ``ref_factor_s + ref_solve_s``), ``fresh_rel_diff``
-        (against ``direct``, as ``ref_rel_diff``); the whole batch, prepare included:
-        ``ref_batch_s``, ``direct_batch_ratio``, ``transfer_batch_ratio``, ``auto`` (the method
-        :meth:`CrossbarCircuit.currents` picks) and ``auto_batch_ratio``; with ``compare_sparse``
-        also ``sparse_factor_s``, ``sparse_solve_s`` (per vector) and ``sparse_rel_diff``.
+        Per size: ``rows``, ``cols``, ``batch``, ``auto``, ``auto_batch_s``, ``auto_cold_s``,
+        ``plan_s``, ``plan_mib`` (the reduction's peak estimate), ``transfer_peak_mib``,
+        ``rss_peak_mib``; unless ``ours_only``: ``method`` (the direct solver), ``factor_s``,
+        ``solve_s``, ``single_s``, ``ideal_s`` (``G^T V``, per vector), ``peak_mib``,
+        ``kcl_rel`` (|sum of row currents - sum of column currents| over sum of |row
+        currents|), ``reference``, ``ref_factor_s``, ``ref_solve_s``, ``ref_batch_s``,
+        ``factor_ratio``, ``solve_ratio``, ``ref_rel_diff``, ``auto_batch_ratio``,
+        ``auto_cold_ratio``, ``auto_rel_diff``, ``direct_batch_ratio``, ``auto_vs_direct``,
+        ``transfer_prepare_s``, ``transfer_solve_s``, ``transfer_rel_diff``,
+        ``transfer_batch_ratio``, ``fresh_single_s``, ``fresh_method``,
+        ``fresh_single_ratio``, ``fresh_rel_diff``; with ``compare_sparse`` also
+        ``sparse_factor_s``, ``sparse_solve_s`` (per vector) and ``sparse_rel_diff``.
     """
     if batch < 1 or branches < 1 or not sizes or min(sizes) < 1:
         raise ConfigError("bench circuit needs sizes >= 1, branches >= 1 and batch >= 1",
                           key="sizes")
-    # Warm up (imports, caches) before any timing.
-    CrossbarCircuit(np.ones((2, 2)), row_wire_resistance_ohm=1.0, col_wire_resistance_ohm=1.0)
+    # Warm up (imports, compiled kernels) before any timing.
+    CrossbarCircuit(np.ones((2, 2)), row_wire_resistance_ohm=1.0,
+                    col_wire_resistance_ohm=1.0).currents(np.ones(2), method="transfer")
     results = []
     for size in sizes:
         config = SimArrayConfig(rows=size, cols=size, branches=branches, seed=seed)
@@ -163,113 +177,153 @@ def bench_circuit(
                                    col_wire_resistance_ohm=c.col_wire_resistance_ohm,
                                    sense_resistance_ohm=c.sense_resistance_ohm, method=method)
 
-        def prepare(method="auto") -> CrossbarCircuit:
-            built = build(method)
-            built.method  # the direct solver, factored now (auto defers it to the first need)
-            return built
-
-        def prepare_reference(g=conductance, c=config) -> _SuperLUReference:
-            with _one_blas_thread:  # as ours runs
-                return _SuperLUReference(g, c)
-
-        start = time.perf_counter()
-        circuit = prepare()
-        first = time.perf_counter() - start
-        start = time.perf_counter()
-        reference = prepare_reference()
-        ref_first = time.perf_counter() - start
-
-        def solve_reference(r=reference, v=voltage) -> np.ndarray:
-            with _one_blas_thread:
-                return r.col_current_a(v)
-
-        repeats = int(np.clip(budget_s / 3 / max(first + ref_first, 1e-6), 1, 5))
-        # Ours and the reference take turns at each step, timed best of the same repeats.
-        factor_s, ref_factor_s = (min(a, b) for a, b in zip(
-            (first, ref_first), _best_times([prepare, prepare_reference], repeats - 1)))
-        solution = circuit.solve(voltage)
-        ref_current = solve_reference()
-        solve_s, ref_solve_s = (t / batch for t in _best_times(
-            [lambda: circuit.solve(voltage), solve_reference], repeats))
-        single_s = _best_time(lambda: circuit.solve(voltage[0]), repeats)
-        with _one_blas_thread:  # as the solver runs
-            ideal_s = _best_time(lambda: voltage @ conductance, 5) / batch
-        rows_a = solution.row_current_a
-        kcl = abs(rows_a.sum() - solution.col_current_a.sum()) / np.abs(rows_a).sum()
-        result = {"rows": size, "cols": size, "method": circuit.method, "batch": batch,
-                  "factor_s": factor_s, "solve_s": solve_s, "single_s": single_s,
-                  "ideal_s": ideal_s, "kcl_rel": float(kcl)}
-        scale = np.abs(solution.col_current_a).max()
-        result.update({
-            "reference": REFERENCE, "ref_factor_s": ref_factor_s, "ref_solve_s": ref_solve_s,
-            "factor_ratio": ref_factor_s / factor_s, "solve_ratio": ref_solve_s / solve_s,
-            "ref_rel_diff": float(np.abs(ref_current - solution.col_current_a).max() / scale),
-        })
-        del reference, solve_reference
-
-        def prepare_transfer() -> CrossbarCircuit:
-            built = prepare()
-            built.currents(voltage[:1], method="transfer")
-            return built
-
-        transfer_prepare_s = _best_time(prepare_transfer, max(1, repeats - 1))
-        transfer = prepare_transfer()
-        transfer_solve_s = _best_time(lambda: transfer.currents(voltage, method="transfer"),
-                                      repeats) / batch
-        transfer_current = transfer.currents(voltage, method="transfer")[1]
-        fresh = build()
-        fresh.currents(voltage)
-        auto = "transfer" if fresh.transfer_ready else "direct"
-        del transfer, fresh
-        def fresh_single(v=voltage[:1]) -> CrossbarCircuit:
+        def auto(v=voltage) -> CircuitRoute:
             built = build()
-            built.solve(v)
-            return built
+            currents = built.currents(v)
+            return CircuitRoute(built, currents[1])
 
-        fresh_single_s = _best_time(fresh_single, repeats)
-        fresh = build()
-        fresh_current = fresh.solve(voltage[:1]).col_current_a
-        fresh_method = fresh.method if fresh.factored else "iterative"
-        result.update({
-            "fresh_single_s": fresh_single_s, "fresh_method": fresh_method,
-            "fresh_single_ratio": (ref_factor_s + ref_solve_s) / fresh_single_s,
-            "fresh_rel_diff": float(np.abs(fresh_current - solution.col_current_a[:1]).max()
-                                    / scale),
-        })
-        del fresh
-        ref_batch_s = ref_factor_s + batch * ref_solve_s
-        direct_batch_s = factor_s + batch * solve_s
-        transfer_batch_s = transfer_prepare_s + batch * transfer_solve_s
-        result.update({
-            "transfer_prepare_s": transfer_prepare_s, "transfer_solve_s": transfer_solve_s,
-            "transfer_rel_diff": float(np.abs(transfer_current - solution.col_current_a).max()
-                                       / scale),
-            "ref_batch_s": ref_batch_s, "direct_batch_ratio": ref_batch_s / direct_batch_s,
-            "transfer_batch_ratio": ref_batch_s / transfer_batch_s, "auto": auto,
-            "auto_batch_ratio": ref_batch_s / (transfer_batch_s if auto == "transfer"
-                                               else direct_batch_s),
-        })
-        if compare_sparse:
-            start = time.perf_counter()
-            sparse = prepare("sparse")
-            result["sparse_factor_s"] = time.perf_counter() - start
-            start = time.perf_counter()
-            general = sparse.solve(voltage)
-            result["sparse_solve_s"] = (time.perf_counter() - start) / batch
-            currents = np.concatenate([solution.row_current_a, solution.col_current_a], axis=1)
-            expected = np.concatenate([general.row_current_a, general.col_current_a], axis=1)
-            result["sparse_rel_diff"] = float(np.abs(currents - expected).max()
-                                              / np.abs(expected).max())
-            del sparse, general
-        del circuit, solution
-        peaks = []
-        for run in (lambda: prepare().solve(voltage),
-                    lambda: prepare().currents(voltage, method="transfer")):
-            tracemalloc.start()
-            try:
-                run()
-                peaks.append(tracemalloc.get_traced_memory()[1] / _MIB)
-            finally:
-                tracemalloc.stop()
-        results.append({**result, "peak_mib": peaks[0], "transfer_peak_mib": peaks[1]})
+        _plan.cache_clear()
+        start = time.perf_counter()
+        cold = auto()
+        auto_cold_s = time.perf_counter() - start
+        _plan.cache_clear()
+        start = time.perf_counter()
+        plan = _plan(size, size)
+        plan_s = time.perf_counter() - start
+        result = {"rows": size, "cols": size, "batch": batch,
+                  "auto": "transfer" if cold.circuit.transfer_ready else "direct",
+                  "auto_cold_s": auto_cold_s, "plan_s": plan_s, "plan_mib": plan.nbytes / _MIB}
+        if ours_only:
+            result["auto_batch_s"] = _best_time(auto, int(np.clip(budget_s / auto_cold_s, 1, 5)))
+        else:
+            result.update(_compare(build, auto, cold, conductance, config, voltage, budget_s,
+                                   compare_sparse))
+            result["auto_cold_ratio"] = result["ref_batch_s"] / auto_cold_s
+        del cold
+        peaks = {}
+        for name, run in (("transfer_peak_mib", auto),
+                          ("peak_mib", None if ours_only else lambda: _factored(build).solve(
+                              voltage))):
+            if run is not None:
+                tracemalloc.start()
+                try:
+                    run()
+                    peaks[name] = tracemalloc.get_traced_memory()[1] / _MIB
+                finally:
+                    tracemalloc.stop()
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        results.append({**result, **peaks, "rss_peak_mib": peak_rss / _MIB})
     return results
+
+
+@dataclass(frozen=True)
+class CircuitRoute:
+    """A fresh circuit and the column currents it gave, A."""
+
+    circuit: CrossbarCircuit
+    col_current_a: np.ndarray
+
+
+def _factored(build) -> CrossbarCircuit:
+    built = build()
+    built.method  # the direct solver, factored now (auto defers it to the first need)
+    return built
+
+
+def _compare(build, auto, cold: CircuitRoute, conductance: np.ndarray, config: SimArrayConfig,
+             voltage: np.ndarray, budget_s: float, compare_sparse: bool) -> dict:
+    """Everything but ``ours_only``'s figures for one size (see :func:`bench_circuit`)."""
+    batch = voltage.shape[0]
+
+    def prepare_reference(g=conductance, c=config) -> _SuperLUReference:
+        with _one_blas_thread:  # as ours runs
+            return _SuperLUReference(g, c)
+
+    start = time.perf_counter()
+    circuit = _factored(build)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    reference = prepare_reference()
+    ref_first = time.perf_counter() - start
+
+    def solve_reference(r=reference, v=voltage) -> np.ndarray:
+        with _one_blas_thread:
+            return r.col_current_a(v)
+
+    repeats = int(np.clip(budget_s / 3 / max(first + ref_first, 1e-6), 1, 5))
+    # Ours and the reference take turns at each step, timed best of the same repeats.
+    factor_s, ref_factor_s = (min(a, b) for a, b in zip(
+        (first, ref_first), _best_times([lambda: _factored(build), prepare_reference],
+                                        repeats - 1)))
+    solution = circuit.solve(voltage)
+    ref_current = solve_reference()
+    solve_s, ref_solve_s, auto_batch_s = _best_times(
+        [lambda: circuit.solve(voltage), solve_reference, auto], repeats)
+    solve_s, ref_solve_s = solve_s / batch, ref_solve_s / batch
+    single_s = _best_time(lambda: circuit.solve(voltage[0]), repeats)
+    with _one_blas_thread:  # as the solver runs
+        ideal_s = _best_time(lambda: voltage @ conductance, 5) / batch
+    rows_a = solution.row_current_a
+    kcl = abs(rows_a.sum() - solution.col_current_a.sum()) / np.abs(rows_a).sum()
+    scale = np.abs(solution.col_current_a).max()
+
+    def rel_diff(currents: np.ndarray, oracle: np.ndarray = solution.col_current_a) -> float:
+        return float(np.abs(currents - oracle).max() / scale)
+
+    ref_batch_s = ref_factor_s + batch * ref_solve_s
+    direct_batch_s = factor_s + batch * solve_s
+    result = {
+        "method": circuit.method, "factor_s": factor_s, "solve_s": solve_s,
+        "single_s": single_s, "ideal_s": ideal_s, "kcl_rel": float(kcl),
+        "reference": REFERENCE, "ref_factor_s": ref_factor_s, "ref_solve_s": ref_solve_s,
+        "ref_batch_s": ref_batch_s, "factor_ratio": ref_factor_s / factor_s,
+        "solve_ratio": ref_solve_s / solve_s, "ref_rel_diff": rel_diff(ref_current),
+        "auto_batch_s": auto_batch_s, "auto_batch_ratio": ref_batch_s / auto_batch_s,
+        "auto_rel_diff": rel_diff(cold.col_current_a),
+        "direct_batch_ratio": ref_batch_s / direct_batch_s,
+        "auto_vs_direct": direct_batch_s / auto_batch_s,
+    }
+    del reference, solve_reference
+
+    def prepare_transfer() -> CrossbarCircuit:
+        built = build()
+        built.currents(voltage[:1], method="transfer")
+        return built
+
+    transfer_prepare_s = _best_time(prepare_transfer, repeats)
+    transfer = prepare_transfer()
+    transfer_solve_s = _best_time(lambda: transfer.currents(voltage, method="transfer"),
+                                  repeats) / batch
+    result.update({
+        "transfer_prepare_s": transfer_prepare_s, "transfer_solve_s": transfer_solve_s,
+        "transfer_rel_diff": rel_diff(transfer.currents(voltage, method="transfer")[1]),
+        "transfer_batch_ratio": ref_batch_s / (transfer_prepare_s + batch * transfer_solve_s),
+    })
+    del transfer
+
+    def fresh_single(v=voltage[:1]) -> CrossbarCircuit:
+        built = build()
+        built.solve(v)
+        return built
+
+    fresh_single_s = _best_time(fresh_single, repeats)
+    fresh = build()
+    fresh_current = fresh.solve(voltage[:1]).col_current_a
+    result.update({
+        "fresh_single_s": fresh_single_s,
+        "fresh_method": fresh.method if fresh.factored else "iterative",
+        "fresh_single_ratio": (ref_factor_s + ref_solve_s) / fresh_single_s,
+        "fresh_rel_diff": rel_diff(fresh_current, solution.col_current_a[:1]),
+    })
+    if compare_sparse:
+        start = time.perf_counter()
+        sparse = _factored(lambda: build("sparse"))
+        result["sparse_factor_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        general = sparse.solve(voltage)
+        result["sparse_solve_s"] = (time.perf_counter() - start) / batch
+        currents = np.concatenate([solution.row_current_a, solution.col_current_a], axis=1)
+        expected = np.concatenate([general.row_current_a, general.col_current_a], axis=1)
+        result["sparse_rel_diff"] = float(np.abs(currents - expected).max()
+                                          / np.abs(expected).max())
+    return result

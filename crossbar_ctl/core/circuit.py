@@ -56,10 +56,12 @@ about twice the cost per vector.
 
 For terminal currents alone (no node voltages, no injections), :meth:`CrossbarCircuit.currents`
 also offers the terminal transfer matrix (the Schur complement of the nodal equations onto the
-terminals, one row per refined unit solve, so as exact): built once, it turns every further batch
-into one dense product. ``auto`` builds it once the vectors asked reach its unit solves (``rows``,
-``+ cols`` with column voltages), where building it costs about what solving them does (128 x 128:
-0.4 s, then ~2 us a vector; 1000 vectors 11x faster than a plain SuperLU solve, measured loaded).
+terminals): built once, it turns every further batch into one dense product. Where the structured
+conditions hold it is reduced directly, by nested dissection in sign-preserving arithmetic
+(:mod:`crossbar_ctl.core._circuit_schur`: only sums and products of positive numbers, so exact to
+~1e-15 relative with no refinement; 128 x 128 in ~20 ms, 256 x 256 ~0.15 s, 512 x 512 ~1.3 s and
+430 MiB); elsewhere (merged wires, islands) from one refined unit solve per terminal. ``auto``
+chooses by size and batch (:meth:`CrossbarCircuit.currents`).
 
 Rows are driven at column index 0; columns are sensed at row index ``rows - 1``. Terminal
 currents are summed from the cell currents of each line (KCL), which keeps them accurate when the
@@ -82,6 +84,7 @@ import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as spla
 
+from crossbar_ctl.core._circuit_schur import terminal_laplacian_s
 from crossbar_ctl.core.errors import ConfigError
 
 __all__ = ["MERGE_RATIO", "CircuitSolution", "CrossbarCircuit", "merge_threshold_ohm"]
@@ -111,6 +114,11 @@ _CONVERGED = 1e-12
 # The transfer matrix is built from unit solves in batches of about this many node values per
 # array (8 MiB; a refined solve holds ~10 such arrays), at least 16 vectors.
 _TRANSFER_VALUES = 2**20
+# Reduction onto the terminals (_circuit_schur) up to this many cells (its peak memory: 18, 90,
+# 430 MiB measured at 128^2, 256^2, 512^2 cells, ~2 GiB expected here); at once for a first
+# vector up to _TRANSFER_AT_ONCE_CELLS (cheaper than one solve there; measured, currents()).
+_REDUCTION_MAX_CELLS = 2**20
+_TRANSFER_AT_ONCE_CELLS = 32 * 32
 
 
 class _OneBlasThread:
@@ -343,7 +351,11 @@ class CrossbarCircuit:
         all_connected = bool(self.row_connected.all() and self.col_connected.all())
         wires = bool(np.all(rr > 0) and np.all(rc > 0))
         small = self.rows * self.cols * self.cols * 8 <= _STRUCTURED_MAX_BYTES
-        structured_ok = wires and small and (all_connected or not _has_island(self))
+        # Every wire resistive and no floating island: the structured solver and the reduction
+        # onto the terminals (the transfer matrix by nested dissection) apply.
+        reducible = wires and (all_connected or not _has_island(self))
+        structured_ok = reducible and small
+        self._reduces = reducible and self.rows * self.cols <= _REDUCTION_MAX_CELLS
         if method == "structured" and not structured_ok:
             raise ConfigError(
                 "method = 'structured' needs every wire segment > 0, no floating island and "
@@ -514,12 +526,18 @@ class CrossbarCircuit:
         """Terminal currents alone for a batch of terminal voltages, by the fastest exact route.
 
         ``direct`` solves the nodal equations (:meth:`solve`, refined). ``transfer`` uses the
-        terminal transfer matrix (:meth:`transfer_matrix_s`): built once from ``rows`` refined
-        unit solves (``+ cols`` the first time a column voltage is not 0), then one dense
-        ``(batch, rows + cols) @ (rows + cols, rows + cols)`` product per batch. ``auto`` takes
-        ``transfer`` once it is built, or once the vectors asked of this method (this batch
-        included) reach the unit solves that build it: from then on, each vector costs about
-        ``(rows + cols)^2`` flops instead of a solve.
+        terminal transfer matrix (:meth:`transfer_matrix_s`), built once, then one dense
+        ``(batch, rows + cols) @ (rows + cols, rows + cols)`` product per batch.
+
+        ``auto`` takes ``transfer`` once it is built, and otherwise by how it would be built:
+
+        - reduced onto the terminals (every wire segment > 0, no floating island, at most
+          ``_REDUCTION_MAX_CELLS`` cells): at once for arrays of at most
+          ``_TRANSFER_AT_ONCE_CELLS`` cells, else once the vectors asked of this method (this
+          batch included) reach 2. Building it costs about one iterative solve (measured 64 x
+          64 to 256 x 256: 1.0 to 1.3 of one), less than one direct solve on smaller arrays;
+        - from unit solves (merged wires, islands): once the vectors asked reach the ``rows``
+          (``+ cols`` with column voltages) unit solves that build it.
 
         Parameters
         ----------
@@ -552,8 +570,11 @@ class CrossbarCircuit:
             asked = self._vectors
         if method == "auto":
             built = "row" in self._transfer and (not columns or "col" in self._transfer)
-            units = self.rows + (self.cols if columns else 0)
-            method = "transfer" if built or asked >= units else "direct"
+            if self._reduces:
+                due = self.rows * self.cols <= _TRANSFER_AT_ONCE_CELLS or asked >= 2
+            else:
+                due = asked >= self.rows + (self.cols if columns else 0)
+            method = "transfer" if built or due else "direct"
         if method == "direct":
             solution = self.solve(vr, vc)
             return solution.row_current_a, solution.col_current_a
@@ -576,10 +597,10 @@ class CrossbarCircuit:
         Row ``k`` holds the currents ``[row_current_a, col_current_a]`` (as :meth:`solve`) for
         1 V at terminal ``k`` (rows, then columns) and 0 V at every other; so the currents of
         any terminal voltages ``[vr, vc]`` are ``[vr, vc] @ Y``. It is the Schur complement of
-        the nodal equations onto the terminals, each row from one refined solve (exact to
-        ~1e-16 relative); rows and columns of floating lines are 0. Built once, in batches of
-        at least 16 unit vectors and about 8 MiB per node array (a 512 x 512 array: 16 vectors,
-        32 MiB per array).
+        the nodal equations onto the terminals, built once: reduced by nested dissection where
+        every wire segment is resistive and no island floats (module docstring), else each row
+        from one refined solve, in batches of at least 16 unit vectors and about 8 MiB per node
+        array. Both are exact to ~1e-15 relative; rows and columns of floating lines are 0.
 
         Returns
         -------
@@ -591,6 +612,21 @@ class CrossbarCircuit:
     def _transfer_part(self, part: str) -> np.ndarray:
         """Rows of :meth:`transfer_matrix_s` for the row (``"row"``) or column terminals."""
         with self._transfer_lock:
+            if part not in self._transfer and self._reduces:
+                try:
+                    with _one_blas_thread:
+                        weights = terminal_laplacian_s(self)
+                except np.linalg.LinAlgError:  # ~no path left by rounding: unit solves below
+                    weights = None
+                if weights is not None:
+                    # Current into each terminal per volt on each: the Laplacian diag(sum) - W;
+                    # column currents are counted out of the array (into the sense input).
+                    matrix = np.diag(weights.sum(axis=1)) - weights
+                    matrix[:, self.rows:] *= -1.0
+                    for name, rows in (("row", slice(None, self.rows)),
+                                       ("col", slice(self.rows, None))):
+                        self._transfer[name] = matrix[rows]
+                        self._transfer[name].flags.writeable = False
             if part not in self._transfer:
                 units = self.rows if part == "row" else self.cols
                 live = self.row_connected if part == "row" else self.col_connected

@@ -573,65 +573,6 @@ def test_tiny_conductances_stay_accurate():
     assert relative_error(fast.row_current_a[0], v * g.sum(axis=1)) <= 1e-8
 
 
-def test_bench_circuit_reports_every_size():
-    from sim._bench_circuit import bench_circuit
-
-    results = bench_circuit((4, 9), batch=3, budget_s=0.01)
-    assert [(r["rows"], r["cols"]) for r in results] == [(4, 4), (9, 9)]
-    for r in results:
-        assert r["method"] == "structured"
-        assert r["factor_s"] > 0 and r["solve_s"] > 0 and r["ideal_s"] > 0 and r["peak_mib"] > 0
-        assert r["kcl_rel"] < 1e-12
-        # The plain SuperLU reference solves the same system (no refinement: ~1e-14 here).
-        assert "splu" in r["reference"]
-        assert r["ref_factor_s"] > 0 and r["ref_solve_s"] > 0 and r["ref_rel_diff"] < 1e-12
-        assert r["solve_ratio"] == pytest.approx(r["ref_solve_s"] / r["solve_s"])
-        assert r["factor_ratio"] == pytest.approx(r["ref_factor_s"] / r["factor_s"])
-        # The transfer route in the same run: as exact, and the batch ratios add up.
-        assert r["transfer_prepare_s"] > 0 and r["transfer_solve_s"] > 0
-        assert r["transfer_rel_diff"] < 1e-14 and r["transfer_peak_mib"] > 0
-        assert r["ref_batch_s"] == pytest.approx(r["ref_factor_s"] + 3 * r["ref_solve_s"])
-        assert r["direct_batch_ratio"] == pytest.approx(
-            r["ref_batch_s"] / (r["factor_s"] + 3 * r["solve_s"]))
-        assert r["transfer_batch_ratio"] == pytest.approx(
-            r["ref_batch_s"] / (r["transfer_prepare_s"] + 3 * r["transfer_solve_s"]))
-        # auto: direct for fewer vectors than rows (3 < 4 and 9), transfer from rows on.
-        assert r["auto"] == "direct" and r["auto_batch_ratio"] == r["direct_batch_ratio"]
-        # Too few columns for the iterative rule: the fresh vector is the direct solver's.
-        assert r["fresh_method"] == "structured" and r["fresh_single_s"] > 0
-        assert r["fresh_single_ratio"] == pytest.approx(
-            (r["ref_factor_s"] + r["ref_solve_s"]) / r["fresh_single_s"])
-        assert r["fresh_rel_diff"] < 1e-14
-    (iterative,) = bench_circuit((48,), batch=2, budget_s=0.01)
-    assert iterative["fresh_method"] == "iterative" and iterative["fresh_rel_diff"] < 1e-14
-    (wide,) = bench_circuit((4,), batch=5, budget_s=0.01)
-    assert wide["auto"] == "transfer" and wide["auto_batch_ratio"] == wide["transfer_batch_ratio"]
-    (compared,) = bench_circuit((6,), batch=2, budget_s=0.01, compare_sparse=True)
-    assert compared["sparse_factor_s"] > 0 and compared["sparse_rel_diff"] < 1e-12
-
-
-def test_cli_bench_circuit(capsys):
-    import json
-
-    from crossbar_ctl.cli._main import main
-
-    assert main(["bench", "circuit", "--sizes", "5", "--batch", "2", "--json"]) == 0
-    (result,) = json.loads(capsys.readouterr().out)
-    assert {"rows", "cols", "factor_s", "solve_s", "peak_mib", "reference", "ref_factor_s",
-            "ref_solve_s", "factor_ratio", "solve_ratio", "transfer_prepare_s", "transfer_solve_s",
-            "transfer_rel_diff", "ref_batch_s", "direct_batch_ratio", "transfer_batch_ratio",
-            "auto", "auto_batch_ratio", "fresh_single_s", "fresh_method",
-            "fresh_single_ratio"} <= set(result)
-    assert main(["bench", "circuit", "--sizes", "5", "--batch", "2", "--compare-sparse"]) == 0
-    table = capsys.readouterr().out
-    assert "5x5" in table and "sparse_rel_diff" in table
-    assert "scipy.sparse.linalg.splu" in table and "solve_ratio" in table
-    assert "transfer_batch_ratio" in table and "auto" in table
-    assert main(["bench", "circuit", "--sizes", "0"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("crossbar: error:") and len(err.strip().splitlines()) == 1
-
-
 @settings(derandomize=True, max_examples=80, deadline=None)
 @given(
     rows=st.integers(1, 7),
@@ -921,11 +862,14 @@ def test_transfer_agrees_with_the_direct_solve_on_islands_and_floating_voltages(
 
 
 def test_auto_builds_the_transfer_matrix_once_the_vectors_reach_its_unit_solves():
-    """``auto``: direct solves until the vectors asked reach ``rows`` (``+ cols`` with column
-    voltages); then the transfer matrix, built once from unit solves, for every later batch."""
+    """``auto`` where the transfer matrix comes from unit solves (a merged wire segment: no
+    reduction onto the terminals): direct solves until the vectors asked reach ``rows`` (``+
+    cols`` with column voltages); then the transfer matrix, built once, for every later batch."""
     rng = np.random.default_rng(702)
     g, _, _ = random_case(rng, 8, 5)
-    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.7,
+    row_wire = np.full((8, 5), 0.5)
+    row_wire[3, 2] = 0.0  # merged
+    circuit = CrossbarCircuit(g, row_wire_resistance_ohm=row_wire, col_wire_resistance_ohm=0.7,
                               sense_resistance_ohm=10.0)
     batches = []
     solve = circuit.solve
@@ -944,7 +888,7 @@ def test_auto_builds_the_transfer_matrix_once_the_vectors_reach_its_unit_solves(
     circuit.currents(v, rng.normal(size=5))
     assert batches == [3, 4, 8, 5]
     # A batch that reaches the unit solves alone takes the transfer route at once.
-    fresh = CrossbarCircuit(g, row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.7)
+    fresh = CrossbarCircuit(g, row_wire_resistance_ohm=row_wire, col_wire_resistance_ohm=0.7)
     fresh.currents(rng.normal(size=(7, 8)))
     assert not fresh.transfer_ready
     fresh.currents(rng.normal(size=(1, 8)))
