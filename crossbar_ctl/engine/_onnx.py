@@ -20,7 +20,8 @@ __all__ = ["SUPPORTED_OPS", "load_onnx"]
 
 _ARRAY = ("Gemm", "MatMul", "Conv")
 _ACTIVATIONS = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}
-_FOLDED = ("Constant", "Identity", "Shape", "Gather", "Unsqueeze", "Concat")  # on constants: folded
+_SHAPES = ("Shape", "Gather", "Unsqueeze", "Concat")  # shape arithmetic
+_FOLDED = ("Constant", "Identity", *_SHAPES)  # on constants: folded
 SUPPORTED_OPS = (*_ARRAY, "BatchNormalization", "Add", *_ACTIVATIONS, "Clip", "MaxPool", "AveragePool",
                  "GlobalMaxPool", "GlobalAveragePool", "Softmax", "Flatten", "Reshape", "Dropout", *_FOLDED)
 _BATCH = -(2**62)  # the batch dimension in a folded shape tensor: no real size
@@ -156,7 +157,7 @@ def load_onnx(path: Path) -> Network:
             consts[node.output[0]] = folded
             continue
         shape = shapes.get(head)  # the new head's, unless the node changes it
-        if op in _FOLDED:
+        if op in _SHAPES:
             raise fail(node, "reads the data; only shape arithmetic on constants is folded")
         if op == "Add" and len(reads) == 2:
             if head not in reads or reads[0] == reads[1]:
@@ -187,9 +188,9 @@ def load_onnx(path: Path) -> Network:
                 weight = real(node, 1)
                 bias = real(node, 2) if len(node.input) > 2 and node.input[2] else None
                 stride, padding = strides[0], pads[0]
-            if weight.ndim not in (2, 4):
-                raise fail(node, f"has a weight of shape {weight.shape}; a 2-D matrix or a 2-D convolution "
-                                 "is needed")
+            if weight.ndim != (4 if op == "Conv" else 2):
+                raise fail(node, f"has a weight of shape {weight.shape}; a 2-D "
+                                 f"{'convolution' if op == 'Conv' else 'matrix'} is needed")
             out = weight.shape[0]
             bias = np.zeros(out) if bias is None else _bias(bias, (out,))
             if bias is None:

@@ -1,7 +1,9 @@
-"""ONNX import against onnxruntime: exported PyTorch models, every operator, BatchNormalization
-folding, refusals by name, the network file round trip, and one program + check on a simulated lab.
+"""ONNX import: the exported PyTorch fixtures against onnxruntime, BatchNormalization folding,
+refusals by name, the network file round trip, and program + check on a simulated lab.
 
-The fixtures in ``data/`` are written by ``scripts/export_onnx_models.py`` (torch 2.13, CPU).
+The fixtures in ``data/`` are written by ``scripts/export_onnx_models.py`` (torch 2.13, CPU),
+trained on the digits' training split; ``digits`` below is their 360 held-out test digits. Every
+operator alone: test_onnx_ops.py; a live export from PyTorch: test_onnx_torch.py.
 """
 
 import json
@@ -15,7 +17,7 @@ from crossbar_ctl.engine._network import load_network, save_network
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 DATA = Path(__file__).parent / "data"
 MODELS = {"lenet_digits": (1, 8, 8), "resmlp_digits": (64,)}
@@ -56,7 +58,7 @@ def test_exported_models_match_onnxruntime(name, digits):
     output = network.output(x)
     assert np.max(np.abs(output - reference)) < F32
     np.testing.assert_array_equal(network.predict(x), np.argmax(reference, axis=1))
-    assert np.mean(network.predict(x[240:]) == y[240:]) > 0.9  # held out from the export's training
+    assert np.mean(network.predict(x) == y) >= 0.95  # held out from training: 0.972 and 0.964 measured
 
 
 def test_exported_models_structure():
@@ -67,7 +69,7 @@ def test_exported_models_structure():
 
 
 def _double(model):
-    """The same model in float64 (onnxruntime runs every operator but Conv in double)."""
+    """The same model in float64."""
     for init in model.graph.initializer:
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name))
     for value in [*model.graph.input, *model.graph.output]:
@@ -75,81 +77,18 @@ def _double(model):
     return model
 
 
-def test_residual_mlp_matches_onnxruntime_in_float64(digits):
+@pytest.mark.parametrize("name", MODELS)
+def test_exported_models_match_in_float64(name, digits):
+    """onnxruntime for the MLP; for the CNN onnx's reference evaluator (onnxruntime has no float64
+    Conv; test_onnx_ops.py checks Conv against onnxruntime on data where float32 is exact)."""
+    from onnx.reference import ReferenceEvaluator
+
     x, _ = digits
-    path = DATA / "resmlp_digits.onnx"
-    reference = _run(_double(onnx.load(str(path))), x)
+    path = DATA / f"{name}.onnx"
+    model = _double(onnx.load(str(path)))
+    x_in = x.reshape(len(x), *MODELS[name])
+    reference = _run(model, x_in) if name == "resmlp_digits" else ReferenceEvaluator(model).run(None, {"x": x_in})[0]
     assert np.max(np.abs(load_network(path).output(x) - reference)) < 1e-12
-
-
-@pytest.mark.parametrize("nodes, consts", [
-    ([helper.make_node("Relu", ["z"], ["y"])], {}),
-    ([helper.make_node("Sigmoid", ["z"], ["y"])], {}),
-    ([helper.make_node("Tanh", ["z"], ["y"])], {}),
-    ([helper.make_node("Clip", ["z", "lo", "hi"], ["y"])], {"lo": np.array(-0.5), "hi": np.array(0.75)}),
-    ([helper.make_node("Clip", ["z", "", "hi"], ["y"])], {"hi": np.array(0.25)}),
-    ([helper.make_node("Softmax", ["z"], ["y"], axis=1)], {}),
-    ([helper.make_node("Relu", ["z"], ["r"]), helper.make_node("Sigmoid", ["r"], ["s"]),
-      helper.make_node("Softmax", ["s"], ["y"])], {}),
-], ids=["relu", "sigmoid", "tanh", "clip", "clip-max", "softmax", "chain"])
-def test_every_dense_step_matches_onnxruntime_in_float64(nodes, consts, tmp_path):
-    rng = np.random.default_rng(0)
-    inits = {"w": rng.normal(size=(6, 5)), "b": rng.normal(size=6), **consts}
-    model = _model([helper.make_node("Gemm", ["x", "w", "b"], ["z"], transB=1), *nodes], inits, [5], [6],
-                   TensorProto.DOUBLE)
-    x = rng.normal(size=(40, 5))
-    assert np.max(np.abs(_load(model, tmp_path).output(x) - _run(model, x))) < 1e-12
-
-
-def _naive_pool(images, kind, kernel, strides, pads, include_pad):
-    """Pooling by its definition, one window at a time (float64 oracle)."""
-    (kh, kw), (sh, sw), (top, left, bottom, right) = kernel, strides, pads
-    n, c, h, w = images.shape
-    out = np.zeros((n, c, (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1))
-    for i in range(out.shape[2]):
-        for j in range(out.shape[3]):
-            y0, x0 = i * sh - top, j * sw - left
-            ys, xs = slice(max(y0, 0), min(y0 + kh, h)), slice(max(x0, 0), min(x0 + kw, w))
-            window = images[:, :, ys, xs].reshape(n, c, -1)
-            if kind == "MaxPool":
-                out[:, :, i, j] = window.max(axis=2)
-            else:
-                out[:, :, i, j] = window.sum(axis=2) / (kh * kw if include_pad else window.shape[2])
-    return out.reshape(n, -1)
-
-
-@pytest.mark.parametrize("node", [
-    helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
-    helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[3, 2], strides=[1, 2], pads=[1, 0, 1, 1]),
-    helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
-    helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=[3, 3], strides=[2, 1], pads=[1, 1, 1, 1]),
-    helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 0], count_include_pad=1),
-    helper.make_node("GlobalAveragePool", ["c"], ["y"]),
-], ids=["max", "max-padded", "avg", "avg-padded", "avg-count-pad", "global"])
-def test_pooling_matches_onnxruntime(node, tmp_path):
-    """Conv then pooling in float32 (onnxruntime has no float64 Conv nor average pooling); the
-    pooling step alone in float64 against its definition (and onnxruntime's MaxPool)."""
-    rng = np.random.default_rng(1)
-    inits = {"w": rng.normal(size=(3, 2, 3, 3)).astype(np.float32), "b": rng.normal(size=3).astype(np.float32)}
-    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])
-    model = _model([conv, node], inits, [2, 7, 6], [3, "h", "w"])
-    x = rng.normal(size=(10, 2, 7, 6))
-    network = _load(model, tmp_path)
-    reference = _run(model, x.astype(np.float32)).reshape(10, -1)
-    assert np.max(np.abs(network.output(x.reshape(10, -1)) - reference)) < F32
-    (step,) = network.layers[0].post
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    images = rng.normal(size=(10, 3, 7, 6))
-    ours = step.apply(images.reshape(10, -1), (3, 7, 6), ())
-    global_ = node.op_type == "GlobalAveragePool"
-    oracle = _naive_pool(images, node.op_type, (7, 6) if global_ else attrs["kernel_shape"],
-                         attrs.get("strides", [1, 1]), attrs.get("pads", [0, 0, 0, 0]),
-                         attrs.get("count_include_pad", 0))
-    assert np.max(np.abs(ours - oracle)) < 1e-12
-    if node.op_type == "MaxPool":
-        alone = _model([helper.make_node("MaxPool", ["x"], ["y"], **attrs)], {}, [3, 7, 6], [3, "h", "w"],
-                       TensorProto.DOUBLE)
-        np.testing.assert_array_equal(ours, _run(alone, images).reshape(10, -1))
 
 
 def _conv_bn_model(rng, *, dtype=np.float32):
