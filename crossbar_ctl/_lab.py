@@ -14,7 +14,7 @@ from crossbar_ctl.core.config import LabConfig, SimArrayConfig, load_lab_config
 from crossbar_ctl.core.errors import ConfigError
 from drivers import DEFAULT_MIN_RESISTANCE_OHM, Lab, Transport, build_lab, open_transport
 
-__all__ = ["SimTruth", "bench_io", "lab_info", "min_resistance_ohm", "open_lab", "set_sim_temperature_c"]
+__all__ = ["SimTruth", "advance_sim_time", "bench_io", "lab_info", "min_resistance_ohm", "open_lab", "set_sim_temperature_c"]
 
 _SERVED_TIMEOUT_S = 10.0
 """Least reply timeout of a simulated lab this factory serves (see :func:`open_lab`)."""
@@ -158,6 +158,36 @@ def set_sim_temperature_c(lab: Lab, temperature_c: float) -> None:
     if not -50.0 <= float(temperature_c) <= 150.0:
         raise ConfigError(f"temperature_c = {temperature_c!r}: must lie in [-50, 150] degC", key="temperature_c")
     lab.sim.temperature_c = float(temperature_c)
+
+
+def advance_sim_time(lab: Lab, duration_s: float) -> float:
+    """Let simulated time pass on a simulated lab without waiting: its resistors drift, its
+    temperature wanders (days take as long as a second).
+
+    Parameters
+    ----------
+    duration_s : float
+        Simulated time to pass, s (finite, >= 0).
+
+    Returns
+    -------
+    float
+        The lab's simulated time afterwards, s.
+
+    Raises
+    ------
+    ConfigError
+        The lab is not simulated (real time cannot be skipped), or the duration is negative or
+        not finite.
+    """
+    if lab.sim is None:
+        raise ConfigError("only a simulated lab's clock can be advanced; a real lab waits", key="duration_s")
+    duration_s = float(duration_s)
+    if not (math.isfinite(duration_s) and duration_s >= 0):
+        raise ConfigError(f"duration_s = {duration_s!r}: must be finite and >= 0", key="duration_s")
+    lab.sim.advance_time(duration_s)
+    lab.sim.sync_time()
+    return lab.sim.time_s
 
 
 def lab_info(lab: Lab) -> dict[str, Any]:

@@ -14,7 +14,9 @@ per switch and routing configuration gives every reading and every list sweep.
 Simulated time: every reading advances it by NPLC / 60 s. Drift makes every time step a new
 circuit, so the lab passes time to the array in steps of at most ``time_step_s`` (default 1 s of
 simulated time; the random walk of the drift has the same distribution at every step boundary).
-:meth:`SimLab.sync_time` hands over the remainder.
+:meth:`SimLab.sync_time` hands over the remainder. Days pass in one step as cheaply as a second
+(``SimLab.advance_time``; ``crossbar_ctl._lab.advance_sim_time`` on a lab), and a lab opened with
+``[sim] start_time_s`` is the same board that much later.
 """
 
 from __future__ import annotations
@@ -182,6 +184,9 @@ class SimLab:
         self.time_step_s = float(time_step_s)
         self._pending_s = 0.0
         self.array = PhysicalArray(config, clock=lambda: self.time_s)
+        if config.start_time_s > 0:  # the same board, opened later: drifted, at the set temperature
+            self.array.advance_time(config.start_time_s)
+            self.array.temperature_c = config.temperature_c
         self.lock = threading.RLock()
         seed = config.seed
         self.board = SimSwitchBoard(self.array, advance_time=self.advance_time, lock=self.lock,

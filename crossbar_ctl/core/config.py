@@ -105,6 +105,9 @@ class SimArrayConfig(StrictModel):
     """Input resistance of a column's sense amplifier (or of the ground route)."""
     temperature_c: float = Field(25.0, ge=-50, le=150)
     """Ambient temperature at the start of a run."""
+    start_time_s: float = Field(0.0, ge=0, le=3.2e8)
+    """Simulated time at which the lab opens, s (the array has drifted that long since it was made:
+    the same board, days later, in another process)."""
     reference_temperature_c: float = Field(25.0, ge=-50, le=150)
     """Temperature at which the drawn resistances hold."""
     tcr_per_k: float = Field(1e-4, ge=-0.1, le=0.1)
