@@ -33,7 +33,7 @@ from numba import njit
 __all__ = ["terminal_laplacian_s", "transfer_plan_bytes"]
 
 # A rectangle of at most this many cells is one leaf front (all its nodes eliminated at once).
-_LEAF_CELLS = 8
+_LEAF_CELLS = 16
 # Pivots eliminated one by one in panels of this many, the rest updated by one product per panel.
 _PANEL = 32
 
@@ -80,32 +80,7 @@ def _plan(rows: int, cols: int) -> _Plan:
     edge_b = np.concatenate([n + grid.ravel(), grid[:, 1:].ravel(), n + grid[1:].ravel(),
                              grid[:, 0], terminal_col])
     nodes = 2 * n + rows + cols
-    # Fronts in post-order: the block of cells whose nodes they eliminate, the layers (1 row
-    # nodes, 2 column nodes, 3 both) and their children.
-    blocks: list[tuple[int, int, int, int, int]] = []
-    kids_of: list[list[int]] = []
-
-    def add(block: tuple[int, int, int, int, int], children: list[int]) -> int:
-        blocks.append(block)
-        kids_of.append(children)
-        return len(blocks) - 1
-
-    def rect(r0: int, r1: int, c0: int, c1: int) -> int:
-        h, w = r1 - r0, c1 - c0
-        if h * w <= _LEAF_CELLS:
-            return add((r0, r1, c0, c1, 3), [])
-        if w >= h:  # cut the row wires at column m
-            m = (c0 + c1) // 2
-            kids = [rect(r0, r1, c0, m)] + ([rect(r0, r1, m + 1, c1)] if m + 1 < c1 else [])
-            kids.append(add((r0, r1, m, m + 1, 2), []))  # column line m, a chain
-            return add((r0, r1, m, m + 1, 1), kids)
-        m = (r0 + r1) // 2  # cut the column wires at row m
-        kids = [rect(r0, m, c0, c1)] + ([rect(m + 1, r1, c0, c1)] if m + 1 < r1 else [])
-        kids.append(add((m, m + 1, c0, c1, 1), []))  # row line m, a chain
-        return add((m, m + 1, c0, c1, 2), kids)
-
-    rect(0, rows, 0, cols)
-    block = np.array(blocks, dtype=np.int64).reshape(-1, 5)
+    block, kids = _dissect(rows, cols, _LEAF_CELLS)
     count = block.shape[0]
     pivots = ((block[:, 1] - block[:, 0]) * (block[:, 3] - block[:, 2])
               * np.where(block[:, 4] == 3, 2, 1))
@@ -121,11 +96,11 @@ def _plan(rows: int, cols: int) -> _Plan:
     edge_step = np.minimum(step[edge_a], step[edge_b])
     by_step = np.argsort(edge_step, kind="stable")
     edge_start = np.searchsorted(edge_step[by_step], np.arange(count + 1))
-    child_ptr = _offsets([len(c) for c in kids_of])
-    children = np.array([c for kids in kids_of for c in kids], dtype=np.int64)
+    child_ptr = _offsets((kids >= 0).sum(axis=1))
+    children = kids[kids >= 0]
     sizes, update_ptr, updates, maps, edge_pos_a, edge_pos_b = _symbolic(
-        elim_ptr, elim_nodes, child_ptr, children, start.astype(np.int64), neighbour.astype(np.int64), step.astype(np.int64),
-        by_step.astype(np.int64), edge_start.astype(np.int64), edge_a.astype(np.int64),
+        elim_ptr, elim_nodes, child_ptr, children, start.astype(np.int64),
+        neighbour.astype(np.int64), step.astype(np.int64), by_step.astype(np.int64), edge_start.astype(np.int64), edge_a.astype(np.int64),
         edge_b.astype(np.int64))
     remaining = np.diff(update_ptr)
     root = updates[update_ptr[-2]:]
@@ -142,6 +117,58 @@ def _plan(rows: int, cols: int) -> _Plan:
 def _offsets(lengths) -> np.ndarray:
     """Offsets of consecutive pieces of these lengths: ``[0, l0, l0 + l1, ...]``."""
     return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+
+
+@njit(cache=True)
+def _dissect(rows, cols, leaf):  # pragma: no cover - compiled
+    """The fronts in post-order: ``(count, 5)`` blocks ``r0, r1, c0, c1, layers`` of the nodes
+    each eliminates (layers: 1 row nodes, 2 column nodes, 3 both) and ``(count, 3)`` children
+    (-1: none). A rectangle of at most ``leaf`` cells is a leaf; a larger one is cut across its
+    longer side at m: its two halves, the line at m (a chain), then the separator."""
+    cap = 2 * rows * cols + 8
+    block = np.empty((cap, 5), dtype=np.int64)
+    kids = np.full((cap, 3), -1, dtype=np.int64)
+    # Frames: r0, r1, c0, c1, state, m, across columns, first half, second half.
+    stack = np.empty((4 * (rows + cols) + 8, 9), dtype=np.int64)
+    stack[0, :5] = (0, rows, 0, cols, 0)
+    depth, count, done = 1, 0, -1
+    while depth > 0:
+        frame = stack[depth - 1]
+        r0, r1, c0, c1, state = frame[0], frame[1], frame[2], frame[3], frame[4]
+        if state == 0:
+            if (r1 - r0) * (c1 - c0) <= leaf:
+                block[count] = (r0, r1, c0, c1, 3)
+                done = count
+                count += 1
+                depth -= 1
+                continue
+            across = c1 - c0 >= r1 - r0
+            m = (c0 + c1) // 2 if across else (r0 + r1) // 2
+            frame[4], frame[5], frame[6] = 1, m, across
+            stack[depth, :5] = (r0, r1, c0, m, 0) if across else (r0, m, c0, c1, 0)
+            depth += 1
+        elif state == 1:
+            m, across = frame[5], frame[6]
+            frame[7] = done
+            frame[4] = 2
+            if m + 1 < (c1 if across else r1):
+                stack[depth, :5] = (r0, r1, m + 1, c1, 0) if across else (m + 1, r1, c0, c1, 0)
+                depth += 1
+            else:
+                done = -1
+        else:
+            m, across = frame[5], frame[6]
+            if across:  # column line m, then the row nodes at m
+                block[count] = (r0, r1, m, m + 1, 2)
+                block[count + 1] = (r0, r1, m, m + 1, 1)
+            else:  # row line m, then the column nodes at m
+                block[count] = (m, m + 1, c0, c1, 1)
+                block[count + 1] = (m, m + 1, c0, c1, 2)
+            kids[count + 1] = (frame[7], done, count)
+            done = count + 1
+            count += 2
+            depth -= 1
+    return block[:count].copy(), kids[:count].copy()
 
 
 @njit(cache=True)
@@ -173,7 +200,7 @@ def _symbolic(elim_ptr, elim_nodes, child_ptr, children, start, neighbour, step,
     sizes = np.zeros(count, dtype=np.int64)
     update_ptr = np.zeros(count + 1, dtype=np.int64)
     updates = np.empty(4 * nodes + 64, dtype=np.int64)
-    maps = np.empty_like(updates)
+    maps = np.zeros_like(updates)  # the root's stay 0 (no parent)
     edge_pos_a = np.empty(edge_a.size, dtype=np.int64)
     edge_pos_b = np.empty(edge_a.size, dtype=np.int64)
     for t in range(count):
@@ -222,7 +249,7 @@ def _symbolic(elim_ptr, elim_nodes, child_ptr, children, start, neighbour, step,
 
 @njit(cache=True)
 def _grow(array, used):  # pragma: no cover - compiled
-    bigger = np.empty(2 * array.size, dtype=array.dtype)
+    bigger = np.zeros(2 * array.size, dtype=array.dtype)
     bigger[:used] = array[:used]
     return bigger
 def _edge_weights(circuit) -> np.ndarray:
