@@ -14,7 +14,8 @@ from crossbar_ctl.core.config import LabConfig, SimArrayConfig, load_lab_config
 from crossbar_ctl.core.errors import ConfigError
 from drivers import DEFAULT_MIN_RESISTANCE_OHM, Lab, Transport, build_lab, open_transport
 
-__all__ = ["SimTruth", "advance_sim_time", "bench_io", "lab_info", "min_resistance_ohm", "open_lab", "set_sim_temperature_c"]
+__all__ = ["Labs", "SimTruth", "advance_sim_time", "bench_io", "lab_info", "min_resistance_ohm", "open_lab",
+           "open_labs", "set_sim_temperature_c"]
 
 _SERVED_TIMEOUT_S = 10.0
 """Least reply timeout of a simulated lab this factory serves (see :func:`open_lab`)."""
@@ -67,7 +68,7 @@ class SimTruth:
 
 
 def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, sim: Any = None,
-             served: bool = False) -> Lab:
+             served: bool = False, board: int = 0) -> Lab:
     """Open a lab: load the configuration, start the simulator if asked, identify every instrument.
 
     Parameters
@@ -84,6 +85,9 @@ def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, s
         Serve the simulated instruments on loopback TCP (pyvisa ``@py``) and the board on a
         pseudo-terminal (pyserial), and reach them through those stacks instead of in process.
         The servers stop when the lab closes.
+    board : int
+        Which board of a lab with several (``[[boards]]``) to open; 0: the lab's own instruments.
+        :func:`open_labs` opens them all.
 
     Returns
     -------
@@ -100,6 +104,9 @@ def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, s
         An instrument cannot be reached or is not the configured model.
     """
     lab_config = load_lab_config(config)
+    if not 0 <= board <= len(lab_config.boards):
+        raise ConfigError(f"board = {board}: the lab has boards 0 to {len(lab_config.boards)}", key="board")
+    lab_config = lab_config.board(board)
     instruments = lab_config.instruments
     roles = {"switch_board": instruments.switch_board, "source_meter": instruments.source_meter,
              "switch_matrix": instruments.switch_matrix}
@@ -141,6 +148,44 @@ def open_lab(config: LabConfig | str | Path | dict[str, Any] | None = None, *, s
         if server is not None:
             server.stop()
         raise
+
+
+class Labs(list):
+    """The boards of a lab, each a :class:`drivers.Lab`; ``with`` closes every one (outputs off,
+    switches open), on success, error or Ctrl-C."""
+
+    def __enter__(self) -> "Labs":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        failed: list[BaseException] = []
+        for lab in self:  # every board made safe, even when one fails
+            try:
+                lab.__exit__(exc_type, exc, tb)
+            except BaseException as error:  # noqa: BLE001 - re-raised below, after the others
+                failed.append(error)
+        if failed:
+            raise failed[0]
+
+    def close(self) -> None:
+        self.__exit__(None, None, None)
+
+
+def open_labs(config: LabConfig | str | Path | dict[str, Any] | None = None, *, served: bool = False) -> Labs:
+    """Open every board of a lab (board 0, then each ``[[boards]]``): see :func:`open_lab`.
+
+    A simulated board gets a simulated array of its own (its ``sim`` table, or the lab's with the
+    seed plus the board's index).
+    """
+    lab_config = load_lab_config(config)
+    labs = Labs()
+    try:
+        for board in range(1 + len(lab_config.boards)):
+            labs.append(open_lab(lab_config, served=served, board=board))
+    except BaseException:
+        labs.close()
+        raise
+    return labs
 
 
 def set_sim_temperature_c(lab: Lab, temperature_c: float) -> None:

@@ -53,6 +53,10 @@ class SwitchBoard:
         Increases whenever the driver changes a mask or a route (lets readouts cache per state).
     route_version : int
         Increases whenever the driver changes a route.
+    row_writes, switch_writes, settle_waits : int
+        What the driver has sent since it connected: rows loaded (``LOAD``), branch switches those
+        rows and ``SET``, ``SAFE`` and ``*RST`` change from the state the board held (every switch
+        of a row whose previous state is unknown), and settling waits (``WAIT``).
     """
 
     def __init__(self, transport: Transport, *, guard: SafetyGuard | None = None) -> None:
@@ -72,6 +76,12 @@ class SwitchBoard:
         self._bound: tuple[int, np.ndarray] | None = None  # (version, conductance bound)
         self.version = 0
         self.route_version = 0
+        self.row_writes = self.switch_writes = self.settle_waits = 0
+
+    def _count_switches(self, old: np.ndarray | None, new: np.ndarray) -> None:
+        """Add the switches that change from ``old`` (None: unknown, every switch) to ``new``."""
+        changed = np.bitwise_xor(old, new) if old is not None else np.full_like(new, (1 << self._geometry[2]) - 1)
+        self.switch_writes += int(np.bitwise_count(changed.astype(np.uint64)).sum())
 
     @property
     def address(self) -> str:
@@ -174,6 +184,7 @@ class SwitchBoard:
         row, col = self._cell(row, col)
         mask = check_int("mask", mask, 0, (1 << self._geometry[2]) - 1)
         self._command(f"SET {row} {col} {mask:x}")
+        self._count_switches(None if self._masks is None else self._masks[row, col], np.uint64(mask))
         if self._masks is not None:
             self._masks[row, col] = mask
         self.version += 1
@@ -196,6 +207,7 @@ class SwitchBoard:
         """
         if self.settle_s > 0:
             self._command(f"WAIT {format_number(self.settle_s)}")
+            self.settle_waits += 1
 
     def load_row(self, row: int, masks: object, *, settle: bool = True) -> None:
         """``LOAD <r> <masks> <crc>``, then ``ROW? <r>``: the board must hold exactly ``masks``.
@@ -212,6 +224,8 @@ class SwitchBoard:
         text = ",".join(f"{int(mask):x}" for mask in values)
         self._command(f"LOAD {row} {text} {crc16_ccitt(text):04x}")
         self.version += 1
+        self.row_writes += 1
+        self._count_switches(None if self._masks is None else self._masks[row], values)
         if self._masks is not None:
             self._masks[row] = values
         if not np.array_equal(self.read_row(row), values):
@@ -309,7 +323,9 @@ class SwitchBoard:
 
     def _became_safe(self) -> None:
         rows, cols, _ = self._geometry
-        self._masks = np.zeros((rows, cols), dtype=np.uint64)
+        zeros = np.zeros((rows, cols), dtype=np.uint64)
+        self._count_switches(self._masks, zeros)
+        self._masks = zeros
         self.version += 1
         self.route_version += 1
 

@@ -18,6 +18,7 @@ from crossbar_ctl.core.errors import ConfigError
 
 __all__ = [
     "LAB_SCHEMA_VERSION",
+    "BoardConfig",
     "Fault",
     "InstrumentConfig",
     "InstrumentsConfig",
@@ -204,6 +205,17 @@ class InstrumentsConfig(StrictModel):
     """Which instrument routes the SMU terminals to array lines."""
 
 
+class BoardConfig(StrictModel):
+    """A further board (array) of a lab, used in parallel beside the lab's own: its instruments,
+    and the simulated array behind their ``sim://`` URIs."""
+
+    name: str = ""
+    instruments: InstrumentsConfig = InstrumentsConfig()
+    sim: SimArrayConfig | None = None
+    """Its own simulated array; ``None``: the lab's ``[sim]`` with ``seed`` plus the board's index
+    (another array of the same design: every resistor drawn anew)."""
+
+
 class LabConfig(StrictModel):
     """A whole lab: instruments by role, safety limits, and the simulated array when simulated."""
 
@@ -213,6 +225,18 @@ class LabConfig(StrictModel):
     limits: Limits = Limits()
     sim: SimArrayConfig | None = SimArrayConfig()
     """The simulated array behind ``sim://`` instruments; ``None`` for a real lab."""
+    boards: tuple[BoardConfig, ...] = ()
+    """Further boards beside the one of ``instruments`` (board 0), each a ``[[boards]]`` table; a
+    network's tiles are split among all of them (:meth:`board`)."""
+
+    def board(self, index: int) -> "LabConfig":
+        """Board ``index`` as a lab of its own (0: this lab's instruments; the limits are shared)."""
+        if index == 0:
+            return self.model_copy(update={"boards": ()})
+        board = self.boards[index - 1]
+        sim = board.sim or (self.sim.model_copy(update={"seed": self.sim.seed + index}) if self.sim else None)
+        return LabConfig(name=board.name or f"{self.name}/board{index}", instruments=board.instruments,
+                         limits=self.limits, sim=sim)
 
     @model_validator(mode="after")
     def _checks(self) -> "LabConfig":
@@ -229,6 +253,12 @@ class LabConfig(StrictModel):
             raise ValueError("sim:// instruments need a [sim] table describing the simulated array")
         if self.instruments.routing == "matrix" and self.instruments.switch_matrix is None:
             raise ValueError("routing = 'matrix' needs an [instruments.switch_matrix]")
+        for index in range(1, len(self.boards) + 1):
+            board = self.board(index)  # validated as a lab of its own
+            if board.sim and self.sim and (board.sim.rows, board.sim.cols, board.sim.branches) != (
+                    self.sim.rows, self.sim.cols, self.sim.branches):
+                raise ValueError(f"boards[{index - 1}]: every board must have the lab's geometry "
+                                 f"{self.sim.rows}x{self.sim.cols}x{self.sim.branches}")
         return self
 
 

@@ -77,8 +77,8 @@ def predistortion_effect(lab: Any, network: Network, plans: dict[str, SwitchPlan
             out = np.zeros((len(patches), layer.matrix.shape[0]))
             for t in lp.tiles:
                 tile = plan.header.tiles[t].tile
-                load_tile(lab, plan.tile(t, "masks"))
-                transfer = np.asarray(truth.transfer_s())[: tile.rows, : 2 * tile.pairs]
+                load_tile(lab, plan.step_masks(tile.step))
+                transfer = np.asarray(truth.transfer_s())[tile.block]
                 out[:, tile.outputs] += x_aug[:, tile.inputs] @ pair_transfer(transfer)
             out = layer.assemble(out / lp.conductance_per_weight_s, len(activation))
             row[name] = float(np.sqrt(np.mean((out - reference) ** 2)) / np.sqrt(np.mean(reference**2)))

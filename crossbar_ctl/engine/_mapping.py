@@ -6,12 +6,14 @@ conductances, the pools that can realise them, row voltages), **solving**
 **plan** (:mod:`crossbar_ctl.engine._plan`: the :class:`SwitchPlan` record of masks, predicted
 conductances and error figures). :func:`map_network` is this stage's entry point.
 
-Layout of one tile on the array (always placed at the array's top-left corner):
+Layout of one tile on the array (its placement, :mod:`crossbar_ctl.engine._schedule`, sets the board,
+the program step and the array row and column of its first cell, ``row_offset`` and ``col_offset``):
 
 - the layer's *augmented* matrix is ``A = [W.T; b / beta]``, shape ``(in + 1, out)``: the bias is
   one more input row, driven at the constant input value ``beta`` (``bias_input``);
-- input ``i`` of the tile drives array row ``i``; output ``o`` is the differential pair of
-  columns ``2 o`` (plus) and ``2 o + 1`` (minus), its current ``I[2 o] - I[2 o + 1]``;
+- input ``i`` of the tile drives array row ``row_offset + i``; output ``o`` is the differential pair
+  of columns ``col_offset + 2 o`` (plus) and ``col_offset + 2 o + 1`` (minus), its current their
+  difference;
 - the optimizer sees each pair as one signed pool of ``2 n`` values: ``+g`` of the plus cell's
   branches then ``-g`` of the minus cell's.
 
@@ -22,6 +24,7 @@ subset sums from the pool's centre, where subset sums are dense.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,6 +33,7 @@ from pydantic import Field
 
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
+from crossbar_ctl.engine._schedule import place_tiles
 
 if TYPE_CHECKING:
     from calibration import TwinParameters
@@ -48,6 +52,7 @@ __all__ = [
     "map_network",
     "masks_from_selection",
     "network_tiles",
+    "occupied_pools",
     "pair_pool",
     "pair_transfer",
     "plan_tiles",
@@ -83,6 +88,13 @@ class Tile:
         Augmented input rows (the bias row is index ``in``).
     output_start, output_stop : int
         Outputs (differential pairs).
+    board : int
+        The board (array) it is programmed on, an index into the lab's boards.
+    step : int
+        The program step: tiles of one step sit on one board at disjoint rows and columns and are
+        loaded together (see :mod:`crossbar_ctl.engine._schedule`).
+    row_offset, col_offset : int
+        Array row and column of the tile's first cell.
     """
 
     layer: int
@@ -90,6 +102,10 @@ class Tile:
     input_stop: int
     output_start: int
     output_stop: int
+    board: int = 0
+    step: int = 0
+    row_offset: int = 0
+    col_offset: int = 0
 
     @property
     def rows(self) -> int:
@@ -106,6 +122,12 @@ class Tile:
     @property
     def outputs(self) -> slice:
         return slice(self.output_start, self.output_stop)
+
+    @property
+    def block(self) -> tuple[slice, slice]:
+        """The tile's cells on the array: ``(rows, 2 * pairs)`` from its offsets."""
+        return (slice(self.row_offset, self.row_offset + self.rows),
+                slice(self.col_offset, self.col_offset + 2 * self.pairs))
 
 
 @dataclass(frozen=True)
@@ -150,23 +172,29 @@ class ArrayModel:
         if self.forced is None:
             return np.zeros(tile.rows * tile.pairs)
         cell = np.sum(np.where(self.forced, np.nan_to_num(self.conductance_s), 0.0), axis=-1)
-        block = cell[: tile.rows, : 2 * tile.pairs]
+        block = cell[tile.block]
         if gain is not None:
             block = block * gain
         return pair_transfer(block).ravel()
 
-    def cell_conductance_s(self, masks: np.ndarray) -> np.ndarray:
-        """Predicted conductance of cells ``(r, c)`` with masks ``uint64 (r, c)`` at the top-left."""
-        r, c = masks.shape
+    def cell_conductance_s(self, masks: np.ndarray, tile: Tile | None = None) -> np.ndarray:
+        """Predicted conductance of cells ``(r, c)`` with masks ``uint64 (r, c)``: a tile's cells
+        (at its placement), else the array's top-left ``r x c``."""
+        block = tile.block if tile is not None else (slice(0, masks.shape[0]), slice(0, masks.shape[1]))
         closed = selection_from_masks(masks, self.geometry[2])
         if self.forced is not None:
-            closed = closed | self.forced[:r, :c]
-        return np.sum(closed * self.conductance_s[:r, :c], axis=-1)
+            closed = closed | self.forced[block]
+        return np.sum(closed * self.conductance_s[block], axis=-1)
 
 
 def plan_tiles(inputs: int, outputs: int, *, rows: int, cols: int, layer: int = 0,
-               max_tiles: int = 64) -> tuple[Tile, ...]:
-    """Split an ``(inputs, outputs)`` augmented matrix into array-sized tiles.
+               max_tiles: int | None = None) -> tuple[Tile, ...]:
+    """Split an ``(inputs, outputs)`` augmented matrix into array-sized tiles (not yet placed).
+
+    Parameters
+    ----------
+    max_tiles : int, optional
+        A limit the user sets (time on the array grows with the tiles); ``None``: no limit.
 
     Raises
     ------
@@ -179,7 +207,7 @@ def plan_tiles(inputs: int, outputs: int, *, rows: int, cols: int, layer: int = 
         raise EngineError(f"a {rows}x{cols} array holds no differential pair; it needs at least 2 columns")
     row_blocks = -(-inputs // rows)
     col_blocks = -(-outputs // pairs)
-    if row_blocks * col_blocks > max_tiles:
+    if max_tiles is not None and row_blocks * col_blocks > max_tiles:
         raise EngineError(
             f"layer{layer} ({outputs} outputs x {inputs - 1} inputs + bias) needs "
             f"{row_blocks * col_blocks} tiles of {rows}x{pairs} pairs on this array, more than the "
@@ -193,11 +221,14 @@ def plan_tiles(inputs: int, outputs: int, *, rows: int, cols: int, layer: int = 
     )
 
 
-def network_tiles(network: Network, rows: int, cols: int, *, max_tiles: int = 64) -> list[Tile]:
-    """Every tile of every layer on a ``rows x cols`` array, in programming order."""
-    return [tile for k, layer in enumerate(network.layers)
-            for tile in plan_tiles(layer.matrix.shape[1] + 1, layer.matrix.shape[0], rows=rows, cols=cols,
-                                   layer=k, max_tiles=max_tiles)]
+def network_tiles(network: Network, rows: int, cols: int, *, max_tiles: int | None = None, boards: int = 1,
+                  pack: bool = True) -> list[Tile]:
+    """Every tile of every layer on ``boards`` arrays of ``rows x cols``, placed, in programming order
+    (:func:`crossbar_ctl.engine._schedule.place_tiles`)."""
+    tiles = [tile for k, layer in enumerate(network.layers)
+             for tile in plan_tiles(layer.matrix.shape[1] + 1, layer.matrix.shape[0], rows=rows, cols=cols,
+                                    layer=k, max_tiles=max_tiles)]
+    return place_tiles(tiles, rows, cols, boards=boards, pack=pack)
 
 
 def inference_vectors(network: Network, rows: int, cols: int, samples: int) -> int:
@@ -205,8 +236,7 @@ def inference_vectors(network: Network, rows: int, cols: int, samples: int) -> i
     count = 0
     for k, layer in enumerate(network.layers):
         patches = layer.out_size // layer.matrix.shape[0]
-        tiles = plan_tiles(layer.matrix.shape[1] + 1, layer.matrix.shape[0], rows=rows, cols=cols, layer=k,
-                           max_tiles=10**9)
+        tiles = plan_tiles(layer.matrix.shape[1] + 1, layer.matrix.shape[0], rows=rows, cols=cols, layer=k)
         count += samples * patches * len(tiles)
     return count
 
@@ -254,7 +284,7 @@ def pair_pool(conductance_s: np.ndarray, sigma_s: np.ndarray, usable: np.ndarray
     values_s, sigma_s : ndarray (cells, 2 * branches)
     usable : ndarray (cells, 2 * branches) of bool
     """
-    block = (slice(0, tile.rows), slice(0, 2 * tile.pairs))
+    block = tile.block
     g = conductance_s[block]
     s = sigma_s[block]
     if gain is not None:
@@ -343,31 +373,55 @@ class NetworkMapping:
     layers: tuple[LayerMapping, ...]
 
 
-def map_network(network: Network, model: ArrayModel, *, density_std: float = 1.25,
-                conductance_per_weight_s: float | None = None, max_tiles: int = 64) -> NetworkMapping:
-    """Scale, tile and sign every layer: the target conductance of every differential pair.
+def occupied_pools(models: Sequence[ArrayModel], tiles: Sequence[Tile]) -> tuple[np.ndarray, np.ndarray]:
+    """The signed pools of every pair some tile occupies, over every board: ``values_s``, ``usable``
+    ``(pairs, 2 * branches)``, each pair once."""
+    values, usable = [], []
+    for board, model in enumerate(models):
+        rows, cols, _ = model.geometry
+        occupied = np.zeros((rows, cols // 2), dtype=bool)
+        for tile in tiles:
+            if tile.board == board:
+                rs, cs = tile.block
+                occupied[rs, cs.start // 2: cs.stop // 2] = True
+        v, _, u = model.pool(Tile(0, 0, rows, 0, cols // 2))
+        values.append(v[occupied.ravel()])
+        usable.append(u[occupied.ravel()])
+    return np.concatenate(values), np.concatenate(usable)
+
+
+def map_network(network: Network, model: ArrayModel | Sequence[ArrayModel], *, density_std: float = 1.25,
+                conductance_per_weight_s: float | None = None, max_tiles: int | None = None,
+                pack: bool = True) -> NetworkMapping:
+    """Scale, tile, place and sign every layer: the target conductance of every differential pair.
 
     Parameters
     ----------
     network : Network
-    model : ArrayModel
-        The measured pools the targets must lie within.
+    model : ArrayModel or sequence of ArrayModel
+        The measured pools the targets must lie within: one per board (boards of one geometry),
+        the tiles split among them (:func:`crossbar_ctl.engine._schedule.place_tiles`).
     density_std : float
-        See :func:`choose_scale`.
+        See :func:`choose_scale` (over the pools of every cell a tile occupies, on every board).
     conductance_per_weight_s : float, optional
         One scale for every layer instead of one chosen from the pools, siemens per weight unit.
-    max_tiles : int
-        Refuse a layer that needs more tiles than this.
+    max_tiles : int, optional
+        Refuse a layer that needs more tiles than this (``None``: no limit).
+    pack : bool
+        Pack several small tiles into one program step where they fit.
 
     Raises
     ------
     EngineError
-        Too many tiles, or weights beyond what their pools can reach.
+        Too many tiles, boards of different geometries, or weights beyond what their pools can reach.
     """
-    rows, cols, _ = model.geometry
-    tiles = network_tiles(network, rows, cols, max_tiles=max_tiles)
-    whole = Tile(0, 0, min(rows, max(t.rows for t in tiles)), 0, max(t.pairs for t in tiles))
-    values, _, usable = model.pool(whole)
+    models = [model] if isinstance(model, ArrayModel) else list(model)
+    if len({m.geometry for m in models}) != 1:
+        raise EngineError("every board must have the same geometry (rows, cols, branches); got "
+                          + ", ".join("x".join(map(str, m.geometry)) for m in models))
+    rows, cols, _ = models[0].geometry
+    tiles = network_tiles(network, rows, cols, max_tiles=max_tiles, boards=len(models), pack=pack)
+    values, usable = occupied_pools(models, tiles)
     targets, layers = [], []
     for k, layer in enumerate(network.layers):
         magnitude = weight_magnitude(layer.matrix, layer.bias)
@@ -378,7 +432,7 @@ def map_network(network: Network, model: ArrayModel, *, density_std: float = 1.2
         indices = tuple(t for t, tile in enumerate(tiles) if tile.layer == k)
         for t in indices:
             target = aug[tiles[t].inputs, tiles[t].outputs]
-            tile_values, _, tile_usable = model.pool(tiles[t])
+            tile_values, _, tile_usable = models[tiles[t].board].pool(tiles[t])
             check_reach(tile_values, tile_usable, target.ravel(), layer=k)
             targets.append(target)
         layers.append(LayerMapping(k, scale, bias_input, magnitude, indices))

@@ -37,13 +37,16 @@ from crossbar_ctl.engine._mapping import (  # ArrayModel ... pair_transfer: re-e
     pair_transfer,
     weight_magnitude,
 )
+from crossbar_ctl.engine._cost import ScheduleCost
 from crossbar_ctl.engine._network import Layer, Network, build_network
+from crossbar_ctl.engine._schedule import step_masks
 from crossbar_ctl.engine._distributed import TileMap, solve_tiles
 from crossbar_ctl.engine._solve import Solver, TileSolution, default_solver
 from crossbar_ctl.engine._twin import is_ideal
 
 __all__ = [
     "ArrayModel",
+    "BoardRef",
     "CalibrationRef",
     "LayerPlan",
     "PlanHeader",
@@ -79,8 +82,11 @@ class PlanOptions(StrictModel):
     """Rounds of pair refinement on the twin's linearised response."""
     locality: float = Field(0.001, ge=0)
     """Refinement penalty: siemens of output error charged per siemens of conductance moved."""
-    max_tiles: int = Field(64, ge=1)
-    """Refuse a layer that needs more tiles than this."""
+    max_tiles: int | None = Field(None, ge=1)
+    """Refuse a layer that needs more tiles than this (``None``: no limit; time on the array grows
+    with the tiles, see ``crossbar program``'s cost)."""
+    pack: bool = True
+    """Pack several small tiles into one program step where they fit (``_schedule``)."""
     max_closed: int | None = Field(None, ge=1)
     """Close at most this many branches per differential pair (limits common-mode current)."""
 
@@ -93,6 +99,11 @@ class TileRecord(StrictModel):
     input_stop: int
     output_start: int
     output_stop: int
+    board: int = 0
+    step: int = 0
+    row_offset: int = 0
+    col_offset: int = 0
+    """Placement (:class:`crossbar_ctl.engine._mapping.Tile`); plans before placement: 0."""
 
     @classmethod
     def of(cls, tile: Tile) -> "TileRecord":
@@ -101,7 +112,14 @@ class TileRecord(StrictModel):
 
     @property
     def tile(self) -> Tile:
-        return Tile(self.layer, self.input_start, self.input_stop, self.output_start, self.output_stop)
+        return Tile(**self.model_dump())
+
+
+class BoardRef(StrictModel):
+    """A further board of a plan on several (board 0 is the header's ``calibration`` and ``twin``)."""
+
+    calibration: CalibrationRef
+    twin: TwinParameters | None
 
 
 class LayerPlan(StrictModel):
@@ -149,6 +167,9 @@ class ProgramRecord(StrictModel):
     """Pairs whose branches were measured again (a model error no gain explains)."""
     branches_found_open: int = 0
     """Branches found open (or shorted) that the calibration had as usable: faults found late."""
+    cost: ScheduleCost | None = None
+    """Switch writes and settling of programming (:mod:`crossbar_ctl.engine._cost`); the prediction
+    is one pass without corrections, so the closed loop's re-loads come on top of it."""
 
 
 class PlanHeader(StrictModel):
@@ -166,6 +187,8 @@ class PlanHeader(StrictModel):
     calibration: CalibrationRef
     twin: TwinParameters | None
     """The twin the plan was pre-distorted with (``None``: solved for the bare cells)."""
+    boards: tuple[BoardRef, ...] = ()
+    """Boards 1, 2, ... of a plan on several boards (tiles name theirs)."""
     options: PlanOptions
     layers: tuple[LayerPlan, ...]
     tiles: tuple[TileRecord, ...]
@@ -213,6 +236,26 @@ class SwitchPlan:
     def tile(self, index: int, name: str) -> np.ndarray:
         return self.arrays[f"tile{index}.{name}"]
 
+    @property
+    def board_count(self) -> int:
+        return 1 + len(self.header.boards)
+
+    def board_calibration(self, board: int) -> CalibrationRef:
+        return self.header.boards[board - 1].calibration if board else self.header.calibration
+
+    def board_twin(self, board: int) -> TwinParameters | None:
+        return self.header.boards[board - 1].twin if board else self.header.twin
+
+    def tiles(self) -> list[Tile]:
+        """Every tile with its placement."""
+        return [record.tile for record in self.header.tiles]
+
+    def step_masks(self, step: int) -> np.ndarray:
+        """The configuration of a program step: its tiles' masks together, ``uint64 (rows, cols)``."""
+        ref = self.header.calibration
+        return step_masks((self.tile(t, "masks") for t, tile in enumerate(self.tiles()) if tile.step == step),
+                          (ref.rows, ref.cols))
+
 
 def expected_subset_sum_error_s(values_s: np.ndarray, usable: np.ndarray, target_s: np.ndarray) -> np.ndarray:
     """Per pool: the rms distance from ``target_s`` to the nearest of its random subset sums."""
@@ -228,10 +271,10 @@ def _rms(parts: Sequence[np.ndarray]) -> float:
     return float(np.sqrt(np.mean(np.concatenate([np.ravel(p) for p in parts]) ** 2)))
 
 
-def _layer_plan(layer: Layer, mapped: LayerMapping, model: ArrayModel, tiles: Sequence[Tile],
+def _layer_plan(layer: Layer, mapped: LayerMapping, models: Sequence[ArrayModel], tiles: Sequence[Tile],
                 targets_s: Sequence[np.ndarray], solutions: Sequence[TileSolution]) -> LayerPlan:
     """A layer's error figures from its solved tiles (``tiles``, ``targets_s``, ``solutions`` alike)."""
-    pools = [model.pool(tile) for tile in tiles]
+    pools = [models[tile.board].pool(tile) for tile in tiles]
     scale = mapped.conductance_per_weight_s
     err_w = _rms([pair_transfer(s.predicted_s) - t for s, t in zip(solutions, targets_s)]) / scale
     err_w = max(err_w, mapped.magnitude * 2.0**-52)  # realised exactly (all zero): float64 resolution
@@ -247,7 +290,7 @@ def _layer_plan(layer: Layer, mapped: LayerMapping, model: ArrayModel, tiles: Se
     )
 
 
-def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | None = None,
+def make_plan(network: Network, model: ArrayModel | Sequence[ArrayModel], *, options: PlanOptions | None = None,
               solver: Solver | None = None, progress: Callable[[int], None] | None = None,
               tile_map: TileMap | None = None) -> SwitchPlan:
     """Map a network onto measured pools, solve every tile and record the plan.
@@ -255,8 +298,9 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
     Parameters
     ----------
     network : Network
-    model : ArrayModel
-        The calibration's branch conductances, uncertainties, faults and twin.
+    model : ArrayModel or sequence of ArrayModel
+        The calibration's branch conductances, uncertainties, faults and twin; one per board for
+        several boards (the tiles are split among them, each solved on its own board's model).
     options : PlanOptions, optional
     solver : callable, optional
         ``solve_subset_sum`` (default) or a compatible function.
@@ -274,15 +318,21 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
     """
     options = options or PlanOptions()
     solver = solver or default_solver()
-    rows, cols, branches = model.geometry
-    twin = model.twin if options.predistort and not is_ideal(model.twin) else None
-    mapping = map_network(network, model, density_std=options.density_std,  # refused before solving
+    models = [model] if isinstance(model, ArrayModel) else list(model)
+    rows, cols, branches = models[0].geometry
+    twins = [m.twin if options.predistort and not is_ideal(m.twin) else None for m in models]
+    mapping = map_network(network, models, density_std=options.density_std,  # refused before solving
                           conductance_per_weight_s=options.conductance_per_weight_s,
-                          max_tiles=options.max_tiles)
-    solve = {"twin": twin, "solver": solver, "max_closed": options.max_closed,
-             "iterations": options.predistort_iterations, "locality": options.locality}
-    solved_tiles = (tile_map or solve_tiles)(model, list(zip(mapping.tiles, mapping.targets_s)), solve,
-                                             progress=progress)
+                          max_tiles=options.max_tiles, pack=options.pack)
+    solved_tiles: list[TileSolution] = [None] * len(mapping.tiles)  # type: ignore[list-item]
+    for board, board_model in enumerate(models):
+        mine = [t for t, tile in enumerate(mapping.tiles) if tile.board == board]
+        solve = {"twin": twins[board], "solver": solver, "max_closed": options.max_closed,
+                 "iterations": options.predistort_iterations, "locality": options.locality}
+        solved = (tile_map or solve_tiles)(board_model, [(mapping.tiles[t], mapping.targets_s[t]) for t in mine],
+                                           solve, progress=progress)
+        for t, solution in zip(mine, solved):
+            solved_tiles[t] = solution
     arrays: dict[str, np.ndarray] = {}
     layer_plans = []
     for layer, mapped in zip(network.layers, mapping.layers):
@@ -292,11 +342,11 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
         for t in mapped.tiles:
             tile, target, solved = mapping.tiles[t], mapping.targets_s[t], solved_tiles[t]
             full_masks = np.zeros((rows, cols), dtype=np.uint64)
-            full_masks[: tile.rows, : 2 * tile.pairs] = solved.masks
+            full_masks[tile.block] = solved.masks
             arrays.update({f"tile{t}.masks": full_masks, f"tile{t}.target_s": target,
                            f"tile{t}.cell_s": solved.cell_s, f"tile{t}.predicted_s": solved.predicted_s})
             solutions.append(solved)
-        layer_plans.append(_layer_plan(layer, mapped, model, [mapping.tiles[t] for t in mapped.tiles],
+        layer_plans.append(_layer_plan(layer, mapped, models, [mapping.tiles[t] for t in mapped.tiles],
                                        [mapping.targets_s[t] for t in mapped.tiles], solutions))
     first = network.layers[0]
     header = PlanHeader(
@@ -307,8 +357,11 @@ def make_plan(network: Network, model: ArrayModel, *, options: PlanOptions | Non
         strides=tuple(layer.stride for layer in network.layers),
         paddings=tuple(layer.padding for layer in network.layers),
         input_shape=first.input_shape,
-        calibration=model.reference or CalibrationRef(rows=rows, cols=cols, branches=branches),
-        twin=twin, options=options, layers=tuple(layer_plans),
+        calibration=models[0].reference or CalibrationRef(rows=rows, cols=cols, branches=branches),
+        twin=twins[0], boards=tuple(BoardRef(calibration=m.reference or CalibrationRef(rows=rows, cols=cols,
+                                                                                         branches=branches),
+                                             twin=twin) for m, twin in zip(models[1:], twins[1:])),
+        options=options, layers=tuple(layer_plans),
         tiles=tuple(TileRecord.of(t) for t in mapping.tiles),
         created_utc=utc_now(),
     )

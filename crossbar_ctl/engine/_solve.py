@@ -93,24 +93,29 @@ def gains(transfer_s: np.ndarray, cell_s: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(ratio), fill, ratio)
 
 
-def array_conductance_s(model: ArrayModel, cell_s: np.ndarray) -> np.ndarray:
-    """The whole array's cells, ``(rows, cols)``: a tile's cells at the top-left, elsewhere only
-    the branches that conduct whatever the masks say (stuck closed)."""
+def _block(cell_s: np.ndarray, tile: Tile | None) -> tuple[slice, slice]:
+    return tile.block if tile is not None else (slice(0, cell_s.shape[0]), slice(0, cell_s.shape[1]))
+
+
+def array_conductance_s(model: ArrayModel, cell_s: np.ndarray, tile: Tile | None = None) -> np.ndarray:
+    """The whole array's cells, ``(rows, cols)``: a tile's cells at its placement (``None``: the
+    top-left), elsewhere only the branches that conduct whatever the masks say (stuck closed)."""
     full = model.cell_conductance_s(np.zeros(model.geometry[:2], dtype=np.uint64))
-    full[: cell_s.shape[0], : cell_s.shape[1]] = cell_s
+    full[_block(cell_s, tile)] = cell_s
     return full
 
 
-def array_transfer(model: ArrayModel, twin: TwinParameters | None, cell_s: np.ndarray) -> np.ndarray:
-    """The twin's transfer of a tile's cells placed at the array's top-left, ``(rows, 2 pairs)``."""
-    full = twin_transfer(twin, array_conductance_s(model, cell_s))
-    return full[: cell_s.shape[0], : cell_s.shape[1]]
+def array_transfer(model: ArrayModel, twin: TwinParameters | None, cell_s: np.ndarray,
+                   tile: Tile | None = None) -> np.ndarray:
+    """The twin's transfer of a tile's cells at its placement (``None``: the top-left), ``(rows, 2 pairs)``."""
+    return twin_transfer(twin, array_conductance_s(model, cell_s, tile))[_block(cell_s, tile)]
 
 
-def array_response(model: ArrayModel, twin: TwinParameters, cell_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def array_response(model: ArrayModel, twin: TwinParameters, cell_s: np.ndarray,
+                   tile: Tile | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The twin's transfer and its slope ``dT/dG`` for a tile's cells, ``(rows, 2 pairs)`` each."""
-    transfer, slope = twin_response(twin, array_conductance_s(model, cell_s))
-    block = (slice(0, cell_s.shape[0]), slice(0, cell_s.shape[1]))
+    transfer, slope = twin_response(twin, array_conductance_s(model, cell_s, tile))
+    block = _block(cell_s, tile)
     return transfer[block], slope[block]
 
 
@@ -142,7 +147,7 @@ def refine_tile(model: ArrayModel, tile: Tile, selection: np.ndarray, target_s: 
     free = window(n, round_)
     moved = np.zeros(n, dtype=bool)
     moved[free] = True
-    block = (slice(0, tile.rows), slice(0, 2 * tile.pairs))
+    block = tile.block
     g, usable = np.nan_to_num(model.conductance_s[block]), model.usable[block]
     forced = np.zeros(g.shape, dtype=bool) if model.forced is None else model.forced[block]
     sides = []
@@ -187,8 +192,8 @@ def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, twin: Twi
     selection = solve_pools(model, tile, target_s, gain=None, solver=solver, max_closed=max_closed)
     quantization = np.sum(np.where(selection, values, 0.0), axis=1) + model.forced_pair_s(tile) - target
     masks = masks_from_selection(selection, tile.rows, tile.pairs)
-    cell_s = model.cell_conductance_s(masks)
-    predicted_s = array_transfer(model, twin, cell_s)
+    cell_s = model.cell_conductance_s(masks, tile)
+    predicted_s = array_transfer(model, twin, cell_s, tile)
     if twin is None or is_ideal(twin):
         return TileSolution(selection, masks, cell_s, predicted_s, quantization)
     selection = solve_pools(model, tile, target_s, gain=gains(predicted_s, cell_s), solver=solver,
@@ -196,8 +201,8 @@ def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, twin: Twi
     best: tuple[float, TileSolution] | None = None
     for round_ in range(iterations + 1):
         masks = masks_from_selection(selection, tile.rows, tile.pairs)
-        cell_s = model.cell_conductance_s(masks)
-        transfer, slope = array_response(model, twin, cell_s)
+        cell_s = model.cell_conductance_s(masks, tile)
+        transfer, slope = array_response(model, twin, cell_s, tile)
         residual = pair_transfer(transfer).ravel() - target
         rms = float(np.sqrt(np.mean(residual**2)))
         if best is None or rms < best[0]:

@@ -35,13 +35,23 @@ def array_model(rows=6, cols=8, branches=4, *, seed=0, wire_ohm=0.0, sense_ohm=0
 
 
 class FakeBoard:
+    settle_s = 0.0
+
     def __init__(self, rows, cols):
         self.masks = np.zeros((rows, cols), np.uint64)
         self.loads = 0
+        self.row_writes = self.switch_writes = self.settle_waits = 0  # as drivers.SwitchBoard counts
 
     def load_masks(self, masks):
-        self.masks = np.array(masks, np.uint64)
+        masks = np.array(masks, np.uint64)
+        changed = np.any(masks != self.masks, axis=1)
+        self.row_writes += int(changed.sum())
+        self.switch_writes += int(np.bitwise_count(masks ^ self.masks).sum())
+        self.masks = masks
         self.loads += 1
+
+    def known_masks(self):
+        return self.masks.copy()
 
     def read_masks(self):
         return self.masks.copy()
