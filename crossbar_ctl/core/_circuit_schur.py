@@ -342,11 +342,19 @@ def _eliminate(weights, front_size, pivots, edge_ptr, edge_id, edge_a, edge_b, c
                         target = w[i]
                         for j in range(i + 1, f):
                             target[j] += a * row[j]
-            if p1 < f:  # the rest: w_ij += sum_p w_pi w_pj / d_p, one product (BLAS)
+            if p1 < k:  # the panel into the later pivots' rows: one product (BLAS)
                 panel = np.ascontiguousarray(w[p0:p1, p1:])
-                scaled = np.ascontiguousarray((panel / pivot[p0:p1].reshape(-1, 1)).T)
-                w[p1:, p1:] += np.dot(scaled, panel)
+                scaled = np.ascontiguousarray((w[p0:p1, p1:k] / pivot[p0:p1].reshape(-1, 1)).T)
+                w[p1:k, p1:] += np.dot(scaled, panel)
         r = f - k
+        if r > 1:  # every pivot into the remaining pairs, w_ij += sum_p w_pi w_pj / d_p, by
+            # blocks of rows, the upper ones only (BLAS)
+            rest = np.ascontiguousarray(w[:k, k:])
+            scaled = np.ascontiguousarray((rest / pivot.reshape(-1, 1)).T)
+            for i0 in range(0, r, _PANEL):
+                i1 = min(i0 + _PANEL, r)
+                w[k + i0: k + i1, k + i0:] += np.dot(scaled[i0:i1],
+                                                     np.ascontiguousarray(rest[:, i0:]))
         base = update_ptr[t]
         for i in range(r):
             for j in range(r):
