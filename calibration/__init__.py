@@ -3,7 +3,8 @@
 ``calibrate(lab)`` returns a :class:`CalibrationRecord` (per-branch ``conductance_s``,
 ``sigma_s`` and ``flags``, the fitted wiring twin, provenance), resumable from its checkpoint;
 ``recheck(lab, record)`` says whether a record still holds; ``verify_fingerprint(lab, record)``
-refuses a record of another array; ``fit_tcr(records)`` estimates each branch's TCR from records
+refuses a record of another array; ``recalibrate(lab, record)`` measures a sample and re-measures
+only what moved; ``fit_tcr(records)`` estimates each branch's TCR from records
 at different temperatures and ``record_at_temperature(record, tcr, T)`` predicts a record at ``T``.
 """
 
@@ -11,6 +12,7 @@ from calibration._bench import bench_calibrate
 from calibration._calibrate import calibrate
 from calibration._designs import design_covariance, design_matrix, s_matrix, theoretical_gain
 from calibration._fingerprint import verify_fingerprint
+from calibration._recalibrate import RecalibrationReport, recalibrate
 from calibration._recheck import RecheckResult, recheck
 from calibration._record import (
     CALIBRATION_SCHEMA_VERSION,
@@ -46,12 +48,14 @@ __all__ = [
     "CalibrationOptions",
     "CalibrationRecord",
     "Fingerprint",
+    "RecalibrationReport",
     "RecheckResult",
     "TcrEstimate",
     "TcrHeader",
     "TwinParameters",
     "bench_calibrate",
     "calibrate",
+    "recalibrate",
     "recheck",
     "design_covariance",
     "design_matrix",

@@ -200,6 +200,9 @@ class CalibrationHeader(StrictModel):
     twin: TwinParameters | None = None
     readings: int = Field(0, ge=0)
     """Readings taken."""
+    parent_checksum: str | None = None
+    """The record this one was recalibrated from (``calibration.recalibrate``), by its
+    :meth:`CalibrationRecord.checksum`; None for a full calibration."""
     round_trips: int = Field(0, ge=0)
     """Instrument round trips (commands answered) used."""
     wall_s: float = Field(0.0, ge=0)
