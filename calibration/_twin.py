@@ -22,7 +22,11 @@ from scipy.optimize import least_squares
 from calibration._record import TwinParameters
 from crossbar_ctl.core.circuit import CrossbarCircuit, merge_threshold_ohm
 
-__all__ = ["fit_twin", "network_col_current_a", "row_step_conductance", "solve_row_step",
+TWIN_RESISTANCES = ("row_wire_resistance_ohm", "col_wire_resistance_ohm", "sense_resistance_ohm",
+                    "driver_resistance_ohm")
+"""The twin's fitted resistances, in the order of :func:`fit_twin`'s covariance."""
+
+__all__ = ["TWIN_RESISTANCES", "fit_twin", "network_col_current_a", "row_step_conductance", "solve_row_step",
            "twin_bounds_ohm"]
 
 
@@ -67,6 +71,7 @@ def _closed_circuit(conductance_s: np.ndarray, twin: TwinParameters, *,
         row_wire_resistance_ohm=twin.row_wire_resistance_ohm,
         col_wire_resistance_ohm=twin.col_wire_resistance_ohm,
         sense_resistance_ohm=twin.sense_resistance_ohm + below_ohm,
+        driver_resistance_ohm=twin.driver_resistance_ohm,
         row_connected=None if row_connected is None else np.asarray(row_connected, bool)[rows],
         col_connected=None if col_connected is None else np.asarray(col_connected, bool)[:cols],
     )
@@ -79,7 +84,8 @@ def row_step_conductance(current_a: np.ndarray, voltage_v: float, row: np.ndarra
 
     Valid when only the driven row's cells are closed (every other cell open): the current of
     cell ``j`` is the current sensed at column ``j``; row segment ``s`` carries the currents of
-    cells ``s..cols-1``; the cell's column node sits at ``I_j * ((rows - i) r_col + R_sense)``.
+    cells ``s..cols-1`` and the driver all of them; the cell's column node sits at
+    ``I_j * ((rows - i) r_col + R_sense)``.
 
     Parameters
     ----------
@@ -100,7 +106,8 @@ def row_step_conductance(current_a: np.ndarray, voltage_v: float, row: np.ndarra
     """
     current = np.asarray(current_a, dtype=np.float64)
     segment_a = np.cumsum(current[..., ::-1], axis=-1)[..., ::-1]  # current in row segment j
-    node_v = voltage_v - twin.row_wire_resistance_ohm * np.cumsum(segment_a, axis=-1)
+    node_v = (voltage_v - twin.driver_resistance_ohm * segment_a[..., :1]
+              - twin.row_wire_resistance_ohm * np.cumsum(segment_a, axis=-1))
     col_ohm = (rows - np.asarray(row))[..., None] * twin.col_wire_resistance_ohm \
         + twin.sense_resistance_ohm
     return current / (node_v - current * col_ohm)
@@ -132,7 +139,7 @@ def network_col_current_a(conductance_s: np.ndarray, row_voltage_v: np.ndarray,
     cut = _closed_circuit(g, twin, row_connected=row_connected, col_connected=col_connected)
     if cut is not None:
         circuit, rows, cols = cut
-        out[:, :cols] = circuit.solve(volts[:, rows]).col_current_a
+        out[:, :cols] = circuit.currents(volts[:, rows])[1]  # the transfer matrix for many
     return out
 
 
@@ -256,7 +263,7 @@ def twin_bounds_ohm(conductance_s: np.ndarray | None) -> tuple[float, float]:
 
 def fit_twin(residuals, start: TwinParameters, *,
              conductance_s: np.ndarray | None = None) -> tuple[TwinParameters, np.ndarray]:
-    """Fit the wire and sense resistances by least squares, within their physical range.
+    """Fit the wire, sense and driver resistances by least squares, within their physical range.
 
     Parameters
     ----------
@@ -273,23 +280,23 @@ def fit_twin(residuals, start: TwinParameters, *,
     twin : TwinParameters
         Each resistance in ``[0, upper_ohm]``, exactly 0 below ``zero_below_ohm``; with
         ``fit_rel_rms`` left to the caller.
-    covariance : ndarray (3, 3)
-        Covariance of ``(row, col, sense)`` resistances, ohm^2.
+    covariance : ndarray (4, 4)
+        Covariance of the resistances of :data:`TWIN_RESISTANCES` (row, col, sense, driver), ohm^2.
     """
 
     def make(p: np.ndarray) -> TwinParameters:
-        return TwinParameters(row_wire_resistance_ohm=float(p[0]), col_wire_resistance_ohm=float(p[1]),
-                              sense_resistance_ohm=float(p[2]))
+        return TwinParameters(**{name: float(v) for name, v in zip(TWIN_RESISTANCES, p)})
 
     zero_below_ohm, upper_ohm = twin_bounds_ohm(conductance_s)
-    p0 = np.array([start.row_wire_resistance_ohm, start.col_wire_resistance_ohm,
-                   start.sense_resistance_ohm])
+    p0 = np.array([getattr(start, name) for name in TWIN_RESISTANCES])
     p0 = np.minimum(p0, 0.5 * upper_ohm)  # start inside the bounds
     result = least_squares(lambda p: residuals(make(p)), p0, bounds=(0.0, upper_ohm),
-                           x_scale=np.maximum(p0, min(0.1, 0.5 * upper_ohm)), diff_step=1e-3)
+                           x_scale=np.maximum(p0, min(0.1, 0.5 * upper_ohm)), diff_step=1e-3, xtol=1e-10)
     jac = result.jac
-    dof = max(result.fun.size - 3, 1)
+    dof = max(result.fun.size - p0.size, 1)
     scale = max(float(result.fun @ result.fun) / dof, 1.0)
     covariance = np.linalg.pinv(jac.T @ jac) * scale
     fitted = np.where(result.x < zero_below_ohm, 0.0, np.minimum(result.x, upper_ohm))
+    pinned = fitted == 0.0  # on the physical bound: its spread (one-sided, often degenerate) is not
+    covariance[pinned, :] = covariance[:, pinned] = 0.0  # propagated to the branches
     return make(fitted), covariance
