@@ -25,6 +25,7 @@ from calibration._designs import design_matrix
 from calibration._estimate import RawData
 from calibration._fingerprint import measure_fingerprint, verify_fingerprint
 from calibration._fit import fit_and_estimate
+from calibration._gains import measure_column_gains
 from calibration._patterns import measure_twin, smu_twin_patterns, twin_patterns
 from calibration._record import (
     DEFAULT_READ_VOLTAGE_V,
@@ -264,6 +265,7 @@ def calibrate(lab: Any, *, options: CalibrationOptions | None = None,
             state["row_temperature_c"][row] = lab.temperature_c()
             tick("rows")
         measure_twin(run, twin_arrays, tick)
+        measure_column_gains(run, twin_arrays, options.column_gain_repeats)
         measured = state["row_done"].copy()
         resolution = state_resolution(state)
         final, twin, covariance = fit_and_estimate(raw, twin_arrays, run.header, measured, options,

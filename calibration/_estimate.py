@@ -201,7 +201,8 @@ def cell_conductance_s(current_a: np.ndarray, *, voltage_v: float, method: str, 
     else:  # a cell alone: its own current in every row segment up to it
         cols = current.shape[-1]
         series = (np.arange(cols) + 1) * twin.row_wire_resistance_ohm \
-            + (array_rows - rows_at)[..., None] * twin.col_wire_resistance_ohm + twin.sense_resistance_ohm
+            + (array_rows - rows_at)[..., None] * twin.col_wire_resistance_ohm + twin.sense_resistance_ohm \
+            + twin.driver_resistance_ohm
         g = current / (voltage_v - current * series)
     if others_s is not None and np.any(others_s > 0):
         stuck_rows, stuck_cols = others_s.any(axis=1), others_s.any(axis=0)

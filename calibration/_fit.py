@@ -19,25 +19,47 @@ from calibration._record import (
     CalibrationOptions,
     TwinParameters,
 )
-from calibration._twin import fit_twin
+from calibration._twin import TWIN_RESISTANCES, fit_twin
 
-__all__ = ["fit_and_estimate", "with_twin"]
+__all__ = ["fit_and_estimate", "gain_corrected", "with_twin"]
+
+
+def gain_corrected(raw: RawData, column_gain: np.ndarray | tuple[float, ...] | None) -> RawData:
+    """The readings divided by each column channel's relative gain (``None``: as they are)."""
+    if column_gain is None:
+        return raw
+    gain = np.asarray(column_gain, dtype=np.float64)
+    scaled = {"step_sum_a": raw.step_sum_a / gain, "step_sumsq_a2": raw.step_sumsq_a2 / gain**2,
+              "base_sum_a": raw.base_sum_a / gain, "base_sumsq_a2": raw.base_sumsq_a2 / gain**2,
+              "short_current_a": raw.short_current_a / gain[:, None]}
+    return RawData(**{**raw.__dict__, **scaled})
 
 
 def fit_and_estimate(raw: RawData, twin_arrays: dict, header: CalibrationHeader,
                      measured: np.ndarray, options: CalibrationOptions,
                      resolution_a: float) -> tuple[Estimate, TwinParameters, np.ndarray]:
-    """Estimate every branch, fitting the twin first when there are patterns to fit it to."""
+    """Estimate every branch, fitting the twin first when there are patterns to fit it to.
+
+    With column gains in ``twin_arrays`` (:mod:`calibration._gains`) every reading is divided by
+    its column's gain first, and the twin carries them (``column_gain``) for the engine.
+    """
     voltage, method = header.read_voltage_v, header.method
-    first = estimate(raw, voltage_v=voltage, method=method, twin=TwinParameters.ideal(),
+    gain = twin_arrays.get("column_gain")
+    gain_update = {} if gain is None else {"column_gain": tuple(float(g) for g in gain)}
+    corrected = gain_corrected(raw, gain)
+    if gain is not None:
+        twin_arrays = {**twin_arrays, "sum_a": twin_arrays["sum_a"] / gain,
+                       "sumsq_a2": twin_arrays["sumsq_a2"] / gain**2}
+    first = estimate(corrected, voltage_v=voltage, method=method, twin=TwinParameters.ideal(),
                      options=options, measured_rows=measured, resolution_a=resolution_a)
     noise = (first.noise_rel, first.noise_floor_a)
     stuck_s = np.where((first.flags & FLAG_STUCK_CLOSED) != 0, first.conductance_s, 0.0).sum(axis=2)
     patterns = twin_arrays["masks"].shape[0]
+    none = np.zeros((len(TWIN_RESISTANCES),) * 2)
     if options.twin is not None or patterns == 0 or not np.all(twin_arrays["count"] > 0):
-        twin = options.twin or TwinParameters.ideal()
-        final = with_twin(raw, header, options, measured, noise, twin, np.zeros((3, 3)), resolution_a)
-        return final, twin.model_copy(update={"switch_on_resistance_ohm": _on_ohm(final)}), np.zeros((3, 3))
+        twin = (options.twin or TwinParameters.ideal()).model_copy(update=gain_update)
+        final = with_twin(raw, header, options, measured, noise, twin, none, resolution_a)
+        return final, twin.model_copy(update={"switch_on_resistance_ohm": _on_ohm(final)}), none
     mean, _ = mean_var(twin_arrays["sum_a"], twin_arrays["sumsq_a2"], twin_arrays["count"][:, None])
     per_reading = (noise[0] * mean) ** 2 + noise[1] ** 2
     reading_var = per_reading / twin_arrays["count"][:, None] + quantization_var(per_reading, resolution_a)
@@ -46,7 +68,7 @@ def fit_and_estimate(raw: RawData, twin_arrays: dict, header: CalibrationHeader,
     touched = np.zeros(header.rows, bool)
     for p in fit_idx:
         touched |= twin_arrays["voltage_v"][p] != 0
-    sub = RawData(**{name: getattr(raw, name)[touched] if name != "design" else raw.design
+    sub = RawData(**{name: getattr(corrected, name)[touched] if name != "design" else raw.design
                      for name in RawData.__dataclass_fields__})
 
     def predict(twin: TwinParameters, index: np.ndarray, est: Estimate):
@@ -75,8 +97,10 @@ def fit_and_estimate(raw: RawData, twin_arrays: dict, header: CalibrationHeader,
 
     twin, covariance = fit_twin(residuals, TwinParameters(row_wire_resistance_ohm=0.1,
                                                           col_wire_resistance_ohm=0.1,
-                                                          sense_resistance_ohm=1.0),
+                                                          sense_resistance_ohm=1.0,
+                                                          driver_resistance_ohm=0.1),
                                   conductance_s=first.conductance_s)
+    twin = twin.model_copy(update=gain_update)
     final = with_twin(raw, header, options, measured, noise, twin, covariance, resolution_a)
 
     def rel_rms(index: np.ndarray) -> tuple[float, float]:
@@ -105,15 +129,16 @@ def _on_ohm(est: Estimate) -> float | None:
 def with_twin(raw: RawData, header: CalibrationHeader, options: CalibrationOptions,
                measured: np.ndarray, noise: tuple[float, float], twin: TwinParameters,
                covariance: np.ndarray, resolution_a: float) -> Estimate:
-    """Estimates through ``twin``, with the twin's own uncertainty propagated to every branch."""
+    """Estimates through ``twin`` (its column gains divided out), with the twin's own uncertainty
+    propagated to every branch."""
+    raw = gain_corrected(raw, twin.column_gain)
     kwargs = dict(voltage_v=header.read_voltage_v, method=header.method, options=options,
                   measured_rows=measured, noise=noise, resolution_a=resolution_a)
     final = estimate(raw, twin=twin, **kwargs)
     if not np.any(covariance):
         return final
     jac = []
-    names = ("row_wire_resistance_ohm", "col_wire_resistance_ohm", "sense_resistance_ohm")
-    for i, name in enumerate(names):
+    for i, name in enumerate(TWIN_RESISTANCES):
         step = max(float(np.sqrt(covariance[i, i])), 1e-6)
         moved = twin.model_copy(update={name: getattr(twin, name) + step})
         jac.append((estimate(raw, twin=moved, **kwargs).conductance_s - final.conductance_s) / step)

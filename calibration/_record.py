@@ -84,6 +84,9 @@ class TwinParameters(StrictModel):
     """Resistance of one column segment (between adjacent cells, and to the sense end)."""
     sense_resistance_ohm: float = Field(ge=0)
     """Input resistance of a column's sense amplifier."""
+    driver_resistance_ohm: float = Field(0.0, ge=0)
+    """Output resistance of each row's driver (its routing switch), before the row's first
+    segment: it carries the whole row's current."""
     switch_on_resistance_ohm: float | None = None
     """Mean switch on-resistance, measurable only through shorted resistors (``None`` when no
     branch is shorted). Branch conductances are measured through their own switch, so it is
@@ -94,6 +97,9 @@ class TwinParameters(StrictModel):
     """Relative RMS error of the fitted model on held-out multi-cell readings."""
     holdout_z_rms: float | None = None
     """RMS of the held-out errors over their predicted uncertainty (about 1 when honest)."""
+    column_gain: tuple[float, ...] | None = None
+    """Relative gain of each column's readout channel (board over source-meter, mean 1;
+    ``calibration._gains``): readings through the board are divided by it. None: not measured."""
 
     @classmethod
     def ideal(cls) -> "TwinParameters":
@@ -125,6 +131,9 @@ class CalibrationOptions(StrictModel):
     unselected: Literal["ground", "float"] = "ground"
     """Unselected lines in ``smu`` reads: grounded through the routing, or left floating (shows
     the sneak-path error)."""
+    column_gain_repeats: int = Field(32, ge=0, le=10000)
+    """Readings per sign, row and path that measure each column channel's gain against the
+    source-meter (column-parallel reads with a source-meter; 0: not measured)."""
     fit_twin: bool = True
     """Fit wire and sense resistance from multi-cell patterns (column-parallel reads only) and
     correct every reading through them."""

@@ -53,7 +53,7 @@ from crossbar_ctl.engine._mapping import CalibrationRef, pair_transfer, row_volt
 from crossbar_ctl.engine._network import Layer
 from crossbar_ctl.engine._plan import SwitchPlan, utc_now
 from crossbar_ctl.engine._program import lab_idn, load_tile, readout_limits, row_bound
-from crossbar_ctl.engine._twin import is_ideal, twin_transfer
+from crossbar_ctl.engine._twin import is_ideal, sensed_a, twin_transfer
 
 if TYPE_CHECKING:
     from drivers import Lab
@@ -274,7 +274,7 @@ def _run_layer(lab: Lab, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, 
         used = slice(0, 2 * tile.pairs)
         with np.errstate(divide="ignore", invalid="ignore"):
             unit = np.where(per_unit > 0, 1.0 / (per_unit * lp.conductance_per_weight_s), 0.0)[:, None]
-        currents = {"analog": _mvm(lab, full, progress)[:, used],
+        currents = {"analog": sensed_a(twin, _mvm(lab, full, progress))[:, used],
                     "planned": voltage @ plan.tile(t, "predicted_s")}
         cpw = lp.conductance_per_weight_s
         weights["target"].append(plan.tile(t, "target_s") / cpw)

@@ -62,7 +62,8 @@ def twin_response(twin: TwinParameters, conductance_s: np.ndarray) -> tuple[np.n
     rows, cols = g.shape
     circuit = CrossbarCircuit(g, row_wire_resistance_ohm=twin.row_wire_resistance_ohm,
                               col_wire_resistance_ohm=twin.col_wire_resistance_ohm,
-                              sense_resistance_ohm=twin.sense_resistance_ohm)
+                              sense_resistance_ohm=twin.sense_resistance_ohm,
+                              driver_resistance_ohm=twin.driver_resistance_ohm)
     forward = circuit.solve(np.eye(rows))
     adjoint = circuit.solve(np.zeros((cols, rows)), np.eye(cols))
     r, c = np.arange(rows), np.arange(cols)

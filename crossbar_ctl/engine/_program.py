@@ -38,10 +38,12 @@ from crossbar_ctl.engine._solve import (
     refine_tile,
     solve_pools,
 )
+from crossbar_ctl.engine._twin import sensed_a
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import CrossbarError, EngineError
 
 if TYPE_CHECKING:
+    from calibration import TwinParameters
     from drivers import Lab
 
 __all__ = [
@@ -97,7 +99,7 @@ def remeasure_cells(lab: Lab, model: ArrayModel, cells: np.ndarray, *, repeats: 
         full[block] = probe
         load_tile(lab, full)
         cell_s = model.cell_conductance_s(probe)
-        measured, _ = measure_transfer(lab, cell_s, repeats=repeats, limits=limits)
+        measured, _ = measure_transfer(lab, cell_s, repeats=repeats, limits=limits, twin=model.twin)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(probe > 0, measured / array_transfer(model, model.twin, cell_s), 1.0)
         broken = (probe > 0) & ((ratio < 0.2) | (ratio > 5.0))  # opened, or shorted
@@ -135,14 +137,16 @@ def load_tile(lab: Lab, masks: np.ndarray) -> None:
                           "check the board link and rerun")
 
 
-def measure_transfer(lab: Lab, cell_s: np.ndarray, *, repeats: int, limits: dict[str, float]
-                     ) -> tuple[np.ndarray, float]:
+def measure_transfer(lab: Lab, cell_s: np.ndarray, *, repeats: int, limits: dict[str, float],
+                     twin: TwinParameters | None = None) -> tuple[np.ndarray, float]:
     """Measure a tile's transfer matrix with one unit vector per row.
 
     Parameters
     ----------
     cell_s : ndarray (rows, cols_used)
         Predicted cell conductances (set the probe voltage of each row).
+    twin : TwinParameters, optional
+        The calibration's twin: its column gains divide the readings (``_twin.sensed_a``).
 
     Returns
     -------
@@ -157,7 +161,7 @@ def measure_transfer(lab: Lab, cell_s: np.ndarray, *, repeats: int, limits: dict
     array_rows = lab.readout.rows
     voltage = np.zeros((repeats * rows, array_rows))
     voltage[:, :rows] = np.tile(probe, (repeats, 1))
-    current = np.asarray(lab.readout.mvm(voltage))[:, :used].reshape(repeats, rows, used)
+    current = sensed_a(twin, lab.readout.mvm(voltage))[:, :used].reshape(repeats, rows, used)
     with np.errstate(divide="ignore", invalid="ignore"):
         transfer = np.where(volts[None, :, None] > 0, current / volts[None, :, None], 0.0)
     noise = float(np.sqrt(np.mean(np.var(transfer, axis=0, ddof=1)) / repeats)) if repeats > 1 else 0.0
@@ -298,7 +302,8 @@ def _measure(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarray, tar
     full[: tile.rows, : 2 * tile.pairs] = masks
     load_tile(lab, full)
     cell = model.cell_conductance_s(masks)
-    measured, noise = measure_transfer(lab, cell, repeats=options.verify_repeats, limits=limits)
+    measured, noise = measure_transfer(lab, cell, repeats=options.verify_repeats, limits=limits,
+                                       twin=model.twin)
     return cell, measured, pair_transfer(measured).ravel() - target, noise
 
 

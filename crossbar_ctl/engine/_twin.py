@@ -14,13 +14,22 @@ import numpy as np
 from calibration import TwinParameters
 from calibration import network_col_current_a
 
-__all__ = ["is_ideal", "twin_transfer"]
+__all__ = ["is_ideal", "sensed_a", "twin_transfer"]
 
 
 def is_ideal(twin: TwinParameters | None) -> bool:
-    """True when the twin has no wire or sense resistance (``None`` counts as ideal)."""
+    """True when the twin has no wire, sense or driver resistance (``None`` counts as ideal)."""
     return twin is None or max(twin.row_wire_resistance_ohm, twin.col_wire_resistance_ohm,
-                               twin.sense_resistance_ohm) == 0.0
+                               twin.sense_resistance_ohm, twin.driver_resistance_ohm) == 0.0
+
+
+def sensed_a(twin: TwinParameters | None, current_a: np.ndarray) -> np.ndarray:
+    """Board readings ``(batch, cols)`` of the whole array, each column divided by its channel's
+    gain (``twin.column_gain``, measured against the source-meter); as they are without one."""
+    current = np.asarray(current_a, dtype=np.float64)
+    if twin is None or twin.column_gain is None:
+        return current
+    return current / np.asarray(twin.column_gain)
 
 
 def twin_transfer(twin: TwinParameters | None, conductance_s: np.ndarray) -> np.ndarray:

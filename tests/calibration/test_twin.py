@@ -100,7 +100,7 @@ def test_fit_recovers_the_wiring(bounded):
     assert fitted.row_wire_resistance_ohm == pytest.approx(0.5, rel=1e-4)
     assert fitted.col_wire_resistance_ohm == pytest.approx(0.7, rel=1e-4)
     assert fitted.sense_resistance_ohm == pytest.approx(10.0, rel=1e-4)
-    assert covariance.shape == (3, 3)
+    assert covariance.shape == (4, 4)  # row, col, sense, driver
 
 
 def test_bounds_come_from_the_apparent_branches():
