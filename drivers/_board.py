@@ -127,6 +127,11 @@ class SwitchBoard:
         """Whether the board runs whole matrix-vector products (``MVM`` in ``CAP?``)."""
         return "MVM" in self._capabilities
 
+    @property
+    def has_differential(self) -> bool:
+        """Whether the board reads column pairs' differences (``DIFF`` in ``CAP?``, ``MVMD``)."""
+        return "MVM" in self._capabilities and "DIFF" in self._capabilities
+
     def temperature_c(self) -> float:
         """``TEMP?``: the board's temperature sensor, degrees Celsius."""
         return self._number("TEMP?")
@@ -378,7 +383,33 @@ class SwitchBoard:
         current_a : ndarray, shape (cols,)
             Column currents, amperes; a column beyond the ADC range reads NaN.
         """
-        rows, cols, _ = self._geometry
+        return self._read("MVM", voltage_v, self._geometry[1])
+
+    def mvm_pairs(self, voltage_v: object) -> np.ndarray:
+        """``MVMD <v0>,...``: drive every row, return each column pair's difference current.
+
+        Parameters
+        ----------
+        voltage_v : array_like, shape (rows,)
+            Row voltages, volts, checked as for :meth:`mvm`.
+
+        Returns
+        -------
+        current_a : ndarray, shape (cols // 2,)
+            ``I[2o] - I[2o + 1]`` through pair ``o``'s difference channel, amperes (NaN on overflow).
+
+        Raises
+        ------
+        LimitError
+            The board has no difference channels (``DIFF`` not in ``CAP?``); nothing is sent.
+        """
+        if not self.has_differential:
+            raise LimitError("differential", 0, 1, f"the board at {self.address} has no DIFF capability")
+        return self._read("MVMD", voltage_v, self._geometry[1] // 2)
+
+    def _read(self, name: str, voltage_v: object, count: int) -> np.ndarray:
+        """One readout line (``MVM`` or ``MVMD``): limits checked before sending, ``count`` currents back."""
+        rows = self._geometry[0]
         values = self.guard.voltages_v(voltage_v)
         if values.shape != (rows,):
             raise LimitError("voltage_v", np.nan, rows, f"expected shape ({rows},), got {values.shape}")
@@ -387,15 +418,15 @@ class SwitchBoard:
         if peak > dac_max:
             raise LimitError("dac_max_v", peak, dac_max, "the board's DAC range")
         self.guard.total_current_a(values, self.conductance_bound_s())
-        command = "MVM " + ",".join(format_number(value) for value in values)
+        command = f"{name} " + ",".join(format_number(value) for value in values)
         payload = self._command(command)
         try:
             current = np.array([float(item) for item in payload.split(",")])
         except ValueError:
-            raise ProtocolError(f"expected {cols} numbers, got {payload[:60]!r}", address=self.address,
+            raise ProtocolError(f"expected {count} numbers, got {payload[:60]!r}", address=self.address,
                                 command=command[:40] + "...") from None
-        if current.shape != (cols,):
-            raise ProtocolError(f"expected {cols} currents, got {current.size}", address=self.address,
+        if current.shape != (count,):
+            raise ProtocolError(f"expected {count} currents, got {current.size}", address=self.address,
                                 command=command[:40] + "...")
         current[np.abs(current) >= OVERFLOW] = np.nan
         return current

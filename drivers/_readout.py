@@ -73,6 +73,23 @@ class ArrayReadout(ABC):
     def set_nplc(self, nplc: float) -> None:
         """Integration time of every reading, power-line cycles."""
 
+    differential = False
+    """Whether :meth:`mvm_pairs` reads each pair's difference through a channel of its own."""
+
+    def mvm_pairs(self, voltage_v: object) -> np.ndarray:
+        """Drive the rows, return each column pair's difference ``I[2o] - I[2o + 1]``.
+
+        Without difference channels (``differential`` False) it is the difference of the two
+        columns' readings.
+
+        Returns
+        -------
+        current_a : ndarray, shape (batch, cols // 2)
+        """
+        current = self.mvm(voltage_v)
+        pairs = self.cols // 2
+        return current[:, 0: 2 * pairs: 2] - current[:, 1: 2 * pairs: 2]
+
 
 class BoardReadout(ArrayReadout):
     """The board's own DACs and ADCs: one ``MVM`` command per input vector."""
@@ -89,6 +106,17 @@ class BoardReadout(ArrayReadout):
         batch = self._inputs(voltage_v)
         self.guard.total_current_a(batch, self.board.conductance_bound_s())  # all, before the first is sent
         return np.stack([self.board.mvm(vector) for vector in batch])
+
+    @property
+    def differential(self) -> bool:  # type: ignore[override]
+        return self.board.has_differential
+
+    def mvm_pairs(self, voltage_v: object) -> np.ndarray:
+        if not self.differential:
+            return super().mvm_pairs(voltage_v)
+        batch = self._inputs(voltage_v)
+        self.guard.total_current_a(batch, self.board.conductance_bound_s())
+        return np.stack([self.board.mvm_pairs(vector) for vector in batch]).reshape(len(batch), self.cols // 2)
 
     def set_nplc(self, nplc: float) -> None:
         self.board.set_adc_nplc(nplc)

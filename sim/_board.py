@@ -8,6 +8,9 @@ The converters carry the array's readout physics (``sim/_physics.py``, docs/simu
 row DACs apply codes (``dac_bits`` over +-``DACMAX?``, with an INL bow), not the text's value;
 each column channel has its own gain, offset and offset drift (one draw per board from the
 ``readout`` stream); the ADC adds an INL bow and code-width errors (DNL) before it reports a code.
+A board with difference channels (``differential`` physics; ``CAP?`` lists ``DIFF``) also reads
+each column pair's difference through its own channel (``MVMD``): gain, offset and common-mode
+leakage of its own (the ``readout-diff`` stream), the same ADC.
 """
 
 from __future__ import annotations
@@ -119,6 +122,14 @@ class SimSwitchBoard(LineDevice):
         self.channel_offset_drift_per_k = (readout.offset_drift_fraction_per_k
                                            * draw.standard_normal(cols))
         self._dnl_key = int(draw.integers(0, 2**63))
+        # Per column pair: the difference channel's gain, offset (fraction of the range) and
+        # common-mode leakage, from a stream of its own (the column channels' draws stay).
+        self.has_differential = self.has_readout and readout.differential
+        diff = physics_rng(config.seed, "readout-diff")
+        pairs = cols // 2
+        self.diff_gain = 1.0 + readout.diff_gain_error * diff.standard_normal(pairs)
+        self.diff_offset_fraction = readout.diff_offset_fraction * diff.standard_normal(pairs)
+        self.diff_leak = 10.0 ** (-readout.diff_cmrr_db / 20) * diff.standard_normal(pairs)
         self.errors: deque[int] = deque()
         self._commands: dict[str, Callable[[list[str]], str | None]] = {
             "*IDN?": self._idn, "*RST": self._rst, "*CLS": self._cls, "GEOM?": self._geom,
@@ -127,7 +138,7 @@ class SimSwitchBoard(LineDevice):
             "SAFE": self._safe, "TEMP?": self._temp, "ERR?": self._err,
             "DACMAX?": self._dacmax, "ADCRANGE": self._adcrange, "ADCRANGE?": self._adcrange_query,
             "ADCNPLC": self._adcnplc, "ADCNPLC?": self._adcnplc_query, "MVM": self._mvm,
-            "SETTLE?": self._settle_query, "WAIT": self._wait,
+            "SETTLE?": self._settle_query, "WAIT": self._wait, "MVMD": self._mvmd,
         }
         self._readout = {"DACMAX?", "ADCRANGE", "ADCRANGE?", "ADCNPLC", "ADCNPLC?", "MVM"}
         self.row_routes = np.full(self.rows, "GND", dtype="<U5")
@@ -148,6 +159,8 @@ class SimSwitchBoard(LineDevice):
             if handler is None:
                 raise _Refused(1)
             if not self.has_readout and tokens[0].upper() in self._readout:
+                raise _Refused(6)
+            if not self.has_differential and tokens[0].upper() == "MVMD":
                 raise _Refused(6)
             payload = handler(tokens[1:])
         except _Refused as exc:
@@ -211,7 +224,8 @@ class SimSwitchBoard(LineDevice):
     def _cap(self, args: list[str]) -> str:
         self._count(args, 0)
         settles = self.array.physics.devices.settling_time_s > 0
-        return " ".join(name for name, on in (("MVM", self.has_readout), ("SETTLE", settles)) if on)
+        caps = (("MVM", self.has_readout), ("DIFF", self.has_differential), ("SETTLE", settles))
+        return " ".join(name for name, on in caps if on)
 
     # ---- switch settling ---------------------------------------------------------------------
     def _settle_query(self, args: list[str]) -> str:
@@ -324,7 +338,7 @@ class SimSwitchBoard(LineDevice):
         self._count(args, 0)
         return f"{self.adc_nplc:g}"
 
-    def _mvm(self, args: list[str]) -> str:
+    def _voltages(self, args: list[str]) -> np.ndarray:
         self._count(args, 1)
         items = args[0].split(",")
         if len(items) != self.rows:
@@ -332,7 +346,21 @@ class SimSwitchBoard(LineDevice):
         voltage_v = np.array([_number(item) for item in items])
         if np.any(np.abs(voltage_v) > self.dac_max_v):
             raise _Refused(7)
-        return ",".join(f"{value:.9e}" for value in self.read_columns(voltage_v))
+        return voltage_v
+
+    def _mvm(self, args: list[str]) -> str:
+        return ",".join(f"{value:.9e}" for value in self.read_columns(self._voltages(args)))
+
+    def _mvmd(self, args: list[str]) -> str:
+        return ",".join(f"{value:.9e}" for value in self.read_pairs(self._voltages(args)))
+
+    def _column_currents_a(self, voltage_v: np.ndarray) -> np.ndarray:
+        """The columns' currents for requested row voltages during one integration, A (noiseless)."""
+        circuit = self.array.circuit(np.ones(self.rows, bool), np.ones(self.cols, bool))
+        # Switch flatness and settling: the integration starts now and lasts ADCNPLC / 60 s.
+        solution = self.array.solve(circuit, self.dac_output_v(voltage_v),
+                                    start_s=self.array.now_s(), duration_s=self.adc_nplc / 60)
+        return solution.col_current_a[0]
 
     def read_columns(self, voltage_v: np.ndarray) -> np.ndarray:
         """Drive every row, sense every column: ADC readings (A) as the board reports them.
@@ -342,13 +370,27 @@ class SimSwitchBoard(LineDevice):
         voltage_v : ndarray, float (rows,)
             Requested row voltages, V; the DACs apply their nearest codes (:meth:`dac_output_v`).
         """
-        circuit = self.array.circuit(np.ones(self.rows, bool), np.ones(self.cols, bool))
-        # Switch flatness and settling: the integration starts now and lasts ADCNPLC / 60 s.
-        solution = self.array.solve(circuit, self.dac_output_v(voltage_v),
-                                    start_s=self.array.now_s(), duration_s=self.adc_nplc / 60)
-        current_a = solution.col_current_a[0]
-        current_a = self.array.read_noise(current_a, self.adc_range_a, self.adc_nplc)
+        current_a = self.array.read_noise(self._column_currents_a(voltage_v), self.adc_range_a, self.adc_nplc)
         reading = self.adc_reading_a(current_a)
+        self._advance_time(self.adc_nplc / 60)
+        return reading
+
+    def read_pairs(self, voltage_v: np.ndarray) -> np.ndarray:
+        """Drive every row, read each column pair's difference ``I[2o] - I[2o + 1]`` (A, ``MVMD``).
+
+        Each pair's channel converts the difference with the channel's gain and offset, plus its
+        common-mode leakage ``leak * (I[2o] + I[2o + 1]) / 2``. Noise: the read noise of the
+        difference (its relative term is the converter's, on what it converts) and the floor of
+        the second input stage; then the same ADC as :meth:`adc_reading_a`.
+        """
+        current_a = self._column_currents_a(voltage_v)
+        pairs = self.cols // 2
+        plus, minus = current_a[0: 2 * pairs: 2], current_a[1: 2 * pairs: 2]
+        noisy = (self.array.read_noise(plus - minus, self.adc_range_a, self.adc_nplc)
+                 + self.array.read_noise(np.zeros(pairs), self.adc_range_a, self.adc_nplc))
+        signal_a = (self.diff_gain * noisy + self.diff_leak * 0.5 * (plus + minus)
+                    + self.diff_offset_fraction * self.adc_range_a)
+        reading = self._convert(signal_a)
         self._advance_time(self.adc_nplc / 60)
         return reading
 
@@ -384,8 +426,11 @@ class SimSwitchBoard(LineDevice):
         moved by up to ``adc_dnl_lsb / 2`` LSB each (code widths 1 +- ``adc_dnl_lsb``), the code
         times the nominal LSB; beyond the range, the overflow value.
         """
+        return self._convert(self.channel_gain * current_a + self.channel_offset_a())
+
+    def _convert(self, signal_a: np.ndarray) -> np.ndarray:
+        """The ADC: a channel's output ``signal_a`` (A) as the code the board reports (A)."""
         readout, range_a = self.readout_physics, self.adc_range_a
-        signal_a = self.channel_gain * current_a + self.channel_offset_a()
         lsb_a = 2 * range_a / 2.0**self.adc_bits
         level = signal_a / lsb_a
         if readout.adc_inl_lsb:

@@ -71,6 +71,17 @@ class ReadoutPhysics(StrictModel):
     """Row-driver DAC resolution over its range (None: ideal)."""
     dac_inl_lsb: float = Field(0.0, ge=0, le=1e3)
     """Row-driver DAC integral nonlinearity, peak, in LSB (a bow; needs ``dac_bits``)."""
+    differential: bool = False
+    """The board has one difference channel per column pair (columns ``2o`` and ``2o + 1``):
+    both columns' transimpedance stages, a matched resistor network and one ADC (``CAP?`` lists
+    ``DIFF``, ``MVMD`` reads it)."""
+    diff_gain_error: float = Field(0.0, ge=0, le=0.1)
+    """Relative spread of each difference channel's gain (the network's absolute tolerance)."""
+    diff_offset_fraction: float = Field(0.0, ge=0, le=0.01)
+    """Spread of each difference channel's offset, as a fraction of the ADC range."""
+    diff_cmrr_db: float = Field(200.0, ge=20, le=200)
+    """Common-mode rejection of the difference channels, dB: each leaks ``(I+ + I-) / 2`` times
+    ``10**(-cmrr/20) * N(0,1)`` (the network's ratio mismatch)."""
     smu_source_error: bool = False
     """Apply the 2450/2400 datasheet source resolution and source and measure accuracy on the SMU
     path (one draw per instrument and range, within the specification)."""
@@ -125,7 +136,8 @@ PROFILES: dict[str, BoardPhysics] = {
         readout=ReadoutPhysics(gain_error=1e-3, offset_fraction=1e-5,
                                offset_drift_fraction_per_k=1e-6, adc_inl_lsb=2.0,
                                adc_dnl_lsb=0.5, dac_bits=16, dac_inl_lsb=2.0,
-                               smu_source_error=True),
+                               differential=True, diff_gain_error=1e-3, diff_offset_fraction=1e-5,
+                               diff_cmrr_db=80.0, smu_source_error=True),
         noise=NoisePhysics(flicker_corner_hz=10.0),
         devices=DevicePhysics(tcr_spread_per_k=1e-5, on_resistance_flatness_per_v=0.02,
                               settling_time_s=1e-3, drift_rate_spread=0.5),
@@ -139,7 +151,8 @@ PROFILES: dict[str, BoardPhysics] = {
         readout=ReadoutPhysics(gain_error=5e-3, offset_fraction=2e-4,
                                offset_drift_fraction_per_k=1e-5, adc_inl_lsb=8.0,
                                adc_dnl_lsb=0.9, dac_bits=12, dac_inl_lsb=4.0,
-                               smu_source_error=True),
+                               differential=True, diff_gain_error=5e-3, diff_offset_fraction=2e-4,
+                               diff_cmrr_db=60.0, smu_source_error=True),
         noise=NoisePhysics(flicker_corner_hz=100.0),
         devices=DevicePhysics(tcr_spread_per_k=5e-5, on_resistance_flatness_per_v=0.1,
                               settling_time_s=5e-3, drift_rate_spread=1.0),
