@@ -138,7 +138,7 @@ def _seeds(rng, cells: int, *, draw: bool) -> np.ndarray:
 
 
 def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_closed=None,
-                     tolerance_s: float = 0.0, rng=None) -> SubsetSumResult:
+                     tolerance_s: float = 0.0, common_mode_sigmas: float = 0.0, rng=None) -> SubsetSumResult:
     """Choose, per cell, the subset of branches whose summed conductance is closest to the target.
 
     Parameters
@@ -158,6 +158,12 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
         Near-tie window, siemens: among subsets whose error is within ``tolerance_s`` of the best,
         take the lowest propagated uncertainty, then the fewest closed branches. Default 0 (exact
         ties only). A wide window costs time: every pair of distinct half sums in it is visited.
+    common_mode_sigmas : float, optional
+        Common-mode-aware choice: among subsets within ``common_mode_sigmas`` calibration
+        uncertainties of the best (the median over cells of ``sqrt(sum(sigma_s**2) / 2)``, a
+        half-closed pool's), take the smallest ``sum(|values_s|)`` over the closed branches
+        (``G+ + G-`` of a differential pair), then the fewest closed branches. The window is the
+        larger of this and ``tolerance_s``. Default 0: off (the uncertainty tie-break above).
     rng : None, int or numpy.random.Generator, optional
         Randomness of the reduction path (cells beyond ``MAX_EXACT_BRANCHES`` usable branches).
         None is seed 0, so results are reproducible by default.
@@ -213,6 +219,16 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
         raise OptimizerError(f"tolerance_s: expected a number, got {tolerance_s!r}") from exc
     if not np.isfinite(tolerance) or tolerance < 0:
         raise OptimizerError(f"tolerance_s: must be finite and >= 0, got {tolerance_s!r}")
+    try:
+        common_mode = float(common_mode_sigmas)
+    except (TypeError, ValueError) as exc:
+        raise OptimizerError(f"common_mode_sigmas: expected a number, got {common_mode_sigmas!r}") from exc
+    if not np.isfinite(common_mode) or common_mode < 0:
+        raise OptimizerError(f"common_mode_sigmas: must be finite and >= 0, got {common_mode_sigmas!r}")
+    rank = sig2  # the kernels' tie-break weights: uncertainty, or with common_mode the conductance
+    if common_mode > 0 and cells:
+        tolerance = max(tolerance, common_mode * float(np.median(np.sqrt(0.5 * np.sum(sig2, axis=1)))))
+        rank = np.abs(values)
     seeds = _seeds(rng, cells, draw=bool(np.any(allowed.sum(axis=1) > MAX_EXACT_BRANCHES)))
 
     mask = np.zeros((cells, m), dtype=bool)
@@ -224,10 +240,12 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
         if cells * 2.0 ** (min(m, MAX_EXACT_BRANCHES) / 2) < PARALLEL_SUMS:
             numba.set_num_threads(1)  # this thread's parallel regions only
         try:
-            _kernels.solve_cells(values, sig2, allowed, target, cap, tolerance, seeds,
+            _kernels.solve_cells(values, rank, allowed, target, cap, tolerance, seeds,
                                  numba.get_num_threads(), mask, achieved, variance, status)
         finally:
             numba.set_num_threads(threads)
+        if rank is not sig2:
+            variance = np.sum(np.where(mask, sig2, 0.0), axis=1)
     arrays = [mask, achieved, achieved - target, np.sqrt(variance), status]
     if single:
         arrays = [a[0] for a in arrays]
