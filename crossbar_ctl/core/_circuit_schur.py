@@ -36,6 +36,8 @@ __all__ = ["terminal_laplacian_s", "transfer_plan_bytes"]
 _LEAF_CELLS = 16
 # Pivots eliminated one by one in panels of this many, the rest updated by one product per panel.
 _PANEL = 32
+# Fronts of at most this many nodes are eliminated by scalar updates alone.
+_SMALL_FRONT = 64
 
 
 @dataclass(frozen=True)
@@ -208,20 +210,14 @@ def _symbolic(elim_ptr, elim_nodes, child_ptr, children, start, neighbour, step,
         found = 0
         for q in range(elim_ptr[t], elim_ptr[t + 1]):
             mark[elim_nodes[q]] = t
-        for q in range(elim_ptr[t], elim_ptr[t + 1]):
-            v = elim_nodes[q]
-            for e in range(start[v], start[v + 1]):
-                u = neighbour[e]
-                if step[u] > t and mark[u] != t:
-                    if used + found >= updates.size:
-                        updates, maps = _grow(updates, used + found), _grow(maps, used + found)
-                    mark[u] = t
-                    updates[used + found] = u
-                    found += 1
+        # Candidates: the eliminated nodes' neighbours, then the children's remaining nodes.
+        reach = [neighbour[start[elim_nodes[q]]: start[elim_nodes[q] + 1]]
+                 for q in range(elim_ptr[t], elim_ptr[t + 1])]
         for ci in range(child_ptr[t], child_ptr[t + 1]):
             c = children[ci]
-            for q in range(update_ptr[c], update_ptr[c + 1]):
-                u = updates[q]
+            reach.append(updates[update_ptr[c]: update_ptr[c + 1]])
+        for candidates in reach:
+            for u in candidates:
                 if step[u] > t and mark[u] != t:
                     if used + found >= updates.size:
                         updates, maps = _grow(updates, used + found), _grow(maps, used + found)
@@ -325,9 +321,11 @@ def _eliminate(weights, front_size, pivots, edge_ptr, edge_id, edge_a, edge_b, c
                     else:
                         w[pj, pi] += buffer[base + i * r + j]
         pivot = np.empty(k)
-        for p0 in range(0, k, _PANEL):
-            p1 = min(p0 + _PANEL, k)
-            for p in range(p0, p1):  # the panel's own rows, every column
+        small = f <= _SMALL_FRONT  # one panel, every row by scalar updates (no products)
+        width = max(k, 1) if small else _PANEL
+        for p0 in range(0, k, width):
+            p1 = min(p0 + width, k)
+            for p in range(p0, p1):  # the panel's own rows (every row if small), every column
                 row = w[p]
                 d = 0.0
                 for j in range(p + 1, f):
@@ -335,19 +333,19 @@ def _eliminate(weights, front_size, pivots, edge_ptr, edge_id, edge_a, edge_b, c
                 if not d > 0.0:
                     return t
                 pivot[p] = d
-                for i in range(p + 1, p1):
+                for i in range(p + 1, f if small else p1):
                     a = row[i]
                     if a != 0.0:
                         a /= d
                         target = w[i]
                         for j in range(i + 1, f):
                             target[j] += a * row[j]
-            if p1 < k:  # the panel into the later pivots' rows: one product (BLAS)
+            if p1 < k and not small:  # the panel into the later pivots' rows: one product
                 panel = np.ascontiguousarray(w[p0:p1, p1:])
                 scaled = np.ascontiguousarray((w[p0:p1, p1:k] / pivot[p0:p1].reshape(-1, 1)).T)
                 w[p1:k, p1:] += np.dot(scaled, panel)
         r = f - k
-        if r > 1:  # every pivot into the remaining pairs, w_ij += sum_p w_pi w_pj / d_p, by
+        if r > 1 and not small:  # every pivot into the remaining pairs, w_ij += sum_p w_pi w_pj / d_p, by
             # blocks of rows, the upper ones only (BLAS)
             rest = np.ascontiguousarray(w[:k, k:])
             scaled = np.ascontiguousarray((rest / pivot.reshape(-1, 1)).T)
@@ -356,7 +354,7 @@ def _eliminate(weights, front_size, pivots, edge_ptr, edge_id, edge_a, edge_b, c
                 w[k + i0: k + i1, k + i0:] += np.dot(scaled[i0:i1],
                                                      np.ascontiguousarray(rest[:, i0:]))
         base = update_ptr[t]
-        for i in range(r):
-            for j in range(r):
-                buffer[base + i * r + j] = w[k + i, k + j] if j > i else 0.0
+        for i in range(r):  # the upper triangle (the rest is never read)
+            for j in range(i + 1, r):
+                buffer[base + i * r + j] = w[k + i, k + j]
     return -1

@@ -33,29 +33,34 @@ def case(rng, rows, cols, low_ohm=0.05, high_ohm=100.0):
     return circuit, wires
 
 
-def reduced_currents(circuit, vr, vc):
-    """Terminal currents from the transfer matrix, which must be reduced (on this call)."""
+@pytest.fixture
+def reductions(monkeypatch) -> list:
+    """The circuits reduced onto their terminals from now on, in order."""
     calls = []
     original = circuit_module.terminal_laplacian_s
-    circuit_module.terminal_laplacian_s = lambda c: calls.append(c) or original(c)
-    try:
-        y = circuit.transfer_matrix_s()
-    finally:
-        circuit_module.terminal_laplacian_s = original
-    assert calls == [circuit]  # reduced, not built from unit solves
+    monkeypatch.setattr(circuit_module, "terminal_laplacian_s",
+                        lambda c: calls.append(c) or original(c))
+    return calls
+
+
+def reduced_currents(circuit, vr, vc, reductions):
+    """Terminal currents from the transfer matrix, which must be reduced (on this call)."""
+    reductions.clear()
+    y = circuit.transfer_matrix_s()
+    assert reductions == [circuit]  # reduced, not built from unit solves
     out = np.concatenate([vr, vc]) @ y
     return out[: circuit.rows], out[circuit.rows:]
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (3, 4), (5, 7), (9, 3)])
-def test_reduction_matches_exact_rational_arithmetic(shape):
+def test_reduction_matches_exact_rational_arithmetic(shape, reductions):
     """Scattered wires from 0.05 to 100 ohm, open cells, floating lines: the rational oracle to
     1e-15 of the largest current (measured up to 3.8e-16)."""
     rng = np.random.default_rng(sum(shape))
     for _ in range(2):
         circuit, wires = case(rng, *shape)
         vr, vc = rng.uniform(-1, 1, shape[0]), rng.uniform(-1, 1, shape[1])
-        row, col = reduced_currents(circuit, vr, vc)
+        row, col = reduced_currents(circuit, vr, vc, reductions)
         row_ref, col_ref = exact_nodal(
             circuit.conductance_s, wires["row_wire_resistance_ohm"],
             wires["col_wire_resistance_ohm"], wires["sense_resistance_ohm"],
@@ -67,7 +72,7 @@ def test_reduction_matches_exact_rational_arithmetic(shape):
 
 
 @pytest.mark.parametrize("factor", [1.5, 1e3])
-def test_wires_just_above_the_merge_threshold_stay_exact(factor):
+def test_wires_just_above_the_merge_threshold_stay_exact(factor, reductions):
     """Wires ``factor`` times the merge threshold (1e-11 of the smallest cell resistance), a
     wire conductance 1e11 times a cell's: the reduction (no cancellation) stays exact to 2e-15
     of the largest current (measured up to 9e-16)."""
@@ -80,13 +85,13 @@ def test_wires_just_above_the_merge_threshold_stay_exact(factor):
                               col_connected=col_connected)
     assert circuit.row_wire_resistance_ohm == ohm  # not merged
     vr, vc = rng.uniform(-1, 1, 4), np.zeros(5)
-    row, col = reduced_currents(circuit, vr, vc)
+    row, col = reduced_currents(circuit, vr, vc, reductions)
     row_ref, col_ref = exact_nodal(g, ohm, 2 * ohm, 3 * ohm, row_connected, col_connected, vr, vc)
     assert relative_error(col, col_ref) <= 2e-15
     assert relative_error(row, row_ref) <= 2e-15
 
 
-def test_merged_wires_build_the_transfer_from_unit_solves():
+def test_merged_wires_build_the_transfer_from_unit_solves(reductions):
     """Below the merge threshold a segment is ideal: no reduction (it needs every wire
     resistive); the unit solves build the same matrix as the direct solve gives."""
     rng = np.random.default_rng(8)
@@ -94,14 +99,8 @@ def test_merged_wires_build_the_transfer_from_unit_solves():
     ohm = 0.5 * MERGE_RATIO / g.max()
     circuit = CrossbarCircuit(g, row_wire_resistance_ohm=ohm, col_wire_resistance_ohm=0.5)
     assert circuit.row_wire_resistance_ohm == 0.0
-    calls = []
-    original = circuit_module.terminal_laplacian_s
-    circuit_module.terminal_laplacian_s = lambda c: calls.append(c) or original(c)
-    try:
-        y = circuit.transfer_matrix_s()
-    finally:
-        circuit_module.terminal_laplacian_s = original
-    assert calls == []
+    y = circuit.transfer_matrix_s()
+    assert reductions == []
     v = rng.uniform(-1, 1, (3, 4))
     np.testing.assert_allclose(v @ y[:4, 4:], circuit.solve(v).col_current_a, rtol=1e-14)
 
@@ -125,13 +124,10 @@ def test_reduction_matches_the_refined_direct_solve(shape):
     assert not w[: shape[0]][~circuit.row_connected].any()
 
 
-def test_auto_rule_by_size_and_batch(monkeypatch):
+def test_auto_rule_by_size_and_batch(reductions):
     """Reducible circuits: the transfer matrix at once up to 32 x 32 cells; above, direct for a
     first single vector, the transfer matrix from the second vector asked (or a batch of 2)."""
-    calls = []
-    original = circuit_module.terminal_laplacian_s
-    monkeypatch.setattr(circuit_module, "terminal_laplacian_s",
-                        lambda c: calls.append(c) or original(c))
+    calls = reductions
     rng = np.random.default_rng(9)
     for rows, cols, at_once in [(32, 32, True), (4, 256, True), (33, 32, False), (40, 40, False)]:
         g, _, _ = random_case(rng, rows, cols, floating=0.0)
