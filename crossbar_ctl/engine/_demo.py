@@ -33,8 +33,8 @@ from crossbar_ctl.engine._program import ProgramOptions, load_tile, program_plan
 from crossbar_ctl.core.errors import EngineError
 
 __all__ = [
-    "DEMO_LAB", "DEMO_NPLC", "DIGITS_NETWORK", "demo_lab", "predistortion_effect", "progress_bar", "run_demo",
-    "with_profile",
+    "DEMO_LAB", "DEMO_NPLC", "DIGITS_NETWORK", "demo_lab", "demo_targets", "predistortion_effect", "progress_bar",
+    "run_demo", "with_profile",
 ]
 
 DEMO_LAB = files("crossbar_ctl") / "data" / "demo_lab.toml"
@@ -186,10 +186,28 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
         "layers": [layer.model_dump() for layer in report.layers],
         "predistortion": effect,
         "program": program.model_dump() if program else None,
+        "affine": programmed.header.affine.model_dump() if programmed.header.affine else None,
         "calibration": calibration,
         "nplc": nplc,
         "timings_s": timings,
     }
+
+
+def demo_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The demo's figures against issue 12's targets (``crossbar bench demo``): one row per figure
+    with ``value``, ``target`` and ``met``."""
+    bits = min(layer["enob"] for layer in result["layers"])
+    gap = abs(result["analog_accuracy"] - result["digital_accuracy"])
+    realized = min(layer["realized_bits"]["median"] for layer in result["layers"] if layer["realized_bits"])
+    total = result["timings_s"]["total"]
+    return [
+        {"figure": "agreement", "value": result["agreement"], "target": ">= 0.995",
+         "met": result["agreement"] >= 0.995},
+        {"figure": "|analog - digital| accuracy", "value": gap, "target": "<= 0.005", "met": gap <= 0.005},
+        {"figure": "min enob, bits", "value": bits, "target": ">= 11", "met": bits >= 11},
+        {"figure": "min realized median, bits", "value": realized, "target": ">= 15", "met": realized >= 15},
+        {"figure": "total time, s", "value": total, "target": "<= 60 warm, <= 120 cold", "met": total <= 60},
+    ]
 
 
 def with_profile(lab_config: Any, profile: str) -> Any:

@@ -26,6 +26,7 @@ from calibration import TwinParameters
 from crossbar_ctl import __version__
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.files import load_record, save_record
+from crossbar_ctl.engine._affine import AffineRecord
 from crossbar_ctl.engine._mapping import (  # ArrayModel ... pair_transfer: re-exported for callers
     ArrayModel,
     CalibrationRef,
@@ -195,6 +196,9 @@ class PlanHeader(StrictModel):
     created_utc: str
     software: str = f"crossbar-ctl {__version__}"
     program: ProgramRecord | None = None
+    affine: AffineRecord | None = None
+    """The affine correction measured after programming (:mod:`crossbar_ctl.engine._affine`; its
+    arrays ``tile{t}.affine_gain`` and ``tile{t}.affine_offset_a``); None: none (older plans)."""
 
 
 @dataclass(frozen=True)

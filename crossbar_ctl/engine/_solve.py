@@ -34,10 +34,17 @@ Solver = Callable[..., Any]
 """``solve_subset_sum`` or a compatible function (its result has ``.mask``)."""
 
 
+COMMON_MODE_SIGMAS = 1.0
+"""The engine's common-mode-aware choice: among subsets within this many calibration
+uncertainties of the best, the smallest ``G+ + G-`` (``solve_subset_sum(common_mode_sigmas=)``)."""
+
+
 def default_solver() -> Solver:
+    from functools import partial
+
     from crossbar_ctl.optimizer import solve_subset_sum
 
-    return solve_subset_sum
+    return partial(solve_subset_sum, common_mode_sigmas=COMMON_MODE_SIGMAS)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,193 @@
+"""In-loop affine correction: each output channel's gain and offset, measured after programming.
+
+A programmed tile's pair output ``y = I[2o] - I[2o + 1]`` (or the board's difference channel,
+``mvm_pairs``) should be ``V @ target[:, o]``. The readout adds what programming could not see
+through per-cell unit-vector probes: a difference channel's own gain and offset, channel offsets
+seen at a whole vector's scale, the aggregate of the pair's weight errors along its weights.
+:func:`measure_affine` drives ``vectors`` seeded reference vectors (entries uniform on [0, 1],
+scaled to row voltages as ``check`` scales inputs) through every programmed tile, fits per output
+
+    y = gain * (V @ target) + offset_a
+
+by least squares, and stores ``gain`` and ``offset_a`` in the plan (``tile{t}.affine_gain``,
+``tile{t}.affine_offset_a``, the header's :class:`AffineRecord`). ``check`` applies
+``(y - offset_a) / gain`` (:func:`correct_pairs`). A tile whose reference outputs do not vary
+(one driven row: every vector scales to the same voltage) gets an offset only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from pydantic import Field
+
+from crossbar_ctl.core.config import StrictModel
+from crossbar_ctl.core.errors import EngineError
+from crossbar_ctl.engine._mapping import Tile, pair_transfer, row_voltages
+from crossbar_ctl.engine._twin import sensed_a
+
+if TYPE_CHECKING:
+    from calibration import TwinParameters
+    from drivers import Lab
+    from crossbar_ctl.engine._plan import SwitchPlan
+
+__all__ = ["AFFINE_VERSION", "AffineRecord", "correct_pairs", "measure_affine", "tile_pairs", "validate_affine"]
+
+AFFINE_VERSION = 1
+
+
+class AffineRecord(StrictModel):
+    """How a plan's affine correction was measured (the arrays are per tile in the plan)."""
+
+    version: Literal[1] = AFFINE_VERSION
+    """Format of the correction; a plan with another is refused with what to do."""
+    vectors: int = Field(ge=2)
+    """Reference vectors per tile."""
+    readings: int = Field(ge=0)
+    """Readout vectors (``mvm`` calls' rows) the measurement took, all tiles."""
+    switch_writes: int = Field(0, ge=0)
+    """Branch switches the measurement's loads changed (the boards' drivers count them)."""
+    differential: bool
+    """Measured (and to be applied) on the board's difference channels."""
+    seed: int
+    gain_rms_deviation: float
+    """rms of ``gain - 1`` over every output."""
+    offset_rms_a: float
+    """rms of the offsets, amperes."""
+
+
+_BATCH = 64  # input vectors per readout call
+
+
+def tile_pairs(lab: Lab, voltage_v: np.ndarray, tile: Tile, twin: TwinParameters | None, *, differential: bool,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """A tile's pair outputs ``(batch, tile.pairs)`` for row voltages ``(batch, array rows)``, A.
+
+    ``differential``: through the board's difference channels when it has them
+    (``readout.mvm_pairs``); else the difference of the two columns' readings, each divided by its
+    channel's gain in the twin (``sensed_a``). ``progress`` is called with the vectors read.
+    """
+    columns = tile.block[1]
+    diff = differential and getattr(lab.readout, "differential", False) and columns.start % 2 == 0
+    read = lab.readout.mvm_pairs if diff else lab.readout.mvm
+    out = []
+    for start in range(0, len(voltage_v), _BATCH):
+        out.append(np.asarray(read(voltage_v[start:start + _BATCH])))
+        if progress:
+            progress(len(out[-1]))
+    if diff:
+        first = columns.start // 2
+        return np.concatenate(out)[:, first:first + tile.pairs] if out else np.zeros((0, tile.pairs))
+    current = sensed_a(twin, np.concatenate(out) if out else np.zeros((0, lab.readout.cols)))
+    return pair_transfer(current[:, columns])
+
+
+def _fit(expected: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: gain and offset of ``measured = gain * expected + offset`` (least squares)."""
+    centred = expected - expected.mean(axis=0)
+    spread = np.sum(centred**2, axis=0)
+    varies = spread > 1e-12 * np.maximum(np.sum(expected**2, axis=0), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(varies, np.sum(centred * (measured - measured.mean(axis=0)), axis=0) / spread, 1.0)
+    gain = np.where(np.isfinite(gain) & (gain > 0), gain, 1.0)
+    offset = measured.mean(axis=0) - gain * expected.mean(axis=0)
+    return gain, offset
+
+
+def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int = 64, seed: int = 0, differential: bool = True,
+                   progress: Callable[[int], None] | None = None) -> SwitchPlan:
+    """Measure every tile's per-output gain and offset with reference vectors; the plan with them.
+
+    Parameters
+    ----------
+    lab : drivers.Lab, or one per board of the plan
+        The lab the plan is programmed on.
+    plan : SwitchPlan
+        A programmed plan.
+    vectors : int
+        Reference vectors per tile (readings: ``vectors`` per tile).
+    seed : int
+        Seed of the reference vectors.
+    differential : bool
+        Read pairs through the board's difference channels when it has them (as ``check`` will).
+    progress : callable, optional
+        Called with 1 per tile.
+
+    Raises
+    ------
+    EngineError
+        Fewer than two vectors; not one lab per board of the plan.
+    """
+    from crossbar_ctl.engine._program import load_tile, readout_limits, row_bound
+
+    if vectors < 2:
+        raise EngineError(f"vectors = {vectors}: the affine fit needs at least 2 reference vectors")
+    labs = list(lab) if isinstance(lab, (list, tuple)) else [lab]
+    if len(labs) != plan.board_count:
+        raise EngineError(f"the plan is on {plan.board_count} board(s) but {len(labs)} labs were given")
+    rng = np.random.default_rng(seed)
+    limits = [readout_limits(board_lab) for board_lab in labs]
+    uses_diff = bool(differential and all(getattr(board_lab.readout, "differential", False) for board_lab in labs))
+    arrays = dict(plan.arrays)
+    gains, offsets = [], []
+    readings = 0
+    writes = sum(getattr(board_lab.board, "switch_writes", 0) for board_lab in labs)
+    for t, record in enumerate(plan.header.tiles):
+        tile = record.tile
+        board_lab, rows = labs[tile.board], tile.block[0]
+        load_tile(board_lab, plan.step_masks(tile.step))
+        x = rng.uniform(0.0, 1.0, size=(vectors, tile.rows))
+        voltage, _ = row_voltages(x, plan.tile(t, "cell_s"), row_bound_s=row_bound(board_lab, rows),
+                                  **limits[tile.board])
+        full = np.zeros((vectors, board_lab.readout.rows))
+        full[:, rows] = voltage
+        measured = tile_pairs(board_lab, full, tile, plan.board_twin(tile.board), differential=uses_diff)
+        readings += vectors
+        gain, offset = _fit(voltage @ plan.tile(t, "target_s"), measured)
+        arrays[f"tile{t}.affine_gain"], arrays[f"tile{t}.affine_offset_a"] = gain, offset
+        gains.append(gain)
+        offsets.append(offset)
+        if progress:
+            progress(1)
+    gain_all, offset_all = np.concatenate(gains), np.concatenate(offsets)
+    writes = sum(getattr(board_lab.board, "switch_writes", 0) for board_lab in labs) - writes
+    record = AffineRecord(vectors=vectors, readings=readings, switch_writes=writes, differential=uses_diff, seed=seed,
+                          gain_rms_deviation=float(np.sqrt(np.mean((gain_all - 1) ** 2))),
+                          offset_rms_a=float(np.sqrt(np.mean(offset_all**2))))
+    from crossbar_ctl.engine._plan import SwitchPlan
+
+    return SwitchPlan(plan.header.model_copy(update={"affine": record}), arrays)
+
+
+def validate_affine(plan: SwitchPlan) -> AffineRecord | None:
+    """The plan's affine correction, its arrays checked (None: the plan has none).
+
+    Raises
+    ------
+    EngineError
+        A tile's gain or offset missing, of the wrong shape, not finite, or a gain not positive.
+    """
+    record = plan.header.affine
+    if record is None:
+        return None
+    for t, tile_record in enumerate(plan.header.tiles):
+        pairs = tile_record.tile.pairs
+        for name in ("affine_gain", "affine_offset_a"):
+            value = plan.arrays.get(f"tile{t}.{name}")
+            if value is None or np.shape(value) != (pairs,) or not np.all(np.isfinite(value)):
+                raise EngineError(f"the plan's affine correction is damaged (tile{t}.{name}: expected {pairs} "
+                                  "finite values); program the plan again")
+        if np.any(plan.arrays[f"tile{t}.affine_gain"] <= 0):
+            raise EngineError(f"the plan's affine correction is damaged (tile{t}.affine_gain not positive); "
+                              "program the plan again")
+    return record
+
+
+def correct_pairs(plan: SwitchPlan, t: int, pairs_a: np.ndarray) -> np.ndarray:
+    """Tile ``t``'s pair outputs ``(batch, pairs)`` corrected: ``(y - offset_a) / gain`` (as they are
+    without a correction)."""
+    if plan.header.affine is None:
+        return pairs_a
+    return (pairs_a - plan.tile(t, "affine_offset_a")) / plan.tile(t, "affine_gain")
