@@ -35,7 +35,10 @@ def add_commands(commands, bench) -> None:
     demo.set_defaults(run=_demo)
 
     program = commands.add_parser("program", help="map a network onto a calibrated array and program it")
-    program.add_argument("--weights", required=True, metavar="W", help="network: .npz (docs/networks.md) or .onnx")
+    source = program.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", metavar="W", help="network: .npz (docs/networks.md) or .onnx")
+    source.add_argument("--plan", metavar="PLAN", type=Path,
+                        help="a plan made from the calibration (crossbar train): programmed as it is, not re-solved")
     program.add_argument("--calibration", required=True, metavar="CAL", help="calibration record (.npz)")
     program.add_argument("--lab", metavar="LAB.toml", help="lab file (default: the simulated lab)")
     program.add_argument("--out", metavar="PLAN", type=Path, default=Path("plan.npz"),
@@ -204,6 +207,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _program(args: argparse.Namespace) -> int:
     check_output_path(args.out, "--out")
+    if args.plan is not None:
+        from crossbar_ctl.cli._train import program_saved_plan
+
+        return program_saved_plan(args)
     from calibration import CalibrationRecord
     from crossbar_ctl.engine._demo import progress_bar
     from crossbar_ctl.engine._workflow import program_network

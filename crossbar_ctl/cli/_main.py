@@ -36,6 +36,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 # Modules that add subcommands, in the order they appear in --help.
 _COMMAND_MODULES = (
     "crossbar_ctl.cli._engine",  # demo, program, check
+    "crossbar_ctl.cli._train",  # train, bench lottery-train
     "crossbar_ctl.cli._calibrate",  # calibrate, bench calibrate
     "crossbar_ctl.cli._lab",  # info, bench io
     "crossbar_ctl.cli._sim",  # sim serve
