@@ -204,21 +204,23 @@ def test_version_1_network_files_still_load(digits):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_program_and_check_on_a_simulated_lab(name, tmp_path, capsys, digits):
-    """crossbar program + check of an exported model on an ideal 16x16x8 simulated lab: ~10 s each
-    on a loaded 2-core machine; 120 held-out digits gave agreement 1.0, enob 8.0 to 9.7 per layer."""
+    """crossbar program + check of an exported model, through the CLI, on a 16x16x8 simulated lab on
+    the ideal board: a self-consistency check (the board is the controller's own model), small
+    enough for the suite. The evidence on the pcb board is scripts/check_onnx_models.py's
+    (docs/networks.md)."""
     from crossbar_ctl.cli._main import main
 
     x, y = digits
     lab, cal, plan, data = (tmp_path / n for n in ("lab.toml", "cal.npz", "plan.npz", "data.npz"))
     lab.write_text('[sim]\nrows = 16\ncols = 16\nbranches = 8\nseed = 1\nprofile = "ideal"\n')
-    np.savez(data, x=x[240:300], y=y[240:300])
+    np.savez(data, x=x[:60], y=y[:60])
     assert main(["calibrate", "--lab", str(lab), "--out", str(cal), "--json"]) == 0
     assert main(["program", "--weights", str(DATA / f"{name}.onnx"), "--calibration", str(cal), "--lab", str(lab),
                  "--out", str(plan), "--json"]) == 0
     capsys.readouterr()
     assert main(["check", "--plan", str(plan), "--data", str(data), "--lab", str(lab), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["agreement"] >= 0.98
+    assert report["agreement"] >= 0.99
     assert min(layer["enob"] for layer in report["layers"]) > 6.5
 
 
