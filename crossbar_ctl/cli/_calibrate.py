@@ -26,6 +26,8 @@ def add_commands(commands, bench) -> None:
         description="Measure every branch's conductance with its uncertainty and fault flags; "
                     "checkpointed, resumable with --resume.")
     parser.add_argument("--lab", type=Path, default=None, help="lab file (TOML); default: simulated lab")
+    parser.add_argument("--board", type=int_range(0, 1023), default=0, metavar="B",
+                        help="which board of a lab with several ([[boards]]): 0 is the lab's own")
     parser.add_argument("--out", type=Path, default=Path("calibration.npz"),
                         help="record to write (also the checkpoint)")
     parser.add_argument("--resume", action="store_true",
@@ -125,7 +127,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.resume and not args.out.exists():
         raise CalibrationError(f"--resume: {args.out} does not exist")
     try:
-        with open_lab(args.lab) as lab, _progress_bar() as progress:
+        with open_lab(args.lab, board=args.board) as lab, _progress_bar() as progress:
             if args.temperature_c is not None:
                 set_sim_temperature_c(lab, args.temperature_c)
             record = calibrate(lab, options=options, checkpoint=args.out, resume=args.resume,

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from calibration import calibrate
+from calibration import CalibrationRecord, calibrate
 from crossbar_ctl._lab import open_labs
 from crossbar_ctl.cli._main import main
 from crossbar_ctl.core.config import load_lab_config
@@ -20,6 +20,7 @@ from crossbar_ctl.engine._schedule import place_tiles, step_order
 from crossbar_ctl.engine._workflow import check_network, program_network
 
 LAB = {"name": "two", "sim": {"rows": 8, "cols": 8, "branches": 6, "seed": 3}, "boards": [{}]}
+LAB_TOML = 'name = "two"\n[sim]\nrows = 8\ncols = 8\nbranches = 6\nseed = 3\n\n[[boards]]\n'  # the same
 EXACT = ProgramOptions(max_iterations=0, refine_rounds=0)  # one pass: what the model predicts
 FAST = PlanOptions(predistort=False)  # the schedule is under test here, not the solver
 
@@ -93,13 +94,15 @@ def test_a_lab_lists_several_boards_of_one_geometry():
 
 @pytest.fixture(scope="module")
 def two_boards(tmp_path_factory):
-    """Two simulated 8x8x6 boards (pcb: switches that settle), each calibrated."""
+    """Two simulated 8x8x6 boards (pcb: switches that settle), each calibrated: board 0 in Python,
+    board 1 by ``crossbar calibrate --board 1``."""
     tmp = tmp_path_factory.mktemp("boards")
-    with open_labs(LAB) as labs:
-        records = [calibrate(lab) for lab in labs]
-    for b, record in enumerate(records):
-        record.save(tmp / f"cal{b}.npz")
-    return tmp, records
+    (tmp / "lab.toml").write_text(LAB_TOML)
+    with open_labs(tmp / "lab.toml") as labs:
+        calibrate(labs[0]).save(tmp / "cal0.npz")
+    assert main(["calibrate", "--lab", str(tmp / "lab.toml"), "--board", "1", "--out", str(tmp / "cal1.npz"),
+                 "--json"]) == 0
+    return tmp, [CalibrationRecord.load(tmp / f"cal{b}.npz") for b in range(2)]
 
 
 @pytest.mark.slow
@@ -131,8 +134,7 @@ def test_two_boards_program_and_check_with_each_step_loaded_once(two_boards):
 @pytest.mark.slow
 def test_program_and_check_report_the_cost_in_json(two_boards, tmp_path, capsys):
     tmp, _ = two_boards
-    lab = tmp_path / "lab.toml"
-    lab.write_text('name = "two"\n[sim]\nrows = 8\ncols = 8\nbranches = 6\nseed = 3\n\n[[boards]]\n')
+    lab = tmp / "lab.toml"
     weights, plan = tmp_path / "net.npz", tmp_path / "plan.npz"
     save_network(weights, _network(1, sizes=(3, 2, 2)))  # two tiles in one step
     argv = ["program", "--weights", str(weights), "--lab", str(lab), "--out", str(plan), "--max-iterations", "0",
