@@ -207,9 +207,8 @@ def bench_circuit(
             result["auto_cold_ratio"] = result["ref_batch_s"] / auto_cold_s
         del cold
         peaks = {}
-        for name, run in (("transfer_peak_mib", auto),
-                          ("peak_mib", None if ours_only else lambda: _factored(build).solve(
-                              voltage))):
+        direct = None if ours_only else lambda v=voltage: _factored(build).solve(v)
+        for name, run in (("transfer_peak_mib", auto), ("peak_mib", direct)):
             if run is not None:
                 tracemalloc.start()
                 try:
@@ -232,7 +231,7 @@ class CircuitRoute:
 
 def _factored(build) -> CrossbarCircuit:
     built = build()
-    built.method  # the direct solver, factored now (auto defers it to the first need)
+    _ = built.method  # the direct solver, factored now (auto defers it to the first need)
     return built
 
 
@@ -298,7 +297,7 @@ def _compare(build, auto, cold: CircuitRoute, conductance: np.ndarray, config: S
 
     transfer_prepare_s = _best_time(prepare_transfer, repeats)
     transfer = prepare_transfer()
-    transfer_solve_s = _best_time(lambda: transfer.currents(voltage, method="transfer"),
+    transfer_solve_s = _best_time(lambda t=transfer: t.currents(voltage, method="transfer"),
                                   repeats) / batch
     result.update({
         "transfer_prepare_s": transfer_prepare_s, "transfer_solve_s": transfer_solve_s,

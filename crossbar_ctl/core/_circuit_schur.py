@@ -105,7 +105,8 @@ def _plan(rows: int, cols: int) -> _Plan:
     children = kids[kids >= 0]
     sizes, update_ptr, updates, maps, edge_pos_a, edge_pos_b = _symbolic(
         elim_ptr, elim_nodes, child_ptr, children, start.astype(np.int64),
-        neighbour.astype(np.int64), step.astype(np.int64), by_step.astype(np.int64), edge_start.astype(np.int64), edge_a.astype(np.int64),
+        neighbour.astype(np.int64), step.astype(np.int64), by_step.astype(np.int64),
+        edge_start.astype(np.int64), edge_a.astype(np.int64),
         edge_b.astype(np.int64))
     remaining = np.diff(update_ptr)
     root = updates[update_ptr[-2]:]
@@ -348,8 +349,8 @@ def _eliminate(weights, front_size, pivots, edge_ptr, edge_id, edge_a, edge_b, c
                 scaled = np.ascontiguousarray((w[p0:p1, p1:k] / pivot[p0:p1].reshape(-1, 1)).T)
                 w[p1:k, p1:] += np.dot(scaled, panel)
         r = f - k
-        if r > 1 and not small:  # every pivot into the remaining pairs, w_ij += sum_p w_pi w_pj / d_p, by
-            # blocks of rows, the upper ones only (BLAS)
+        if r > 1 and not small:  # every pivot into the remaining pairs,
+            # w_ij += sum_p w_pi w_pj / d_p, by blocks of rows, the upper ones only (BLAS)
             rest = np.ascontiguousarray(w[:k, k:])
             scaled = np.ascontiguousarray((rest / pivot.reshape(-1, 1)).T)
             for i0 in range(0, r, _PANEL):
