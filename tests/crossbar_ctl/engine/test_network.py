@@ -182,3 +182,17 @@ def test_public_op_builds_the_same_network_as_its_text_form():
     assert [layer.post for layer in by_op.layers] == [layer.post for layer in by_text.layers]
     x = rng.normal(size=(6, 5))
     np.testing.assert_array_equal(by_op.output(x), by_text.output(x))
+
+
+def test_flatten_step_makes_an_image_flat_and_only_changes_its_shape():
+    rng = np.random.default_rng(12)
+    common = {"input_shape": (1, 4, 4), "strides": [1], "paddings": [0], "name": "flat"}
+    net = build_network([rng.normal(size=(2, 1, 3, 3))], [None], ["relu"], **common,
+                        posts=[["flatten", "softmax"]])
+    assert net.layers[0].result_shape == (8,)
+    x = rng.normal(size=(3, 16))
+    z = np.maximum(net.forward(x)[0], 0)
+    np.testing.assert_allclose(net.output(x), np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), rtol=1e-12)
+    with pytest.raises(EngineError, match="maxpool needs an image"):
+        build_network([rng.normal(size=(2, 1, 3, 3))], [None], ["relu"], **common,
+                      posts=[["flatten", "maxpool 1 1 1 1 0 0 0 0"]])
