@@ -60,7 +60,7 @@ terminals): built once, it turns every further batch into one dense product. Whe
 conditions hold it is reduced directly, by nested dissection in sign-preserving arithmetic
 (:mod:`crossbar_ctl.core._circuit_schur`: only sums and products of positive numbers, so exact to
 ~1e-15 relative with no refinement; 128 x 128 in ~20 ms, 256 x 256 ~0.15 s, 512 x 512 ~1.3 s and
-430 MiB); elsewhere (merged wires, islands) from one refined unit solve per terminal. ``auto``
+411 MiB); elsewhere (merged wires, islands) from one refined unit solve per terminal. ``auto``
 chooses by size and batch (:meth:`CrossbarCircuit.currents`).
 
 Rows are driven at column index 0; columns are sensed at row index ``rows - 1``. Terminal
@@ -114,8 +114,8 @@ _CONVERGED = 1e-12
 # The transfer matrix is built from unit solves in batches of about this many node values per
 # array (8 MiB; a refined solve holds ~10 such arrays), at least 16 vectors.
 _TRANSFER_VALUES = 2**20
-# Reduction onto the terminals (_circuit_schur) up to this many cells (its peak memory: 18, 90,
-# 430 MiB measured at 128^2, 256^2, 512^2 cells, ~2 GiB expected here); at once for a first
+# Reduction onto the terminals (_circuit_schur) up to this many cells (its peak memory: 17, 86,
+# 411 MiB planned at 128^2, 256^2, 512^2 cells, ~2 GiB expected here); at once for a first
 # vector up to _TRANSFER_AT_ONCE_CELLS (cheaper than one solve there; measured, currents()).
 _REDUCTION_MAX_CELLS = 2**20
 _TRANSFER_AT_ONCE_CELLS = 32 * 32
