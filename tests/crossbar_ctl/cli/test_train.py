@@ -38,6 +38,7 @@ def trained(tmp_path_factory):
     return tmp, lab
 
 
+@pytest.mark.slow  # 10 s of CPU, a minute on a loaded machine
 def test_train_program_check_on_a_simulated_lab(trained, capsys):
     tmp, lab = trained
     cal, data, plan, done = (str(tmp / name) for name in ("cal.npz", "data.npz", "plan.npz", "done.npz"))
