@@ -122,6 +122,16 @@ def _max_closed(value, cells: int, single: bool) -> np.ndarray:
     return _for_kernel(np.broadcast_to(array, (cells,)), np.int64)
 
 
+def _non_negative(name: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise OptimizerError(f"{name}: expected a number, got {value!r}") from exc
+    if not np.isfinite(number) or number < 0:
+        raise OptimizerError(f"{name}: must be finite and >= 0, got {value!r}")
+    return number
+
+
 def _seeds(rng, cells: int, *, draw: bool) -> np.ndarray:
     """Per-cell seeds for the reduction path (zeros unless ``draw``); validates ``rng`` always."""
     if rng is None:
@@ -213,18 +223,8 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
             raise OptimizerError(f"usable: expected a bool mask, got dtype {allowed.dtype}")
         allowed = _for_kernel(_shaped("usable", allowed, shape).reshape(cells, m), bool)
     cap = _max_closed(max_closed, cells, single)
-    try:
-        tolerance = float(tolerance_s)
-    except (TypeError, ValueError) as exc:
-        raise OptimizerError(f"tolerance_s: expected a number, got {tolerance_s!r}") from exc
-    if not np.isfinite(tolerance) or tolerance < 0:
-        raise OptimizerError(f"tolerance_s: must be finite and >= 0, got {tolerance_s!r}")
-    try:
-        common_mode = float(common_mode_sigmas)
-    except (TypeError, ValueError) as exc:
-        raise OptimizerError(f"common_mode_sigmas: expected a number, got {common_mode_sigmas!r}") from exc
-    if not np.isfinite(common_mode) or common_mode < 0:
-        raise OptimizerError(f"common_mode_sigmas: must be finite and >= 0, got {common_mode_sigmas!r}")
+    tolerance = _non_negative("tolerance_s", tolerance_s)
+    common_mode = _non_negative("common_mode_sigmas", common_mode_sigmas)
     rank = sig2  # the kernels' tie-break weights: uncertainty, or with common_mode the conductance
     if common_mode > 0 and cells:
         tolerance = max(tolerance, common_mode * float(np.median(np.sqrt(0.5 * np.sum(sig2, axis=1)))))
