@@ -140,11 +140,12 @@ def load_onnx(path: Path) -> Network:
                 if folded is None:
                     raise fail(node, "holds no numeric tensor")
             elif op == "Shape":
-                known = shapes.get(reads[0]) if len(reads) == 1 else None
+                known = np.shape(const(node, 0)) if not reads else shapes.get(reads[0])
                 if known is None:
                     raise fail(node, "reads a tensor of unknown shape; export with a static input shape "
                                      "(the batch dimension aside)")
-                folded = np.array([_BATCH, *known])[attrs.get("start", 0):attrs.get("end")]
+                full = [*known] if not reads else [_BATCH, *known]
+                folded = np.array(full, dtype=np.int64)[attrs.get("start", 0):attrs.get("end")]
             elif op == "Identity":
                 folded = const(node, 0)
             elif op == "Gather":
