@@ -139,7 +139,8 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
         board_lab, rows = labs[tile.board], tile.block[0]
         load_tile(board_lab, plan.step_masks(tile.step))
         x = rng.uniform(0.0, 1.0, size=(vectors, tile.rows))
-        voltage, _ = row_voltages(x, plan.tile(t, "cell_s"), row_bound_s=row_bound(board_lab, rows),
+        bound = row_bound(board_lab, rows.stop)
+        voltage, _ = row_voltages(x, plan.tile(t, "cell_s"), row_bound_s=None if bound is None else bound[rows.start:],
                                   **limits[tile.board])
         full = np.zeros((vectors, board_lab.readout.rows))
         full[:, rows] = voltage
