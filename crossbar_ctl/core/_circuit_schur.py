@@ -303,6 +303,7 @@ def _eliminate(weights, front_size, pivots, edge_ptr, edge_id, edge_a, edge_b, c
                children, map_ptr, maps, update_ptr, buffer):  # pragma: no cover - compiled
     """Every front in post-order; the updates (upper triangles) into ``buffer``. Returns the
     failing front, or -1."""
+    scratch = np.empty(front_size.max())
     for t in range(front_size.size):
         f, k = front_size[t], pivots[t]
         w = np.zeros((f, f))
@@ -337,13 +338,11 @@ def _eliminate(weights, front_size, pivots, edge_ptr, edge_id, edge_a, edge_b, c
                 if not d > 0.0:
                     return t
                 pivot[p] = d
+                scratch[: f - p] = row[p:f]  # apart from w: the update below vectorises
                 for i in range(p + 1, f if small else p1):
-                    a = row[i]
+                    a = scratch[i - p]
                     if a != 0.0:
-                        a /= d
-                        target = w[i]
-                        for j in range(i + 1, f):
-                            target[j] += a * row[j]
+                        _add_scaled(w[i, i + 1: f], a / d, scratch[i + 1 - p: f - p])
             if p1 < k and not small:  # the panel into the later pivots' rows: one product
                 panel = np.ascontiguousarray(w[p0:p1, p1:])
                 scaled = np.ascontiguousarray((w[p0:p1, p1:k] / pivot[p0:p1].reshape(-1, 1)).T)
@@ -362,3 +361,10 @@ def _eliminate(weights, front_size, pivots, edge_ptr, edge_id, edge_a, edge_b, c
             for j in range(i + 1, r):
                 buffer[base + i * r + j] = w[k + i, k + j]
     return -1
+
+
+@njit(inline="always")
+def _add_scaled(y, a, x):  # pragma: no cover - compiled
+    """``y += a * x`` in place (one loop over two arrays: the compiler vectorises it)."""
+    for j in range(y.size):
+        y[j] += a * x[j]
