@@ -1,6 +1,7 @@
 """The analog MVM engine: networks, mapping, plans, pre-distortion, programming, checks, demo."""
 
 from crossbar_ctl.engine._check import CheckReport, ErrorBudget, LayerCheck, run_check
+from crossbar_ctl.engine._datasets import Dataset, load_data
 from crossbar_ctl.engine._demo import run_demo
 from crossbar_ctl.engine._network import (
     Layer,
@@ -11,6 +12,7 @@ from crossbar_ctl.engine._network import (
     load_network,
     save_network,
 )
+from crossbar_ctl.engine._lottery import TrainOptions, TrainResult, program_trained, train_dense, train_masks
 from crossbar_ctl.engine._mapping import ArrayModel
 from crossbar_ctl.engine._plan import PlanOptions, ProgramRecord, SwitchPlan, make_plan
 from crossbar_ctl.engine._program import ProgramOptions, program_plan
@@ -23,8 +25,9 @@ from crossbar_ctl.engine._workflow import (
 )
 
 __all__ = [
-    "ArrayModel", "CheckReport", "ErrorBudget", "Layer", "LayerCheck", "Network", "Op",
-    "PlanOptions", "ProgramOptions", "ProgramRecord", "SwitchPlan", "array_model", "build_network",
-    "check_drift", "check_lab", "check_network", "load_dataset", "load_network", "make_plan",
-    "program_network", "program_plan", "run_check", "run_demo", "save_network",
+    "ArrayModel", "CheckReport", "Dataset", "ErrorBudget", "Layer", "LayerCheck", "Network", "Op",
+    "PlanOptions", "ProgramOptions", "ProgramRecord", "SwitchPlan", "TrainOptions", "TrainResult",
+    "array_model", "build_network", "check_drift", "check_lab", "check_network", "load_data",
+    "load_dataset", "load_network", "make_plan", "program_network", "program_plan", "program_trained",
+    "run_check", "run_demo", "save_network", "train_dense", "train_masks",
 ]
