@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from crossbar_ctl.cli._main import (
     build_options, check_output_path, emit, int_range, positive_float, positive_int, print_table,
 )
+from crossbar_ctl.cli._study import add_cluster_options, cluster
 from crossbar_ctl.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def add_commands(commands, bench) -> None:
     program.add_argument("--tcr", metavar="TCR", type=Path, default=None,
                          help="TCR record from crossbar calibrate-tcr: program with the conductances predicted "
                               "at the lab's measured temperature (default: as calibrated)")
+    add_cluster_options(program, "solve the tiles")
     program.add_argument("--json", action="store_true", help="print the plan summary as JSON")
     program.set_defaults(run=_program)
 
@@ -217,6 +219,7 @@ def _program(args: argparse.Namespace) -> int:
     from crossbar_ctl._lab import open_lab
     from crossbar_ctl.engine._network import load_network
     from crossbar_ctl.engine._plan import PlanOptions, network_tiles
+    from crossbar_ctl.engine._distributed import tile_map
     from crossbar_ctl.engine._program import ProgramOptions
 
     plan_options = build_options(PlanOptions, predistort=not args.no_predistort, max_tiles=args.max_tiles)
@@ -228,12 +231,13 @@ def _program(args: argparse.Namespace) -> int:
         from calibration import TcrEstimate
 
         tcr = TcrEstimate.load(args.tcr)
-    with open_lab(args.lab) as lab:
+    with cluster(args) as client, open_lab(args.lab) as lab:
         rows, cols, _ = lab.geometry
         total = 2 * len(network_tiles(network, rows, cols, max_tiles=plan_options.max_tiles))
         with progress_bar(total, "solve + program", enabled=_progress(args)) as bar:
             plan = program_network(lab, network, record, plan_options=plan_options,
-                                   program_options=program_options, progress=bar.update, tcr=tcr)
+                                   program_options=program_options, progress=bar.update, tcr=tcr,
+                                   tile_map=client and tile_map(client))
     plan.save(args.out)
     record_ = plan.header.program
     result = {

@@ -59,8 +59,8 @@ def _dashboard(client: Any) -> str:
 
 @contextmanager
 def dask_client(*, workers: int | None = None, scheduler: str | None = None,
-                announce: Callable[[str], None] | None = None,
-                dashboard_address: str = ":8787") -> Iterator[Any]:
+                announce: Callable[[str], None] | None = None, dashboard_address: str = ":8787",
+                timeout_s: float | None = None) -> Iterator[Any]:
     """A ``distributed.Client`` on a new local cluster or on an existing scheduler, closed on exit.
 
     Parameters
@@ -73,20 +73,22 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None,
         Called with one line: the dashboard link of a started cluster.
     dashboard_address : str
         Where a started cluster serves its dashboard (a busy port falls back to a free one).
+    timeout_s : float, optional
+        How long to try an existing scheduler before giving up, s (default ``SCHEDULER_TIMEOUT_S``).
 
     Raises
     ------
     ConfigError
         Both or neither of ``workers`` and ``scheduler``, or dask not installed.
     EngineError
-        The scheduler cannot be reached within ``SCHEDULER_TIMEOUT_S``.
+        The scheduler cannot be reached within ``timeout_s``.
     """
     if (workers is None) == (scheduler is None):
         raise ConfigError("give either --workers N or --scheduler ADDRESS", key="workers")
     dd = distributed()
     if scheduler is not None:
         try:
-            client = dd.Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
+            client = dd.Client(scheduler, timeout=f"{timeout_s or SCHEDULER_TIMEOUT_S}s")
         except (OSError, TimeoutError, ValueError) as exc:
             raise EngineError(f"cannot reach the Dask scheduler at {scheduler} "
                               f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
@@ -94,6 +96,7 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None,
             yield client
         return
     with dd.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                         env={"NUMBA_NUM_THREADS": "1"},  # one thread each, numba's parallel loops too
                          dashboard_address=dashboard_address, silence_logs=logging.ERROR) as cluster, \
             dd.Client(cluster) as client:
         if announce:
@@ -158,7 +161,7 @@ def tile_map(client: Any, *, chunks_per_worker: int = CHUNKS_PER_WORKER) -> Tile
         workers = max(1, len(client.scheduler_info()["workers"]))
         size = max(1, math.ceil(len(jobs) / (workers * chunks_per_worker)))
         chunks = [list(jobs[start:start + size]) for start in range(0, len(jobs), size)]
-        shared = client.scatter(model, broadcast=True)
+        shared = client.scatter(model, broadcast=True, hash=False)  # a key of its own: never a released one's
         futures = {client.submit(_solve_chunk, shared, chunk, solve, pure=False): k
                    for k, chunk in enumerate(chunks)}
         results: list[list[TileSolution] | None] = [None] * len(chunks)

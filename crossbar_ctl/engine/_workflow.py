@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from crossbar_ctl.engine._check import CheckReport, run_check
+from crossbar_ctl.engine._distributed import TileMap
 from crossbar_ctl.engine._network import Network
 from crossbar_ctl.engine._plan import ArrayModel, CalibrationRef, PlanOptions, SwitchPlan, make_plan
 from crossbar_ctl.engine._program import ProgramOptions, lab_idn, program_plan
@@ -123,7 +124,8 @@ def check_drift(lab: Lab, record: CalibrationRecord, *, max_rms_z: float = 2.0) 
 
 def program_network(lab: Lab, network: Network, record: CalibrationRecord, *, plan_options: PlanOptions | None = None,
                     program_options: ProgramOptions | None = None, recheck: bool = True,
-                    progress: Callable[[int], None] | None = None, tcr: TcrEstimate | None = None) -> SwitchPlan:
+                    progress: Callable[[int], None] | None = None, tcr: TcrEstimate | None = None,
+                    tile_map: TileMap | None = None) -> SwitchPlan:
     """Map a network onto a calibrated array and program it with the hardware in the loop.
 
     Parameters
@@ -140,6 +142,9 @@ def program_network(lab: Lab, network: Network, record: CalibrationRecord, *, pl
         Program with the conductances predicted at the lab's measured temperature
         (``calibration.record_at_temperature``). The drift recheck compares raw readings and
         cannot tell a temperature step from drift, so it is skipped then.
+    tile_map : callable, optional
+        Solve the tiles on a Dask cluster (:func:`crossbar_ctl.engine._distributed.tile_map`);
+        default: in this process.
 
     Returns
     -------
@@ -156,7 +161,7 @@ def program_network(lab: Lab, network: Network, record: CalibrationRecord, *, pl
     check_fingerprint(model.reference, lab)
     if recheck:
         check_drift(lab, record)
-    plan = make_plan(network, model, options=plan_options, progress=progress)
+    plan = make_plan(network, model, options=plan_options, progress=progress, tile_map=tile_map)
     return program_plan(lab, plan, model, options=program_options, progress=progress)
 
 
