@@ -14,7 +14,8 @@
 3. **The rest** keeps the parent's values times the common move (at the lab's temperature when a
    TCR estimate is given), its sigma widened by the spread of the sampled moves.
 
-The new record names its parent (``header.parent_checksum``); its ``readings`` are this run's.
+The new record names its parent (``header.parent_checksum``); its ``readings`` are those behind its
+values, the parent's included (so a chain of recalibrations keeps the share of a full calibration).
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ class RecalibrationReport(StrictModel):
     readings: int
     """Readings this recalibration took (the sample and the re-measured rows)."""
     parent_readings: int
-    """Readings of the parent record's run."""
-    readings_fraction: float | None
-    """``readings / parent_readings`` when the parent is a full calibration (None otherwise)."""
+    """Readings behind the parent record (a full calibration's, plus any recalibrations since)."""
+    readings_fraction: float
+    """``readings / parent_readings``: this recalibration's share of a full calibration."""
 
 
 IDENTITY_DRIFT_REL = 0.02
@@ -222,14 +223,14 @@ def recalibrate(lab: Any, record: CalibrationRecord, *, rows: Sequence[int] = ()
     stamp = now()
     new_header = header.model_copy(update={
         "started_at": stamp, "updated_at": stamp, "temperature_start_c": temperature,
-        "temperature_end_c": temperature, "readings": counter.readings, "round_trips": counter.round_trips,
+        "temperature_end_c": temperature, "readings": header.readings + counter.readings,
+        "round_trips": header.round_trips + counter.round_trips,
         "parent_checksum": record.checksum()})
     report = RecalibrationReport(
         parent_checksum=record.checksum(), sampled_steps=len(picked), common_ratio=common, spread_rel=spread,
         moved_rows=tuple(moved), asked_rows=tuple(asked), remeasured_rows=tuple(chosen),
         readings=counter.readings, parent_readings=header.readings,
-        readings_fraction=(counter.readings / header.readings
-                           if header.parent_checksum is None and header.readings else None))
+        readings_fraction=counter.readings / max(header.readings, 1))
     usable_left = (flags & FLAG_EXCLUDE) == 0
     if not usable_left.any():
         raise CalibrationError("the recalibrated record flags every branch: calibrate the array afresh")
