@@ -132,7 +132,7 @@ def recalibrate_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, t
     CalibrationError
         As ``calibration.recalibrate``.
     """
-    from calibration import recalibrate
+    from calibration import CalibrationRecord, recalibrate
 
     _check_lineage(plan, record)
     errors: list[ProbeErrors] = []
@@ -150,8 +150,10 @@ def recalibrate_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, t
     rows = sorted(worst, key=lambda r: -worst[r])
     new, report = recalibrate(lab, record, rows=rows, tcr=tcr, max_fraction=max_fraction, seed=seed)
     readings = report.readings + probe.readings
-    fraction = None if report.readings_fraction is None else readings / report.parent_readings
-    return new, report.model_copy(update={"readings": readings, "readings_fraction": fraction})
+    new = CalibrationRecord(new.header.model_copy(update={"readings": new.header.readings + probe.readings}),
+                            new.arrays)
+    return new, report.model_copy(update={"readings": readings,
+                                          "readings_fraction": readings / max(report.parent_readings, 1)})
 
 
 def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: TcrEstimate | None = None,

@@ -99,7 +99,7 @@ def watch_plan(lab: Lab, plan: SwitchPlan, *, every_s: float, count: int, log: s
         This run's log lines: ``time_utc``, ``sim_time_s`` (None on hardware), ``temperature_c``,
         ``over_budget``, ``bits_lost``, ``error_rms`` and ``budget_rms`` (per layer), ``slack_bits``,
         ``readings``, ``action``
-        (None, or what the recalibration and update did).
+        (None, or what the recalibration and update did, with ``bits_lost_after``: the probe after).
     plan, record
         The plan and record in use at the end (updated when the watch acted).
     """
@@ -129,7 +129,9 @@ def watch_plan(lab: Lab, plan: SwitchPlan, *, every_s: float, count: int, log: s
                                "readings_fraction": recal.readings_fraction, "pairs_resolved": update.pairs_resolved,
                                "cells_rewritten": update.cells_rewritten,
                                "rewrites_fraction": update.rewrites_fraction,
-                               "pairs_over_after": update.pairs_over_after}
+                               "pairs_over_after": update.pairs_over_after,
+                               "bits_lost_after": [layer.bits_lost for layer in
+                                                   probe_plan(lab, plan, slack_bits=slack_bits).layers]}
         entries.append(entry)
         atomic_write_text(log, "".join(json.dumps(e) + "\n" for e in previous + entries))
         if progress:
@@ -152,9 +154,15 @@ def plot_watch(entries: list[dict[str, Any]], path: str | Path, *, title: str = 
         label = "time since the first probe in the log [h]"
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     layers = max(len(e["bits_lost"]) for e in entries)
-    for k in range(layers):
-        ax.plot(t, [e["bits_lost"][k] if k < len(e["bits_lost"]) else float("nan") for e in entries], "o-",
-                markersize=3, label=f"layer {k}")
+    for k in range(layers):  # each probe, and where the watch acted, the probe after it
+        xs, ys = [], []
+        for x, e in zip(t, entries):
+            xs.append(x)
+            ys.append(e["bits_lost"][k] if k < len(e["bits_lost"]) else float("nan"))
+            if e.get("action"):
+                xs.append(x)
+                ys.append(e["action"]["bits_lost_after"][k])
+        ax.plot(xs, ys, "o-", markersize=3, label=f"layer {k}")
     ax.axhline(entries[-1]["slack_bits"], color="k", linewidth=0.8, linestyle="--", label="budget")
     for x, e in zip(t, entries):
         if e.get("action"):
