@@ -19,7 +19,7 @@ it adds ``w_pi w_pj / d_p >= 0`` to every pair. Only sums and products of positi
 no cancellation, so every weight is exact to ~depth * eps relative however stiff the wires are
 next to the cells (a factorisation of the nodal matrix loses ~eps * wire / cell conductance and
 needs iterative refinement). The cost is that of a sparse Cholesky factorisation in this
-order, ~(rows * cols)^1.5: 44 M multiply-adds at 128 x 128 (~17 ms CPU), 346 M at 256 x 256
+order, ~(rows * cols)^1.5: 44 M multiply-adds at 128 x 128 (~14 ms CPU), 346 M at 256 x 256
 (~0.1 s), 2.7 G at 512 x 512 (peak 411 MiB). The kernels are compiled by numba (no fastmath);
 fronts above 64 nodes eliminate their pivots in panels of 32 and update the rest by matrix
 products (BLAS), whose sums of positive terms stay exact in any order.
