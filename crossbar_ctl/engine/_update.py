@@ -10,7 +10,8 @@
   re-solved on the new record, on their measured outputs linearised with the twin's slopes (the
   closed loop's own correction, :func:`crossbar_ctl.engine._program._correct`), rewritten and
   measured again until they are within their measurement noise, for a bounded number of rounds;
-  each pair keeps its best measured selection. Every other cell keeps its switches.
+  the best measured tile is kept. Every other cell keeps its switches; a plan with an affine
+  correction (:mod:`crossbar_ctl.engine._affine`) has it measured again.
 
 The updated plan names the new record; its budget stays the one the plan was first programmed to
 (``tile{t}.residual_programmed_s``), so updates cannot loosen it.
@@ -25,6 +26,7 @@ import numpy as np
 
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
+from crossbar_ctl.engine._affine import measure_affine
 from crossbar_ctl.engine._guard import (
     DEFAULT_SLACK_BITS,
     PAIR_FACTOR,
@@ -123,7 +125,8 @@ def recalibrate_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, t
                      seed: int = 0) -> tuple[CalibrationRecord, RecalibrationReport]:
     """``calibration.recalibrate`` for a plan: the rows of its pairs over budget come first.
 
-    The probe's readings count in the report's ``readings`` (and its fraction).
+    The probe's readings count in the report's ``readings`` (and its fraction): the recalibration
+    gets what is left of ``max_fraction``.
 
     Raises
     ------
@@ -148,7 +151,12 @@ def recalibrate_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, t
             for row in np.nonzero(part.any(axis=1))[0]:
                 worst[first + int(row)] = max(worst.get(first + int(row), 0.0), float(error[row][part[row]].max()))
     rows = sorted(worst, key=lambda r: -worst[r])
-    new, report = recalibrate(lab, record, rows=rows, tcr=tcr, max_fraction=max_fraction, seed=seed)
+    share = max_fraction - probe.readings / max(record.header.readings, 1)  # the probe's readings count too
+    if share <= 0:
+        raise EngineError(f"the plan's probe alone takes {probe.readings} readings, more than max_fraction = "
+                          f"{max_fraction:g} of the calibration's {record.header.readings}; raise --max-fraction")
+    new, report = recalibrate(lab, record, rows=rows, tcr=tcr, max_fraction=share,
+                              sample_fraction=min(0.03, share), seed=seed)
     readings = report.readings + probe.readings
     new = CalibrationRecord(new.header.model_copy(update={"readings": new.header.readings + probe.readings}),
                             new.arrays)
@@ -303,7 +311,13 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
         cells_remeasured=old.cells_remeasured, branches_found_open=old.branches_found_open)
     header = plan.header.model_copy(update={"calibration": model.reference or plan.header.calibration,
                                             "program": program})
+    updated = SwitchPlan(header, arrays)
+    affine = plan.header.affine
+    if affine is not None:  # the outputs' gains and offsets moved with the rewrites and the drift: again
+        updated = measure_affine(lab, updated, vectors=affine.vectors, seed=affine.seed,
+                                 differential=affine.differential)
+        readings += updated.header.affine.readings
     report = UpdateReport(pairs=pairs, pairs_over_before=over_before, pairs_over_after=over_after,
                           pairs_resolved=resolved_total, cells=cells, cells_rewritten=rewritten,
                           rewrites_fraction=rewritten / max(cells, 1), readings=readings)
-    return SwitchPlan(header, arrays), report
+    return updated, report
