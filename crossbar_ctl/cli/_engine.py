@@ -136,7 +136,8 @@ def _bench_branches(args: argparse.Namespace) -> int:
         units = {"branches": "branches [#]", "pool": "pool [#]", "realized_bits_median": "realized median [bit]",
                  "realized_bits_p01": "realized p01 [bit]", "planned_bits_median": "planned median [bit]",
                  "subset_sum_bits_median": "subset sum median [bit]", "enob": "enob [bit]",
-                 "agreement": "agreement [1]", "wall_s": "wall [s]"}
+                 "calibration_floor_bits": "calibration floor [bit]", "refine_readings": "refine readings [#]",
+                 "switch_writes": "switch writes [#]", "agreement": "agreement [1]", "wall_s": "wall [s]"}
         print_table([{units[key]: value for key, value in row.items()} for row in rows],
                     title=f"one U(-1, 1) layer on a {args.rows}x{args.cols} array, profile {args.profile}: "
                           "bits against max|w| (subset sum: the optimizer on the true branch values)")
@@ -167,12 +168,14 @@ def _summary(result: dict[str, Any], layers: list[LayerCheck]) -> None:
 def _program_table(program: dict[str, Any]) -> None:
     print_table([{"tile": t, "iterations [#]": program["iterations"][t],
                   "cells resolved [#]": program["cells_resolved"][t],
+                  "refine rounds [#]": (program.get("refine_rounds") or (0,) * len(program["iterations"]))[t],
                   "residual before [S]": program["residual_rms_before_s"][t],
                   "residual after [S]": program["residual_rms_after_s"][t]}
                  for t in range(len(program["iterations"]))],
                 title="programming with the hardware in the loop: rms pair residual per tile "
                       f"({program['cells_remeasured']} pairs re-measured, "
-                      f"{program['branches_found_open']} branches found open since calibration)")
+                      f"{program['branches_found_open']} branches found open since calibration; "
+                      f"refinement: {program.get('refine_readings', 0)} readout vectors)")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -56,6 +56,24 @@ def _subset_sum_bits(truth: Any, plan: Any, network: Network, solver: Callable) 
                           weight_magnitude(layer.matrix, layer.bias)).median
 
 
+def _calibration_floor_bits(record: Any, plan: Any, network: Network) -> float:
+    """Median bits the calibration's uncertainty alone allows the programmed pairs: each pair's
+    closed branches' sigmas in quadrature, against the layer's max|w| (the floor of a solve on the
+    calibrated values, which measured refinement can pass)."""
+    from crossbar_ctl.engine._mapping import selection_from_masks
+
+    lp = plan.header.layers[0]
+    sigma = np.asarray(record.sigma_s)
+    scale = lp.conductance_per_weight_s * weight_magnitude(network.layers[0].matrix, network.layers[0].bias)
+    bits = []
+    for t in lp.tiles:
+        block = plan.header.tiles[t].tile.block
+        closed = selection_from_masks(plan.tile(t, "masks")[block], sigma.shape[2])
+        var = np.sum(np.where(closed, sigma[block] ** 2, 0.0), axis=-1)
+        bits.append(-np.log2(np.sqrt(var[:, 0::2] + var[:, 1::2]) / scale).ravel())
+    return float(np.median(np.concatenate(bits)))
+
+
 def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES, rows: int = 16,
                    cols: int = 16, samples: int = 200, nplc: float = 4.0, seed: int = 0,
                    progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
@@ -83,8 +101,10 @@ def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES
     -------
     list of dict
         One row per branch count: ``branches``, ``pool``, ``realized_bits_median``,
-        ``realized_bits_p01``, ``planned_bits_median``, ``subset_sum_bits_median``, ``enob``,
-        ``agreement`` (the output's argmax as float64's), ``wall_s``.
+        ``realized_bits_p01``, ``planned_bits_median``, ``subset_sum_bits_median``,
+        ``calibration_floor_bits`` (:func:`_calibration_floor_bits`), ``enob``, ``agreement`` (the
+        output's argmax as float64's), ``refine_readings`` (readout vectors of the closed-loop
+        refinement), ``switch_writes`` (programming's, refinement included), ``wall_s``.
     """
     from calibration import calibrate
     from crossbar_ctl._lab import open_lab
@@ -104,12 +124,16 @@ def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES
             plan = program_network(lab, network, record)
             report = check_network(lab, plan, x, nplc=nplc)
             subset_sum = _subset_sum_bits(truth_of(lab), plan, network, solve_subset_sum)
+        program = plan.header.program
         layer = report.layers[0]
         results.append({
             "branches": int(n), "pool": 2 * int(n),
             "realized_bits_median": layer.realized_bits.median, "realized_bits_p01": layer.realized_bits.p01,
             "planned_bits_median": layer.planned_bits.median, "subset_sum_bits_median": subset_sum,
-            "enob": layer.enob, "agreement": report.agreement, "wall_s": time.monotonic() - started,
+            "calibration_floor_bits": _calibration_floor_bits(record, plan, network),
+            "enob": layer.enob, "agreement": report.agreement, "refine_readings": program.refine_readings,
+            "switch_writes": program.cost.switch_writes if program.cost else None,
+            "wall_s": time.monotonic() - started,
         })
         if progress:
             progress(1)

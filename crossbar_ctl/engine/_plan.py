@@ -167,6 +167,10 @@ class ProgramRecord(StrictModel):
     cells_remeasured: int = 0
     """Pairs whose branches were measured again (a model error no gain explains)."""
     branches_found_open: int = 0
+    refine_rounds: tuple[int, ...] = ()
+    """Per tile: measured re-solve rounds of the closed-loop refinement (:mod:`crossbar_ctl.engine._refine`)."""
+    refine_readings: int = 0
+    """Readout vectors the refinement read (its switch writes are in ``cost``)."""
     """Branches found open (or shorted) that the calibration had as usable: faults found late."""
     cost: ScheduleCost | None = None
     """Switch writes and settling of programming (:mod:`crossbar_ctl.engine._cost`); the prediction

@@ -38,6 +38,7 @@ from crossbar_ctl.engine._solve import (
     refine_tile,
     solve_pools,
 )
+from crossbar_ctl.engine._refine import refine_measured
 from crossbar_ctl.engine._twin import sensed_a
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import CrossbarError, EngineError
@@ -64,6 +65,11 @@ class ProgramOptions(StrictModel):
     remeasure_fraction: float = Field(0.25, gt=0)
     """A pair off by more than this fraction of a typical branch conductance has a wrong model
     (a fault or jump since calibration): its cells' branches are measured again, one at a time."""
+    refine_rounds: int = Field(4, ge=0, le=50)
+    """Closed-loop refinement after the verify loop (:mod:`crossbar_ctl.engine._refine`): measured
+    re-solve rounds per tile down to the measurement noise (0: off)."""
+    refine_repeats: int = Field(4, ge=2, le=1000)
+    """Unit-vector reads per row in each refinement round."""
 
 
 def remeasure_cells(lab: Lab, model: ArrayModel, cells: np.ndarray, *, repeats: int,
@@ -193,7 +199,8 @@ def program_plan(lab: Lab, plan: SwitchPlan, model: ArrayModel, *, options: Prog
     limits = readout_limits(lab)
     arrays = dict(plan.arrays)
     iterations, resolved, before, after, worst = [], [], [], [], []
-    remeasured = opened = 0
+    remeasured = opened = refine_readings = 0
+    refine_rounds = []
     typical_branch_s = options.remeasure_fraction * float(np.median(model.conductance_s[model.usable]))
     for t, record in enumerate(plan.header.tiles):
         tile = record.tile
@@ -236,6 +243,20 @@ def program_plan(lab: Lab, plan: SwitchPlan, model: ArrayModel, *, options: Prog
         assert best is not None
         if best["selection"] is not selection:
             load_tile(lab, _full_masks(model, tile, best["selection"]))
+        if options.refine_rounds:
+            refined = refine_measured(lab, model, tile, best["selection"], target,
+                                      np.zeros(model.geometry[:2], dtype=np.uint64), twin=model.twin, limits=limits,
+                                      rounds=options.refine_rounds, repeats=options.refine_repeats,
+                                      locality=plan_options.locality, max_closed=plan_options.max_closed)
+            miss = np.abs(pair_transfer(refined.measured_s - array_transfer(model, plan.header.twin, refined.cell_s)
+                                        ).ravel())
+            sigma = _pair_sigma(model, tile, refined.selection, gains(refined.measured_s, refined.cell_s),
+                                refined.noise_s)
+            best = {"selection": refined.selection, "cell": refined.cell_s, "measured": refined.measured_s,
+                    "residual": refined.residual_s,
+                    "worst": float(np.max(np.divide(miss, sigma, out=np.zeros_like(miss), where=miss > 0)))}
+            refine_readings += refined.readings
+        refine_rounds.append(refined.rounds if options.refine_rounds else 0)
         iterations.append(iteration)
         resolved.append(count)
         after.append(_rms(best["residual"]))
@@ -252,7 +273,8 @@ def program_plan(lab: Lab, plan: SwitchPlan, model: ArrayModel, *, options: Prog
         programmed_utc=utc_now(), lab_idn=lab_idn(lab), iterations=tuple(iterations),
         cells_resolved=tuple(resolved), residual_rms_before_s=tuple(before),
         residual_rms_after_s=tuple(after), max_residual_sigma_after=tuple(worst),
-        cells_remeasured=remeasured, branches_found_open=opened,
+        cells_remeasured=remeasured, branches_found_open=opened, refine_rounds=tuple(refine_rounds),
+        refine_readings=refine_readings,
     )
     return SwitchPlan(plan.header.model_copy(update={"program": record}), arrays)
 

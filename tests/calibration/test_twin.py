@@ -20,7 +20,8 @@ TWIN = TwinParameters(row_wire_resistance_ohm=0.5, col_wire_resistance_ohm=0.7, 
 def oracle(g, volts, twin=TWIN, **lines):
     return CrossbarCircuit(g, row_wire_resistance_ohm=twin.row_wire_resistance_ohm,
                            col_wire_resistance_ohm=twin.col_wire_resistance_ohm,
-                           sense_resistance_ohm=twin.sense_resistance_ohm, **lines).solve(volts).col_current_a
+                           sense_resistance_ohm=twin.sense_resistance_ohm,
+                           driver_resistance_ohm=twin.driver_resistance_ohm, **lines).solve(volts).col_current_a
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -38,14 +39,15 @@ def test_network_matches_the_circuit_solver(seed):
     np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-12 * np.abs(reference).max())
 
 
-def test_row_step_closed_form_is_exact():
+@pytest.mark.parametrize("twin", [TWIN, TWIN.model_copy(update={"driver_resistance_ohm": 2.0})])
+def test_row_step_closed_form_is_exact(twin):
     rng = np.random.default_rng(3)
     g = np.zeros((16, 10))
     g[5] = rng.uniform(5e-5, 1.5e-4, 10)
     volts = np.zeros(16)
     volts[5] = 0.5
-    current = oracle(g, volts)[0]
-    np.testing.assert_allclose(row_step_conductance(current, 0.5, 5, TWIN, 16), g[5], rtol=1e-12)
+    current = oracle(g, volts, twin)[0]
+    np.testing.assert_allclose(row_step_conductance(current, 0.5, 5, twin, 16), g[5], rtol=1e-12)
 
 
 def test_row_step_with_stuck_cells_elsewhere():

@@ -16,7 +16,8 @@ def test_bench_branches_follows_one_bit_per_resistor_on_ideal(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [(row["branches"], row["pool"]) for row in rows] == [(4, 8), (6, 12), (8, 16)]
     keys = {"branches", "pool", "realized_bits_median", "realized_bits_p01", "planned_bits_median",
-            "subset_sum_bits_median", "enob", "agreement", "wall_s"}
+            "subset_sum_bits_median", "calibration_floor_bits", "enob", "agreement", "refine_readings",
+            "switch_writes", "wall_s"}
     assert all(set(row) == keys for row in rows)
     # measured (32 pairs per row): subset sum 7.2, 11.1, 15.7 bits, 1.07 bits per value of the pair's
     # pool (one per resistor); realized 7.4, 10.2, 11.4 (the calibration's uncertainty caps it);
@@ -28,8 +29,8 @@ def test_bench_branches_follows_one_bit_per_resistor_on_ideal(tmp_path, capsys):
     for row in rows:
         assert row["realized_bits_p01"] <= row["realized_bits_median"]
         assert row["realized_bits_median"] <= row["subset_sum_bits_median"] + 0.5  # the maths bounds the job
-        assert row["realized_bits_median"] <= row["planned_bits_median"] + 0.5  # the truth never beats the plan
-        assert row["agreement"] >= 0.9 and row["wall_s"] > 0
+        # (the truth may beat the plan: the refinement corrects what the twin mispredicts, by measurement)
+        assert row["agreement"] >= 0.9 and row["wall_s"] > 0 and row["refine_readings"] > 0
     assert rows[2]["realized_bits_median"] > rows[0]["realized_bits_median"] + 3
     assert rows[2]["enob"] > rows[0]["enob"] + 3
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
