@@ -147,7 +147,7 @@ def _bench_lottery_train(args: argparse.Namespace) -> int:
 def program_saved_plan(args: argparse.Namespace) -> int:
     """``crossbar program --plan``: program a plan made from the calibration (``crossbar train``)."""
     for given, option in ((args.no_predistort, "--no-predistort"), (args.max_tiles is not None, "--max-tiles"),
-                          (args.no_pack, "--no-pack"), (args.tcr is not None, "--tcr"),
+                          (getattr(args, "no_pack", False), "--no-pack"), (args.tcr is not None, "--tcr"),
                           (len(args.calibration) > 1, "a second --calibration")):
         if given:
             raise ConfigError(f"{option} solves a network; a --plan is programmed as it was made", key=option)
