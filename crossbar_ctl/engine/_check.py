@@ -40,7 +40,7 @@ says so. On hardware ``share`` splits the total into ``quantization`` and ``othe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -49,11 +49,12 @@ import numpy as np
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.core.files import atomic_write_text
+from crossbar_ctl.engine._affine import correct_pairs, tile_pairs, validate_affine
 from crossbar_ctl.engine._mapping import CalibrationRef, pair_transfer, row_voltages, weight_magnitude
 from crossbar_ctl.engine._network import Layer
 from crossbar_ctl.engine._plan import SwitchPlan, utc_now
 from crossbar_ctl.engine._program import lab_idn, load_tile, readout_limits, row_bound
-from crossbar_ctl.engine._twin import is_ideal, sensed_a, twin_transfer
+from crossbar_ctl.engine._twin import is_ideal, twin_transfer
 
 if TYPE_CHECKING:
     from drivers import Lab
@@ -64,7 +65,6 @@ __all__ = [
 ]
 
 CHECK_SCHEMA_VERSION = 2
-_BATCH = 64  # input vectors per readout call
 
 
 def snr_db(reference: np.ndarray, error: np.ndarray) -> float:
@@ -182,6 +182,9 @@ class LayerCheck(StrictModel):
     expected_subset_sum_error_s: float
     measured_weight_error_rms: float | None
     """rms of measured minus target pair transfer after programming, in weight units."""
+    common_mode_ratio: float | None = None
+    """Median over the layer's pairs of ``(G+ + G-) / |G+ - G-|``, the plan's cell conductances:
+    how much common mode each pair carries beside its signal."""
 
 
 class CheckReport(StrictModel):
@@ -236,18 +239,17 @@ def _budget(stages: dict[str, np.ndarray], total: np.ndarray) -> ErrorBudget:
                        programmed_share=_shares(stages, programmed), **rms)
 
 
+def _common_mode_ratio(plan: SwitchPlan, tiles: Sequence[int]) -> float | None:
+    cells = [plan.tile(t, "cell_s") for t in tiles]
+    common = np.concatenate([(c[:, 0::2] + c[:, 1::2]).ravel() for c in cells])
+    signal = np.concatenate([np.abs(c[:, 0::2] - c[:, 1::2]).ravel() for c in cells])
+    ratio = common[signal > 0] / signal[signal > 0]
+    return float(np.median(ratio)) if ratio.size else None
+
+
 def truth_of(lab: Lab):
     """The simulated lab's truth (``lab.truth``, see ``crossbar_ctl._lab.SimTruth``), or None."""
     return getattr(lab, "truth", None)
-
-
-def _mvm(lab: Lab, voltage_v: np.ndarray, progress: Callable[[int], None] | None) -> np.ndarray:
-    out = []
-    for start in range(0, len(voltage_v), _BATCH):
-        out.append(np.asarray(lab.readout.mvm(voltage_v[start:start + _BATCH])))
-        if progress:
-            progress(len(voltage_v[start:start + _BATCH]))
-    return np.concatenate(out) if out else np.zeros((0, lab.readout.cols))
 
 
 def _run_layer(lab: Lab, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, limits: dict[str, float],
@@ -274,8 +276,12 @@ def _run_layer(lab: Lab, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, 
         used = slice(0, 2 * tile.pairs)
         with np.errstate(divide="ignore", invalid="ignore"):
             unit = np.where(per_unit > 0, 1.0 / (per_unit * lp.conductance_per_weight_s), 0.0)[:, None]
-        currents = {"analog": sensed_a(twin, _mvm(lab, full, progress))[:, used],
-                    "planned": voltage @ plan.tile(t, "predicted_s")}
+        # through the difference channels when the plan's affine correction was measured on them
+        affine = plan.header.affine
+        analog = correct_pairs(plan, t, tile_pairs(lab, full, tile, twin, progress=progress,
+                                                   differential=affine is not None and affine.differential))
+        stages["analog"][:, tile.outputs] += analog * unit
+        currents = {"planned": voltage @ plan.tile(t, "predicted_s")}
         cpw = lp.conductance_per_weight_s
         weights["target"].append(plan.tile(t, "target_s") / cpw)
         weights["planned"].append(pair_transfer(plan.tile(t, "predicted_s")) / cpw)
@@ -314,13 +320,15 @@ def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = 
     Raises
     ------
     EngineError
-        Inputs of the wrong shape or not finite; a plan for another array.
+        Inputs of the wrong shape or not finite; a plan for another array; a damaged affine
+        correction (its outputs are corrected by it, :mod:`crossbar_ctl.engine._affine`).
     """
     started = time.monotonic()
     network = plan.network()
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != network.in_size or not np.all(np.isfinite(x)):
         raise EngineError(f"inputs must be finite, shape (samples, {network.in_size}); got {x.shape}")
+    validate_affine(plan)
     rows, cols = lab.readout.rows, lab.readout.cols
     ref = plan.header.calibration
     if (ref.rows, ref.cols) != (rows, cols):
@@ -365,10 +373,11 @@ def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = 
             branches_per_weight=lp.branches_per_weight, weight_error_bits=lp.weight_error_bits,
             subset_sum_error_s=lp.subset_sum_error_s,
             expected_subset_sum_error_s=lp.expected_subset_sum_error_s,
-            measured_weight_error_rms=measured,
+            measured_weight_error_rms=measured, common_mode_ratio=_common_mode_ratio(plan, lp.tiles),
         ))
         if details is not None:
             details.setdefault("reference", []).append(reference)
+            details.setdefault("stages", []).append(stages)
             details.setdefault("analog", []).append(analog)
         activation = layer.activate(analog, inputs)  # activation and digital steps (pooling, ...)
     digital = network.predict(x)

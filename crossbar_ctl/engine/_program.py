@@ -39,6 +39,7 @@ from crossbar_ctl.engine._solve import (
     solve_pools,
 )
 from crossbar_ctl.engine._refine import refine_measured
+from crossbar_ctl.engine._affine import measure_affine
 from crossbar_ctl.engine._twin import sensed_a
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import CrossbarError, EngineError
@@ -65,6 +66,12 @@ class ProgramOptions(StrictModel):
     remeasure_fraction: float = Field(0.25, gt=0)
     """A pair off by more than this fraction of a typical branch conductance has a wrong model
     (a fault or jump since calibration): its cells' branches are measured again, one at a time."""
+    affine_vectors: int = Field(64, ge=0, le=100_000)
+    """Reference vectors per tile for the affine correction measured after programming
+    (:mod:`crossbar_ctl.engine._affine`; 0: none)."""
+    differential: bool = True
+    """Measure the affine correction, and so run ``check``, on the board's difference channels
+    when it has them (``CAP?`` lists ``DIFF``)."""
     refine_rounds: int = Field(4, ge=0, le=50)
     """Closed-loop refinement after the verify loop (:mod:`crossbar_ctl.engine._refine`): measured
     re-solve rounds per tile down to the measurement noise (0: off)."""
@@ -193,7 +200,7 @@ def program_plan(lab: Lab, plan: SwitchPlan, model: ArrayModel, *, options: Prog
         The plan with final masks, measured transfers, residuals and a :class:`ProgramRecord`.
     """
     options = options or ProgramOptions()
-    solver = solver or default_solver()
+    solver = solver or default_solver(plan.header.options.common_mode_sigmas)
     plan_options: PlanOptions = plan.header.options
     branches = model.geometry[2]
     limits = readout_limits(lab)
@@ -276,7 +283,10 @@ def program_plan(lab: Lab, plan: SwitchPlan, model: ArrayModel, *, options: Prog
         cells_remeasured=remeasured, branches_found_open=opened, refine_rounds=tuple(refine_rounds),
         refine_readings=refine_readings,
     )
-    return SwitchPlan(plan.header.model_copy(update={"program": record}), arrays)
+    programmed = SwitchPlan(plan.header.model_copy(update={"program": record}), arrays)
+    if not options.affine_vectors:
+        return programmed
+    return measure_affine(lab, programmed, vectors=options.affine_vectors, differential=options.differential)
 
 
 def _full_masks(model: ArrayModel, tile: Tile, selection: np.ndarray) -> np.ndarray:

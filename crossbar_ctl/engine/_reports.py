@@ -32,6 +32,7 @@ def layer_rows(layers: Sequence[LayerCheck]) -> list[dict]:
         "realized worst [bit]": _bits(layer.realized_bits, "worst"),
         "rel error [1]": layer.relative_error, "snr [dB]": layer.snr_db, "enob [bit]": layer.enob,
         "sinad [bit]": layer.sinad_bits,
+        "common mode [1]": _NONE if layer.common_mode_ratio is None else layer.common_mode_ratio,
     } for layer in layers]
 
 

@@ -34,17 +34,14 @@ Solver = Callable[..., Any]
 """``solve_subset_sum`` or a compatible function (its result has ``.mask``)."""
 
 
-COMMON_MODE_SIGMAS = 1.0
-"""The engine's common-mode-aware choice: among subsets within this many calibration
-uncertainties of the best, the smallest ``G+ + G-`` (``solve_subset_sum(common_mode_sigmas=)``)."""
-
-
-def default_solver() -> Solver:
+def default_solver(common_mode_sigmas: float = 0.0) -> Solver:
+    """``solve_subset_sum``; with ``common_mode_sigmas`` > 0 its common-mode-aware choice (among
+    subsets within that many calibration uncertainties of the best, the smallest ``G+ + G-``)."""
     from functools import partial
 
     from crossbar_ctl.optimizer import solve_subset_sum
 
-    return partial(solve_subset_sum, common_mode_sigmas=COMMON_MODE_SIGMAS)
+    return partial(solve_subset_sum, common_mode_sigmas=common_mode_sigmas) if common_mode_sigmas else solve_subset_sum
 
 
 @dataclass(frozen=True)

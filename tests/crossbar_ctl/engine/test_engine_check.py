@@ -52,7 +52,10 @@ def _tiny_programmed(rng):
     model = array_model(branches=6, wire_ohm=1.0, sense_ohm=5.0)
     lab = FakeLab(model, true_error=1e-3, noise=1e-4)
     plan = program_plan(lab, make_plan(network, model, solver=exact_solver), model,
-                        options=ProgramOptions(max_iterations=1), solver=exact_solver)
+                        options=ProgramOptions(max_iterations=1, affine_vectors=0), solver=exact_solver)
+    # no affine correction: this fake has no channel gain or offset, only random errors per weight,
+    # whose projection on each output the correction would fit (layer 1: rel error 2.5e-3 -> 3.1e-3);
+    # the correction is measured on the simulated board (test_affine.py)
     return network, lab, plan
 
 
