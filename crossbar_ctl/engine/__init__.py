@@ -1,5 +1,6 @@
 """The analog MVM engine: networks, mapping, plans, pre-distortion, programming, checks, demo."""
 
+from crossbar_ctl.engine._affine import AffineRecord, measure_affine
 from crossbar_ctl.engine._check import CheckReport, ErrorBudget, LayerCheck, run_check
 from crossbar_ctl.engine._datasets import Dataset, load_data
 from crossbar_ctl.engine._demo import run_demo
@@ -25,9 +26,9 @@ from crossbar_ctl.engine._workflow import (
 )
 
 __all__ = [
-    "ArrayModel", "CheckReport", "Dataset", "ErrorBudget", "Layer", "LayerCheck", "Network", "Op",
+    "AffineRecord", "ArrayModel", "CheckReport", "Dataset", "ErrorBudget", "Layer", "LayerCheck", "Network", "Op",
     "PlanOptions", "ProgramOptions", "ProgramRecord", "SwitchPlan", "TrainOptions", "TrainResult",
     "array_model", "build_network", "check_drift", "check_lab", "check_network", "load_data",
-    "load_dataset", "load_network", "make_plan", "program_network", "program_plan", "program_trained",
+    "load_dataset", "load_network", "make_plan", "measure_affine", "program_network", "program_plan", "program_trained",
     "run_check", "run_demo", "save_network", "train_dense", "train_masks",
 ]
