@@ -172,8 +172,7 @@ def _bench_scale(args: argparse.Namespace) -> int:
                                       show_progress=_progress(args)))
 
     def show(rows: list[dict[str, Any]]) -> None:
-        print_table([{**row, "plan_s": row["plan_s"]} for row in rows],
-                    title="scale: plan solving on Dask workers (plan_s: wall time of the solve; speedup against "
+        print_table(rows, title="scale: plan solving on Dask workers (plan_s: wall time of the solve; speedup against "
                           "the first worker count; identical: masks equal to the in-process solve) and a study "
                           "(plan_s: its wall time; identical: its first tasks rerun in process agree)")
 

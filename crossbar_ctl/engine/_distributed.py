@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from crossbar_ctl.core.errors import ConfigError, EngineError
+from crossbar_ctl.core.errors import ConfigError, CrossbarError, EngineError
 from crossbar_ctl.engine._mapping import ArrayModel, Tile
 from crossbar_ctl.engine._solve import TileSolution, solve_tile
 
@@ -108,9 +108,12 @@ def task_error(exc: BaseException, what: str) -> EngineError | None:
     """The one-line error for a task lost to the cluster (a worker died, the scheduler went away),
     or None for any other exception (the task's own, re-raised as it is)."""
     dd = distributed()
+    if isinstance(exc, CrossbarError):  # the task's own, even a ConnectionLost (an OSError)
+        return None
     if isinstance(exc, dd.KilledWorker):
         return EngineError(f"a Dask worker died while running {what} ({exc.args[0] if exc.args else 'task'})")
-    if isinstance(exc, (dd.comm.CommClosedError, OSError, TimeoutError)) or type(exc).__name__ == "FutureCancelledError":
+    cancelled = type(exc).__name__ == "FutureCancelledError"  # lost dependencies, a closed client
+    if cancelled or isinstance(exc, (dd.comm.CommClosedError, OSError, TimeoutError)):
         return EngineError(f"the Dask cluster was lost while running {what} ({type(exc).__name__}: {exc})")
     return None
 

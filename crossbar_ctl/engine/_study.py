@@ -188,7 +188,7 @@ def run_study(tasks: Sequence[StudyTask], out_dir: str | Path, *, client: Any = 
     elif todo:
         from crossbar_ctl.engine._distributed import distributed
 
-        futures = {client.submit(run_task, task, pure=False, key=f"study-{task.key}"): task for task in todo}
+        futures = {client.submit(run_task, task, pure=False): task for task in todo}
         try:
             for future in distributed().as_completed(futures):
                 try:

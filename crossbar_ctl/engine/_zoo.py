@@ -11,6 +11,7 @@ scikit-learn version, so a later run reads it in milliseconds.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ def cache_dir() -> Path:
     return Path(root) / "crossbar-ctl"
 
 
-def digits28_mlp(hidden: int = 500, *, seed: int = 0, cache: Path | None = None) -> Network:
+def digits28_mlp(hidden: int = 500, *, seed: int = 0, max_iter: int = 300, cache: Path | None = None) -> Network:
     """A ``784-hidden-10`` ReLU MLP trained on the digits at 28x28, with their held-out test set.
 
     Parameters
@@ -37,6 +38,8 @@ def digits28_mlp(hidden: int = 500, *, seed: int = 0, cache: Path | None = None)
         Hidden units (500: the 784-500-10 network of Pensia et al.).
     seed : int
         Seed of the split and of ``MLPClassifier``'s initialisation and batches.
+    max_iter : int
+        Training epochs at most (``MLPClassifier``'s ``max_iter``).
     cache : path, optional
         Directory of the cached network (default: :func:`cache_dir`).
 
@@ -52,20 +55,23 @@ def digits28_mlp(hidden: int = 500, *, seed: int = 0, cache: Path | None = None)
         version = None
     directory = Path(cache) if cache is not None else cache_dir()
     if version is None:  # any cached training will do
-        found = sorted(directory.glob(f"digits28-mlp-784-{hidden}-10-seed{seed}-*.npz"))
+        found = sorted(directory.glob(f"digits28-mlp-784-{hidden}-10-seed{seed}-iter{max_iter}-*.npz"))
         if found:
             return load_network(found[-1])
         raise EngineError("training the 28x28 digits network needs scikit-learn: "
                           "pip install 'crossbar-ctl[train]'")
-    path = directory / f"digits28-mlp-784-{hidden}-10-seed{seed}-sklearn{version}.npz"
+    path = directory / f"digits28-mlp-784-{hidden}-10-seed{seed}-iter{max_iter}-sklearn{version}.npz"
     if path.exists():
         return load_network(path)
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
     data = digits_28x28(seed=seed)
-    mlp = MLPClassifier(hidden_layer_sizes=(hidden,), activation="relu", alpha=1e-3, max_iter=300,
+    mlp = MLPClassifier(hidden_layer_sizes=(hidden,), activation="relu", alpha=1e-3, max_iter=max_iter,
                         random_state=seed)
-    mlp.fit(data.train_x, data.train_y)
+    with warnings.catch_warnings():  # a capped run is asked for: not converging is no news
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp.fit(data.train_x, data.train_y)
     network = build_network([w.T for w in mlp.coefs_], list(mlp.intercepts_), ["relu", "none"],
                             input_shape=None, strides=[1, 1], paddings=[0, 0], name=f"digits28 784-{hidden}-10",
                             test_x=data.test_x, test_y=data.test_y.astype(np.int64))

@@ -116,10 +116,10 @@ def test_zoo_trains_once_then_reads_its_cache(tmp_path, monkeypatch):
     pytest.importorskip("sklearn")
     from crossbar_ctl.engine import _zoo
 
-    network = _zoo.digits28_mlp(8, cache=tmp_path)
+    network = _zoo.digits28_mlp(8, max_iter=30, cache=tmp_path)
     assert [layer.weight.shape for layer in network.layers] == [(8, 784), (10, 8)]
-    assert np.mean(network.predict(network.test_x) == network.test_y) > 0.75  # measured 0.92 (8 hidden)
-    assert len(list(tmp_path.glob("digits28-mlp-784-8-10-seed0-sklearn*.npz"))) == 1
+    assert np.mean(network.predict(network.test_x) == network.test_y) > 0.6  # measured 0.775 (30 epochs)
+    assert len(list(tmp_path.glob("digits28-mlp-784-8-10-seed0-iter30-sklearn*.npz"))) == 1
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
@@ -127,6 +127,6 @@ def test_zoo_trains_once_then_reads_its_cache(tmp_path, monkeypatch):
     import sklearn.neural_network
 
     monkeypatch.setattr(sklearn.neural_network, "MLPClassifier", no_training)
-    again = _zoo.digits28_mlp(8, cache=tmp_path)
+    again = _zoo.digits28_mlp(8, max_iter=30, cache=tmp_path)
     for a, b in zip(network.layers, again.layers):
         np.testing.assert_array_equal(a.weight, b.weight)
