@@ -40,7 +40,8 @@ def add_commands(commands, bench) -> None:
     source.add_argument("--weights", metavar="W", help="network: .npz (docs/networks.md) or .onnx")
     source.add_argument("--plan", metavar="PLAN", type=Path,
                         help="a plan made from the calibration (crossbar train): programmed as it is, not re-solved")
-    program.add_argument("--calibration", required=True, metavar="CAL", help="calibration record (.npz)")
+    program.add_argument("--calibration", required=True, metavar="CAL", nargs="+",
+                         help="calibration record (.npz); one per board, in order, for a lab of several boards")
     program.add_argument("--lab", metavar="LAB.toml", help="lab file (default: the simulated lab)")
     program.add_argument("--out", metavar="PLAN", type=Path, default=Path("plan.npz"),
                          help="where to write the switch plan")
@@ -56,8 +57,10 @@ def add_commands(commands, bench) -> None:
     program.add_argument("--single-ended", action="store_true",
                          help="measure the correction (and so run check) on the columns' own channels, not the "
                               "board's difference channels (CAP? DIFF)")
-    program.add_argument("--max-tiles", type=positive_int, default=64, metavar="N",
-                         help="refuse a layer that needs more array tiles than this")
+    program.add_argument("--max-tiles", type=positive_int, default=None, metavar="N",
+                         help="refuse a layer that needs more array tiles than this (default: no limit)")
+    program.add_argument("--no-pack", action="store_true",
+                         help="one tile per program step, at the array's top-left (default: small tiles share a step)")
     program.add_argument("--tcr", metavar="TCR", type=Path, default=None,
                          help="TCR record from crossbar calibrate-tcr: program with the conductances predicted "
                               "at the lab's measured temperature (default: as calibrated)")
@@ -74,6 +77,8 @@ def add_commands(commands, bench) -> None:
                        help="analog vs float64 scatter and error histogram (needs matplotlib)")
     check.add_argument("--nplc", type=positive_float, default=4.0,
                        help="readout integration time for the run, power-line cycles")
+    check.add_argument("--samples", type=positive_int, metavar="N",
+                       help="use only the first N samples of the data (default: all of them)")
     check.add_argument("--json", action="store_true", help="print the check report as JSON")
     check.set_defaults(run=_check)
 
@@ -178,6 +183,18 @@ def _program_table(program: dict[str, Any]) -> None:
                       f"refinement: {program.get('refine_readings', 0)} readout vectors)")
 
 
+def _cost_table(cost: dict[str, Any] | None, what: str) -> None:
+    """The schedule's cost: switch writes counted from the drivers beside the model's prediction."""
+    if cost is None:
+        return
+    print_table([{"boards [#]": cost["boards"], "steps [#]": cost["steps"], "tiles [#]": cost["tiles"],
+                  "switch writes [#]": cost["switch_writes"], "predicted [#]": cost["switch_writes_predicted"],
+                  "row writes [#]": cost["row_writes"], "settle waits [#]": cost["settle_waits"],
+                  "settle estimate [s]": cost["settle_s_estimate"]}],
+                title=f"cost of {what}: switch writes counted from what the drivers sent, and predicted by "
+                      "the schedule's model (steps: configurations of tiles packed together)")
+
+
 def _demo(args: argparse.Namespace) -> int:
     _check_plot(args.plot, "--plot", directory=True)  # before the imports: fail in a blink
     from crossbar_ctl.engine._check import LayerCheck
@@ -219,28 +236,32 @@ def _program(args: argparse.Namespace) -> int:
     from calibration import CalibrationRecord
     from crossbar_ctl.engine._demo import progress_bar
     from crossbar_ctl.engine._workflow import program_network
-    from crossbar_ctl._lab import open_lab
+    from crossbar_ctl._lab import open_labs
     from crossbar_ctl.engine._network import load_network
     from crossbar_ctl.engine._plan import PlanOptions, network_tiles
     from crossbar_ctl.engine._distributed import tile_map
     from crossbar_ctl.engine._program import ProgramOptions
 
     plan_options = build_options(PlanOptions, predistort=not args.no_predistort, max_tiles=args.max_tiles,
-                                 common_mode_sigmas=args.common_mode_sigmas)
+                                 pack=not args.no_pack, common_mode_sigmas=args.common_mode_sigmas)
     program_options = build_options(ProgramOptions, max_iterations=args.max_iterations,
                                     affine_vectors=args.affine_vectors, differential=not args.single_ended)
     network = load_network(args.weights)
-    record = CalibrationRecord.load(args.calibration)
+    records = [CalibrationRecord.load(path) for path in args.calibration]
     tcr = None
     if args.tcr is not None:
         from calibration import TcrEstimate
 
         tcr = TcrEstimate.load(args.tcr)
-    with cluster(args) as client, open_lab(args.lab) as lab:
-        rows, cols, _ = lab.geometry
+    with cluster(args) as client, open_labs(args.lab) as labs:
+        rows, cols, _ = labs[0].geometry
+        if len(records) != len(labs):
+            raise ConfigError(f"--calibration: the lab has {len(labs)} board(s); give one record per board, "
+                              f"in order (got {len(records)})", key="--calibration")
         total = 2 * len(network_tiles(network, rows, cols, max_tiles=plan_options.max_tiles))
         with progress_bar(total, "solve + program", enabled=_progress(args)) as bar:
-            plan = program_network(lab, network, record, plan_options=plan_options,
+            plan = program_network(list(labs), network, records if len(records) > 1 else records[0],
+                                   plan_options=plan_options,
                                    program_options=program_options, progress=bar.update, tcr=tcr,
                                    tile_map=client and tile_map(client))
     plan.save(args.out)
@@ -254,6 +275,7 @@ def _program(args: argparse.Namespace) -> int:
                     "expected_subset_sum_error_s": lp.expected_subset_sum_error_s}
                    for lp in plan.header.layers],
         "program": record_.model_dump() if record_ else None,
+        "cost": record_.cost.model_dump() if record_ and record_.cost else None,
         "affine": plan.header.affine.model_dump() if plan.header.affine else None,
     }
 
@@ -261,6 +283,8 @@ def _program(args: argparse.Namespace) -> int:
         print_table(result["layers"], title=f"{result['network']}: plan written to {result['plan']}")
         print()
         _program_table(result["program"])
+        print()
+        _cost_table(result["cost"], "programming")
 
     emit(result, args, show)
     return 0
@@ -271,20 +295,22 @@ def _check(args: argparse.Namespace) -> int:
     _check_plot(args.plot, "--plot")
     from crossbar_ctl.engine._demo import progress_bar
     from crossbar_ctl.engine._workflow import check_network
-    from crossbar_ctl._lab import open_lab
+    from crossbar_ctl._lab import open_labs
     from crossbar_ctl.engine._network import load_dataset
     from crossbar_ctl.engine._plan import SwitchPlan, inference_vectors
     from crossbar_ctl.engine._reports import plot_check
 
     plan = SwitchPlan.load(args.plan)
     x, y = load_dataset(args.data)
+    if args.samples is not None:
+        x, y = x[: args.samples], None if y is None else y[: args.samples]
     details: dict = {}
     network = plan.network()
-    with open_lab(args.lab) as lab:
-        rows, cols, _ = lab.geometry
+    with open_labs(args.lab) as labs:
+        rows, cols, _ = labs[0].geometry
         with progress_bar(inference_vectors(network, rows, cols, len(x)), "analog inference",
                           enabled=_progress(args)) as bar:
-            report = check_network(lab, plan, x, y, nplc=args.nplc, progress=bar.update, details=details)
+            report = check_network(list(labs), plan, x, y, nplc=args.nplc, progress=bar.update, details=details)
     if args.out:
         report.save(args.out)
     if args.plot:
@@ -293,6 +319,8 @@ def _check(args: argparse.Namespace) -> int:
 
     def show(result: dict[str, Any]) -> None:
         _summary({"network": report.network_name, **result}, list(report.layers))
+        print()
+        _cost_table(result["cost"], "the check")
 
     emit(result, args, show)
     return 0

@@ -53,7 +53,8 @@ from crossbar_ctl.engine._affine import correct_pairs, tile_pairs, validate_affi
 from crossbar_ctl.engine._mapping import CalibrationRef, pair_transfer, row_voltages, weight_magnitude
 from crossbar_ctl.engine._network import Layer
 from crossbar_ctl.engine._plan import SwitchPlan, utc_now
-from crossbar_ctl.engine._program import lab_idn, load_tile, readout_limits, row_bound
+from crossbar_ctl.engine._cost import ScheduleCost, board_counters, count_since, predict_loads, schedule_cost
+from crossbar_ctl.engine._program import in_parallel, lab_idn, load_tile, per_board, readout_limits, row_bound
 from crossbar_ctl.engine._twin import is_ideal, twin_transfer
 
 if TYPE_CHECKING:
@@ -204,6 +205,8 @@ class CheckReport(StrictModel):
     lab_idn: dict[str, str] = {}
     duration_s: float
     created_utc: str
+    cost: ScheduleCost | None = None
+    """Switch writes (counted and predicted) and settling of the run (:mod:`crossbar_ctl.engine._cost`)."""
 
     def save(self, path: str | Path) -> None:
         """Write the report as JSON, atomically."""
@@ -252,59 +255,76 @@ def truth_of(lab: Lab):
     return getattr(lab, "truth", None)
 
 
-def _run_layer(lab: Lab, plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray, limits: dict[str, float],
-               truth, progress: Callable[[int], None] | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One layer on the array: flat inputs (batch, in) -> analog outputs and budget stages, and the
-    pairs' ``target``, ``planned`` (and ``realized``) weights."""
+def _run_tile(lab: Lab, plan: SwitchPlan, t: int, x_aug: np.ndarray, cpw: float, limits: dict[str, float],
+              truth, progress: Callable[[int], None] | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Tile ``t`` on its board, every input vector through it: its step loaded (the board sends
+    nothing when the step is loaded already), pair outputs in weight units per stage, and weights."""
+    tile = plan.header.tiles[t].tile
+    load_tile(lab, plan.step_masks(tile.step))
+    voltage, per_unit = row_voltages(x_aug[:, tile.inputs], plan.tile(t, "cell_s"),
+                                     row_bound_s=row_bound(lab, tile.block[0]), **limits)
+    full = np.zeros((len(voltage), lab.readout.rows))
+    full[:, tile.block[0]] = voltage
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unit = np.where(per_unit > 0, 1.0 / (per_unit * cpw), 0.0)[:, None]
+    # through the difference channels when the plan's affine correction was measured on them
+    affine = plan.header.affine
+    analog = correct_pairs(plan, t, tile_pairs(lab, full, tile, plan.board_twin(tile.board), progress=progress,
+                                               differential=affine is not None and affine.differential))
+    currents = {"planned": voltage @ plan.tile(t, "predicted_s")}
+    weights = {"target": plan.tile(t, "target_s") / cpw, "planned": pair_transfer(plan.tile(t, "predicted_s")) / cpw}
+    if truth:
+        twin_true = twin_transfer(plan.board_twin(tile.board), np.asarray(truth.cell_conductance_s()))
+        circuit = np.asarray(truth.transfer_s())[tile.block]  # linear: I = V @ T
+        currents["twin_true"] = voltage @ twin_true[tile.block]
+        currents["circuit"] = voltage @ circuit
+        weights["realized"] = pair_transfer(circuit) / cpw
+    return {"analog": analog * unit, **{name: pair_transfer(current) * unit for name, current in currents.items()}}, weights
+
+
+def _run_layer(labs: Sequence[Lab], plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray,
+               limits: Sequence[dict[str, float]], truths: Sequence, progress: Callable[[int], None] | None,
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One layer on the boards: flat inputs (batch, in) -> analog outputs and budget stages, and the
+    pairs' ``target``, ``planned`` (and ``realized``) weights. Each board runs its tiles in plan
+    order, the boards in parallel."""
     lp = plan.header.layers[k]
     patches = layer.patches(x)
     x_aug = np.hstack([patches, np.full((len(patches), 1), lp.bias_input)])
     outputs = layer.matrix.shape[0]
-    names = ["analog", "planned"] + (["twin_true", "circuit"] if truth else [])
+    names = ["analog", "planned"] + (["twin_true", "circuit"] if truths[0] else [])
     stages = {name: np.zeros((len(patches), outputs)) for name in names}
-    twin = plan.header.twin
-    rows = lab.readout.rows
+    tiles = plan.header.tiles
+
+    def run_board(board: int) -> dict[int, tuple]:
+        return {t: _run_tile(labs[board], plan, t, x_aug, lp.conductance_per_weight_s, limits[board],
+                             truths[board], progress) for t in lp.tiles if tiles[t].board == board}
+
+    done = {t: result for board in in_parallel(run_board, len(labs)) for t, result in board.items()}
     weights: dict[str, list[np.ndarray]] = {"target": [], "planned": [], "realized": []}
-    for t in lp.tiles:
-        tile = plan.header.tiles[t].tile
-        masks = plan.tile(t, "masks")
-        load_tile(lab, masks)
-        voltage, per_unit = row_voltages(x_aug[:, tile.inputs], plan.tile(t, "cell_s"),
-                                         row_bound_s=row_bound(lab, tile.rows), **limits)
-        full = np.zeros((len(voltage), rows))
-        full[:, : tile.rows] = voltage
-        used = slice(0, 2 * tile.pairs)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            unit = np.where(per_unit > 0, 1.0 / (per_unit * lp.conductance_per_weight_s), 0.0)[:, None]
-        # through the difference channels when the plan's affine correction was measured on them
-        affine = plan.header.affine
-        analog = correct_pairs(plan, t, tile_pairs(lab, full, tile, twin, progress=progress,
-                                                   differential=affine is not None and affine.differential))
-        stages["analog"][:, tile.outputs] += analog * unit
-        currents = {"planned": voltage @ plan.tile(t, "predicted_s")}
-        cpw = lp.conductance_per_weight_s
-        weights["target"].append(plan.tile(t, "target_s") / cpw)
-        weights["planned"].append(pair_transfer(plan.tile(t, "predicted_s")) / cpw)
-        if truth:
-            twin_true = twin_transfer(twin, np.asarray(truth.cell_conductance_s()))
-            circuit = np.asarray(truth.transfer_s())[: tile.rows, used]  # linear: I = V @ T
-            currents["twin_true"] = voltage @ twin_true[: tile.rows, used]
-            currents["circuit"] = voltage @ circuit
-            weights["realized"].append(pair_transfer(circuit) / cpw)
-        for name, current in currents.items():
-            stages[name][:, tile.outputs] += pair_transfer(current) * unit
+    for t in lp.tiles:  # in plan order: the sums come out the same whatever the boards
+        outputs_w, tile_weights = done[t]
+        for name, value in outputs_w.items():
+            stages[name][:, tiles[t].tile.outputs] += value
+        for name, value in tile_weights.items():
+            weights[name].append(value)
     flat = {name: np.concatenate([w.ravel() for w in parts]) for name, parts in weights.items() if parts}
     return {name: layer.assemble(value, len(x)) for name, value in stages.items()}, flat
 
 
-def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = None, *,
+def run_check(lab: Lab | Sequence[Lab], plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = None, *,
               nplc: float | None = None, progress: Callable[[int], None] | None = None,
               details: dict | None = None) -> CheckReport:
     """Run a programmed network on the array and compare with float64.
 
+    The schedule (:mod:`crossbar_ctl.engine._schedule`): layer by layer, each board loads its
+    program steps in order, each once, and streams every input vector through each tile of the
+    step (all of them batched) before the next; the boards run in parallel. ``cost`` in the report
+    counts the switch writes the drivers sent beside the model's prediction.
+
     Parameters
     ----------
-    lab : drivers.Lab
+    lab : drivers.Lab, or one per board of the plan
     plan : SwitchPlan
         A plan, normally programmed (``program_plan``) on this lab.
     x : ndarray (samples, in_size)
@@ -329,22 +349,31 @@ def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = 
     if x.ndim != 2 or x.shape[1] != network.in_size or not np.all(np.isfinite(x)):
         raise EngineError(f"inputs must be finite, shape (samples, {network.in_size}); got {x.shape}")
     validate_affine(plan)
-    rows, cols = lab.readout.rows, lab.readout.cols
+    labs = per_board(lab, plan.board_count, "labs")
     ref = plan.header.calibration
-    if (ref.rows, ref.cols) != (rows, cols):
-        raise EngineError(f"the plan is for a {ref.rows}x{ref.cols} array but this lab has {rows}x{cols}; "
-                          "calibrate and program this lab")
-    if nplc is not None:
-        lab.readout.set_nplc(nplc)
-    limits = readout_limits(lab)
-    truth = truth_of(lab)
+    for board_lab in labs:
+        rows, cols = board_lab.readout.rows, board_lab.readout.cols
+        if (ref.rows, ref.cols) != (rows, cols):
+            raise EngineError(f"the plan is for a {ref.rows}x{ref.cols} array but this lab has {rows}x{cols}; "
+                              "calibrate and program this lab")
+        if nplc is not None:
+            board_lab.readout.set_nplc(nplc)
+    limits = [readout_limits(board_lab) for board_lab in labs]
+    truths = [truth_of(board_lab) for board_lab in labs]
+    truth = truths[0]
+    tiles = plan.tiles()
+    loads = [[tiles[t].step for lp in plan.header.layers for t in lp.tiles if tiles[t].board == board]
+             for board in range(len(labs))]
+    predicted = [predict_loads((plan.step_masks(step) for step in loads[board]), labs[board].board.known_masks(),
+                               settle_s=labs[board].board.settle_s) for board in range(len(labs))]
+    before = [board_counters(board_lab) for board_lab in labs]
     layers = []
     activation = x
     inputs: list[np.ndarray] = []  # every layer's (analog) input so far: residual adds read them
     for k, layer in enumerate(network.layers):
         inputs.append(activation)
         reference = layer.pre_activation(activation)
-        stages, weights = _run_layer(lab, plan, layer, k, activation, limits, truth, progress)
+        stages, weights = _run_layer(labs, plan, layer, k, activation, limits, truths, progress)
         analog = stages["analog"]
         error = analog - reference
         quantization = stages["planned"] - reference
@@ -380,6 +409,8 @@ def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = 
             details.setdefault("stages", []).append(stages)
             details.setdefault("analog", []).append(analog)
         activation = layer.activate(analog, inputs)  # activation and digital steps (pooling, ...)
+    cost = schedule_cost([count_since(board_lab, b) for board_lab, b in zip(labs, before)], predicted,
+                         steps=len({tile.step for tile in tiles}), tiles=len(tiles))
     digital = network.predict(x)
     analog_pred = np.argmax(activation, axis=1)  # the network's output, as Network.predict
     accuracy = (lambda p: float(np.mean(p == y))) if y is not None else (lambda p: None)
@@ -387,5 +418,5 @@ def run_check(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = 
         network_name=network.name, samples=len(x), digital_accuracy=accuracy(digital),
         analog_accuracy=accuracy(analog_pred), agreement=float(np.mean(digital == analog_pred)),
         layers=tuple(layers), calibration=ref, predistorted=not is_ideal(plan.header.twin),
-        lab_idn=lab_idn(lab), duration_s=time.monotonic() - started, created_utc=utc_now(),
+        lab_idn=lab_idn(labs[0]), duration_s=time.monotonic() - started, created_utc=utc_now(), cost=cost,
     )

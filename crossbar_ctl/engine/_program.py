@@ -13,9 +13,10 @@ masks, the measured transfers and the residuals before and after.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -28,7 +29,9 @@ from crossbar_ctl.engine._mapping import (
     row_voltages,
     selection_from_masks,
 )
-from crossbar_ctl.engine._plan import PlanOptions, ProgramRecord, SwitchPlan, utc_now
+from crossbar_ctl.engine._cost import board_counters, count_since, predict_loads, schedule_cost
+from crossbar_ctl.engine._plan import ProgramRecord, SwitchPlan, utc_now
+from crossbar_ctl.engine._schedule import step_masks
 from crossbar_ctl.engine._solve import (
     Solver,
     array_response,
@@ -49,7 +52,8 @@ if TYPE_CHECKING:
     from drivers import Lab
 
 __all__ = [
-    "ProgramOptions", "lab_idn", "load_tile", "measure_transfer", "program_plan", "readout_limits",
+    "ProgramOptions", "in_parallel", "lab_idn", "load_tile", "measure_transfer", "per_board", "program_plan",
+    "readout_limits",
     "remeasure_cells", "row_bound",
 ]
 
@@ -80,7 +84,7 @@ class ProgramOptions(StrictModel):
 
 
 def remeasure_cells(lab: Lab, model: ArrayModel, cells: np.ndarray, *, repeats: int,
-                    limits: dict[str, float]) -> tuple[ArrayModel, int]:
+                    limits: dict[str, float], tile: Tile | None = None) -> tuple[ArrayModel, int]:
     """Measure the branches of some cells again, one branch at a time, and update the model.
 
     Every listed cell closes branch ``k`` alone (everything else open) for ``k = 0 .. n-1``; the
@@ -91,7 +95,7 @@ def remeasure_cells(lab: Lab, model: ArrayModel, cells: np.ndarray, *, repeats: 
     Parameters
     ----------
     cells : ndarray (rows, cols) of bool
-        The cells to measure (a tile's block at the array's top-left).
+        The cells to measure: a tile's block (at its placement; ``tile=None``: the top-left).
 
     Returns
     -------
@@ -100,7 +104,7 @@ def remeasure_cells(lab: Lab, model: ArrayModel, cells: np.ndarray, *, repeats: 
     found : int
         Branches newly found open or shorted.
     """
-    block = (slice(0, cells.shape[0]), slice(0, cells.shape[1]))
+    block = tile.block if tile is not None else (slice(0, cells.shape[0]), slice(0, cells.shape[1]))
     g = model.conductance_s.copy()
     usable = model.usable.copy()
     found = 0
@@ -111,10 +115,11 @@ def remeasure_cells(lab: Lab, model: ArrayModel, cells: np.ndarray, *, repeats: 
         full = np.zeros(model.geometry[:2], dtype=np.uint64)
         full[block] = probe
         load_tile(lab, full)
-        cell_s = model.cell_conductance_s(probe)
-        measured, _ = measure_transfer(lab, cell_s, repeats=repeats, limits=limits, twin=model.twin)
+        cell_s = model.cell_conductance_s(probe, tile)
+        measured, _ = measure_transfer(lab, cell_s, repeats=repeats, limits=limits, block=block,
+                                       twin=model.twin)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(probe > 0, measured / array_transfer(model, model.twin, cell_s), 1.0)
+            ratio = np.where(probe > 0, measured / array_transfer(model, model.twin, cell_s, tile), 1.0)
         broken = (probe > 0) & ((ratio < 0.2) | (ratio > 5.0))  # opened, or shorted
         found += int(broken.sum())
         g[block + (k,)] *= np.maximum(ratio, 0.0)
@@ -134,10 +139,11 @@ def readout_limits(lab: Lab) -> dict[str, float]:
             "max_total_current_a": limits.max_total_current_a}
 
 
-def row_bound(lab: Lab, rows: int) -> np.ndarray | None:
-    """The drivers' bound on each row's conductance for the masks now loaded (total-current check)."""
+def row_bound(lab: Lab, rows: int | slice) -> np.ndarray | None:
+    """The drivers' bound on each row's conductance for the masks now loaded (total-current check),
+    of the first ``rows`` rows or of a slice of them (a tile's)."""
     bound = getattr(lab.board, "conductance_bound_s", None)
-    return None if bound is None else np.asarray(bound())[:rows]
+    return None if bound is None else np.asarray(bound())[rows if isinstance(rows, slice) else slice(0, rows)]
 
 
 def load_tile(lab: Lab, masks: np.ndarray) -> None:
@@ -151,6 +157,7 @@ def load_tile(lab: Lab, masks: np.ndarray) -> None:
 
 
 def measure_transfer(lab: Lab, cell_s: np.ndarray, *, repeats: int, limits: dict[str, float],
+                     block: tuple[slice, slice] | None = None,
                      twin: TwinParameters | None = None) -> tuple[np.ndarray, float]:
     """Measure a tile's transfer matrix with one unit vector per row.
 
@@ -158,6 +165,8 @@ def measure_transfer(lab: Lab, cell_s: np.ndarray, *, repeats: int, limits: dict
     ----------
     cell_s : ndarray (rows, cols_used)
         Predicted cell conductances (set the probe voltage of each row).
+    block : (slice, slice), optional
+        The tile's rows and columns on the array (``Tile.block``); default the top-left.
     twin : TwinParameters, optional
         The calibration's twin: its column gains divide the readings (``_twin.sensed_a``).
 
@@ -169,12 +178,13 @@ def measure_transfer(lab: Lab, cell_s: np.ndarray, *, repeats: int, limits: dict
         Standard uncertainty of one element of ``transfer_s`` (pooled over repeats; 0 with one).
     """
     rows, used = cell_s.shape
-    probe, volts = row_voltages(np.eye(rows), cell_s, row_bound_s=row_bound(lab, rows), **limits)
+    row_block, col_block = block or (slice(0, rows), slice(0, used))
+    probe, volts = row_voltages(np.eye(rows), cell_s, row_bound_s=row_bound(lab, row_block), **limits)
     probe[volts == 0] = 0.0
     array_rows = lab.readout.rows
     voltage = np.zeros((repeats * rows, array_rows))
-    voltage[:, :rows] = np.tile(probe, (repeats, 1))
-    current = sensed_a(twin, lab.readout.mvm(voltage))[:, :used].reshape(repeats, rows, used)
+    voltage[:, row_block] = np.tile(probe, (repeats, 1))
+    current = sensed_a(twin, lab.readout.mvm(voltage))[:, col_block].reshape(repeats, rows, used)
     with np.errstate(divide="ignore", invalid="ignore"):
         transfer = np.where(volts[None, :, None] > 0, current / volts[None, :, None], 0.0)
     noise = float(np.sqrt(np.mean(np.var(transfer, axis=0, ddof=1)) / repeats)) if repeats > 1 else 0.0
@@ -187,128 +197,177 @@ def _pair_sigma(model: ArrayModel, tile: Tile, selection: np.ndarray, gain: np.n
     return np.sqrt(calibration + 2 * noise_s**2)
 
 
-def program_plan(lab: Lab, plan: SwitchPlan, model: ArrayModel, *, options: ProgramOptions | None = None,
-                 solver: Solver | None = None, progress: Callable[[int], None] | None = None) -> SwitchPlan:
-    """Program every tile of a plan in turn, verify it by measurement and correct it.
+def in_parallel(run: Callable[[int], Any], boards: int) -> list:
+    """``[run(b) for b in range(boards)]``, one thread per board when there are several."""
+    if boards == 1:
+        return [run(0)]
+    with ThreadPoolExecutor(max_workers=boards) as pool:
+        return list(pool.map(run, range(boards)))
 
-    The array holds one tile at a time, so the returned plan's masks are what ``check`` loads
-    tile by tile. The lab is left with the last tile programmed.
+
+def per_board(item, count: int, what: str) -> list:
+    """One item per board: a single one for one board, else a sequence of ``count``."""
+    items = list(item) if isinstance(item, (list, tuple)) else [item]
+    if len(items) != count:
+        raise EngineError(f"the plan is on {count} board(s) but {len(items)} {what} were given")
+    return items
+
+
+def program_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, model: ArrayModel | Sequence[ArrayModel], *,
+                 options: ProgramOptions | None = None, solver: Solver | None = None,
+                 progress: Callable[[int], None] | None = None) -> SwitchPlan:
+    """Program every tile of a plan, verify it by measurement and correct it.
+
+    Each board programs its tiles in plan order, the boards in parallel (one thread each). A tile
+    is loaded with the other tiles of its program step (those done as programmed, the others as
+    planned), so it is measured in the configuration ``check`` loads. Each lab is left with its
+    last step loaded.
+
+    Parameters
+    ----------
+    lab, model : Lab and ArrayModel, or one of each per board of the plan
 
     Returns
     -------
     SwitchPlan
-        The plan with final masks, measured transfers, residuals and a :class:`ProgramRecord`.
+        The plan with final masks, measured transfers, residuals and a :class:`ProgramRecord`
+        (its ``cost``: switch writes counted from the drivers beside the model's prediction for
+        one pass without corrections, and the settling time).
     """
     options = options or ProgramOptions()
     solver = solver or default_solver(plan.header.options.common_mode_sigmas)
-    plan_options: PlanOptions = plan.header.options
-    branches = model.geometry[2]
-    limits = readout_limits(lab)
+    labs = per_board(lab, plan.board_count, "labs")
+    models = per_board(model, plan.board_count, "calibrations")
+    tiles = plan.tiles()
     arrays = dict(plan.arrays)
-    iterations, resolved, before, after, worst = [], [], [], [], []
-    remeasured = opened = refine_readings = 0
-    refine_rounds = []
-    typical_branch_s = options.remeasure_fraction * float(np.median(model.conductance_s[model.usable]))
-    for t, record in enumerate(plan.header.tiles):
-        tile = record.tile
-        target = plan.tile(t, "target_s").ravel()
-        masks = plan.tile(t, "masks")[: tile.rows, : 2 * tile.pairs]
-        selection = _selection(masks, tile, branches)
-        predicted = pair_transfer(plan.tile(t, "predicted_s")).ravel()
-        best = None
-        count = 0
-        for iteration in range(options.max_iterations + 1):
-            cell, measured, residual, noise = _measure(lab, model, tile, selection, target, options, limits)
-            if iteration == 0:
-                before.append(_rms(residual))
-                arrays[f"tile{t}.residual_before_s"] = residual.reshape(tile.rows, tile.pairs)
-            gain = gains(measured, cell)
-            sigma = _pair_sigma(model, tile, selection, gain, noise)
-            miss = np.abs(pair_transfer(measured).ravel() - predicted)
-            # 0 / 0 (a pair of zeros, nothing closed, unprobed rows) deviates by nothing
-            deviation = np.divide(miss, sigma, out=np.zeros_like(miss), where=miss > 0)
-            if best is None or _rms(residual) < _rms(best["residual"]):
-                best = {"selection": selection, "cell": cell, "measured": measured, "residual": residual,
-                        "worst": float(np.max(deviation))}
-            off = deviation > options.tolerance_sigma
-            if iteration == options.max_iterations or not np.any(off):
-                break
-            count += int(off.sum())
-            gross = off & (np.abs(pair_transfer(measured).ravel() - predicted) > typical_branch_s)
-            if gross.any():  # a model error no gain explains: measure those cells' branches again
-                pairs = gross.reshape(tile.rows, tile.pairs)
-                model, found = remeasure_cells(lab, model, np.repeat(pairs, 2, axis=1),
-                                               repeats=options.verify_repeats, limits=limits)
-                remeasured += int(pairs.sum())
-                opened += found
-                cell = model.cell_conductance_s(masks_from_selection(selection, tile.rows, tile.pairs))
-            # the cells that are off get a model that matches the measurement (drift, IR drop, a
-            # late fault) and are re-solved under it
-            selection, predicted = _correct(model, plan, tile, target, selection, cell, measured, gain, off,
-                                            solver=solver, max_closed=plan_options.max_closed,
-                                            round_=iteration)
-        assert best is not None
-        if best["selection"] is not selection:
-            load_tile(lab, _full_masks(model, tile, best["selection"]))
-        if options.refine_rounds:
-            refined = refine_measured(lab, model, tile, best["selection"], target,
-                                      np.zeros(model.geometry[:2], dtype=np.uint64), twin=model.twin, limits=limits,
-                                      rounds=options.refine_rounds, repeats=options.refine_repeats,
-                                      locality=plan_options.locality, max_closed=plan_options.max_closed)
-            miss = np.abs(pair_transfer(refined.measured_s - array_transfer(model, plan.header.twin, refined.cell_s)
-                                        ).ravel())
-            sigma = _pair_sigma(model, tile, refined.selection, gains(refined.measured_s, refined.cell_s),
-                                refined.noise_s)
-            best = {"selection": refined.selection, "cell": refined.cell_s, "measured": refined.measured_s,
-                    "residual": refined.residual_s,
-                    "worst": float(np.max(np.divide(miss, sigma, out=np.zeros_like(miss), where=miss > 0)))}
-            refine_readings += refined.readings
-        refine_rounds.append(refined.rounds if options.refine_rounds else 0)
-        iterations.append(iteration)
-        resolved.append(count)
-        after.append(_rms(best["residual"]))
-        worst.append(best["worst"])
-        arrays[f"tile{t}.masks"] = _full_masks(model, tile, best["selection"])
-        arrays[f"tile{t}.cell_s"] = best["cell"]
-        # the twin's transfer of the masks kept (check's error budget compares against it)
-        arrays[f"tile{t}.predicted_s"] = array_transfer(model, plan.header.twin, best["cell"])
-        arrays[f"tile{t}.measured_s"] = best["measured"]
-        arrays[f"tile{t}.residual_after_s"] = best["residual"].reshape(tile.rows, tile.pairs)
-        if progress:
-            progress(1)
+    mine = [[t for t, tile in enumerate(tiles) if tile.board == b] for b in range(len(labs))]
+    before = [board_counters(board_lab) for board_lab in labs]
+    predicted = [predict_loads((plan.step_masks(tiles[t].step) for t in mine[b]), labs[b].board.known_masks(),
+                               settle_s=labs[b].board.settle_s) for b in range(len(labs))]
+
+    def run_board(board: int) -> dict[int, dict]:
+        board_lab, board_model = labs[board], models[board]
+        limits = readout_limits(board_lab)
+        done = {}
+        for t in mine[board]:
+            board_model, done[t] = _program_tile(board_lab, board_model, plan, t, arrays, options, limits,
+                                                 solver=solver, twin=plan.board_twin(board))
+            if progress:
+                progress(1)
+        return done
+
+    results = {t: r for done in in_parallel(run_board, len(labs)) for t, r in done.items()}
+    cost = schedule_cost([count_since(board_lab, b) for board_lab, b in zip(labs, before)], predicted,
+                         steps=len({tile.step for tile in tiles}), tiles=len(tiles))
+    column = lambda key: tuple(results[t][key] for t in range(len(tiles)))  # noqa: E731
     record = ProgramRecord(
-        programmed_utc=utc_now(), lab_idn=lab_idn(lab), iterations=tuple(iterations),
-        cells_resolved=tuple(resolved), residual_rms_before_s=tuple(before),
-        residual_rms_after_s=tuple(after), max_residual_sigma_after=tuple(worst),
-        cells_remeasured=remeasured, branches_found_open=opened, refine_rounds=tuple(refine_rounds),
-        refine_readings=refine_readings,
+        programmed_utc=utc_now(), lab_idn=lab_idn(labs[0]), iterations=column("iterations"),
+        cells_resolved=column("resolved"), residual_rms_before_s=column("before"),
+        residual_rms_after_s=column("after"), max_residual_sigma_after=column("worst"),
+        cells_remeasured=sum(column("remeasured")), branches_found_open=sum(column("opened")), cost=cost,
+        refine_rounds=column("refine_rounds"), refine_readings=sum(column("refine_readings")),
     )
     programmed = SwitchPlan(plan.header.model_copy(update={"program": record}), arrays)
     if not options.affine_vectors:
         return programmed
-    return measure_affine(lab, programmed, vectors=options.affine_vectors, differential=options.differential)
+    return measure_affine(labs, programmed, vectors=options.affine_vectors, differential=options.differential)
+
+
+def _program_tile(lab: Lab, model: ArrayModel, plan: SwitchPlan, t: int, arrays: dict[str, np.ndarray],
+                  options: ProgramOptions, limits: dict[str, float], *, solver: Solver,
+                  twin: TwinParameters | None) -> tuple[ArrayModel, dict]:
+    """Program, verify and correct tile ``t``; its final arrays go into ``arrays``.
+
+    Returns the model (branches measured again update it) and the tile's figures.
+    """
+    tile = plan.header.tiles[t].tile
+    tiles = plan.tiles()
+    context = step_masks((arrays[f"tile{u}.masks"] for u, other in enumerate(tiles) if other.step == tile.step
+                          and u != t), model.geometry[:2])
+    branches = model.geometry[2]
+    target = plan.tile(t, "target_s").ravel()
+    selection = _selection(plan.tile(t, "masks")[tile.block], tile, branches)
+    predicted = pair_transfer(plan.tile(t, "predicted_s")).ravel()
+    typical_branch_s = options.remeasure_fraction * float(np.median(model.conductance_s[model.usable]))
+    best = None
+    count = remeasured = opened = 0
+    for iteration in range(options.max_iterations + 1):
+        cell, measured, residual, noise = _measure(lab, model, tile, selection, target, options, limits, context)
+        if iteration == 0:
+            residual_before = residual
+        gain = gains(measured, cell)
+        sigma = _pair_sigma(model, tile, selection, gain, noise)
+        miss = np.abs(pair_transfer(measured).ravel() - predicted)
+        # 0 / 0 (a pair of zeros, nothing closed, unprobed rows) deviates by nothing
+        deviation = np.divide(miss, sigma, out=np.zeros_like(miss), where=miss > 0)
+        if best is None or _rms(residual) < _rms(best["residual"]):
+            best = {"selection": selection, "cell": cell, "measured": measured, "residual": residual,
+                    "worst": float(np.max(deviation))}
+        off = deviation > options.tolerance_sigma
+        if iteration == options.max_iterations or not np.any(off):
+            break
+        count += int(off.sum())
+        gross = off & (np.abs(pair_transfer(measured).ravel() - predicted) > typical_branch_s)
+        if gross.any():  # a model error no gain explains: measure those cells' branches again
+            pairs = gross.reshape(tile.rows, tile.pairs)
+            model, found = remeasure_cells(lab, model, np.repeat(pairs, 2, axis=1),
+                                           repeats=options.verify_repeats, limits=limits, tile=tile)
+            remeasured += int(pairs.sum())
+            opened += found
+            cell = model.cell_conductance_s(masks_from_selection(selection, tile.rows, tile.pairs), tile)
+        # the cells that are off get a model that matches the measurement (drift, IR drop, a
+        # late fault) and are re-solved under it
+        selection, predicted = _correct(model, plan, tile, target, selection, cell, measured, gain, off,
+                                        solver=solver, max_closed=plan.header.options.max_closed,
+                                        round_=iteration, twin=twin)
+    assert best is not None
+    if best["selection"] is not selection:
+        load_tile(lab, context | _full_masks(model, tile, best["selection"]))
+    refined = None
+    if options.refine_rounds:
+        refined = refine_measured(lab, model, tile, best["selection"], target, context, twin=model.twin,
+                                  limits=limits, rounds=options.refine_rounds, repeats=options.refine_repeats,
+                                  locality=plan.header.options.locality, max_closed=plan.header.options.max_closed)
+        miss = np.abs(pair_transfer(refined.measured_s - array_transfer(model, twin, refined.cell_s, tile)).ravel())
+        sigma = _pair_sigma(model, tile, refined.selection, gains(refined.measured_s, refined.cell_s), refined.noise_s)
+        best = {"selection": refined.selection, "cell": refined.cell_s, "measured": refined.measured_s,
+                "residual": refined.residual_s,
+                "worst": float(np.max(np.divide(miss, sigma, out=np.zeros_like(miss), where=miss > 0)))}
+    arrays[f"tile{t}.residual_before_s"] = residual_before.reshape(tile.rows, tile.pairs)
+    arrays[f"tile{t}.masks"] = _full_masks(model, tile, best["selection"])
+    arrays[f"tile{t}.cell_s"] = best["cell"]
+    # the twin's transfer of the masks kept (check's error budget compares against it)
+    arrays[f"tile{t}.predicted_s"] = array_transfer(model, twin, best["cell"], tile)
+    arrays[f"tile{t}.measured_s"] = best["measured"]
+    arrays[f"tile{t}.residual_after_s"] = best["residual"].reshape(tile.rows, tile.pairs)
+    return model, {"iterations": iteration, "resolved": count, "before": _rms(residual_before),
+                   "refine_rounds": refined.rounds if refined else 0,
+                   "refine_readings": refined.readings if refined else 0,
+                   "after": _rms(best["residual"]), "worst": best["worst"], "remeasured": remeasured,
+                   "opened": opened}
 
 
 def _full_masks(model: ArrayModel, tile: Tile, selection: np.ndarray) -> np.ndarray:
     rows, cols, _ = model.geometry
     full = np.zeros((rows, cols), dtype=np.uint64)
-    full[: tile.rows, : 2 * tile.pairs] = masks_from_selection(selection, tile.rows, tile.pairs)
+    full[tile.block] = masks_from_selection(selection, tile.rows, tile.pairs)
     return full
 
 
 def _correct(model: ArrayModel, plan: SwitchPlan, tile: Tile, target: np.ndarray, selection: np.ndarray,
              cell: np.ndarray, measured: np.ndarray, gain: np.ndarray, off: np.ndarray, *,
-             solver: Solver, max_closed: int | None, round_: int = 0) -> tuple[np.ndarray, np.ndarray]:
+             solver: Solver, max_closed: int | None, round_: int = 0,
+             twin: TwinParameters | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Re-solve the cells that are off; returns the new selection and its predicted pair outputs.
 
     With the plan's twin the pairs are refined on the measured outputs linearised with the twin's
     slopes (round ``round_`` of :func:`crossbar_ctl.engine._solve.refine_tile`, any branch count,
-    under ``max_closed``); otherwise they are re-solved with their measured gains.
+    under ``max_closed``); otherwise they are re-solved with their measured gains. ``twin``: the
+    tile's board's twin (the plan's, :meth:`SwitchPlan.board_twin`).
     """
-    twin = plan.header.twin
     measured_pair = pair_transfer(measured).ravel()
     if twin is not None:
-        _, slope = array_response(model, twin, cell)
+        _, slope = array_response(model, twin, cell, tile)
         chosen, predicted = refine_tile(model, tile, selection, target, cell, measured, slope,
                                         locality=plan.header.options.locality, max_closed=max_closed,
                                         round_=round_)
@@ -316,7 +375,7 @@ def _correct(model: ArrayModel, plan: SwitchPlan, tile: Tile, target: np.ndarray
         return np.where(move[:, None], chosen, selection), np.where(move, predicted, measured_pair)
     new = solve_pools(model, tile, target.reshape(tile.rows, tile.pairs), gain=gain, solver=solver,
                      max_closed=max_closed, cells=off, previous=selection)
-    cell_new = model.cell_conductance_s(masks_from_selection(new, tile.rows, tile.pairs))
+    cell_new = model.cell_conductance_s(masks_from_selection(new, tile.rows, tile.pairs), tile)
     return new, pair_transfer(cell_new * gain).ravel()
 
 
@@ -325,16 +384,14 @@ def _rms(a: np.ndarray) -> float:
 
 
 def _measure(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarray, target: np.ndarray,
-             options: ProgramOptions, limits: dict[str, float]
+             options: ProgramOptions, limits: dict[str, float], context: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Load a tile's selection and measure it: cell conductances, transfer, pair residual, noise."""
-    rows, cols, _ = model.geometry
+    """Load a tile's selection (beside ``context``, the other tiles of its step) and measure it:
+    cell conductances, transfer, pair residual, noise."""
     masks = masks_from_selection(selection, tile.rows, tile.pairs)
-    full = np.zeros((rows, cols), dtype=np.uint64)
-    full[: tile.rows, : 2 * tile.pairs] = masks
-    load_tile(lab, full)
-    cell = model.cell_conductance_s(masks)
-    measured, noise = measure_transfer(lab, cell, repeats=options.verify_repeats, limits=limits,
+    load_tile(lab, context | _full_masks(model, tile, selection))
+    cell = model.cell_conductance_s(masks, tile)
+    measured, noise = measure_transfer(lab, cell, repeats=options.verify_repeats, limits=limits, block=tile.block,
                                        twin=model.twin)
     return cell, measured, pair_transfer(measured).ravel() - target, noise
 

@@ -11,7 +11,7 @@ array or too old) is refused before the first mask is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +20,7 @@ from crossbar_ctl.engine._check import CheckReport, run_check
 from crossbar_ctl.engine._distributed import TileMap
 from crossbar_ctl.engine._network import Network
 from crossbar_ctl.engine._plan import ArrayModel, CalibrationRef, PlanOptions, SwitchPlan, make_plan
-from crossbar_ctl.engine._program import ProgramOptions, lab_idn, program_plan
+from crossbar_ctl.engine._program import ProgramOptions, lab_idn, per_board, program_plan
 from crossbar_ctl.core.errors import EngineError
 
 if TYPE_CHECKING:
@@ -122,7 +122,8 @@ def check_drift(lab: Lab, record: CalibrationRecord, *, max_rms_z: float = 2.0) 
     return result
 
 
-def program_network(lab: Lab, network: Network, record: CalibrationRecord, *, plan_options: PlanOptions | None = None,
+def program_network(lab: Lab | Sequence[Lab], network: Network, record: CalibrationRecord | Sequence[CalibrationRecord],
+                    *, plan_options: PlanOptions | None = None,
                     program_options: ProgramOptions | None = None, recheck: bool = True,
                     progress: Callable[[int], None] | None = None, tcr: TcrEstimate | None = None,
                     tile_map: TileMap | None = None) -> SwitchPlan:
@@ -130,9 +131,9 @@ def program_network(lab: Lab, network: Network, record: CalibrationRecord, *, pl
 
     Parameters
     ----------
-    lab : drivers.Lab
+    lab : drivers.Lab, or a sequence of them (the boards of a lab, ``open_labs``)
     network : Network
-    record : calibration.CalibrationRecord
+    record : calibration.CalibrationRecord, or one per board, in the boards' order
     plan_options, program_options : optional
     recheck : bool
         Re-measure a sample of branches first and refuse a record too old for the array's drift.
@@ -151,24 +152,33 @@ def program_network(lab: Lab, network: Network, record: CalibrationRecord, *, pl
     SwitchPlan
         With the final masks and the :class:`ProgramRecord`.
     """
+    labs = list(lab) if isinstance(lab, (list, tuple)) else [lab]
+    records = per_board(record, len(labs), "calibration records")
     if tcr is not None:
+        if len(labs) > 1:
+            raise EngineError("a TCR estimate is of one array; program a lab of several boards without --tcr")
         from calibration import record_at_temperature
 
-        record = record_at_temperature(record, tcr, lab.temperature_c())
+        records = [record_at_temperature(records[0], tcr, labs[0].temperature_c())]
         recheck = False
-    model = array_model(record)
-    check_lab(model.reference, lab)
-    check_fingerprint(model.reference, lab)
-    if recheck:
-        check_drift(lab, record)
-    plan = make_plan(network, model, options=plan_options, progress=progress, tile_map=tile_map)
-    return program_plan(lab, plan, model, options=program_options, progress=progress)
+    models = [array_model(board_record) for board_record in records]
+    for board_lab, board_record, model in zip(labs, records, models):
+        check_lab(model.reference, board_lab)
+        check_fingerprint(model.reference, board_lab)
+        if recheck:
+            check_drift(board_lab, board_record)
+    plan = make_plan(network, models, options=plan_options, progress=progress, tile_map=tile_map)
+    return program_plan(labs, plan, models, options=program_options, progress=progress)
 
 
-def check_network(lab: Lab, plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = None, *,
+def check_network(lab: Lab | Sequence[Lab], plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = None, *,
                   nplc: float | None = None, progress: Callable[[int], None] | None = None,
                   details: dict | None = None) -> CheckReport:
-    """Run a programmed plan on this lab's array and compare with float64 (see :func:`run_check`)."""
-    check_lab(plan.header.calibration, lab)
-    check_fingerprint(plan.header.calibration, lab)
-    return run_check(lab, plan, x, y, nplc=nplc, progress=progress, details=details)
+    """Run a programmed plan on this lab's array and compare with float64 (see :func:`run_check`).
+
+    A plan on several boards takes their labs in order (``open_labs``)."""
+    labs = per_board(lab, plan.board_count, "labs")
+    for board, board_lab in enumerate(labs):
+        check_lab(plan.board_calibration(board), board_lab)
+        check_fingerprint(plan.board_calibration(board), board_lab)
+    return run_check(labs, plan, x, y, nplc=nplc, progress=progress, details=details)
