@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # lab factory
     "open_lab": "_lab",
+    "advance_sim_time": "_lab",
     # subset-sum optimizer
     "solve_subset_sum": "optimizer",
     "SubsetSumResult": "optimizer",
@@ -51,6 +52,11 @@ _EXPORTS = {
     "check_network": "engine",
     "check_drift": "engine",
     "check_lab": "engine",
+    "DriftProbe": "engine",
+    "probe_plan": "engine",
+    "recalibrate_plan": "engine",
+    "update_plan": "engine",
+    "watch_plan": "engine",
     "run_demo": "engine",
 }
 

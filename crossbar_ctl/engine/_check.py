@@ -50,6 +50,7 @@ from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.core.files import atomic_write_text
 from crossbar_ctl.engine._affine import correct_pairs, tile_pairs, validate_affine
+from crossbar_ctl.engine._guard import DriftProbe
 from crossbar_ctl.engine._mapping import CalibrationRef, pair_transfer, row_voltages, weight_magnitude
 from crossbar_ctl.engine._network import Layer
 from crossbar_ctl.engine._plan import SwitchPlan, utc_now
@@ -205,6 +206,8 @@ class CheckReport(StrictModel):
     lab_idn: dict[str, str] = {}
     duration_s: float
     created_utc: str
+    drift_probe: DriftProbe | None = None
+    """The drift guard's probe before the run (:mod:`crossbar_ctl.engine._guard`; None: no guard)."""
     cost: ScheduleCost | None = None
     """Switch writes (counted and predicted) and settling of the run (:mod:`crossbar_ctl.engine._cost`)."""
 
