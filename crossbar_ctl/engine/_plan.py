@@ -89,11 +89,11 @@ class PlanOptions(StrictModel):
     pack: bool = True
     """Pack several small tiles into one program step where they fit (``_schedule``)."""
     max_closed: int | None = Field(None, ge=1)
+    """Close at most this many branches per differential pair (limits common-mode current)."""
     common_mode_sigmas: float = Field(0.0, ge=0, le=10)
     """Common-mode-aware choice: among subsets within this many calibration uncertainties of the
     best, the smallest ``G+ + G-`` (0: off; on a fake with wrong wires it left the closed loop
     5.8e-7 S rms where 3.35e-7 S without, while the demo's common mode fell from 13.5 to 10.6)."""
-    """Close at most this many branches per differential pair (limits common-mode current)."""
 
 
 class TileRecord(StrictModel):
@@ -171,11 +171,11 @@ class ProgramRecord(StrictModel):
     cells_remeasured: int = 0
     """Pairs whose branches were measured again (a model error no gain explains)."""
     branches_found_open: int = 0
+    """Branches found open (or shorted) that the calibration had as usable: faults found late."""
     refine_rounds: tuple[int, ...] = ()
     """Per tile: measured re-solve rounds of the closed-loop refinement (:mod:`crossbar_ctl.engine._refine`)."""
     refine_readings: int = 0
     """Readout vectors the refinement read (its switch writes are in ``cost``)."""
-    """Branches found open (or shorted) that the calibration had as usable: faults found late."""
     cost: ScheduleCost | None = None
     """Switch writes and settling of programming (:mod:`crossbar_ctl.engine._cost`); the prediction
     is one pass without corrections, so the closed loop's re-loads come on top of it."""
