@@ -40,6 +40,9 @@ def add_commands(commands, bench) -> None:
     source.add_argument("--weights", metavar="W", help="network: .npz (docs/networks.md) or .onnx")
     source.add_argument("--plan", metavar="PLAN", type=Path,
                         help="a plan made from the calibration (crossbar train): programmed as it is, not re-solved")
+    source.add_argument("--update", metavar="PLAN", type=Path,
+                        help="a programmed plan: re-solve and rewrite only its pairs over budget, on --calibration "
+                             "(its own or one recalibrated from it: crossbar recalibrate)")
     program.add_argument("--calibration", required=True, metavar="CAL", nargs="+",
                          help="calibration record (.npz); one per board, in order, for a lab of several boards")
     program.add_argument("--lab", metavar="LAB.toml", help="lab file (default: the simulated lab)")
@@ -79,6 +82,9 @@ def add_commands(commands, bench) -> None:
                        help="readout integration time for the run, power-line cycles")
     check.add_argument("--samples", type=positive_int, metavar="N",
                        help="use only the first N samples of the data (default: all of them)")
+    check.add_argument("--allow-stale", action="store_true",
+                       help="run even when the drift guard finds the plan over its error budget (the report keeps "
+                            "the probe)")
     check.add_argument("--json", action="store_true", help="print the check report as JSON")
     check.set_defaults(run=_check)
 
@@ -233,6 +239,10 @@ def _program(args: argparse.Namespace) -> int:
         from crossbar_ctl.cli._train import program_saved_plan
 
         return program_saved_plan(args)
+    if args.update is not None:
+        from crossbar_ctl.cli._drift import program_update
+
+        return program_update(args)
     from calibration import CalibrationRecord
     from crossbar_ctl.engine._demo import progress_bar
     from crossbar_ctl.engine._workflow import program_network
@@ -310,7 +320,8 @@ def _check(args: argparse.Namespace) -> int:
         rows, cols, _ = labs[0].geometry
         with progress_bar(inference_vectors(network, rows, cols, len(x)), "analog inference",
                           enabled=_progress(args)) as bar:
-            report = check_network(list(labs), plan, x, y, nplc=args.nplc, progress=bar.update, details=details)
+            report = check_network(list(labs), plan, x, y, nplc=args.nplc, progress=bar.update, details=details,
+                                   allow_stale=args.allow_stale)
     if args.out:
         report.save(args.out)
     if args.plot:

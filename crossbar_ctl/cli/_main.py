@@ -42,8 +42,8 @@ _COMMAND_MODULES = (
     "crossbar_ctl.cli._sim",  # sim serve
     "crossbar_ctl.cli._circuit",  # bench circuit
     "crossbar_ctl.cli._optimizer",  # bench precision, solver, peers, lottery
-    "crossbar_ctl.cli._drift",  # recalibrate, watch, bench drift
     "crossbar_ctl.cli._study",  # study, bench scale
+    "crossbar_ctl.cli._drift",  # recalibrate, watch, bench drift
 )
 
 EXIT_ERROR = 2

@@ -206,10 +206,10 @@ class CheckReport(StrictModel):
     lab_idn: dict[str, str] = {}
     duration_s: float
     created_utc: str
-    drift_probe: DriftProbe | None = None
-    """The drift guard's probe before the run (:mod:`crossbar_ctl.engine._guard`; None: no guard)."""
     cost: ScheduleCost | None = None
     """Switch writes (counted and predicted) and settling of the run (:mod:`crossbar_ctl.engine._cost`)."""
+    drift_probe: DriftProbe | None = None
+    """The drift guard's probe before the run (:mod:`crossbar_ctl.engine._guard`; None: no guard)."""
 
     def save(self, path: str | Path) -> None:
         """Write the report as JSON, atomically."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from crossbar_ctl.engine._check import CheckReport, run_check
 from crossbar_ctl.engine._distributed import TileMap
+from crossbar_ctl.engine._guard import DEFAULT_SLACK_BITS, guard_plan
 from crossbar_ctl.engine._network import Network
 from crossbar_ctl.engine._plan import ArrayModel, CalibrationRef, PlanOptions, SwitchPlan, make_plan
 from crossbar_ctl.engine._program import ProgramOptions, lab_idn, per_board, program_plan
@@ -173,12 +174,20 @@ def program_network(lab: Lab | Sequence[Lab], network: Network, record: Calibrat
 
 def check_network(lab: Lab | Sequence[Lab], plan: SwitchPlan, x: np.ndarray, y: np.ndarray | None = None, *,
                   nplc: float | None = None, progress: Callable[[int], None] | None = None,
-                  details: dict | None = None) -> CheckReport:
+                  details: dict | None = None, allow_stale: bool = False,
+                  slack_bits: float = DEFAULT_SLACK_BITS) -> CheckReport:
     """Run a programmed plan on this lab's array and compare with float64 (see :func:`run_check`).
 
-    A plan on several boards takes their labs in order (``open_labs``)."""
+    The drift guard (:func:`crossbar_ctl.engine._guard.guard_plan`) probes the programmed tiles
+    first and refuses a plan whose error has grown past its budget (``slack_bits`` of precision
+    lost since programming) unless ``allow_stale``; the report keeps the probe (``drift_probe``).
+    A plan on several boards takes their labs in order (``open_labs``); the guard probes one
+    board's plan only, so it is not run on several.
+    """
     labs = per_board(lab, plan.board_count, "labs")
     for board, board_lab in enumerate(labs):
         check_lab(plan.board_calibration(board), board_lab)
         check_fingerprint(plan.board_calibration(board), board_lab)
-    return run_check(labs, plan, x, y, nplc=nplc, progress=progress, details=details)
+    probe = guard_plan(labs[0], plan, allow_stale=allow_stale, slack_bits=slack_bits) if len(labs) == 1 else None
+    report = run_check(labs, plan, x, y, nplc=nplc, progress=progress, details=details)
+    return report.model_copy(update={"drift_probe": probe})

@@ -1,0 +1,196 @@
+"""Keeping precision over time on a small pcb board, against the simulator's truth: the drift
+guard's sweep (every stale case beyond the budget refused, never a fresh plan), recalibrate and
+program --update after a month, and the refusals of bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calibration import CalibrationRecord, calibrate
+from crossbar_ctl._lab import open_lab
+from crossbar_ctl.engine._bench import uniform_layer
+from crossbar_ctl.engine._guard import DEFAULT_SLACK_BITS, PAIR_FACTOR, probe_plan
+from crossbar_ctl.engine._mapping import pair_transfer
+from crossbar_ctl.engine._program import load_tile
+from crossbar_ctl.engine._update import choose_pairs, recalibrate_plan, update_plan
+from crossbar_ctl.engine._workflow import program_network
+
+SEED = 1
+GRAY_BITS = 0.25
+"""Truth within this of the budget may go either way: the probe reads through read noise."""
+HOUR_S = 3600.0
+
+
+def lab_config(hours: float = 0.0, temperature_c: float = 25.0, seed: int = SEED) -> dict:
+    """The same 8x8x6 pcb board opened ``hours`` after it was calibrated and programmed."""
+    return {"name": "drift", "sim": {"rows": 8, "cols": 8, "branches": 6, "profile": "pcb", "seed": seed,
+                                    "start_time_s": hours * HOUR_S, "temperature_c": temperature_c}}
+
+
+@pytest.fixture(scope="module")
+def programmed():
+    """The board calibrated and a 7-4 U(-1, 1) layer programmed on it, at time 0; and the truth's
+    error of the plan then (weight units, rms)."""
+    network, x = uniform_layer(7, 4, samples=20, seed=SEED)
+    with open_lab(lab_config()) as lab:
+        record = calibrate(lab)
+        plan = program_network(lab, network, record)
+        fresh = true_error_rms(lab, plan)
+    return record, plan, x, fresh
+
+
+def test_choose_pairs_takes_the_fewest_worst_first_that_bring_the_rms_within_half_the_slack():
+    rng = np.random.default_rng(0)
+    programmed, slack = 1.0, DEFAULT_SLACK_BITS
+    goal = programmed * 2.0 ** (slack / 2)
+    for scale in (1.0, 1.5, 3.0, 8.0):
+        error = np.abs(rng.normal(0.0, scale, size=200))
+        picked = choose_pairs(error, programmed, slack)
+        k = int(picked.sum())
+        assert np.all(error[picked].min(initial=np.inf) >= error[~picked].max(initial=0.0))  # worst first
+        after = np.where(picked, programmed, error)
+        assert np.sqrt(np.mean(after**2)) <= goal + 1e-12 or k == error.size
+        if k:  # one fewer would miss the goal, unless a pair alone is over twice the budget
+            worst_kept = np.argsort(-error)[k - 1]
+            fewer = after.copy()
+            fewer[worst_kept] = error[worst_kept]
+            assert (np.sqrt(np.mean(fewer**2)) > goal
+                    or error[worst_kept] > PAIR_FACTOR * programmed * 2.0**slack)
+    assert not choose_pairs(np.full(50, 0.5), programmed, slack).any()  # within budget: nothing to rewrite
+    spike = np.full(50, 0.5)
+    spike[7] = 10.0
+    assert np.flatnonzero(choose_pairs(spike, programmed, slack)).tolist() == [7]
+
+
+def true_error_rms(lab, plan) -> float:
+    """rms of the true (noiseless) pair transfer minus target, weight units, each tile loaded in turn."""
+    errors = []
+    for lp in plan.header.layers:
+        for t in lp.tiles:
+            tile = plan.header.tiles[t].tile
+            load_tile(lab, plan.step_masks(tile.step))
+            circuit = np.asarray(lab.truth.transfer_s())[tile.block]
+            errors.append((pair_transfer(circuit) - plan.tile(t, "target_s")).ravel() / lp.conductance_per_weight_s)
+    return float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
+
+
+@pytest.mark.slow
+def test_guard_refuses_every_stale_case_beyond_budget_and_never_a_fresh_plan(programmed):
+    _, plan, _, fresh = programmed
+    cases = {}
+    for name, config in [("fresh", lab_config())] + [(f"{h} h", lab_config(h)) for h in (1, 24, 168, 744, 2160, 8760)] + [
+            ("+10 K", lab_config(temperature_c=35.0))]:
+        with open_lab(config) as lab:
+            cases[name] = (np.log2(true_error_rms(lab, plan) / fresh), probe_plan(lab, plan))
+    assert not cases["fresh"][1].over_budget
+    beyond = {name: case for name, case in cases.items() if case[0] > DEFAULT_SLACK_BITS + GRAY_BITS}
+    within = {name: case for name, case in cases.items() if case[0] < DEFAULT_SLACK_BITS - GRAY_BITS}
+    assert len(beyond) >= 3 and "fresh" in within  # the sweep reaches well past the budget
+    for name, (lost, probe) in beyond.items():
+        assert probe.over_budget, (name, lost, probe.layers[0].bits_lost)
+        assert probe.layers[0].bits_lost == pytest.approx(lost, abs=0.5), name  # it measures the truth's loss
+    for name, (lost, probe) in within.items():
+        assert not probe.over_budget, (name, lost, probe.layers[0].bits_lost)
+
+
+@pytest.mark.slow
+def test_a_month_later_recalibrate_and_update_bring_the_plan_back(programmed):
+    record, plan, _, fresh = programmed
+    with open_lab(lab_config(744)) as lab:
+        truth = np.asarray(lab.truth.branch_conductance_s())
+        stale = true_error_rms(lab, plan)
+        new, report = recalibrate_plan(lab, plan, record)
+        updated, update = update_plan(lab, plan, new)
+        after = true_error_rms(lab, updated)
+        assert not probe_plan(lab, updated).over_budget
+    assert new.header.parent_checksum == record.checksum() != new.checksum()
+    assert report.readings_fraction <= 0.15 and report.remeasured_rows
+    rows = list(report.remeasured_rows)
+    old_error = np.abs(record.conductance_s[rows] / truth[rows] - 1)[record.usable[rows]]
+    new_error = np.abs(new.conductance_s[rows] / truth[rows] - 1)[new.usable[rows]]
+    assert np.median(new_error) < 0.5 * np.median(old_error)  # the re-measured rows follow the drift
+    assert update.pairs_over_before > 0 and update.pairs_over_after < update.pairs_over_before
+    assert update.cells_rewritten <= 2 * update.pairs_resolved  # only the pairs over budget moved
+    # a month of drift (1.6 bit lost on this board) undone to within 0.5 bit of fresh
+    assert np.log2(stale / fresh) > 1.0
+    assert np.log2(after / fresh) < 0.5
+    assert updated.header.calibration.checksum == new.checksum()
+
+
+def write_lab(path, hours: float = 0.0, seed: int = SEED):
+    sim = lab_config(hours, seed=seed)["sim"]
+    path.write_text("name = \"drift\"\n[sim]\n" + "".join(
+        f"{key} = {value!r}\n" if not isinstance(value, str) else f"{key} = \"{value}\"\n"
+        for key, value in sim.items()))
+    return str(path)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    from crossbar_ctl.cli._main import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_cli_guard_recalibrate_update_and_bad_input(programmed, tmp_path, capsys):
+    import json
+
+    record, plan, x, _ = programmed
+    cal, plan_path, data = tmp_path / "cal.npz", tmp_path / "plan.npz", tmp_path / "data.npz"
+    record.save(cal)
+    plan.save(plan_path)
+    np.savez(data, x=x)
+    month = write_lab(tmp_path / "month.toml", 744)
+    code, _, err = run_cli(capsys, "check", "--plan", plan_path, "--data", data, "--lab", month)
+    assert code == 2 and err.count("\n") == 1 and "crossbar recalibrate" in err
+    code, out, _ = run_cli(capsys, "check", "--plan", plan_path, "--data", data, "--lab", month, "--allow-stale",
+                           "--json")
+    assert code == 0 and json.loads(out)["drift_probe"]["over_budget"]
+    # another board of the same design, and a record whose parent is not the plan's: one line, nothing written
+    other = write_lab(tmp_path / "other.toml", 744, seed=SEED + 7)
+    cal2, plan2 = tmp_path / "cal2.npz", tmp_path / "plan2.npz"
+    code, _, err = run_cli(capsys, "recalibrate", "--calibration", cal, "--out", cal2, "--lab", other)
+    assert code == 2 and err.count("\n") == 1 and "another array" in err and not cal2.exists()
+    code, out, _ = run_cli(capsys, "recalibrate", "--calibration", cal, "--plan", plan_path, "--out", cal2,
+                           "--lab", month, "--json")
+    assert code == 0 and json.loads(out)["readings_fraction"] <= 0.15
+    assert CalibrationRecord.load(cal2).header.parent_checksum == record.checksum()
+    cal3 = tmp_path / "cal3.npz"
+    assert run_cli(capsys, "recalibrate", "--calibration", cal2, "--out", cal3, "--lab", month)[0] == 0
+    code, _, err = run_cli(capsys, "program", "--update", plan_path, "--calibration", cal3, "--out", plan2,
+                           "--lab", month)
+    assert code == 2 and err.count("\n") == 1 and "does not belong to this plan" in err and not plan2.exists()
+    code, out, _ = run_cli(capsys, "program", "--update", plan_path, "--calibration", cal2, "--out", plan2,
+                           "--lab", month, "--json")
+    assert code == 0 and json.loads(out)["pairs_over_after"] < json.loads(out)["pairs_over_before"]
+    code, out, _ = run_cli(capsys, "check", "--plan", plan2, "--data", data, "--lab", month, "--json")
+    assert code == 0 and not json.loads(out)["drift_probe"]["over_budget"]
+
+
+@pytest.mark.slow
+def test_cli_watch_advances_the_simulated_clock_logs_and_acts(programmed, tmp_path, capsys):
+    import json
+
+    record, plan, _, _ = programmed
+    cal, plan_path = tmp_path / "cal.npz", tmp_path / "plan.npz"
+    record.save(cal)
+    plan.save(plan_path)
+    log, figure = tmp_path / "drift.jsonl", tmp_path / "drift.png"
+    out_plan, out_cal = tmp_path / "plan-updated.npz", tmp_path / "cal-updated.npz"
+    code, out, _ = run_cli(capsys, "watch", "--plan", plan_path, "--every", "10d", "--count", "5", "--log", log,
+                           "--lab", write_lab(tmp_path / "lab.toml"), "--recalibrate", "--calibration", cal,
+                           "--out-plan", out_plan, "--out-calibration", out_cal, "--plot", figure, "--json")
+    assert code == 0
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(entries) == 5 and entries == json.loads(out)
+    times = [e["sim_time_s"] for e in entries]
+    assert np.diff(times) == pytest.approx(np.full(4, 10 * 86400.0), abs=600)  # the simulated clock, no waiting
+    assert not entries[0]["over_budget"]
+    acted = [e for e in entries if e["action"]]
+    assert acted and all(e["over_budget"] for e in acted)  # it acts when (and only when) the guard would refuse
+    assert out_plan.exists() and out_cal.exists() and figure.stat().st_size > 0
+    code, _, err = run_cli(capsys, "watch", "--plan", plan_path, "--every", "soon", "--log", log)
+    assert code == 2 and "--every" in err
