@@ -88,21 +88,19 @@ def test_user_npz_through_program_and_check(calibrated, tmp_path, capsys):
     assert report == json.loads(report_path.read_text())
     assert report["digital_accuracy"] == 1.0
     assert report["agreement"] >= 59 / 60  # measured 1.0
-    # measured on the pcb board: SINAD 6.6 and 7.3 bits, enob 5.7 and 6.3 (the error keeps a mean);
-    # weights 11.1 / 10.6 bits planned, 8.9 / 8.0 realized on the true circuit (medians): the
-    # closed loop programs the pairs against the readout's channel errors, which the truth counts
-    # as weight error and the readout takes back (shares programmed 17 / 39, read_noise 20 / 36,
-    # cross -36 / -75); calibration carries 1.06 / 0.86 of the programmed part's mean square
-    for layer, sinad, enob, realized in zip(report["layers"], (6.6, 7.3), (5.7, 6.3), (8.9, 8.0)):
+    # measured on the pcb board: SINAD 8.1 and 7.8 bits, enob 8.0 and 6.2; realized medians 10.6 /
+    # 10.2 bits on the true circuit, above the plan's own 10.2 / 9.4 (the closed loop and the
+    # refinement correct what the twin mispredicts). The programmed part's largest stage is the
+    # wires (ir_drop 3.9 / 1.7 of its mean square) and calibration carries only 0.08 / 0.04.
+    for layer, sinad, enob, realized in zip(report["layers"], (8.1, 7.8), (8.0, 6.2), (10.6, 10.2)):
         assert sinad - 1 < layer["sinad_bits"] < sinad + 1
         assert enob - 1 < layer["enob"] < enob + 1
         assert realized - 1 < layer["realized_bits"]["median"] < realized + 1
-        assert layer["realized_bits"]["median"] < layer["planned_bits"]["median"] - 1
         budget = layer["budget"]
         assert budget["source"] == "simulator truth"
         assert sum(budget["share"].values()) == pytest.approx(1.0)
-        assert budget["share"]["cross"] < -20
-        assert max(budget["programmed_share"], key=budget["programmed_share"].get) == "calibration"
+        programmed = budget["programmed_share"]
+        assert max(programmed, key=programmed.get) == "ir_drop" and programmed["calibration"] < 0.2
 
 
 def test_error_budget_puts_read_noise_in_its_own_stage(calibrated_ideal, tmp_path):
