@@ -149,7 +149,7 @@ def test_realized_bits_fall_with_the_true_conductances_error(true_error):
     assert sum(budget.share.values()) == pytest.approx(1.0) == sum(parts.values())
     if true_error == 0:
         assert realized.median == pytest.approx(planned.median, abs=1e-9)  # measured 13.0
-        assert parts["calibration"] == 0
+        assert parts["calibration"] == pytest.approx(0, abs=1e-12)  # rounding of two circuit routes
     else:
         # measured 10.0 and 8.0 bits (planned 13.0): a relative error e of the cells, whose
         # conductances are about max|w| * cpw, leaves -log2(e) bits
