@@ -358,9 +358,8 @@ class SimSwitchBoard(LineDevice):
         """The columns' currents for requested row voltages during one integration, A (noiseless)."""
         circuit = self.array.circuit(np.ones(self.rows, bool), np.ones(self.cols, bool))
         # Switch flatness and settling: the integration starts now and lasts ADCNPLC / 60 s.
-        solution = self.array.solve(circuit, self.dac_output_v(voltage_v),
-                                    start_s=self.array.now_s(), duration_s=self.adc_nplc / 60)
-        return solution.col_current_a[0]
+        return self.array.column_current_a(circuit, self.dac_output_v(voltage_v),
+                                           start_s=self.array.now_s(), duration_s=self.adc_nplc / 60)
 
     def read_columns(self, voltage_v: np.ndarray) -> np.ndarray:
         """Drive every row, sense every column: ADC readings (A) as the board reports them.
