@@ -84,7 +84,6 @@ import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as spla
 
-from crossbar_ctl.core._circuit_schur import terminal_laplacian_s
 from crossbar_ctl.core.errors import ConfigError
 
 __all__ = ["MERGE_RATIO", "CircuitSolution", "CrossbarCircuit", "merge_threshold_ohm"]
@@ -613,6 +612,8 @@ class CrossbarCircuit:
         """Rows of :meth:`transfer_matrix_s` for the row (``"row"``) or column terminals."""
         with self._transfer_lock:
             if part not in self._transfer and self._reduces:
+                from crossbar_ctl.core._circuit_schur import terminal_laplacian_s  # numba: on first use
+
                 try:
                     with _one_blas_thread:
                         weights = terminal_laplacian_s(self)

@@ -4,9 +4,10 @@ Each tile of the plan is loaded and its transfer measured with one unit vector p
 closed loop's own reading, :func:`crossbar_ctl.engine._program.measure_transfer`), so the probe
 sees what the array does now: drift, temperature, late faults, through the same readout the plan
 was verified with. Each pair's measured transfer minus its target, in weight units, is its error
-now; per layer the rms of it is compared with the plan's **error budget**: the rms the closed loop
-left when the plan was programmed (``residual_after_s``) times ``2**slack_bits``, i.e. the plan
-may lose ``slack_bits`` of precision before it is refused.
+now; per layer the rms of it is compared with the plan's **error budget**: the rms the same probe
+read when the plan was programmed (``residual_programmed_s``; plans from before it: the closed
+loop's ``residual_after_s``) times ``2**slack_bits``, i.e. the plan may lose ``slack_bits`` of
+precision before it is refused.
 
 The probe costs ``repeats`` readings per row of each tile (a 64-row tile: 128), a small fraction of
 a check. A plan that was never programmed has no measured error to hold it to: no guard.
@@ -22,9 +23,8 @@ from pydantic import Field
 
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
-from crossbar_ctl.engine._mapping import pair_transfer
 from crossbar_ctl.engine._plan import SwitchPlan, utc_now
-from crossbar_ctl.engine._program import load_tile, measure_transfer, readout_limits
+from crossbar_ctl.engine._program import probe_errors
 
 if TYPE_CHECKING:
     from drivers import Lab
@@ -123,20 +123,8 @@ def probe_plan(lab: Lab, plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_
                           "program it with crossbar program")
     if not (np.isfinite(slack_bits) and slack_bits >= 0):
         raise EngineError(f"slack_bits = {slack_bits!r}: must be finite and >= 0")
-    limits = readout_limits(lab)
-    per_tile_error: dict[int, np.ndarray] = {}
-    per_tile_measured: dict[int, np.ndarray] = {}
-    per_tile_noise: dict[int, float] = {}
-    readings = 0
-    for t, record in enumerate(plan.header.tiles):
-        tile = record.tile
-        load_tile(lab, plan.step_masks(tile.step))  # the configuration check loads
-        measured, noise = measure_transfer(lab, plan.tile(t, "cell_s"), repeats=repeats, limits=limits,
-                                           twin=plan.board_twin(tile.board), block=tile.block)
-        readings += repeats * tile.rows
-        per_tile_measured[t] = measured
-        per_tile_error[t] = pair_transfer(measured) - plan.tile(t, "target_s")
-        per_tile_noise[t] = 2 * noise**2  # variance a pair's difference of two cells reads with
+    per_tile_error, per_tile_measured, per_tile_noise = probe_errors([lab], plan, repeats=repeats)
+    readings = repeats * sum(tile.rows for tile in plan.tiles())
     layers = []
     for lp in plan.header.layers:
         cpw = lp.conductance_per_weight_s
@@ -144,7 +132,8 @@ def probe_plan(lab: Lab, plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_
         then = np.concatenate([programmed_residual_s(plan, t).ravel() for t in lp.tiles]) / cpw
         programmed = max(_rms(then), 1e-300)
         budget = programmed * 2.0**slack_bits
-        # the probe's own read noise taken out (the closed loop averaged more than the probe does)
+        # the probe's own read noise taken out of the error now; the budget keeps the noise the
+        # programming-time probe read with (a fresh plan is never refused for its noise)
         noise = np.mean([per_tile_noise[t] for t in lp.tiles]) / cpw**2
         error = float(np.sqrt(max(np.mean(np.square(now)) - noise, 0.0)))
         layers.append(LayerProbe(index=lp.index, pairs=int(now.size), error_rms=error, programmed_rms=programmed,

@@ -257,6 +257,10 @@ def program_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, model: ArrayModel |
         return done
 
     results = {t: r for done in in_parallel(run_board, len(labs)) for t, r in done.items()}
+    # the drift guard's budget: what its own probe reads right now, so that a later probe is held
+    # to a reading of the same kind (the closed loop's best-of-several residual reads lower)
+    errors, _, _ = probe_errors(labs, SwitchPlan(plan.header, arrays))
+    arrays.update({f"tile{t}.residual_programmed_s": error for t, error in errors.items()})
     cost = schedule_cost([count_since(board_lab, b) for board_lab, b in zip(labs, before)], predicted,
                          steps=len({tile.step for tile in tiles}), tiles=len(tiles))
     column = lambda key: tuple(results[t][key] for t in range(len(tiles)))  # noqa: E731
@@ -345,6 +349,30 @@ def _program_tile(lab: Lab, model: ArrayModel, plan: SwitchPlan, t: int, arrays:
                    "refine_readings": refined.readings if refined else 0,
                    "after": _rms(best["residual"]), "worst": best["worst"], "remeasured": remeasured,
                    "opened": opened}
+
+
+def probe_errors(labs: Sequence[Lab], plan: SwitchPlan, *, repeats: int = 2
+                 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[int, float]]:
+    """Load each tile's program step and measure its pairs' transfer minus their targets.
+
+    Returns
+    -------
+    error_s, measured_s : dict tile -> ndarray
+        Per tile, siemens: ``(rows, pairs)`` error and ``(rows, cols_used)`` measured transfer.
+    noise_var_s2 : dict tile -> float
+        Variance one pair's difference of two cells reads with, S^2.
+    """
+    error, measured_s, noise_var = {}, {}, {}
+    for t, tile in enumerate(plan.tiles()):
+        lab = labs[tile.board] if tile.board < len(labs) else labs[0]
+        load_tile(lab, plan.step_masks(tile.step))  # the configuration check loads
+        measured, noise = measure_transfer(lab, plan.tile(t, "cell_s"), repeats=repeats,
+                                           limits=readout_limits(lab), twin=plan.board_twin(tile.board),
+                                           block=tile.block)
+        measured_s[t] = measured
+        error[t] = pair_transfer(measured) - plan.tile(t, "target_s")
+        noise_var[t] = 2 * noise**2
+    return error, measured_s, noise_var
 
 
 def _full_masks(model: ArrayModel, tile: Tile, selection: np.ndarray) -> np.ndarray:

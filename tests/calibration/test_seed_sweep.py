@@ -1,6 +1,6 @@
 """No calibration ends in an internal error: a seed sweep over zero, tiny and normal wires.
 
-Twenty seeds at 4x4x3 and at 16x16x8, each with ideal wires (0 ohm), tiny ones (1e-12 ohm, below
+Twenty seeds at 4x4x3 and five at 16x16x8 (every fourth of the twenty), each with ideal wires (0 ohm), tiny ones (1e-12 ohm, below
 the circuit's merge threshold) and the default board (0.5 ohm segments, 10 ohm sense); near-zero
 fitted wires once stopped the twin fit with 'Factor is exactly singular' (seed 12 of the 4x4x3
 sweep). Each run must finish, fit a physical twin and agree with the simulator's truth. The
@@ -10,7 +10,8 @@ bounds are what the sweep measured (numpy 2.4, scipy 1.17), with about 20 % of h
   relative error RMS up to 7.0e-4.
 - 16x16x8 (2048 a run): largest |z| 4.14; z SD per run 0.82 to 0.96; relative error RMS up to
   8.8e-5; fitted twin within 1.12 % of the true wiring (0.5 / 0.5 / 10 ohm), or at most 0.034 ohm
-  for ideal and tiny wires; held-out z RMS up to 2.14. 90 to 160 s for the 60 runs (2 shared cores).
+  for ideal and tiny wires; held-out z RMS up to 2.14. 90 to 160 s for 60 runs (2 shared cores);
+  the column-gain measurement made each run ~3x longer, so the default sweep keeps 15 of them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from crossbar_ctl._lab import open_lab
 from crossbar_ctl.core.config import LabConfig, SimArrayConfig
 
 SEEDS = range(20)
+LARGE_SEEDS = range(0, 20, 4)
 WIRES = {"zero": (0.0, 0.0, 0.0), "tiny": (1e-12, 1e-12, 1e-12), "normal": (0.5, 0.5, 10.0)}
 
 
@@ -68,7 +70,7 @@ def test_small_arrays_calibrate_for_every_seed(wires):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("wires", list(WIRES))
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("seed", LARGE_SEEDS)
 def test_large_arrays_calibrate_for_every_seed(seed, wires):
     record, truth, z, rel_rms = run(16, 16, 8, seed, wires)
     fitted = twin_ohm(record)

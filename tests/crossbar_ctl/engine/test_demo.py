@@ -11,6 +11,7 @@ from crossbar_ctl.engine._workflow import check_network, program_network
 from crossbar_ctl._lab import open_lab
 from crossbar_ctl.engine._network import build_network, save_network
 from crossbar_ctl.engine._plan import PlanOptions
+from crossbar_ctl.engine._program import ProgramOptions
 from crossbar_ctl.core.errors import EngineError
 
 LAB = """
@@ -105,14 +106,16 @@ def test_user_npz_through_program_and_check(calibrated, tmp_path, capsys):
 
 def test_error_budget_puts_read_noise_in_its_own_stage(calibrated_ideal, tmp_path):
     """One programmed plan checked on the array and on a noiseless copy (same seed): only the
-    read-noise stage may change, and it must nearly vanish (ideal board: no other readout error)."""
+    read-noise stage may change, and it must nearly vanish (ideal board: no other readout error;
+    no affine correction, whose gains, fitted through the noisy readout, would stay in that stage)."""
     _, lab_path, cal = calibrated_ideal
     quiet = tmp_path / "quiet.toml"
     quiet.write_text(lab_path.read_text().replace(
         "seed = 1", "seed = 1\nrelative_noise = 0.0\nnoise_floor_fraction = 0.0\nadc_bits = 32"))
     net = _network(np.random.default_rng(0))
     with open_lab(lab_path) as lab:
-        plan = program_network(lab, net, CalibrationRecord.load(cal), recheck=False)
+        plan = program_network(lab, net, CalibrationRecord.load(cal), recheck=False,
+                               program_options=ProgramOptions(affine_vectors=0))
     budgets = {}
     for path in (lab_path, quiet):
         with open_lab(path) as lab:
@@ -120,8 +123,10 @@ def test_error_budget_puts_read_noise_in_its_own_stage(calibrated_ideal, tmp_pat
     for noisy, silent in zip(budgets[lab_path], budgets[quiet]):
         for stage in ("quantization", "calibration", "ir_drop"):  # later layers see other inputs
             assert getattr(silent, stage) == pytest.approx(getattr(noisy, stage), rel=1e-3)
-        assert silent.read_noise < 0.009 * noisy.read_noise  # measured 0.0042 and 0.0045
-        assert silent.share["read_noise"] < 1e-4 < noisy.share["read_noise"]
+        # measured 0.14 (0.0042 before the column gains: fitted through the noisy readout at
+        # calibration, their error stays in this stage on a noiseless board)
+        assert silent.read_noise < 0.25 * noisy.read_noise
+        assert silent.share["read_noise"] < 0.25 * noisy.share["read_noise"]  # measured 0.018 silent
 
 
 def test_check_plot(calibrated, tmp_path):
@@ -176,9 +181,10 @@ def test_closed_loop_repairs_a_fault_found_late(calibrated_ideal):  # ideal: the
         done = program_plan(lab, plan, model)
     before = done.tile(0, "residual_before_s")[row, col // 2]
     after = done.tile(0, "residual_after_s")[row, col // 2]
-    # measured: the pair missed 0.96 of the lost branch, and ends 1.8 times the tile's median residual
+    # measured: the pair missed 0.96 of the lost branch, and ends 2.9 times the tile's median
+    # residual (1.8 before the refinement lowered the median)
     assert abs(before) > 0.8 * model.conductance_s[row, col, branch]  # the measurement saw it
-    assert abs(after) < 2.2 * np.median(np.abs(done.tile(0, "residual_after_s")))  # and it was re-solved
+    assert abs(after) < 3.5 * np.median(np.abs(done.tile(0, "residual_after_s")))  # and it was re-solved
     assert done.header.program.cells_resolved[0] >= 1
     assert done.header.program.branches_found_open == 1  # found by measuring the cell's branches again
 
@@ -229,24 +235,25 @@ def test_demo_meets_its_targets():
 
 @pytest.mark.slow
 def test_demo_on_the_pcb_board_reports_the_gap():
-    """The default demo (pcb board): it runs and reports; the figures fall where the controller's
-    models miss the board (issue 11 measures the gap; closing it is the next issue's work)."""
+    """The default demo (pcb board), where the controller's models miss the board: its figures
+    after issue 12's work (richer twin, column gains, refinement, affine correction on the
+    difference channels), still short of that issue's 11 effective and 15 realized bits."""
     from crossbar_ctl.engine._demo import run_demo
 
     result = run_demo(show_progress=False)
-    # measured: agreement 359/360, accuracy 97.2 % vs 97.5 %, enob 5.5 and 5.8 (SINAD 6.7, 7.0),
-    # realized 9.3 / 8.2 bits median and 7.4 / 7.1 at the 1st percentile, planned 5.5 / 5.5 (the
-    # twin mispredicts the board; the closed loop corrects on measurements); pre-distortion leaves
-    # 0.40 / 0.53 of the bare plan's error on the true circuit, the closed loop 0.055 / 0.081
+    # measured: agreement 359/360, accuracy 97.2 % vs 97.5 %, enob 8.8 and 9.7 (5.5 / 5.8 before
+    # issue 12), realized 11.8 / 11.2 bits median and 9.1 / 9.1 at the 1st percentile (9.3 / 8.2
+    # and 7.4 / 7.1 before); the closed loop leaves 0.0049 / 0.0068 of the bare plan's error
     assert result["profile"] == "pcb" and result["samples"] == 360
     assert result["agreement"] >= 357 / 360
     assert abs(result["analog_accuracy"] - result["digital_accuracy"]) <= 3 / 360
-    for layer, enob, realized, p01 in zip(result["layers"], (5.5, 5.8), (9.3, 8.2), (7.4, 7.1)):
+    for layer, enob, realized, p01 in zip(result["layers"], (8.8, 9.7), (11.8, 11.2), (9.1, 9.1)):
         assert enob - 1 < layer["enob"] < enob + 1
         assert realized - 1 < layer["realized_bits"]["median"] < realized + 1
         assert p01 - 1 < layer["realized_bits"]["p01"] < p01 + 1
-    for row, ratio in zip(result["predistortion"], (0.055, 0.081)):
-        assert row["closed_loop"] < 1.2 * ratio * row["bare"]
+    for row, ratio in zip(result["predistortion"], (0.0049, 0.0068)):
+        assert row["closed_loop"] < 1.5 * ratio * row["bare"]
+    assert result["affine"]["differential"] and result["affine"]["readings"] > 0
 
 
 @pytest.mark.slow
@@ -274,10 +281,11 @@ def test_demo_profile_replaces_the_labs_and_harsh_costs_realized_bits(tmp_path, 
     results = {profile: run_demo(lab_config=lab_path, network=net, profile=profile, show_progress=False)
                for profile in ("ideal", "harsh")}
     assert [r["profile"] for r in results.values()] == ["ideal", "harsh"]
-    # measured: realized medians 10.5 / 10.3 bits on ideal, 6.2 / 6.2 on harsh
-    for ideal, harsh, bits in zip(results["ideal"]["layers"], results["harsh"]["layers"], (10.5, 10.3)):
+    # measured: realized medians 10.7 / 10.5 bits on ideal, 9.3 / 9.1 on harsh (6.2 / 6.2 before the
+    # richer twin, the column gains and the closed-loop refinement)
+    for ideal, harsh, bits in zip(results["ideal"]["layers"], results["harsh"]["layers"], (10.7, 10.5)):
         assert bits - 1 < ideal["realized_bits"]["median"] < bits + 1
-        assert harsh["realized_bits"]["median"] < ideal["realized_bits"]["median"] - 3
+        assert harsh["realized_bits"]["median"] < ideal["realized_bits"]["median"] - 0.8
     assert main(["demo", "--profile", "lab"]) == 2
     assert "invalid choice: 'lab'" in capsys.readouterr().err
 
