@@ -266,6 +266,13 @@ def _injections(name: str, value, shape: tuple[int, int]) -> np.ndarray:
     return array.reshape((-1, *shape))
 
 
+def terminal_laplacian_s(circuit: CrossbarCircuit) -> np.ndarray:
+    """:func:`crossbar_ctl.core._circuit_schur.terminal_laplacian_s`, imported on first use (numba)."""
+    from crossbar_ctl.core._circuit_schur import terminal_laplacian_s as reduce
+
+    return reduce(circuit)
+
+
 class CrossbarCircuit:
     """A crossbar's nodal equations, prepared once, solved for any batch of line voltages.
 
@@ -612,8 +619,6 @@ class CrossbarCircuit:
         """Rows of :meth:`transfer_matrix_s` for the row (``"row"``) or column terminals."""
         with self._transfer_lock:
             if part not in self._transfer and self._reduces:
-                from crossbar_ctl.core._circuit_schur import terminal_laplacian_s  # numba: on first use
-
                 try:
                     with _one_blas_thread:
                         weights = terminal_laplacian_s(self)

@@ -257,12 +257,12 @@ def program_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, model: ArrayModel |
         return done
 
     results = {t: r for done in in_parallel(run_board, len(labs)) for t, r in done.items()}
+    cost = schedule_cost([count_since(board_lab, b) for board_lab, b in zip(labs, before)], predicted,
+                         steps=len({tile.step for tile in tiles}), tiles=len(tiles))
     # the drift guard's budget: what its own probe reads right now, so that a later probe is held
     # to a reading of the same kind (the closed loop's best-of-several residual reads lower)
     errors, _, _ = probe_errors(labs, SwitchPlan(plan.header, arrays))
     arrays.update({f"tile{t}.residual_programmed_s": error for t, error in errors.items()})
-    cost = schedule_cost([count_since(board_lab, b) for board_lab, b in zip(labs, before)], predicted,
-                         steps=len({tile.step for tile in tiles}), tiles=len(tiles))
     column = lambda key: tuple(results[t][key] for t in range(len(tiles)))  # noqa: E731
     record = ProgramRecord(
         programmed_utc=utc_now(), lab_idn=lab_idn(labs[0]), iterations=column("iterations"),
