@@ -41,7 +41,6 @@ from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.engine._datasets import Dataset
 from crossbar_ctl.engine._mapping import (
     ArrayModel,
-    CalibrationRef,
     LayerMapping,
     Tile,
     masks_from_selection,
@@ -50,7 +49,7 @@ from crossbar_ctl.engine._mapping import (
     weight_magnitude,
 )
 from crossbar_ctl.engine._network import Network, build_network
-from crossbar_ctl.engine._plan import PlanHeader, PlanOptions, SwitchPlan, TileRecord, _layer_plan, utc_now
+from crossbar_ctl.engine._plan import PlanOptions, SwitchPlan, _layer_plan, plan_header
 from crossbar_ctl.engine._solve import TileSolution, array_transfer, gains
 from crossbar_ctl.engine._twin import is_ideal
 
@@ -467,15 +466,8 @@ def _trained_plan(model: ArrayModel, data: Dataset, arch: str, layers: Sequence[
         arrays[f"net.layer{k}.bias"] = network.layers[k].bias
         layer_plans.append(_layer_plan(network.layers[k], mapped, [model], layer.tiles,
                                        [arrays[f"tile{t}.target_s"] for t in layer.indices], solutions))
-    header = PlanHeader(
-        network_name=network.name, activations=tuple(layer.activation for layer in network.layers),
-        strides=tuple(layer.stride for layer in network.layers),
-        paddings=tuple(layer.padding for layer in network.layers), input_shape=network.layers[0].input_shape,
-        calibration=model.reference or CalibrationRef(rows=rows, cols=cols, branches=model.geometry[2]),
-        twin=twin, options=PlanOptions(max_tiles=options.max_tiles),
-        layers=tuple(layer_plans), tiles=tuple(TileRecord.of(tile) for layer in pools for tile in layer.tiles),
-        created_utc=utc_now(),
-    )
+    header = plan_header(network, [model], [twin], PlanOptions(max_tiles=options.max_tiles), layer_plans,
+                         [tile for layer in pools for tile in layer.tiles])
     return SwitchPlan(header, arrays), network
 
 

@@ -360,21 +360,28 @@ def make_plan(network: Network, model: ArrayModel | Sequence[ArrayModel], *, opt
             solutions.append(solved)
         layer_plans.append(_layer_plan(layer, mapped, models, [mapping.tiles[t] for t in mapped.tiles],
                                        [mapping.targets_s[t] for t in mapped.tiles], solutions))
-    first = network.layers[0]
-    header = PlanHeader(
+    header = plan_header(network, models, twins, options, layer_plans, mapping.tiles)
+    return SwitchPlan(header, arrays)
+
+
+def plan_header(network: Network, models: Sequence[ArrayModel], twins: Sequence[TwinParameters | None],
+                options: PlanOptions, layers: Sequence[LayerPlan], tiles: Sequence[Tile]) -> PlanHeader:
+    """A plan's header: the network's shape, each board's calibration and twin, layers and tiles."""
+    rows, cols, branches = models[0].geometry
+
+    def reference(model: ArrayModel) -> CalibrationRef:
+        return model.reference or CalibrationRef(rows=rows, cols=cols, branches=branches)
+
+    return PlanHeader(
         network_name=network.name,
         activations=tuple(layer.activation for layer in network.layers),
         post=(tuple(tuple(str(op) for op in layer.post) for layer in network.layers)
               if any(layer.post for layer in network.layers) else ()),
         strides=tuple(layer.stride for layer in network.layers),
         paddings=tuple(layer.padding for layer in network.layers),
-        input_shape=first.input_shape,
-        calibration=models[0].reference or CalibrationRef(rows=rows, cols=cols, branches=branches),
-        twin=twins[0], boards=tuple(BoardRef(calibration=m.reference or CalibrationRef(rows=rows, cols=cols,
-                                                                                         branches=branches),
-                                             twin=twin) for m, twin in zip(models[1:], twins[1:])),
-        options=options, layers=tuple(layer_plans),
-        tiles=tuple(TileRecord.of(t) for t in mapping.tiles),
+        input_shape=network.layers[0].input_shape,
+        calibration=reference(models[0]), twin=twins[0],
+        boards=tuple(BoardRef(calibration=reference(m), twin=twin) for m, twin in zip(models[1:], twins[1:])),
+        options=options, layers=tuple(layers), tiles=tuple(TileRecord.of(t) for t in tiles),
         created_utc=utc_now(),
     )
-    return SwitchPlan(header, arrays)

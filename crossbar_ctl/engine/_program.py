@@ -363,11 +363,12 @@ def probe_errors(labs: Sequence[Lab], plan: SwitchPlan, *, repeats: int = 2
         Variance one pair's difference of two cells reads with, S^2.
     """
     error, measured_s, noise_var = {}, {}, {}
+    limits = [readout_limits(lab) for lab in labs]
     for t, tile in enumerate(plan.tiles()):
-        lab = labs[tile.board] if tile.board < len(labs) else labs[0]
-        load_tile(lab, plan.step_masks(tile.step))  # the configuration check loads
-        measured, noise = measure_transfer(lab, plan.tile(t, "cell_s"), repeats=repeats,
-                                           limits=readout_limits(lab), twin=plan.board_twin(tile.board),
+        board = tile.board if tile.board < len(labs) else 0
+        load_tile(labs[board], plan.step_masks(tile.step))  # the configuration check loads
+        measured, noise = measure_transfer(labs[board], plan.tile(t, "cell_s"), repeats=repeats,
+                                           limits=limits[board], twin=plan.board_twin(tile.board),
                                            block=tile.block)
         measured_s[t] = measured
         error[t] = pair_transfer(measured) - plan.tile(t, "target_s")
