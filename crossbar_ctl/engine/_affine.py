@@ -33,7 +33,10 @@ if TYPE_CHECKING:
     from drivers import Lab
     from crossbar_ctl.engine._plan import SwitchPlan
 
-__all__ = ["AFFINE_VERSION", "AffineRecord", "correct_pairs", "measure_affine", "tile_pairs", "validate_affine"]
+__all__ = [
+    "AFFINE_VERSION", "AffineRecord", "correct_pairs", "fit_affine", "measure_affine", "reference_inputs",
+    "reference_voltages", "tile_pairs", "validate_affine",
+]
 
 AFFINE_VERSION = 1
 
@@ -120,30 +123,27 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
     EngineError
         Fewer than two vectors; not one lab per board of the plan.
     """
-    from crossbar_ctl.engine._program import load_tile, readout_limits, row_bound
+    from crossbar_ctl.engine._program import load_tile, readout_limits
 
     if vectors < 2:
         raise EngineError(f"vectors = {vectors}: the affine fit needs at least 2 reference vectors")
     labs = list(lab) if isinstance(lab, (list, tuple)) else [lab]
     if len(labs) != plan.board_count:
         raise EngineError(f"the plan is on {plan.board_count} board(s) but {len(labs)} labs were given")
-    rng = np.random.default_rng(seed)
     limits = [readout_limits(board_lab) for board_lab in labs]
     uses_diff = bool(differential and all(getattr(board_lab.readout, "differential", False) for board_lab in labs))
     arrays = dict(plan.arrays)
     gains, offsets = [], []
     readings = 0
     writes = sum(getattr(board_lab.board, "switch_writes", 0) for board_lab in labs)
+    inputs = reference_inputs(plan, vectors=vectors, seed=seed)
     for t, record in enumerate(plan.header.tiles):
         tile = record.tile
-        board_lab, rows = labs[tile.board], tile.block[0]
+        board_lab = labs[tile.board]
         load_tile(board_lab, plan.step_masks(tile.step))
-        x = rng.uniform(0.0, 1.0, size=(vectors, tile.rows))
-        bound = row_bound(board_lab, rows.stop)
-        voltage, _ = row_voltages(x, plan.tile(t, "cell_s"), row_bound_s=None if bound is None else bound[rows.start:],
-                                  **limits[tile.board])
+        voltage = reference_voltages(board_lab, plan, t, inputs[t], limits[tile.board])
         full = np.zeros((vectors, board_lab.readout.rows))
-        full[:, rows] = voltage
+        full[:, tile.block[0]] = voltage
         measured = tile_pairs(board_lab, full, tile, plan.board_twin(tile.board), differential=uses_diff)
         readings += vectors
         gain, offset = _fit(voltage @ plan.tile(t, "target_s"), measured)
@@ -160,6 +160,33 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
     from crossbar_ctl.engine._plan import SwitchPlan
 
     return SwitchPlan(plan.header.model_copy(update={"affine": record}), arrays)
+
+
+def reference_inputs(plan: SwitchPlan, *, vectors: int, seed: int) -> list[np.ndarray]:
+    """Each tile's reference inputs ``(vectors, tile.rows)``, entries U(0, 1), drawn in tile order
+    from one seeded stream (the correction's, so that ``check`` can fit its truth evaluations on
+    the same vectors)."""
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(0.0, 1.0, size=(vectors, record.tile.rows)) for record in plan.header.tiles]
+
+
+def reference_voltages(lab: Lab, plan: SwitchPlan, t: int, inputs: np.ndarray, limits: dict[str, float]) -> np.ndarray:
+    """Tile ``t``'s row voltages ``(vectors, tile.rows)`` for its reference inputs, scaled as
+    ``check`` scales inputs (its step loaded: the drivers' row bound depends on the masks)."""
+    from crossbar_ctl.engine._program import row_bound
+
+    rows = plan.header.tiles[t].tile.block[0]
+    bound = row_bound(lab, rows.stop)
+    voltage, _ = row_voltages(inputs, plan.tile(t, "cell_s"), row_bound_s=None if bound is None else bound[rows.start:],
+                              **limits)
+    return voltage
+
+
+def fit_affine(plan: SwitchPlan, t: int, voltage_v: np.ndarray, pairs_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The correction (gain, offset_a) that :func:`measure_affine` would fit to a noiseless tile
+    whose pair transfer is ``pairs_s`` ``(tile.rows, tile.pairs)``, S, on the reference voltages
+    ``voltage_v``: how ``check`` corrects its truth evaluations as it corrects the measurement."""
+    return _fit(voltage_v @ plan.tile(t, "target_s"), voltage_v @ pairs_s)
 
 
 def validate_affine(plan: SwitchPlan) -> AffineRecord | None:
@@ -186,9 +213,11 @@ def validate_affine(plan: SwitchPlan) -> AffineRecord | None:
     return record
 
 
-def correct_pairs(plan: SwitchPlan, t: int, pairs_a: np.ndarray) -> np.ndarray:
-    """Tile ``t``'s pair outputs ``(batch, pairs)`` corrected: ``(y - offset_a) / gain`` (as they are
-    without a correction)."""
+def correct_pairs(plan: SwitchPlan, t: int, pairs_a: np.ndarray,
+                  affine: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Tile ``t``'s pair outputs ``(batch, pairs)`` corrected: ``(y - offset_a) / gain`` with the
+    plan's correction, or with ``affine`` = (gain, offset_a) (as they are when the plan has none)."""
     if plan.header.affine is None:
         return pairs_a
-    return (pairs_a - plan.tile(t, "affine_offset_a")) / plan.tile(t, "affine_gain")
+    gain, offset = affine if affine is not None else (plan.tile(t, "affine_gain"), plan.tile(t, "affine_offset_a"))
+    return (pairs_a - offset) / gain

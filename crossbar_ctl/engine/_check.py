@@ -16,25 +16,40 @@ Precision figures per layer (every pair programmed, in weight units, against the
   simulator's circuit with the plan's masks, no read noise, no converters). Only a simulated lab
   knows it (``lab.truth``, read for these figures only, never for control); on hardware None.
 
-The error budget splits a layer's output error into stages, each the difference of two
-evaluations of the same row voltages:
+The error budget splits a layer's output error into stages that add up: a chain of evaluations
+of the same row voltages, each replacing one idealisation of the one before with the truth, and a
+stage is the difference of two neighbours. Every evaluation goes through its own affine correction,
+fitted as the plan's was (:func:`crossbar_ctl.engine._affine.fit_affine`, the plan's reference
+vectors) when the plan has one, so a correction never counts as an error of one stage and a fix of
+the next. The chain starts from what the plan itself predicts it programmed:
 
-1. ``quantization``: the plan's predicted transfer (twin, calibrated conductances) vs float64;
-2. ``calibration``: the twin with the true branch conductances vs with the calibrated ones;
-3. ``ir_drop``: the true circuit (noiseless) vs the twin with the true conductances, i.e. the
-   wire error the pre-distortion did not remove;
-4. ``read_noise``: the measurement vs the noiseless true circuit: read noise and everything
-   the readout adds (DAC and ADC resolution and nonlinearity, channel gain and offset).
+- a plan programmed open loop (no measurement: a plan only made, a trained plan):
 
-Stages 2 to 4 need the truth, which only a simulated lab has (``lab.truth``); on hardware they are
-reported together as ``other``. Shares are of mean squares, and parts that add up to an error have
-shares that sum to 1 less ``cross``, twice their correlation (negative when one part cancels
-another). With the truth, ``share`` splits the total into ``programmed`` (stages 1 to 3 together:
-the true noiseless circuit vs float64, what ``realized_bits`` scores) and ``read_noise``, two nearly
-independent parts; ``programmed_share`` splits ``programmed`` into stages 1 to 3. Those can cancel:
-when the twin mispredicts the programmed pairs (a board it does not model, corrected by the closed
-loop on measurements), ``quantization`` and ``ir_drop`` are large and opposite, and ``cross``
-says so. On hardware ``share`` splits the total into ``quantization`` and ``other``.
+  1. ``quantization``: the twin's transfer with the calibrated conductances vs float64 (the
+     subset sum and what pre-distortion left, as the twin sees them);
+  2. ``calibration``: the twin with the true branch conductances vs with the calibrated ones;
+  3. ``ir_drop`` (wires and the twin's model): the true noiseless circuit vs the twin with the true
+     conductances;
+
+- a plan programmed by the closed loop (``tile{t}.measured_s``): the loop measured the circuit,
+  wires and calibration errors included, and re-solved against the measurement, so the twin's
+  stages would be large and cancel (the masks were chosen to undo them); instead
+
+  1. ``quantization``: the loop's last measurement of the programmed transfer vs float64 (what the
+     loop knew it left: subset sum and refinement residual);
+  2. ``measurement``: the true noiseless circuit vs that measurement (what the loop misread:
+     its read noise, channel gains, the wires' and calibration's leftovers, drift since);
+
+- then, both: ``read_noise`` (the readout): the measurement vs the noiseless true circuit: read
+  noise and everything the readout adds (DAC and ADC resolution and nonlinearity, channel gain and
+  offset, settling, the switches' nonlinearity).
+
+The truth comes only from a simulated lab (``lab.truth``); on hardware the stages after
+``quantization`` are reported together as ``other``. Shares are of mean squares; parts that add up
+to an error have shares that sum to 1 less ``cross``, twice their correlation (negative when one
+part cancels another). With the truth, ``share`` splits the total into ``programmed`` (the true
+noiseless circuit vs float64) and ``read_noise``; ``programmed_share`` splits ``programmed`` into
+its stages. On hardware ``share`` splits the total into ``quantization`` and ``other``.
 """
 
 from __future__ import annotations
@@ -49,7 +64,9 @@ import numpy as np
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.core.files import atomic_write_text
-from crossbar_ctl.engine._affine import correct_pairs, tile_pairs, validate_affine
+from crossbar_ctl.engine._affine import (
+    correct_pairs, fit_affine, reference_inputs, reference_voltages, tile_pairs, validate_affine,
+)
 from crossbar_ctl.engine._guard import DriftProbe
 from crossbar_ctl.engine._mapping import CalibrationRef, pair_transfer, row_voltages, weight_magnitude
 from crossbar_ctl.engine._network import Layer
@@ -130,28 +147,33 @@ def precision_bits(weight: np.ndarray, target: np.ndarray, magnitude: float) -> 
 
 
 class ErrorBudget(StrictModel):
-    """rms output error of one layer by cause, in the layer's output units."""
+    """rms output error of one layer by cause, in the layer's output units (the module's chain)."""
 
     source: Literal["simulator truth", "measurement only"]
+    prediction: Literal["twin", "closed loop"] = "twin"
+    """What ``quantization`` compares with float64: the twin's transfer (open loop) or the closed
+    loop's last measurement (and the chain that follows from it)."""
     quantization: float
-    """Subset-sum quantization (and what pre-distortion left, as the twin predicts it)."""
+    """The plan's own prediction of its programmed transfer vs float64."""
     calibration: float | None = None
-    """Calibration uncertainty and drift: true vs calibrated branch conductances."""
+    """Open loop: the twin with the true vs the calibrated branch conductances."""
     ir_drop: float | None = None
-    """Wire resistance not removed by pre-distortion: true circuit vs twin."""
+    """Open loop: wires and the twin's model: the true noiseless circuit vs the twin with the true
+    conductances."""
+    measurement: float | None = None
+    """Closed loop: the true noiseless circuit vs the loop's last measurement of it."""
     read_noise: float | None = None
-    """Read noise and readout quantization: measured vs noiseless true circuit."""
+    """The readout: measured vs the noiseless true circuit."""
     other: float | None = None
     """On hardware: everything but quantization, together."""
     programmed: float | None = None
-    """Stages 1 to 3 together: the true noiseless circuit vs float64 (simulated labs)."""
+    """The stages before ``read_noise`` together: the true noiseless circuit vs float64."""
     total: float
     share: dict[str, float]
     """Top-level parts' mean squares over the total's (``programmed`` and ``read_noise``, or on
     hardware ``quantization`` and ``other``) and ``cross``: 1 less their sum."""
     programmed_share: dict[str, float] | None = None
-    """``quantization``, ``calibration``, ``ir_drop`` over ``programmed`` (mean squares), and
-    ``cross``: 1 less their sum."""
+    """The stages of ``programmed`` over it (mean squares), and ``cross``: 1 less their sum."""
 
 
 class LayerCheck(StrictModel):
@@ -233,16 +255,31 @@ def _shares(parts: dict[str, np.ndarray], whole: np.ndarray) -> dict[str, float]
     return {**share, "cross": 1.0 - sum(share.values())}
 
 
-def _budget(stages: dict[str, np.ndarray], total: np.ndarray) -> ErrorBudget:
-    """The budget of one layer from its stages (simulator truth: all four; hardware: two)."""
-    rms = {name: _rms(value) for name, value in stages.items()}
-    if "read_noise" not in stages:
-        return ErrorBudget(source="measurement only", total=_rms(total), share=_shares(stages, total), **rms)
-    read_noise = stages.pop("read_noise")
-    programmed = total - read_noise
-    return ErrorBudget(source="simulator truth", total=_rms(total), programmed=_rms(programmed),
+def _budget(evaluations: dict[str, np.ndarray], reference: np.ndarray, *, truth: bool) -> ErrorBudget:
+    """The budget of one layer from its evaluations (corrected outputs: ``planned``, ``measured``
+    for a closed-loop plan, with the truth ``twin_true`` and ``circuit``, and ``analog``)."""
+    closed = "measured" in evaluations
+    prediction = evaluations["measured" if closed else "planned"]
+    analog = evaluations["analog"]
+    total = analog - reference
+    stages = {"quantization": prediction - reference}
+    if not truth:
+        stages["other"] = analog - prediction
+        return ErrorBudget(source="measurement only", prediction="closed loop" if closed else "twin",
+                           total=_rms(total), share=_shares(stages, total),
+                           **{name: _rms(value) for name, value in stages.items()})
+    circuit = evaluations["circuit"]
+    if closed:
+        stages["measurement"] = circuit - prediction
+    else:
+        stages["calibration"] = evaluations["twin_true"] - prediction
+        stages["ir_drop"] = circuit - evaluations["twin_true"]
+    programmed, read_noise = circuit - reference, analog - circuit
+    return ErrorBudget(source="simulator truth", prediction="closed loop" if closed else "twin", total=_rms(total),
+                       programmed=_rms(programmed), read_noise=_rms(read_noise),
                        share=_shares({"programmed": programmed, "read_noise": read_noise}, total),
-                       programmed_share=_shares(stages, programmed), **rms)
+                       programmed_share=_shares(stages, programmed),
+                       **{name: _rms(value) for name, value in stages.items()})
 
 
 def _common_mode_ratio(plan: SwitchPlan, tiles: Sequence[int]) -> float | None:
@@ -259,9 +296,11 @@ def truth_of(lab: Lab):
 
 
 def _run_tile(lab: Lab, plan: SwitchPlan, t: int, x_aug: np.ndarray, cpw: float, limits: dict[str, float],
-              truth, progress: Callable[[int], None] | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+              truth, progress: Callable[[int], None] | None,
+              reference_x: np.ndarray | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Tile ``t`` on its board, every input vector through it: its step loaded (the board sends
-    nothing when the step is loaded already), pair outputs in weight units per stage, and weights."""
+    nothing when the step is loaded already), the corrected pair outputs in weight units of each
+    evaluation (the measurement and the budget's, see the module), and the pairs' weights."""
     tile = plan.header.tiles[t].tile
     load_tile(lab, plan.step_masks(tile.step))
     voltage, per_unit = row_voltages(x_aug[:, tile.inputs], plan.tile(t, "cell_s"),
@@ -274,41 +313,50 @@ def _run_tile(lab: Lab, plan: SwitchPlan, t: int, x_aug: np.ndarray, cpw: float,
     affine = plan.header.affine
     analog = correct_pairs(plan, t, tile_pairs(lab, full, tile, plan.board_twin(tile.board), progress=progress,
                                                differential=affine is not None and affine.differential))
-    currents = {"planned": voltage @ plan.tile(t, "predicted_s")}
-    weights = {"target": plan.tile(t, "target_s") / cpw, "planned": pair_transfer(plan.tile(t, "predicted_s")) / cpw}
+    transfers = {"planned": pair_transfer(plan.tile(t, "predicted_s"))}
+    if f"tile{t}.measured_s" in plan.arrays:
+        transfers["measured"] = pair_transfer(plan.tile(t, "measured_s"))
+    weights = {"target": plan.tile(t, "target_s") / cpw, "planned": transfers["planned"] / cpw}
     if truth:
         twin_true = twin_transfer(plan.board_twin(tile.board), np.asarray(truth.cell_conductance_s()))
         circuit = np.asarray(truth.transfer_s())[tile.block]  # linear: I = V @ T
-        currents["twin_true"] = voltage @ twin_true[tile.block]
-        currents["circuit"] = voltage @ circuit
-        weights["realized"] = pair_transfer(circuit) / cpw
-    return {"analog": analog * unit, **{name: pair_transfer(current) * unit for name, current in currents.items()}}, weights
+        transfers["twin_true"] = pair_transfer(twin_true[tile.block])
+        transfers["circuit"] = pair_transfer(circuit)
+        weights["realized"] = transfers["circuit"] / cpw
+    reference_v = None if reference_x is None else reference_voltages(lab, plan, t, reference_x, limits)
+    outputs = {"analog": analog * unit}
+    for name, pairs_s in transfers.items():
+        fitted = None if reference_v is None else fit_affine(plan, t, reference_v, pairs_s)
+        outputs[name] = correct_pairs(plan, t, voltage @ pairs_s, fitted) * unit
+    return outputs, weights
 
 
 def _run_layer(labs: Sequence[Lab], plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray,
                limits: Sequence[dict[str, float]], truths: Sequence, progress: Callable[[int], None] | None,
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One layer on the boards: flat inputs (batch, in) -> analog outputs and budget stages, and the
-    pairs' ``target``, ``planned`` (and ``realized``) weights. Each board runs its tiles in plan
+    """One layer on the boards: flat inputs (batch, in) -> the corrected outputs of each evaluation
+    (``analog`` and the budget's), and the pairs' ``target``, ``planned`` (and ``realized``) weights. Each board runs its tiles in plan
     order, the boards in parallel."""
     lp = plan.header.layers[k]
     patches = layer.patches(x)
     x_aug = np.hstack([patches, np.full((len(patches), 1), lp.bias_input)])
     outputs = layer.matrix.shape[0]
-    names = ["analog", "planned"] + (["twin_true", "circuit"] if truths[0] else [])
-    stages = {name: np.zeros((len(patches), outputs)) for name in names}
     tiles = plan.header.tiles
+    affine = plan.header.affine
+    reference_x = None if affine is None else reference_inputs(plan, vectors=affine.vectors, seed=affine.seed)
 
     def run_board(board: int) -> dict[int, tuple]:
         return {t: _run_tile(labs[board], plan, t, x_aug, lp.conductance_per_weight_s, limits[board],
-                             truths[board], progress) for t in lp.tiles if tiles[t].board == board}
+                             truths[board], progress, None if reference_x is None else reference_x[t])
+                for t in lp.tiles if tiles[t].board == board}
 
     done = {t: result for board in in_parallel(run_board, len(labs)) for t, result in board.items()}
+    stages: dict[str, np.ndarray] = {}
     weights: dict[str, list[np.ndarray]] = {"target": [], "planned": [], "realized": []}
     for t in lp.tiles:  # in plan order: the sums come out the same whatever the boards
         outputs_w, tile_weights = done[t]
         for name, value in outputs_w.items():
-            stages[name][:, tiles[t].tile.outputs] += value
+            stages.setdefault(name, np.zeros((len(patches), outputs)))[:, tiles[t].tile.outputs] += value
         for name, value in tile_weights.items():
             weights[name].append(value)
     flat = {name: np.concatenate([w.ravel() for w in parts]) for name, parts in weights.items() if parts}
@@ -379,14 +427,7 @@ def run_check(lab: Lab | Sequence[Lab], plan: SwitchPlan, x: np.ndarray, y: np.n
         stages, weights = _run_layer(labs, plan, layer, k, activation, limits, truths, progress)
         analog = stages["analog"]
         error = analog - reference
-        quantization = stages["planned"] - reference
-        if truth:
-            budget = _budget({"quantization": quantization,
-                              "calibration": stages["twin_true"] - stages["planned"],
-                              "ir_drop": stages["circuit"] - stages["twin_true"],
-                              "read_noise": analog - stages["circuit"]}, error)
-        else:
-            budget = _budget({"quantization": quantization, "other": analog - stages["planned"]}, error)
+        budget = _budget(stages, reference, truth=truth is not None)
         magnitude = weight_magnitude(layer.matrix, layer.bias)
         lp = plan.header.layers[k]
         measured = None

@@ -80,9 +80,11 @@ def test_program_measures_the_correction_and_the_budget_adds_up(programmed):
     details: dict = {}
     report = run_check(lab, again, x, details=details)
     stages = details["stages"][0]
-    parts = ((stages["planned"] - details["reference"][0]) + (stages["twin_true"] - stages["planned"])
-             + (stages["circuit"] - stages["twin_true"]) + (stages["analog"] - stages["circuit"]))
+    # the closed loop's chain: its measurement, the true circuit, the readout (each corrected)
+    parts = ((stages["measured"] - details["reference"][0]) + (stages["circuit"] - stages["measured"])
+             + (stages["analog"] - stages["circuit"]))
     assert np.allclose(parts, stages["analog"] - details["reference"][0], rtol=0, atol=1e-12)
     budget = report.layers[0].budget
-    assert budget.read_noise is not None and budget.ir_drop is not None
+    assert budget.prediction == "closed loop" and budget.read_noise is not None and budget.measurement is not None
+    assert budget.total == pytest.approx(np.sqrt(np.mean((stages["analog"] - details["reference"][0]) ** 2)))
     assert report.layers[0].common_mode_ratio > 1
