@@ -77,16 +77,22 @@ def subset_sums(values: np.ndarray, usable: np.ndarray) -> np.ndarray:
 
     Subset ``a`` closes branch ``k`` when bit ``k`` of ``a`` is set.
     """
-    n = values.shape[1]
-    bits = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(np.float64)  # (2^n, n)
-    sums = np.where(usable, values, 0.0) @ bits.T
-    bad = (~usable).astype(np.float64) @ bits.T > 0
-    return np.where(bad, np.nan, sums)
+    from crossbar_ctl.optimizer._pairs import subset_sums as kernel
+
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    out = np.empty((values.shape[0], 2 ** values.shape[1]))
+    kernel(values, np.ascontiguousarray(usable, dtype=np.bool_), out)
+    return out
 
 
 def refine_pairs(target_s: np.ndarray, plus: dict[str, np.ndarray], minus: dict[str, np.ndarray], *,
                  locality: float, room: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Best (plus subset, minus subset) per pair under the linearised response.
+
+    A pair's output on each side is ``t0 + slope (sums - g0)``; for every plus subset, the minus
+    subsets of each closed count nearest to its output minus the target are scored by the output
+    error plus ``locality`` times the conductance moved on both sides (numba kernels,
+    :mod:`crossbar_ctl.optimizer._pairs`).
 
     Parameters
     ----------
@@ -108,56 +114,8 @@ def refine_pairs(target_s: np.ndarray, plus: dict[str, np.ndarray], minus: dict[
     predicted_s : ndarray (cells,)
         Their linearised pair output (NaN for a cell with no allowed pair of subsets).
     """
-    cells, size = plus["sums"].shape
+    from crossbar_ctl.optimizer._pairs import nearest_pairs
 
-    def side(s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        out = s["t0"][:, None] + s["slope"][:, None] * (s["sums"] - s["g0"][:, None])
-        move = locality * np.abs(s["sums"] - s["g0"][:, None])
-        return out, move
-
-    x, move_x = side(plus)
-    y, move_y = side(minus)
-    count = np.zeros(size, dtype=np.int64)  # closed branches of each subset, where a cap needs them
-    if room is not None:
-        count = ((np.arange(size)[:, None] >> np.arange(size.bit_length() - 1)) & 1).sum(axis=1)
-    # meet in the middle: for each plus subset, the minus subsets of each closed count nearest to
-    # x - target. Both sides sorted per cell by (closed count, value), cells and counts far apart:
-    # the minus sums are searched, the plus subsets a cap allows are a prefix, in ascending runs.
-    span = float(np.nanmax(np.abs(np.concatenate([x, y], axis=1)))) + float(np.max(np.abs(target_s)))
-    step = 4.0 * span + 1.0
-    classes = int(count.max()) + 1
-    offset = step * classes * np.arange(cells)[:, None]
-    key = np.where(np.isnan(y), 2.0 * span, y) + step * count
-    order = np.argsort(key, axis=1)
-    flat = (np.take_along_axis(key, order, axis=1) + offset).ravel()
-    want = x - target_s[:, None]
-    query = np.where(np.isnan(want), 0.0, want)
-    plus_order = np.argsort(query + step * count, axis=1)
-    query, want, move_x = (np.take_along_axis(a, plus_order, axis=1) for a in (query, want, move_x))
-    query += offset
-    count_x = count[plus_order]
-    best_score = np.full(cells, np.inf)
-    best_a = np.zeros(cells, dtype=np.int64)
-    best_b = np.zeros(cells, dtype=np.int64)
-    rows = np.arange(cells)[:, None]
-    idx = np.arange(cells)
-    for c in range(classes):
-        most = size if room is None else int(np.sum(count <= room.max() - c))  # plus subsets allowed
-        if most == 0:
-            break
-        pos = np.searchsorted(flat, (query[:, :most] + step * c).ravel()).reshape(cells, most) - rows * size
-        for shift in (-1, 0):
-            b = order[rows, np.clip(pos + shift, 0, size - 1)]
-            score = np.abs(want[:, :most] - y[rows, b]) + move_x[:, :most] + move_y[rows, b]
-            bad = np.isnan(score) | (count[b] != c)
-            if room is not None:
-                bad |= count_x[:, :most] > room[:, None] - c
-            score = np.where(bad, np.inf, score)
-            a = np.argmin(score, axis=1)
-            s = score[idx, a]
-            better = s < best_score
-            best_score = np.where(better, s, best_score)
-            best_a = np.where(better, plus_order[idx, a], best_a)
-            best_b = np.where(better, b[idx, a], best_b)
-    predicted = np.where(np.isfinite(best_score), x[idx, best_a] - y[idx, best_b], np.nan)  # NaN: none allowed
-    return best_a, best_b, predicted
+    keys = ("sums", "g0", "t0", "slope")
+    return nearest_pairs(np.asarray(target_s, dtype=np.float64), tuple(plus[k] for k in keys),
+                         tuple(minus[k] for k in keys), locality, room)
