@@ -5,6 +5,7 @@ crossbar_ctl.cli._main."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,12 +61,17 @@ def add_cluster_options(parser: argparse.ArgumentParser, what: str) -> None:
 
 @contextmanager
 def cluster(args: argparse.Namespace) -> Iterator[Any]:
-    """The Dask client the options ask for (the dashboard link on stderr), or None."""
+    """The Dask client the options ask for (the dashboard link on stderr), or None.
+
+    dask's loggers log at INFO (dozens of lines per cluster); they follow ``-v`` like ours.
+    """
     if args.workers is None and args.scheduler is None:
         yield None
         return
-    from crossbar_ctl.engine._distributed import dask_client
+    from crossbar_ctl.engine._distributed import dask_client, distributed
 
+    distributed()  # imported first: the import sets its loggers' level
+    logging.getLogger("distributed").setLevel(logging.getLogger().getEffectiveLevel())
     with dask_client(workers=args.workers, scheduler=args.scheduler,
                      announce=lambda line: print(line, file=sys.stderr)) as client:
         yield client

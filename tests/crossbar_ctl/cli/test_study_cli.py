@@ -1,7 +1,14 @@
-"""``crossbar study``: a summary table or JSON and a plot, resumed from its task files; one-line errors."""
+"""``crossbar study``: a summary table or JSON and a plot, resumed from its task files; one-line errors;
+a started cluster's dashboard link; a worker that dies mid-study."""
 
+import argparse
 import json
+import os
+import re
+import signal
 import socket
+import time
+import urllib.request
 
 import pytest
 
@@ -54,3 +61,66 @@ def test_bad_study_options_are_one_line(argv, said, tmp_path, capsys):
     assert main(["study", "--arrays", "1", "--out", str(tmp_path), *argv]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert said in err and err.count("\n") == 1
+
+
+def test_a_started_cluster_prints_its_dashboard_link_and_the_link_serves_the_dashboard(capsys):
+    pytest.importorskip("distributed")
+    if not os.environ.get("CI"):  # the distributed extra brings bokeh: CI has it, a hand-made venv may not
+        pytest.importorskip("bokeh")
+    import logging
+
+    from crossbar_ctl.cli._study import cluster
+
+    with cluster(argparse.Namespace(workers=1, scheduler=None)):
+        err = capsys.readouterr().err
+        assert re.fullmatch(r"Dask dashboard: http://\S+/status\n", err), err
+        with urllib.request.urlopen(err.split(": ", 1)[1].strip(), timeout=30) as page:
+            body = page.read().decode()
+        assert logging.getLogger("distributed").level >= logging.WARNING  # its INFO lines follow -v
+    assert page.status == 200 and "<html" in body.lower() and "needs bokeh" not in body
+
+
+def test_a_worker_that_dies_mid_study_is_one_line_the_finished_tasks_stay_and_a_rerun_completes(tmp_path, capsys):
+    """Through the CLI, on a running scheduler: array 3's worker kills itself once (SIGKILL) after
+    another array is kept; the scheduler fails the task at the first death; the same command then
+    runs only what is missing."""
+    pytest.importorskip("distributed")
+    import dask
+
+    from crossbar_ctl.engine._distributed import dask_client
+
+    out, doomed = tmp_path / "study", tmp_path / "killed"
+
+    def die_once_on_array_3(out, doomed):  # runs on each worker: its run_task, before any task
+        from crossbar_ctl.engine import _study
+
+        real = _study.run_task
+
+        def run_task(task):
+            if task.array == 3 and not doomed.exists():
+                deadline = time.monotonic() + 60
+                while not any(out.glob("*.json")) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                doomed.touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(task)
+
+        _study.run_task = run_task
+
+    argv = ["study", "--arrays", "4", "--spread", "0.1", "--branches", "2", "--rows", "2", "--cols", "2",
+            "--out", str(out), "--json"]
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            dask_client(workers=2, dashboard_address=":0") as client:
+        client.run(die_once_on_array_3, out, doomed)
+        argv += ["--scheduler", client.scheduler.address]
+        assert main(argv) == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("crossbar: error: a Dask worker died while running array ")
+        kept = int(re.search(r"; (\d+) of 4 tasks are kept in ", err).group(1))
+        assert 1 <= kept < 4 and len(list(out.glob("*.json"))) == kept and doomed.exists()
+        stamps = {path: path.stat().st_mtime_ns for path in out.glob("*.json")}
+        client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed one
+        assert main(argv) == 0
+    assert [row["arrays"] for row in json.loads(capsys.readouterr().out)] == [4]
+    assert len(list(out.glob("*.json"))) == 4
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps  # the kept ones not run again

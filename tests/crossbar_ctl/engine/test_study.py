@@ -1,14 +1,10 @@
-"""Studies: the same figures serially and on Dask, resumed from their task files, a killed worker."""
-
-import os
-import re
-import signal
+"""Studies: the same figures serially and on Dask, resumed from their task files. A worker that dies
+mid-study: tests/crossbar_ctl/cli/test_study_cli.py, through the CLI."""
 
 import pytest
 
-from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.engine import _study
-from crossbar_ctl.engine._study import StudyResult, array_seed, run_study, study_tasks, summarize
+from crossbar_ctl.engine._study import array_seed, run_study, study_tasks
 
 pytest.importorskip("distributed")
 
@@ -69,31 +65,13 @@ def test_a_rerun_skips_the_finished_tasks(serial, monkeypatch):
         run_study(study_tasks(arrays=3, **TINY), out)
 
 
-def test_a_killed_worker_is_one_line_the_finished_tasks_stay_and_a_rerun_completes(client, tmp_path, monkeypatch):
-    tasks = study_tasks(arrays=6, **TINY)
-
-    def kill_a_busy_worker(count):
-        if not getattr(kill_a_busy_worker, "done", False):
-            kill_a_busy_worker.done = True
-            busy = next(address for address, keys in client.processing().items() if keys)
-            pid = client.run(os.getpid, workers=[busy])[busy]
-            os.kill(pid, signal.SIGKILL)
-
-    with pytest.raises(EngineError) as info:
-        run_study(tasks, tmp_path, client=client, progress=kill_a_busy_worker)
-    message = str(info.value)
-    assert "\n" not in message and message.startswith("a Dask worker died while running array")
-    kept = int(re.search(r"; (\d+) of 6 tasks are kept in ", message).group(1))
-    assert 1 <= kept < 6 and len(list(tmp_path.glob("*.json"))) == kept
-    client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed one: the cluster goes on
+def test_a_task_file_of_another_schema_version_is_run_again(serial, monkeypatch, tmp_path):
+    out, expected = serial
+    for path in out.glob("*.json"):
+        (tmp_path / path.name).write_text(path.read_text())
+    old = next(tmp_path.glob("*array00001*.json"))
+    old.write_text(old.read_text().replace(f'"schema_version": {_study.STUDY_SCHEMA_VERSION}', '"schema_version": 1'))
     ran = []
-    real = _study.run_task
-
-    def counted(task):
-        ran.append(task.key)
-        return real(task)
-
-    monkeypatch.setattr(_study, "run_task", counted)
-    results = run_study(tasks, tmp_path)  # the rest, here
-    assert len(ran) == 6 - kept and all(isinstance(r, StudyResult) for r in results)
-    assert [row["arrays"] for row in summarize(results)] == [6]
+    monkeypatch.setattr(_study, "run_task", lambda task: ran.append(task.key) or expected[task.array])
+    assert run_study(study_tasks(arrays=2, **TINY), tmp_path) == expected
+    assert ran == [expected[1].task.key]
