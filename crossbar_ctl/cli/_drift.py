@@ -84,7 +84,8 @@ def add_commands(commands, bench) -> None:
     drift.add_argument("--branches", type=int_range(1, 16), default=8, metavar="N", help="branches per cell")
     drift.add_argument("--samples", type=positive_int, default=100, metavar="N", help="inputs of each check")
     drift.add_argument("--drift-per-hour", type=positive_float, default=None, metavar="X",
-                       help="relative random-walk drift of the resistors per sqrt(hour) (default: the lab's, 1e-4)")
+                       help="relative random-walk drift of the resistors per sqrt(hour) (default: the profile's: pcb "
+                            "1.6e-5, thin film; ideal and harsh 1e-4)")
     drift.add_argument("--demo", action="store_true",
                        help="the demo's 64x64x8 lab and digits MLP (its test set, --samples of it) instead")
     drift.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="seed of the layer and the labs")
@@ -153,7 +154,8 @@ def program_update(args: argparse.Namespace) -> int:
         print_table([{"pairs [#]": result["pairs"], "over budget before [#]": result["pairs_over_before"],
                       "re-solved [#]": result["pairs_resolved"], "over budget after [#]": result["pairs_over_after"],
                       "cells rewritten [#]": result["cells_rewritten"],
-                      "of the plan's cells [1]": result["rewrites_fraction"], "readings [#]": result["readings"]}],
+                      "of the plan's cells [1]": result["rewrites_fraction"],
+                      "switch writes [#]": result["switch_writes"], "readings [#]": result["readings"]}],
                     title=f"program --update: plan written to {result['plan']} (calibration {result['calibration']})")
 
     emit(result, args, show)
@@ -218,8 +220,8 @@ def _bench_drift(args: argparse.Namespace) -> int:
 
     def show(rows: list[dict[str, Any]]) -> None:
         keys = ("scenario", "realized_bits_fresh", "realized_bits_stale", "realized_bits_after", "enob_fresh",
-                "enob_stale", "enob_after", "readings_fraction", "rewrites_fraction", "guard_fresh", "guard_stale",
-                "wall_s")
+                "enob_stale", "enob_after", "readings_fraction", "rewrites_fraction", "switch_writes_fraction",
+                "guard_fresh", "guard_stale", "wall_s")
         geometry = "the demo's 64x64x8 lab, digits MLP" if args.demo else f"{args.rows}x{args.cols}x{args.branches}"
         print_table([{key: row[key] for key in keys} for row in rows],
                     title=f"drift on {geometry}, profile {args.profile}: least over layers of realized median bits "

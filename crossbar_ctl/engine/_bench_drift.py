@@ -52,7 +52,8 @@ def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: i
         Inputs of each check.
     profile : {"pcb", "ideal", "harsh"}
     drift_per_hour : float, optional
-        The resistors' relative random-walk drift per sqrt(hour) (default: the lab's, 1e-4).
+        The resistors' relative random-walk drift per sqrt(hour) (default: the profile's; ``pcb``
+        1.6e-5, the thin-film datasheet bound).
     demo : bool
         The demo's lab (64x64x8, five faults) and the digits MLP with its test set instead.
     seed : int
@@ -66,7 +67,9 @@ def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: i
     list of dict
         One row per scenario: ``scenario``, ``realized_bits_fresh``, ``realized_bits_stale``,
         ``realized_bits_after``, ``enob_fresh``, ``enob_stale``, ``enob_after``,
-        ``readings_fraction``, ``rewrites_fraction``, ``guard_fresh`` and ``guard_stale`` (the
+        ``readings_fraction``, ``rewrites_fraction``, ``switch_writes_fraction`` (the update's
+        switch writes counted by the driver, its trials included, over the programming's),
+        ``guard_fresh`` and ``guard_stale`` (the
         guard would refuse), ``bits_lost_probe`` (the stale probe's estimate), ``temperature_c``
         (stale), ``wall_s``.
     """
@@ -126,6 +129,7 @@ def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: i
             "realized_bits_after": bits_after, "enob_fresh": enob_fresh, "enob_stale": enob_stale,
             "enob_after": enob_after, "readings_fraction": recal.readings_fraction,
             "rewrites_fraction": update.rewrites_fraction,
+            "switch_writes_fraction": update.switch_writes / max(plan.header.program.cost.switch_writes, 1),
             "guard_fresh": bool(fresh.drift_probe and fresh.drift_probe.over_budget),
             "guard_stale": bool(probe and probe.over_budget),
             "guard_after": bool(after.drift_probe and after.drift_probe.over_budget),

@@ -117,7 +117,7 @@ def measure_tile(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarray,
 def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarray, target_s: np.ndarray,
                     context: np.ndarray, *, twin: TwinParameters | None, limits: dict[str, float],
                     rounds: int, repeats: int, tolerance_sigma: float = 2.0, locality: float = 0.001,
-                    max_closed: int | None = None) -> Refined:
+                    max_closed: int | None = None, pairs: np.ndarray | None = None) -> Refined:
     """Refine a programmed tile on its measured transfer until its pairs are within the noise.
 
     Parameters
@@ -137,6 +137,9 @@ def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarr
         Unit-vector readings per row per round.
     tolerance_sigma : float
         A pair is off when its measured error exceeds this many times its measurement noise.
+    pairs : ndarray (cells,) of bool, optional
+        Only these pairs may be re-solved (``crossbar program --update``: those over budget);
+        default every pair.
     """
     measure = {"repeats": repeats, "limits": limits, "twin": twin}
     cell, measured, noise, readings = measure_tile(lab, model, tile, selection, context, **measure)
@@ -146,6 +149,8 @@ def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarr
     moved = done = 0
     for round_ in range(rounds):
         off = best["error"] > tolerance_sigma * np.sqrt(2.0) * noise
+        if pairs is not None:
+            off &= pairs
         if not off.any():
             break
         cell = model.cell_conductance_s(masks_from_selection(best["selection"], tile.rows, tile.pairs), tile)

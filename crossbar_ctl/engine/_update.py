@@ -4,14 +4,15 @@
   the plan's pairs to rewrite (:func:`choose_pairs`); ``calibration.recalibrate`` re-measures their
   rows first, worst first, then what its sample found moved, within its share of a full
   calibration's readings.
-- :func:`update_plan` (``crossbar program --update``): every tile is measured as programmed; per
-  layer only the pairs :func:`choose_pairs` picks (the fewest, worst first, that bring the layer's
-  rms back within half the budget's slack, and any pair over ``PAIR_FACTOR`` times the budget) are
-  re-solved on the new record, on their measured outputs linearised with the twin's slopes (the
-  closed loop's own correction, :func:`crossbar_ctl.engine._program._correct`), rewritten and
-  measured again until they are within their measurement noise, for a bounded number of rounds;
-  the best measured tile is kept. Every other cell keeps its switches, and the plan its affine
-  correction (:mod:`crossbar_ctl.engine._affine`) as measured when it was programmed.
+- :func:`update_plan` (``crossbar program --update``): every tile is measured as programmed, the
+  way the programming's refinement measures it (:func:`crossbar_ctl.engine._refine.measure_tile`:
+  channel offsets removed); per layer only the pairs :func:`choose_pairs` picks against the
+  residual programming left (the fewest, worst first, that bring the layer's rms back within half
+  the budget's slack, and any pair over ``PAIR_FACTOR`` times the budget) are re-solved, by the
+  programming's own refinement (:func:`crossbar_ctl.engine._refine.refine_measured`) restricted to
+  them, on the new record; picked again on the last measurement (a rewrite moves its row-mates).
+  Every other cell keeps its switches, and the plan its affine correction
+  (:mod:`crossbar_ctl.engine._affine`) as measured when it was programmed.
 
 The updated plan names the new record; its budget stays the one the plan was first programmed to
 (``tile{t}.residual_programmed_s``), so updates cannot loosen it.
@@ -33,29 +34,30 @@ from crossbar_ctl.engine._guard import (
     probe_plan,
     programmed_residual_s,
 )
-from crossbar_ctl.engine._mapping import masks_from_selection
+from crossbar_ctl.engine._cost import board_counters, count_since, predict_loads, schedule_cost
+from crossbar_ctl.engine._mapping import masks_from_selection, pair_transfer
 from crossbar_ctl.engine._plan import ProgramRecord, SwitchPlan, utc_now
 from crossbar_ctl.engine._program import (
     ProgramOptions,
-    _correct,
     _full_masks,
-    _measure,
     _selection,
     lab_idn,
     load_tile,
     readout_limits,
 )
-from crossbar_ctl.engine._solve import Solver, array_transfer, default_solver, gains
+from crossbar_ctl.engine._refine import measure_tile, refine_measured
+from crossbar_ctl.engine._schedule import step_masks
+from crossbar_ctl.engine._solve import array_transfer
 
 if TYPE_CHECKING:
     from calibration import CalibrationRecord, RecalibrationReport, TcrEstimate
     from drivers import Lab
 
-__all__ = ["UpdateReport", "choose_pairs", "recalibrate_plan", "update_plan"]
+__all__ = ["UPDATE_GOAL_BITS", "UpdateReport", "choose_pairs", "recalibrate_plan", "update_plan"]
 
-_TOLERANCE_SIGMA = 2.0
-"""A rewritten pair is done when its measured error is within this many times its noise."""
-
+UPDATE_GOAL_BITS = 0.1
+"""``program --update`` rewrites until each layer's measured rms is within this of what programming
+left (the issue's recovery target is 0.3 bit of the fresh plan, realized median and ENOB)."""
 
 class UpdateReport(StrictModel):
     """What ``crossbar program --update`` rewrote."""
@@ -74,6 +76,9 @@ class UpdateReport(StrictModel):
     """``cells_rewritten / cells``."""
     readings: int
     """Readout vectors the update measured."""
+    switch_writes: int
+    """Branch switches the update changed, counted from the board's driver (its trials included;
+    compare with the plan's ``program.cost.switch_writes``)."""
 
 
 def _check_lineage(plan: SwitchPlan, record: CalibrationRecord) -> None:
@@ -85,10 +90,10 @@ def _check_lineage(plan: SwitchPlan, record: CalibrationRecord) -> None:
                           f"{planned} but this record {named}; recalibrate from the plan's calibration")
 
 
-def choose_pairs(error_s: np.ndarray, programmed_s: float, slack_bits: float, noise_var_s2: float = 0.0
-                 ) -> np.ndarray:
+def choose_pairs(error_s: np.ndarray, programmed_s: float, slack_bits: float, noise_var_s2: float = 0.0, *,
+                 goal_bits: float | None = None) -> np.ndarray:
     """The pairs of a layer to rewrite: the fewest, worst first, whose rewriting (each back to the
-    programmed precision) brings the layer's rms error within half its slack of where it was
+    programmed precision) brings the layer's rms error within ``goal_bits`` of where it was
     programmed, and every pair over ``PAIR_FACTOR`` times the budget.
 
     Parameters
@@ -98,9 +103,11 @@ def choose_pairs(error_s: np.ndarray, programmed_s: float, slack_bits: float, no
     programmed_s : float
         The layer's rms error when programmed, siemens.
     slack_bits : float
-        The budget's slack (the goal is ``programmed_s * 2**(slack_bits / 2)``).
+        The budget's slack (``programmed_s * 2**slack_bits`` is the budget).
     noise_var_s2 : float
         Read-noise variance in each measured error, taken out of the rms.
+    goal_bits : float, optional
+        Precision the layer may keep lost after the rewrites (default: half the slack).
 
     Returns
     -------
@@ -112,7 +119,8 @@ def choose_pairs(error_s: np.ndarray, programmed_s: float, slack_bits: float, no
     left = np.concatenate([np.cumsum(squares[::-1])[::-1], [0.0]])  # left[k]: the pairs kept after k rewritten
     k = np.arange(n + 1)
     mean_square = (left + k * programmed_s**2) / max(n, 1)
-    reached = np.nonzero(mean_square <= (programmed_s * 2.0 ** (slack_bits / 2)) ** 2)[0]
+    goal = slack_bits / 2 if goal_bits is None else goal_bits
+    reached = np.nonzero(mean_square <= (programmed_s * 2.0**goal) ** 2)[0]
     count = int(reached[0]) if reached.size else n
     picked = np.zeros(n, bool)
     picked[order[:count]] = True
@@ -164,10 +172,17 @@ def recalibrate_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, t
 
 
 def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: TcrEstimate | None = None,
-                slack_bits: float = DEFAULT_SLACK_BITS, options: ProgramOptions | None = None,
-                refine_rounds: int = 5, repeats: int = 8, solver: Solver | None = None,
-                progress: Callable[[int], None] | None = None) -> tuple[SwitchPlan, UpdateReport]:
+                slack_bits: float = DEFAULT_SLACK_BITS, goal_bits: float = UPDATE_GOAL_BITS,
+                options: ProgramOptions | None = None, passes: int = 2, progress: Callable[[int], None] | None = None) -> tuple[SwitchPlan, UpdateReport]:
     """Re-solve and rewrite only the pairs of a programmed plan that are over its error budget.
+
+    Every tile is measured as programmed, as the programming's refinement measures it (unit
+    vectors less the all-zero reading, :func:`crossbar_ctl.engine._refine.measure_tile`); per layer
+    :func:`choose_pairs` picks the pairs to rewrite from those errors, and the programming's own
+    refinement (:func:`crossbar_ctl.engine._refine.refine_measured`, its rounds and reads) re-solves
+    only them until each is within its measurement noise, keeping the tile only if it measures
+    better as a whole. A rewrite moves the pairs sharing its row's driver, so the pairs are picked
+    again on the last measurement, for ``passes`` passes.
 
     Parameters
     ----------
@@ -180,14 +195,13 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
         Re-solve with the conductances predicted at the lab's measured temperature.
     slack_bits : float
         The plan's budget: precision it may lose since programming (the guard's).
+    goal_bits : float
+        Precision (rms) the update may leave lost against the residual programming left.
     options : ProgramOptions, optional
-        ``max_iterations`` rounds and ``verify_repeats`` reads per row.
-    refine_rounds : int
-        Further rounds for the pairs chosen, until each is within ``_TOLERANCE_SIGMA`` times its
-        measurement noise.
-    repeats : int
-        Unit-vector reads per row in every round (the programming's refinement reads as many: a
-        rewritten pair is measured as precisely as it was programmed).
+        ``max_iterations + refine_rounds`` measured rounds per pass at ``refine_repeats`` reads per
+        row (the programming's verify and refinement rounds together).
+    passes : int
+        Choose-and-refine passes (>= 1).
     progress : callable, optional
         Called with 1 per tile.
 
@@ -195,7 +209,7 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
     -------
     plan : SwitchPlan
         The updated plan (new masks where rewritten, the new record's reference, a new
-        :class:`ProgramRecord`).
+        :class:`ProgramRecord` whose ``cost`` counts the update's switch writes).
     report : UpdateReport
 
     Raises
@@ -220,94 +234,93 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
     model = array_model(record)
     check_lab(model.reference, lab)
     check_fingerprint(model.reference, lab)
-    options = (options or ProgramOptions()).model_copy(update={"verify_repeats": repeats})
-    solver = solver or default_solver()
+    options = options or ProgramOptions()
     limits = readout_limits(lab)
     branches = model.geometry[2]
     arrays = dict(plan.arrays)
-    iterations, resolved_per_tile, before_rms, after_rms, worst = [], [], [], [], []
-    pairs = over_before = over_after = resolved_total = cells = rewritten = readings = 0
-    # every tile measured as programmed, then per layer the pairs to rewrite
-    first: dict[int, tuple] = {}
+    counters = board_counters(lab)
+    predicted_loads = predict_loads((plan.step_masks(tile.step) for tile in tiles), lab.board.known_masks(),
+                                    settle_s=lab.board.settle_s)
+    settings = {"twin": model.twin, "limits": limits, "repeats": options.refine_repeats}
+
+    def context(t: int) -> np.ndarray:  # the other tiles of its step, as they are now
+        return step_masks((arrays[f"tile{u}.masks"] for u, other in enumerate(tiles)
+                           if other.step == tiles[t].step and u != t), model.geometry[:2])
+
+    # every tile measured as programmed (selection, cell, measured, pair error, noise)
+    state: dict[int, tuple] = {}
+    readings = 0
     for t, tile in enumerate(tiles):
-        context = np.zeros(model.geometry[:2], dtype=np.uint64)  # the other tiles of its step
-        for u, other in enumerate(tiles):
-            if other.step == tile.step and u != t:
-                context |= arrays[f"tile{u}.masks"]
-        selection = _selection(plan.tile(t, "masks")[tile.block], tile, branches)
-        first[t] = (selection, context, *_measure(lab, model, tile, selection, plan.tile(t, "target_s").ravel(),
-                                                  options, limits, context))
-        readings += options.verify_repeats * tile.rows
-    chosen: dict[int, np.ndarray] = {}
-    layer_rms: dict[int, float] = {}
-    for lp in plan.header.layers:
-        programmed = float(np.sqrt(np.mean(np.concatenate([programmed_residual_s(plan, t).ravel()
-                                                           for t in lp.tiles]) ** 2)))
-        errors = np.concatenate([np.abs(first[t][4]) for t in lp.tiles])
-        noise_var = float(np.mean([2 * first[t][5] ** 2 for t in lp.tiles]))
-        picked = choose_pairs(errors, programmed, slack_bits, noise_var)
-        for t, part in zip(lp.tiles, np.split(picked, np.cumsum([first[t][4].size for t in lp.tiles])[:-1])):
-            chosen[t], layer_rms[t] = part, programmed
+        selection = _selection(arrays[f"tile{t}.masks"][tile.block], tile, branches)
+        cell, measured, noise, count = measure_tile(lab, model, tile, selection, context(t), **settings)
+        state[t] = (selection, cell, measured, pair_transfer(measured).ravel() - plan.tile(t, "target_s").ravel(),
+                    noise)
+        readings += count
+    layer_of = {t: lp for lp in plan.header.layers for t in lp.tiles}
+    # held to the same kind of reading: the programming's refinement left residual_after_s as measured
+    # by measure_tile (the guard's budget reads through the channels' offsets and 2 reads per row)
+    programmed = {lp.index: _rms(np.concatenate([plan.tile(t, "residual_after_s").ravel() for t in lp.tiles]))
+                  for lp in plan.header.layers}
+
+    def limit(t: int) -> float:  # the guard's rule for one pair
+        return PAIR_FACTOR * programmed[layer_of[t].index] * 2.0**slack_bits
+
+    over_before = sum(int(np.sum(np.abs(state[t][3]) > limit(t))) for t in state)
+    before_rms = [_rms(state[t][3]) for t in range(len(tiles))]
+    resolved = {t: np.zeros(state[t][3].size, bool) for t in state}
+    rounds_run = dict.fromkeys(state, 0)
+    for _ in range(max(passes, 1)):
+        chosen: dict[int, np.ndarray] = {}
+        for lp in plan.header.layers:
+            errors = np.concatenate([np.abs(state[t][3]) for t in lp.tiles])
+            noise_var = float(np.mean([2 * state[t][4] ** 2 for t in lp.tiles]))
+            picked = choose_pairs(errors, programmed[lp.index], slack_bits, noise_var, goal_bits=goal_bits)
+            chosen.update(zip(lp.tiles, np.split(picked, np.cumsum([state[t][3].size for t in lp.tiles])[:-1])))
+        if not any(part.any() for part in chosen.values()):
+            break
+        for t, tile in enumerate(tiles):
+            if not chosen[t].any():
+                continue
+            refined = refine_measured(lab, model, tile, state[t][0], plan.tile(t, "target_s").ravel(), context(t),
+                                      rounds=options.max_iterations + options.refine_rounds,
+                                      locality=plan.header.options.locality,
+                                      max_closed=plan.header.options.max_closed, pairs=chosen[t], **settings)
+            readings += refined.readings
+            rounds_run[t] += refined.rounds
+            resolved[t] |= chosen[t]
+            state[t] = (refined.selection, refined.cell_s, refined.measured_s, refined.residual_s, refined.noise_s)
+            arrays[f"tile{t}.masks"] = _full_masks(model, tile, refined.selection)
+    pairs = cells = rewritten = 0
     for t, tile in enumerate(tiles):
-        selection, context, cell, measured, residual, noise = first[t]
-        target = plan.tile(t, "target_s").ravel()
-        original = plan.tile(t, "masks")[tile.block]
+        selection, cell, measured, residual, noise = state[t]
         twin = plan.board_twin(tile.board)
-        limit = PAIR_FACTOR * layer_rms[t] * 2.0**slack_bits
-        over_before += int(np.sum(np.abs(residual) > limit))
-        before_rms.append(float(np.sqrt(np.mean(residual**2))))
-        best = (float(np.mean(residual**2)), selection, cell, measured, residual, noise)
-        ever = np.zeros(len(target), bool)
-        rounds = 0
-        max_rounds = options.max_iterations + refine_rounds
-        for rounds in range(max_rounds + 1):
-            if rounds:
-                cell, measured, residual, noise = _measure(lab, model, tile, selection, target, options, limits,
-                                                           context)
-                readings += options.verify_repeats * tile.rows
-                if np.mean(residual**2) < best[0]:  # the whole tile as measured: rewrites move their neighbours
-                    best = (float(np.mean(residual**2)), selection, cell, measured, residual, noise)
-                # a rewrite moves the pairs that share its row's driver and wires: pick again on what is measured
-                chosen[t] |= choose_pairs(np.abs(residual), layer_rms[t], slack_bits, 2 * noise**2)
-            # a chosen pair is refined until it is within its measurement noise, as programming left it
-            off = chosen[t] & (np.abs(residual) > _TOLERANCE_SIGMA * np.sqrt(2.0) * noise)
-            if rounds == max_rounds or not off.any():
-                break
-            ever |= off
-            selection, _ = _correct(model, plan, tile, target, selection, cell, measured, gains(measured, cell),
-                                    off, solver=solver, max_closed=plan.header.options.max_closed,
-                                    round_=rounds, twin=twin)
-        _, best_sel, cell, measured, residual, noise = best  # never worse than the plan as it was
-        if best_sel is not selection:
-            load_tile(lab, context | _full_masks(model, tile, best_sel))
-        final = masks_from_selection(best_sel, tile.rows, tile.pairs)
-        over_after += int(np.sum(np.abs(residual) > limit))
-        pairs += len(target)
-        cells += 2 * len(target)
-        rewritten += int(np.sum(final != original))
-        resolved_total += int(ever.sum())
-        iterations.append(rounds)
-        resolved_per_tile.append(int(ever.sum()))
-        after_rms.append(float(np.sqrt(np.mean(residual**2))))
-        sigma = max(noise, 1e-300)
-        worst.append(float(np.max(np.abs(residual)) / sigma))
+        final = masks_from_selection(selection, tile.rows, tile.pairs)
+        pairs += residual.size
+        cells += 2 * residual.size
+        rewritten += int(np.sum(final != plan.tile(t, "masks")[tile.block]))
         arrays[f"tile{t}.residual_programmed_s"] = programmed_residual_s(plan, t)
-        arrays[f"tile{t}.masks"] = _full_masks(model, tile, best_sel)
         arrays[f"tile{t}.cell_s"] = cell
         arrays[f"tile{t}.predicted_s"] = array_transfer(model, twin, cell, tile)
         arrays[f"tile{t}.measured_s"] = measured
         arrays[f"tile{t}.residual_after_s"] = residual.reshape(tile.rows, tile.pairs)
         if progress:
             progress(1)
+    over_after = sum(int(np.sum(np.abs(state[t][3]) > limit(t))) for t in state)
     last = tiles[-1].step  # the lab is left with the last step programmed, as program_plan leaves it
-    load_tile(lab, np.bitwise_or.reduce([arrays[f"tile{u}.masks"] for u, tile in enumerate(tiles)
-                                         if tile.step == last]))
+    load_tile(lab, step_masks((arrays[f"tile{u}.masks"] for u, tile in enumerate(tiles) if tile.step == last),
+                              model.geometry[:2]))
+    cost = schedule_cost([count_since(lab, counters)], [predicted_loads], steps=len({tile.step for tile in tiles}),
+                         tiles=len(tiles))
     old = plan.header.program
+    rounds = tuple(rounds_run.values())
     program = ProgramRecord(
-        programmed_utc=utc_now(), lab_idn=lab_idn(lab), iterations=tuple(iterations),
-        cells_resolved=tuple(resolved_per_tile), residual_rms_before_s=tuple(before_rms),
-        residual_rms_after_s=tuple(after_rms), max_residual_sigma_after=tuple(worst),
-        cells_remeasured=old.cells_remeasured, branches_found_open=old.branches_found_open)
+        programmed_utc=utc_now(), lab_idn=lab_idn(lab), iterations=rounds,
+        cells_resolved=tuple(int(r.sum()) for r in resolved.values()), residual_rms_before_s=tuple(before_rms),
+        residual_rms_after_s=tuple(_rms(state[t][3]) for t in state),
+        max_residual_sigma_after=tuple(float(np.max(np.abs(state[t][3])) / max(np.sqrt(2.0) * state[t][4], 1e-300))
+                                       for t in state),
+        cells_remeasured=old.cells_remeasured, branches_found_open=old.branches_found_open,
+        refine_rounds=rounds, refine_readings=readings, cost=cost)
     header = plan.header.model_copy(update={"calibration": model.reference or plan.header.calibration,
                                             "program": program})
     # the affine correction measured at programming is kept: measured again after an update it fitted
@@ -315,6 +328,11 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
     # 9.26 kept, the fresh plan's 9.26)
     updated = SwitchPlan(header, arrays)
     report = UpdateReport(pairs=pairs, pairs_over_before=over_before, pairs_over_after=over_after,
-                          pairs_resolved=resolved_total, cells=cells, cells_rewritten=rewritten,
-                          rewrites_fraction=rewritten / max(cells, 1), readings=readings)
+                          pairs_resolved=sum(int(r.sum()) for r in resolved.values()), cells=cells,
+                          cells_rewritten=rewritten, rewrites_fraction=rewritten / max(cells, 1), readings=readings,
+                          switch_writes=cost.switch_writes)
     return updated, report
+
+
+def _rms(a: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(a)))) if a.size else 0.0
