@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crossbar_ctl.cli._main import check_output_path, emit, int_range, positive_float, positive_int, print_table
+from crossbar_ctl.core.errors import ConfigError
 
 
 def _number_list(kind: Callable[[str], Any], what: str) -> Callable[[str], list]:
@@ -126,6 +127,7 @@ def add_commands(commands, bench) -> None:
                        metavar="S,...", help="the study's spreads")
     scale.add_argument("--skip-in-process", action="store_true",
                        help="no in-process plan: the first worker count's masks are the reference")
+    scale.add_argument("--skip-plan", action="store_true", help="no planning rows: the study row alone")
     scale.add_argument("--study-workers", type=positive_int, default=2, metavar="N", help="workers of the study")
     scale.add_argument("--json", action="store_true", help="print the rows as JSON")
     scale.set_defaults(run=_bench_scale)
@@ -171,8 +173,11 @@ def _progress(args: argparse.Namespace) -> bool:
 def _bench_scale(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._bench_scale import bench_plan_scale, bench_study_scale
 
-    rows = bench_plan_scale(hidden=args.hidden, branches=args.branches, size=args.size, workers=args.workers,
-                            in_process=not args.skip_in_process, show_progress=_progress(args))
+    if args.skip_plan and not args.arrays:
+        raise ConfigError("--skip-plan with --arrays 0 leaves nothing to measure", key="--arrays")
+    rows = [] if args.skip_plan else bench_plan_scale(
+        hidden=args.hidden, branches=args.branches, size=args.size, workers=args.workers,
+        in_process=not args.skip_in_process, show_progress=_progress(args))
     if args.arrays:
         rows.append(bench_study_scale(arrays=args.arrays, spreads=args.spread, workers=args.study_workers,
                                       show_progress=_progress(args)))

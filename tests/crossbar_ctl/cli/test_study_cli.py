@@ -124,3 +124,23 @@ def test_a_worker_that_dies_mid_study_is_one_line_the_finished_tasks_stay_and_a_
     assert [row["arrays"] for row in json.loads(capsys.readouterr().out)] == [4]
     assert len(list(out.glob("*.json"))) == 4
     assert {path: path.stat().st_mtime_ns for path in stamps} == stamps  # the kept ones not run again
+
+
+def test_bench_scale_skip_plan_runs_the_study_row_alone(capsys, monkeypatch):
+    """The coordinator's measure of the study target: no planning rows, the study's options passed
+    on (the study row itself is what test_study's serial-against-Dask test checks, at 2x2)."""
+    from crossbar_ctl.engine import _bench_scale
+
+    calls = []
+    monkeypatch.setattr(_bench_scale, "bench_plan_scale", lambda **kw: pytest.fail("planned"))
+    monkeypatch.setattr(_bench_scale, "bench_study_scale", lambda **kw: calls.append(kw) or {"case": "study"})
+    assert main(["bench", "scale", "--skip-plan", "--arrays", "3", "--spread", "0.1,0.3", "--study-workers", "1",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"case": "study"}]
+    assert calls == [{"arrays": 3, "spreads": [0.1, 0.3], "workers": 1, "show_progress": False}]
+
+
+def test_bench_scale_skip_plan_without_arrays_is_one_line(capsys):
+    assert main(["bench", "scale", "--skip-plan", "--arrays", "0"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err == "crossbar: error: --skip-plan with --arrays 0 leaves nothing to measure\n"
