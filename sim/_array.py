@@ -90,7 +90,7 @@ class PhysicalArray:
         self._drift_rng = np.random.default_rng(drift_seed)
         self._noise_rng = np.random.default_rng(noise_seed)
         self._drift = np.ones(shape)
-        # Devices: each resistor's own TCR (1/K) and drift rate (mean 1 x drift_per_hour).
+        # Devices: each resistor's own TCR (1/K) and drift rate (mean 1 x self.drift_per_hour).
         devices = self.physics.devices
         draw = physics_rng(config.seed, "devices")
         tcr_spread = devices.tcr_spread_per_k * draw.standard_normal(shape)
@@ -158,12 +158,19 @@ class PhysicalArray:
             self._temperature_c = value
             self._changed()
 
+    @property
+    def drift_per_hour(self) -> float:
+        """Mean relative drift per square-root hour: the lab's ``drift_per_hour``, else the profile's."""
+        rate = self.config.drift_per_hour
+        return self.physics.devices.drift_per_hour if rate is None else rate
+
     def advance_time(self, duration_s: float) -> None:
         """Let ``duration_s`` of simulated time pass: resistors drift, the temperature wanders.
 
         Each resistor takes a multiplicative random-walk step ``exp(N(0, sigma))`` with
         ``sigma = rate * drift_per_hour * sqrt(duration_s / 3600)`` (relative std ~ sigma, never
-        negative), ``rate`` its own lognormal factor of mean 1 (``devices.drift_rate_spread``).
+        negative; :attr:`drift_per_hour`), ``rate`` its own lognormal factor of mean 1
+        (``devices.drift_rate_spread``).
         The board temperature takes a step ``N(0, temperature_wander_k_per_sqrt_h *
         sqrt(duration_s / 3600))`` (its own stream): a random walk, the same at any step size.
         """
@@ -174,7 +181,7 @@ class PhysicalArray:
         if duration_s == 0:
             return
         self._time_s += duration_s
-        sigma = self.config.drift_per_hour * np.sqrt(duration_s / _SECONDS_PER_HOUR)
+        sigma = self.drift_per_hour * np.sqrt(duration_s / _SECONDS_PER_HOUR)
         if sigma > 0:
             step = self._drift_rng.normal(0.0, sigma, size=self._drift.shape) * self._drift_rate
             self._drift *= np.exp(step)

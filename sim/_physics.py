@@ -105,9 +105,11 @@ class DevicePhysics(StrictModel):
     ``R_on (1 + k |v|)``, ``v`` the row node's voltage at the cell."""
     settling_time_s: float = Field(0.0, ge=0, le=1)
     """Time constant of the settling after a switch write; a reading taken sooner is off."""
+    drift_per_hour: float = Field(1e-4, ge=0, le=0.1)
+    """Mean relative random-walk drift of a resistor per square-root hour, when the lab does not set
+    ``drift_per_hour`` itself."""
     drift_rate_spread: float = Field(0.0, ge=0, le=3)
-    """Lognormal spread (log-sd) of each resistor's own drift rate; the mean rate is the configured
-    ``drift_per_hour``."""
+    """Lognormal spread (log-sd) of each resistor's own drift rate around the mean rate."""
 
 
 class EnvironmentPhysics(StrictModel):
@@ -140,7 +142,7 @@ PROFILES: dict[str, BoardPhysics] = {
                                diff_cmrr_db=80.0, smu_source_error=True),
         noise=NoisePhysics(flicker_corner_hz=10.0),
         devices=DevicePhysics(tcr_spread_per_k=1e-5, on_resistance_flatness_per_v=0.02,
-                              settling_time_s=1e-3, drift_rate_spread=0.5),
+                              settling_time_s=1e-3, drift_per_hour=1.6e-5, drift_rate_spread=0.5),
         environment=EnvironmentPhysics(temperature_wander_k_per_sqrt_h=0.2),
     ),
     "harsh": BoardPhysics(

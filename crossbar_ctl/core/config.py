@@ -113,8 +113,10 @@ class SimArrayConfig(StrictModel):
     """Temperature at which the drawn resistances hold."""
     tcr_per_k: float = Field(1e-4, ge=-0.1, le=0.1)
     """Temperature coefficient of resistance, relative per kelvin."""
-    drift_per_hour: float = Field(1e-4, ge=0, le=0.1)
-    """Relative random-walk drift of every resistor per hour of simulated time (standard deviation)."""
+    drift_per_hour: float | None = Field(None, ge=0, le=0.1)
+    """Relative random-walk drift of every resistor per square-root hour of simulated time (standard
+    deviation); None: the profile's (``sim/_physics.py``: ``pcb`` 1.6e-5, thin film; ``ideal`` and
+    ``harsh`` 1e-4)."""
     relative_noise: float = Field(1e-4, ge=0, le=0.1)
     """Relative read noise (standard deviation) at 1 NPLC; scales as 1/sqrt(NPLC)."""
     noise_floor_fraction: float = Field(1e-6, ge=0, le=0.1)

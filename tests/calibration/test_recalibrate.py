@@ -12,8 +12,9 @@ from crossbar_ctl.core.errors import CalibrationError
 
 
 def lab_config(hours: float = 0.0, seed: int = 4) -> dict:
+    # 1e-4 / sqrt(h): six times pcb's thin-film drift, so a month moves rows well past the read noise
     return {"name": "recal", "sim": {"rows": 8, "cols": 8, "branches": 4, "profile": "pcb", "seed": seed,
-                                    "start_time_s": hours * 3600.0}}
+                                    "start_time_s": hours * 3600.0, "drift_per_hour": 1e-4}}
 
 
 @pytest.fixture(scope="module")

@@ -52,3 +52,21 @@ def test_advance_sim_time_refuses_hardware_and_bad_durations():
         for bad in (-1.0, float("nan"), float("inf")):
             with pytest.raises(ConfigError, match="duration_s"):
                 advance_sim_time(lab, bad)
+
+
+def test_pcb_drifts_at_the_thin_film_bound_unless_the_lab_sets_its_own_rate():
+    from crossbar_ctl._lab import set_sim_temperature_c
+
+    def month_log_change(**sim) -> np.ndarray:
+        with open_lab(_config(profile="pcb", temperature_c=25.0, **sim)) as lab:
+            before = np.asarray(lab.truth.branch_conductance_s()).copy()
+            advance_sim_time(lab, DAYS_31_S)
+            set_sim_temperature_c(lab, 25.0)  # the month's temperature wander taken back out
+            return np.log(np.asarray(lab.truth.branch_conductance_s()) / before)
+
+    thin_film, set_rate = month_log_change(), month_log_change(drift_per_hour=1e-4)
+    # Vishay TNPW e3: <= 0.05 % in 1000 h, 1.6e-5 per sqrt(hour); each resistor's rate lognormal
+    # (log-sd 0.5: rms factor exp(0.125) = 1.13); 256 branches give the sd to ~5 %
+    assert np.std(thin_film) == pytest.approx(1.6e-5 * np.sqrt(744.0) * np.exp(0.125), rel=0.25)
+    # the lab's own rate scales the same draws (the switch's 1e-3 of a branch does not drift)
+    np.testing.assert_allclose(set_rate, thin_film * 1e-4 / 1.6e-5, rtol=2e-3, atol=1e-7)

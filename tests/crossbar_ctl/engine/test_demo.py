@@ -196,7 +196,7 @@ def test_a_calibration_too_old_for_the_drift_is_refused(calibrated):
     record = CalibrationRecord.load(cal)
     net = _network(np.random.default_rng(3))
     with open_lab(lab_path) as lab:
-        lab.sim.advance_time(5000 * 3600.0)  # 5000 h of 1e-4 / sqrt(h) random-walk drift
+        lab.sim.advance_time(5000 * 3600.0)  # 5000 h of pcb's 1.6e-5 / sqrt(h) random-walk drift (0.11 %)
         with pytest.raises(EngineError, match="no longer holds"):
             program_network(lab, net, record)
         assert not lab.sim.array.masks.any()

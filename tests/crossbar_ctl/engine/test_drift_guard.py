@@ -20,12 +20,15 @@ SEED = 1
 GRAY_BITS = 0.25
 """Truth within this of the budget may go either way: the probe reads through read noise."""
 HOUR_S = 3600.0
+DRIFT_PER_HOUR = 1e-4
+"""Six times pcb's thin-film drift (1.6e-5): the sweep reaches well past the budget within a year."""
 
 
 def lab_config(hours: float = 0.0, temperature_c: float = 25.0, seed: int = SEED) -> dict:
     """The same 8x8x6 pcb board opened ``hours`` after it was calibrated and programmed."""
     return {"name": "drift", "sim": {"rows": 8, "cols": 8, "branches": 6, "profile": "pcb", "seed": seed,
-                                    "start_time_s": hours * HOUR_S, "temperature_c": temperature_c}}
+                                    "start_time_s": hours * HOUR_S, "temperature_c": temperature_c,
+                                    "drift_per_hour": DRIFT_PER_HOUR}}
 
 
 @pytest.fixture(scope="module")
