@@ -13,11 +13,19 @@ by least squares, and stores ``gain`` and ``offset_a`` in the plan (``tile{t}.af
 ``tile{t}.affine_offset_a``, the header's :class:`AffineRecord`). ``check`` applies
 ``(y - offset_a) / gain`` (:func:`correct_pairs`). A tile whose reference outputs do not vary
 (one driven row: every vector scales to the same voltage) gets an offset only.
+
+Each tile is read at its own ADC range (``ranged``, ``tile{t}.adc_range_a``): the smallest full
+scale that holds every column current ``check``'s scaling allows (:func:`tile_range_a`). Where the
+total-current limit, not the column limit, bounds the row voltages (many rows driven at once),
+the columns use a fraction of the ADC's range, and its noise floor and steps, which scale with the
+range, weigh on a small signal; the correction is measured at that range, since a channel's offset
+scales with it too, and ``check`` reads at it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -34,8 +42,8 @@ if TYPE_CHECKING:
     from crossbar_ctl.engine._plan import SwitchPlan
 
 __all__ = [
-    "AFFINE_VERSION", "AffineRecord", "correct_pairs", "fit_affine", "measure_affine", "reference_inputs",
-    "reference_voltages", "tile_pairs", "validate_affine",
+    "AFFINE_VERSION", "RANGE_HEADROOM", "AffineRecord", "adc_range", "correct_pairs", "fit_affine", "measure_affine",
+    "reference_inputs", "reference_voltages", "tile_pairs", "tile_range", "tile_range_a", "validate_affine",
 ]
 
 AFFINE_VERSION = 1
@@ -55,6 +63,8 @@ class AffineRecord(StrictModel):
     differential: bool
     """Measured (and to be applied) on the board's difference channels."""
     seed: int
+    ranged: bool = False
+    """Each tile measured (and to be read) at its own ADC range, ``tile{t}.adc_range_a``."""
     gain_rms_deviation: float
     """rms of ``gain - 1`` over every output."""
     offset_rms_a: float
@@ -62,24 +72,71 @@ class AffineRecord(StrictModel):
 
 
 _BATCH = 64  # input vectors per readout call
+RANGE_HEADROOM = 1.25
+"""A tile's ADC range over its column-current bound (the bound is computed on the plan's predicted
+cell conductances; the true ones differ by their calibration error and drift)."""
+
+
+def tile_range_a(lab: Lab, plan: SwitchPlan, t: int, limits: dict[str, float], *,
+                 margin: float = 0.9) -> float | None:
+    """The ADC range for tile ``t`` (its step loaded), A, or None: the board's range as it is.
+
+    ``row_voltages`` (``check``'s scaling, the same ``margin``) keeps each column's current within
+    ``margin * max_current_a`` and the rows' total ``|V| @ b`` (``b`` the drivers' row bound)
+    within ``margin * max_total_current_a``, so for any input ``|I_j| <= margin * max_total_current_a
+    * max_i G_ij / b_i``. The range is the largest column's bound times :data:`RANGE_HEADROOM`; None
+    when that is not below the board's range, or the readout has no settable range.
+    """
+    from crossbar_ctl.engine._program import row_bound
+
+    board = getattr(lab.readout, "board", None)
+    if board is None or not hasattr(board, "set_adc_range_a"):
+        return None
+    rows = plan.header.tiles[t].tile.block[0]
+    cell = plan.tile(t, "cell_s")
+    bound = row_bound(lab, rows.stop)
+    bound = np.sum(cell, axis=1) if bound is None else bound[rows.start:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(bound[:, None] > 0, cell / bound[:, None], 0.0)
+    column_a = min(margin * limits["max_current_a"], margin * limits["max_total_current_a"] * float(np.max(ratio)))
+    range_a = RANGE_HEADROOM * column_a
+    full = float(board.adc_range_a())
+    return range_a if 0 < range_a < full else None
+
+
+@contextmanager
+def adc_range(lab: Lab, range_a: float | None) -> Iterator[None]:
+    """Read at ``range_a`` (None: the board's range as it is), the board's range restored after."""
+    if range_a is None:
+        yield
+        return
+    board = lab.readout.board
+    full = float(board.adc_range_a())
+    board.set_adc_range_a(range_a)
+    try:
+        yield
+    finally:
+        board.set_adc_range_a(full)
 
 
 def tile_pairs(lab: Lab, voltage_v: np.ndarray, tile: Tile, twin: TwinParameters | None, *, differential: bool,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
+               progress: Callable[[int], None] | None = None, range_a: float | None = None) -> np.ndarray:
     """A tile's pair outputs ``(batch, tile.pairs)`` for row voltages ``(batch, array rows)``, A.
 
     ``differential``: through the board's difference channels when it has them
     (``readout.mvm_pairs``); else the difference of the two columns' readings, each divided by its
-    channel's gain in the twin (``sensed_a``). ``progress`` is called with the vectors read.
+    channel's gain in the twin (``sensed_a``). ``range_a``: read at this ADC range
+    (:func:`adc_range`). ``progress`` is called with the vectors read.
     """
     columns = tile.block[1]
     diff = differential and getattr(lab.readout, "differential", False) and columns.start % 2 == 0
     read = lab.readout.mvm_pairs if diff else lab.readout.mvm
     out = []
-    for start in range(0, len(voltage_v), _BATCH):
-        out.append(np.asarray(read(voltage_v[start:start + _BATCH])))
-        if progress:
-            progress(len(out[-1]))
+    with adc_range(lab, range_a):
+        for start in range(0, len(voltage_v), _BATCH):
+            out.append(np.asarray(read(voltage_v[start:start + _BATCH])))
+            if progress:
+                progress(len(out[-1]))
     if diff:
         first = columns.start // 2
         return np.concatenate(out)[:, first:first + tile.pairs] if out else np.zeros((0, tile.pairs))
@@ -100,7 +157,7 @@ def _fit(expected: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int = 64, seed: int = 0, differential: bool = True,
-                   progress: Callable[[int], None] | None = None) -> SwitchPlan:
+                   ranged: bool = True, progress: Callable[[int], None] | None = None) -> SwitchPlan:
     """Measure every tile's per-output gain and offset with reference vectors; the plan with them.
 
     Parameters
@@ -115,6 +172,8 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
         Seed of the reference vectors.
     differential : bool
         Read pairs through the board's difference channels when it has them (as ``check`` will).
+    ranged : bool
+        Measure (and have ``check`` read) each tile at its own ADC range (:func:`tile_range_a`).
     progress : callable, optional
         Called with 1 per tile.
 
@@ -132,7 +191,7 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
         raise EngineError(f"the plan is on {plan.board_count} board(s) but {len(labs)} labs were given")
     limits = [readout_limits(board_lab) for board_lab in labs]
     uses_diff = bool(differential and all(getattr(board_lab.readout, "differential", False) for board_lab in labs))
-    arrays = dict(plan.arrays)
+    arrays = {name: value for name, value in plan.arrays.items() if not name.endswith(".adc_range_a")}
     gains, offsets = [], []
     readings = 0
     writes = sum(getattr(board_lab.board, "switch_writes", 0) for board_lab in labs)
@@ -144,7 +203,11 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
         voltage = reference_voltages(board_lab, plan, t, inputs[t], limits[tile.board])
         full = np.zeros((vectors, board_lab.readout.rows))
         full[:, tile.block[0]] = voltage
-        measured = tile_pairs(board_lab, full, tile, plan.board_twin(tile.board), differential=uses_diff)
+        range_a = tile_range_a(board_lab, plan, t, limits[tile.board]) if ranged else None
+        if range_a is not None:
+            arrays[f"tile{t}.adc_range_a"] = np.array([range_a])
+        measured = tile_pairs(board_lab, full, tile, plan.board_twin(tile.board), differential=uses_diff,
+                              range_a=range_a)
         readings += vectors
         gain, offset = _fit(voltage @ plan.tile(t, "target_s"), measured)
         arrays[f"tile{t}.affine_gain"], arrays[f"tile{t}.affine_offset_a"] = gain, offset
@@ -155,6 +218,7 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
     gain_all, offset_all = np.concatenate(gains), np.concatenate(offsets)
     writes = sum(getattr(board_lab.board, "switch_writes", 0) for board_lab in labs) - writes
     record = AffineRecord(vectors=vectors, readings=readings, switch_writes=writes, differential=uses_diff, seed=seed,
+                          ranged=ranged,
                           gain_rms_deviation=float(np.sqrt(np.mean((gain_all - 1) ** 2))),
                           offset_rms_a=float(np.sqrt(np.mean(offset_all**2))))
     from crossbar_ctl.engine._plan import SwitchPlan
@@ -210,7 +274,17 @@ def validate_affine(plan: SwitchPlan) -> AffineRecord | None:
         if np.any(plan.arrays[f"tile{t}.affine_gain"] <= 0):
             raise EngineError(f"the plan's affine correction is damaged (tile{t}.affine_gain not positive); "
                               "program the plan again")
+        range_a = plan.arrays.get(f"tile{t}.adc_range_a")
+        if range_a is not None and (np.shape(range_a) != (1,) or not 0 < float(range_a[0]) <= 1.0):
+            raise EngineError(f"the plan's affine correction is damaged (tile{t}.adc_range_a: expected one range "
+                              "in (0, 1] A); program the plan again")
     return record
+
+
+def tile_range(plan: SwitchPlan, t: int) -> float | None:
+    """The ADC range tile ``t`` is read at (its correction was measured at), A; None: the board's."""
+    value = plan.arrays.get(f"tile{t}.adc_range_a") if plan.header.affine is not None else None
+    return None if value is None else float(value[0])
 
 
 def correct_pairs(plan: SwitchPlan, t: int, pairs_a: np.ndarray,

@@ -65,7 +65,7 @@ from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.core.files import atomic_write_text
 from crossbar_ctl.engine._affine import (
-    correct_pairs, fit_affine, reference_inputs, reference_voltages, tile_pairs, validate_affine,
+    correct_pairs, fit_affine, reference_inputs, reference_voltages, tile_pairs, tile_range, validate_affine,
 )
 from crossbar_ctl.engine._guard import DriftProbe
 from crossbar_ctl.engine._mapping import CalibrationRef, pair_transfer, row_voltages, weight_magnitude
@@ -309,10 +309,11 @@ def _run_tile(lab: Lab, plan: SwitchPlan, t: int, x_aug: np.ndarray, cpw: float,
     full[:, tile.block[0]] = voltage
     with np.errstate(divide="ignore", invalid="ignore"):
         unit = np.where(per_unit > 0, 1.0 / (per_unit * cpw), 0.0)[:, None]
-    # through the difference channels when the plan's affine correction was measured on them
+    # through the difference channels, at the tile's ADC range, when the correction was measured so
     affine = plan.header.affine
     analog = correct_pairs(plan, t, tile_pairs(lab, full, tile, plan.board_twin(tile.board), progress=progress,
-                                               differential=affine is not None and affine.differential))
+                                               differential=affine is not None and affine.differential,
+                                               range_a=tile_range(plan, t)))
     transfers = {"planned": pair_transfer(plan.tile(t, "predicted_s"))}
     if f"tile{t}.measured_s" in plan.arrays:
         transfers["measured"] = pair_transfer(plan.tile(t, "measured_s"))
