@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from crossbar_ctl.engine._demo import progress_bar
 from crossbar_ctl.engine._bench import uniform_layer
+from crossbar_ctl.engine._demo import progress_bar
 from crossbar_ctl.engine._distributed import dask_client, tile_map
 from crossbar_ctl.engine._plan import PlanOptions, SwitchPlan, make_plan
 
@@ -60,7 +60,11 @@ def bench_plan_scale(*, hidden: int = 500, branches: int = 8, size: int = 64, wo
     -------
     list of dict
         ``case``, ``layer_shape``, ``tiles``, ``workers``, ``plan_s``, ``speedup``, ``identical``,
-        ``switch_writes``.
+        ``switch_writes``; ``task_cpu_s``: the CPU seconds of the solve (summed over the workers'
+        tasks; in process, the process's), which a busy machine hardly inflates; ``speedup_cpu``:
+        the first worker count's ``task_cpu_s`` over the busiest worker's CPU seconds here, the
+        speed-up the work allows when every worker has a core to itself (an estimate for a busy
+        machine, whose wall-clock ``speedup`` other processes depress).
     """
     from calibration import calibrate
     from crossbar_ctl._lab import open_lab
@@ -79,27 +83,33 @@ def bench_plan_scale(*, hidden: int = 500, branches: int = 8, size: int = 64, wo
     if in_process:
         _warm_up(model)
         with progress_bar(None, "plan in process", enabled=show_progress) as bar:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             plan = make_plan(network, model, options=options, progress=bar.update)
-            serial_s = time.perf_counter() - started
+            serial_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu
         reference = _masks(plan)
         rows.append({"case": f"{case}, in process (numba threads: all cores)", "layer_shape": shape,
                      "tiles": len(plan.header.tiles), "workers": 0, "plan_s": serial_s, "speedup": None,
-                     "identical": None, "switch_writes": _switch_writes(plan)})
+                     "identical": None, "switch_writes": _switch_writes(plan), "task_cpu_s": cpu_s})
     first: float | None = None
+    first_cpu: float | None = None
     for n in workers:
         with dask_client(workers=n, dashboard_address=":0") as client:
             client.run(_warm_up, model)
+            tasks_cpu_s: dict[int, float] = {}
             with progress_bar(None, f"plan on {n} workers", enabled=show_progress) as bar:
                 started = time.perf_counter()
-                plan = make_plan(network, model, options=options, progress=bar.update, tile_map=tile_map(client))
+                plan = make_plan(network, model, options=options, progress=bar.update,
+                                 tile_map=tile_map(client, cpu_s=tasks_cpu_s))
                 plan_s = time.perf_counter() - started
         first = first or plan_s
+        task_cpu_s = float(sum(tasks_cpu_s.values()))
+        first_cpu = first_cpu or task_cpu_s
         reference = _masks(plan) if reference is None else reference
         rows.append({"case": case, "layer_shape": shape, "tiles": len(plan.header.tiles), "workers": n,
                      "plan_s": plan_s, "speedup": first / plan_s,
                      "identical": bool(np.array_equal(_masks(plan), reference)),
-                     "switch_writes": _switch_writes(plan)})
+                     "switch_writes": _switch_writes(plan), "task_cpu_s": task_cpu_s,
+                     "speedup_cpu": first_cpu / max(tasks_cpu_s.values())})
     return rows
 
 
