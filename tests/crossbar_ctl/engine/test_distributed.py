@@ -1,6 +1,7 @@
 """Plan solving on Dask: the same masks as in process, whatever the chunks; one-line errors; the zoo."""
 
 import math
+import os
 import socket
 
 import numpy as np
@@ -40,12 +41,14 @@ def test_plan_on_two_workers_is_bit_identical_to_in_process(client, branches, co
     serial = make_plan(network, model, options=options)
     tiles = len(serial.header.tiles)
     assert tiles == {2: 6, 1: 2}[len(sizes) - 1]
+    pids = set(client.run(os.getpid).values())
     for chunks_per_worker in splits:
-        done = []
+        done, cpu_s = [], {}
         spread = make_plan(network, model, options=options, progress=done.append,
-                           tile_map=tile_map(client, chunks_per_worker=chunks_per_worker))
+                           tile_map=tile_map(client, chunks_per_worker=chunks_per_worker, cpu_s=cpu_s))
         size = math.ceil(tiles / (2 * chunks_per_worker))
         assert sum(done) == tiles and len(done) == math.ceil(tiles / size)  # one call per chunk
+        assert set(cpu_s) <= pids and sum(cpu_s.values()) > 0  # the solve's CPU seconds, per worker
         assert spread.header.layers == serial.header.layers
         for t in range(tiles):
             for name in ("masks", "cell_s", "predicted_s"):
