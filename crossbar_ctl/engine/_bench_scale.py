@@ -6,7 +6,10 @@ on a calibrated simulated array (64x64, 8 branches per cell, pcb), solved once i
 per worker count (one thread per worker, numba's included). Every process first plans a one-tile
 layer (imports, numba's cache) so ``plan_s`` times the solve alone: ``make_plan``, with
 :func:`crossbar_ctl.engine._distributed.tile_map` on a cluster. ``speedup`` is against the first
-worker count; ``identical``: every mask equals the in-process solve's.
+worker count; ``identical``: every mask equals the in-process solve's (the first worker count's
+with ``in_process`` False). ``task_cpu_s`` and ``speedup_cpu`` (the CPU seconds of the solve, and
+the speed-up they allow) let a busy machine's figures be read: other processes stretch the wall
+clock, hardly the CPU seconds.
 
 Study row: :func:`crossbar_ctl.engine._study.run_study` of ``arrays`` arrays per spread on a local
 cluster, timed from submission to the last result (cluster start-up excluded); ``identical``: its
