@@ -146,7 +146,8 @@ def program_update(args: argparse.Namespace) -> int:
     record = CalibrationRecord.load(calibrations[0])
     tcr = TcrEstimate.load(args.tcr) if args.tcr is not None else None
     with open_lab(args.lab) as lab, progress_bar(len(plan.header.tiles), "update", enabled=_progress(args)) as bar:
-        updated, report = update_plan(lab, plan, record, tcr=tcr, options=options, progress=bar.update)
+        updated, report = update_plan(lab, plan, record, tcr=tcr, options=options, progress=bar.update,
+                                      affine_vectors=args.affine_vectors)
     updated.save(args.out)
     result = {"plan": str(args.out), "calibration": updated.header.calibration.checksum, **report.model_dump()}
 
@@ -220,7 +221,7 @@ def _bench_drift(args: argparse.Namespace) -> int:
 
     def show(rows: list[dict[str, Any]]) -> None:
         keys = ("scenario", "realized_bits_fresh", "realized_bits_stale", "realized_bits_after", "enob_fresh",
-                "enob_stale", "enob_after", "readings_fraction", "rewrites_fraction", "switch_writes_fraction",
+                "enob_stale", "enob_after", "enob_after_kept_affine", "readings_fraction", "rewrites_fraction", "switch_writes_fraction",
                 "guard_fresh", "guard_stale", "wall_s")
         geometry = "the demo's 64x64x8 lab, digits MLP" if args.demo else f"{args.rows}x{args.cols}x{args.branches}"
         print_table([{key: row[key] for key in keys} for row in rows],

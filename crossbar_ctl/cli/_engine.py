@@ -42,7 +42,8 @@ def add_commands(commands, bench) -> None:
                         help="a plan made from the calibration (crossbar train): programmed as it is, not re-solved")
     source.add_argument("--update", metavar="PLAN", type=Path,
                         help="a programmed plan: re-solve and rewrite only its pairs over budget, on --calibration "
-                             "(its own or one recalibrated from it: crossbar recalibrate)")
+                             "(its own or one recalibrated from it: crossbar recalibrate); its affine correction "
+                             "is measured again with --affine-vectors (0: the old one kept)")
     program.add_argument("--calibration", required=True, metavar="CAL", nargs="+",
                          help="calibration record (.npz); one per board, in order, for a lab of several boards")
     program.add_argument("--lab", metavar="LAB.toml", help="lab file (default: the simulated lab)")

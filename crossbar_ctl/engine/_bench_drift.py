@@ -67,6 +67,8 @@ def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: i
     list of dict
         One row per scenario: ``scenario``, ``realized_bits_fresh``, ``realized_bits_stale``,
         ``realized_bits_after``, ``enob_fresh``, ``enob_stale``, ``enob_after``,
+        ``enob_after_kept_affine`` (the same update checked with the affine correction measured at
+        programming, before it is measured again),
         ``readings_fraction``, ``rewrites_fraction``, ``switch_writes_fraction`` (the update's
         switch writes counted by the driver, its trials included, over the programming's),
         ``guard_fresh`` and ``guard_stale`` (the
@@ -77,7 +79,7 @@ def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: i
     from crossbar_ctl._lab import advance_sim_time, open_lab, set_sim_temperature_c
     from crossbar_ctl.core.config import load_lab_config
     from crossbar_ctl.engine._bench import uniform_layer
-    from crossbar_ctl.engine._update import recalibrate_plan, update_plan
+    from crossbar_ctl.engine._update import recalibrate_plan, remeasure_affine, update_plan
     from crossbar_ctl.engine._workflow import check_network, program_network
 
     for name in scenarios:
@@ -119,15 +121,17 @@ def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: i
                 advance_sim_time(lab, _days(name) * 86400.0)
             stale = check_network(lab, plan, x, allow_stale=True)
             new, recal = recalibrate_plan(lab, plan, record, tcr=tcr, max_fraction=max_fraction, seed=seed)
-            updated, update = update_plan(lab, plan, new, tcr=tcr)
-            after = check_network(lab, updated, x, allow_stale=True)
+            updated, update = update_plan(lab, plan, new, tcr=tcr, affine_vectors=0)
+            kept = check_network(lab, updated, x, allow_stale=True)  # the affine correction of programming
+            after = check_network(lab, remeasure_affine(lab, updated), x, allow_stale=True)  # as update_plan ends
         (bits_fresh, enob_fresh), (bits_stale, enob_stale), (bits_after, enob_after) = (
             _figures(fresh), _figures(stale), _figures(after))
         probe = stale.drift_probe
         results.append({
             "scenario": name, "realized_bits_fresh": bits_fresh, "realized_bits_stale": bits_stale,
             "realized_bits_after": bits_after, "enob_fresh": enob_fresh, "enob_stale": enob_stale,
-            "enob_after": enob_after, "readings_fraction": recal.readings_fraction,
+            "enob_after": enob_after, "enob_after_kept_affine": _figures(kept)[1],
+            "readings_fraction": recal.readings_fraction,
             "rewrites_fraction": update.rewrites_fraction,
             "switch_writes_fraction": update.switch_writes / max(plan.header.program.cost.switch_writes, 1),
             "guard_fresh": bool(fresh.drift_probe and fresh.drift_probe.over_budget),

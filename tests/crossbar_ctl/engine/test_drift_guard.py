@@ -115,9 +115,12 @@ def test_a_month_later_recalibrate_and_update_bring_the_plan_back(programmed):
     assert np.median(new_error) < 0.5 * np.median(old_error)  # the re-measured rows follow the drift
     assert update.pairs_over_before > 0 and update.pairs_over_after < update.pairs_over_before
     assert update.cells_rewritten <= 2 * update.pairs_resolved  # only the pairs over budget moved
-    # a month of drift (1.6 bit lost on this board) undone to within 0.5 bit of fresh
+    assert 0 < update.switch_writes == updated.header.program.cost.switch_writes  # counted by the driver
+    # cells were rewritten, so the outputs' affine correction was measured again (as programming ends)
+    assert not np.array_equal(updated.arrays["tile0.affine_gain"], plan.arrays["tile0.affine_gain"])
+    # a month of drift (1.8 bit lost on this board) undone to within 0.3 bit of fresh (0.14 measured)
     assert np.log2(stale / fresh) > 1.0
-    assert np.log2(after / fresh) < 0.5
+    assert np.log2(after / fresh) < 0.3
     assert updated.header.calibration.checksum == new.checksum()
 
 
