@@ -40,25 +40,29 @@ def subset_sums(values, usable, out):
 
 
 @njit(cache=True)
-def _outputs(sums, g0, t0, slope, locality, out, move):
-    """Linearised outputs ``t0 + slope (sums - g0)`` and the penalty ``locality |sums - g0|``."""
-    cells, size = sums.shape
-    for r in range(cells):
-        for a in range(size):
-            d = sums[r, a] - g0[r]
-            out[r, a] = t0[r] + slope[r] * d
-            move[r, a] = locality * abs(d)
+def _outputs(side, r, locality, out, move):
+    """Cell ``r``'s linearised outputs ``t0 + slope (sums - g0)`` and penalties ``locality |sums - g0|``."""
+    sums, g0, t0, slope = side
+    for a in range(sums.shape[1]):
+        d = sums[r, a] - g0[r]
+        out[a] = t0[r] + slope[r] * d
+        move[a] = locality * abs(d)
 
 
-@njit(cache=True)
-def _abs_max(a, found, largest):
-    """Largest ``|a|`` over its non-NaN entries, folded into ``(found, largest)``."""
-    for v in a.ravel():
-        if not np.isnan(v):
-            if not found or abs(v) > largest:
-                largest = abs(v)
-            found = True
-    return found, largest
+@njit(parallel=True, cache=True)
+def _largest(plus, minus, locality, out):
+    """Per cell the largest ``|output|`` of either side, -1 where every output is NaN."""
+    size = plus[0].shape[1]
+    for r in prange(out.size):
+        values = np.empty(size)
+        move = np.empty(size)
+        largest = -1.0
+        for side in (plus, minus):
+            _outputs(side, r, locality, values, move)
+            for v in values:
+                if not np.isnan(v) and abs(v) > largest:
+                    largest = abs(v)
+        out[r] = largest
 
 
 @njit(cache=True)
@@ -149,35 +153,35 @@ def _first_at_least(flat, v):
 
 
 @njit(parallel=True, cache=True)
-def _search(x, move_x, plus_sums, y, move_y, minus_sums, target, count, room, has_room, most, span, best_a, best_b,
-            predicted):
+def _search(plus, minus, locality, target, count, room, has_room, most, span, best_a, best_b, predicted):
     """Every cell's best pair into ``best_a``, ``best_b``, ``predicted`` (cells in parallel)."""
-    for r in prange(x.shape[0]):
-        _search_cell(r, x, move_x, plus_sums, y, move_y, minus_sums, target, count, room, has_room, most, span,
-                     best_a, best_b, predicted)
+    for r in prange(target.size):
+        _search_cell(r, plus, minus, locality, target, count, room, has_room, most, span, best_a, best_b, predicted)
 
 
 @njit(cache=True)
-def _search_cell(r, x, move_x, plus_sums, y, move_y, minus_sums, target, count, room, has_room, most, span, best_a,
-                 best_b, predicted):
+def _search_cell(r, plus, minus, locality, target, count, room, has_room, most, span, best_a, best_b, predicted):
     """Cell ``r``'s best pair (a function of its own: numba optimises a ``prange`` body less)."""
-    size = x.shape[1]
+    size = plus[0].shape[1]
     step = 4.0 * span + 1.0
     classes = most.size
     offset = step * classes * r
+    x, move_x, y, move_y = np.empty(size), np.empty(size), np.empty(size), np.empty(size)
+    _outputs(plus, r, locality, x, move_x)
+    _outputs(minus, r, locality, y, move_y)
     want = np.empty(size)
     for a in range(size):
-        want[a] = x[r, a] - target[r]
+        want[a] = x[a] - target[r]
     order = np.empty(size, dtype=np.int64)
     plus_order = np.empty(size, dtype=np.int64)
     spare = np.empty(size, dtype=np.int64)
-    _subset_order(y[r], minus_sums[r], count, classes, order, spare)
-    _subset_order(want, plus_sums[r], count, classes, plus_order, spare)
+    _subset_order(y, minus[0][r], count, classes, order, spare)
+    _subset_order(want, plus[0][r], count, classes, plus_order, spare)
     flat = np.empty(size)
     query = np.empty(size)
     for k in range(size):
         b = order[k]
-        flat[k] = ((2.0 * span if np.isnan(y[r, b]) else y[r, b]) + step * count[b]) + offset
+        flat[k] = ((2.0 * span if np.isnan(y[b]) else y[b]) + step * count[b]) + offset
         a = plus_order[k]
         query[k] = (0.0 if np.isnan(want[a]) else want[a]) + offset
     score_best = np.inf
@@ -203,7 +207,7 @@ def _search_cell(r, x, move_x, plus_sums, y, move_y, minus_sums, target, count, 
             for k in range(most[c]):
                 a = plus_order[k]
                 b = order[min(max(pos[k] + shift, 0), size - 1)]
-                score = abs(want[a] - y[r, b]) + move_x[r, a] + move_y[r, b]
+                score = abs(want[a] - y[b]) + move_x[a] + move_y[b]
                 if np.isnan(score) or count[b] != c or (has_room and count[a] > room[r] - c):
                     continue
                 if score < score_best:
@@ -212,7 +216,7 @@ def _search_cell(r, x, move_x, plus_sums, y, move_y, minus_sums, target, count, 
                     b_best = b
     best_a[r] = a_best
     best_b[r] = b_best
-    predicted[r] = x[r, a_best] - y[r, b_best] if np.isfinite(score_best) else np.nan
+    predicted[r] = x[a_best] - y[b_best] if np.isfinite(score_best) else np.nan
 
 
 def nearest_pairs(target_s: np.ndarray, plus: tuple[np.ndarray, ...], minus: tuple[np.ndarray, ...],
@@ -234,13 +238,12 @@ def nearest_pairs(target_s: np.ndarray, plus: tuple[np.ndarray, ...], minus: tup
     predicted_s : ndarray (cells,)
         NaN for a cell with no allowed pair of subsets.
     """
-    plus, minus = ([np.ascontiguousarray(a, dtype=np.float64) for a in side] for side in (plus, minus))
+    plus, minus = (tuple(np.ascontiguousarray(a, dtype=np.float64) for a in side) for side in (plus, minus))
+    target_s = np.ascontiguousarray(target_s, dtype=np.float64)
     cells, size = plus[0].shape
-    x, move_x, y, move_y = (np.empty((cells, size)) for _ in range(4))
-    _outputs(*plus, float(locality), x, move_x)
-    _outputs(*minus, float(locality), y, move_y)
-    found, largest = _abs_max(y, *_abs_max(x, False, 0.0))
-    span = (largest if found else np.nan) + float(np.max(np.abs(target_s)))
+    largest = np.empty(cells)
+    _largest(plus, minus, float(locality), largest)
+    span = (largest.max() if largest.max() >= 0 else np.nan) + float(np.max(np.abs(target_s)))
     count = np.zeros(size, dtype=np.int64)  # closed branches of each subset, where a cap needs them
     if room is not None:
         count = ((np.arange(size)[:, None] >> np.arange(size.bit_length() - 1)) & 1).sum(axis=1)
@@ -249,7 +252,7 @@ def nearest_pairs(target_s: np.ndarray, plus: tuple[np.ndarray, ...], minus: tup
         most = np.array([size], dtype=np.int64)
     best_a, best_b = np.zeros(cells, dtype=np.int64), np.zeros(cells, dtype=np.int64)
     predicted = np.empty(cells)
-    _search(x, move_x, plus[0], y, move_y, minus[0], np.ascontiguousarray(target_s, dtype=np.float64), count,
+    _search(plus, minus, float(locality), target_s, count,
             np.zeros(cells, dtype=np.int64) if room is None else np.ascontiguousarray(room, dtype=np.int64),
             room is not None, most, span, best_a, best_b, predicted)
     return best_a, best_b, predicted
