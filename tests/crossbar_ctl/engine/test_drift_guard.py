@@ -200,3 +200,21 @@ def test_cli_watch_advances_the_simulated_clock_logs_and_acts(programmed, tmp_pa
     assert out_plan.exists() and out_cal.exists() and figure.stat().st_size > 0
     code, _, err = run_cli(capsys, "watch", "--plan", plan_path, "--every", "soon", "--log", log)
     assert code == 2 and "--every" in err
+
+
+@pytest.mark.slow
+def test_bench_drift_json_on_a_small_board(capsys):
+    import json
+
+    code, out, _ = run_cli(capsys, "bench", "drift", "--rows", 8, "--cols", 8, "--branches", 6, "--samples", 20,
+                           "--scenarios", "31 d", "--drift-per-hour", DRIFT_PER_HOUR, "--seed", SEED, "--json")
+    assert code == 0
+    (row,) = json.loads(out)
+    assert {"scenario", "realized_bits_fresh", "realized_bits_stale", "realized_bits_after", "enob_fresh",
+            "enob_stale", "enob_after", "readings_fraction", "rewrites_fraction"} <= set(row)
+    assert row["guard_stale"] and not row["guard_fresh"] and not row["guard_after"]
+    assert row["readings_fraction"] <= 0.15 and 0 < row["rewrites_fraction"] <= 1
+    # a month at 1e-4 costs this board's median pair 3.1 bit (11.13 -> 8.04 measured); the update wins
+    # most of it back (10.73: 32 pairs, their rewrites picked on the layer's rms)
+    assert row["realized_bits_stale"] < row["realized_bits_fresh"] - 1.0
+    assert row["realized_bits_after"] > row["realized_bits_fresh"] - 0.6
