@@ -81,6 +81,9 @@ class ProgramOptions(StrictModel):
     re-solve rounds per tile down to the measurement noise (0: off)."""
     refine_repeats: int = Field(4, ge=2, le=1000)
     """Unit-vector reads per row in each refinement round."""
+    refine_max_repeats: int = Field(16, ge=2, le=10_000)
+    """When no pair is off at the refinement's noise, the rows with an ambiguous pair are read
+    again with four times the readings, up to this many (``refine_repeats``: never)."""
 
 
 def remeasure_cells(lab: Lab, model: ArrayModel, cells: np.ndarray, *, repeats: int,
@@ -331,7 +334,8 @@ def _program_tile(lab: Lab, model: ArrayModel, plan: SwitchPlan, t: int, arrays:
     if options.refine_rounds:
         refined = refine_measured(lab, model, tile, best["selection"], target, context, twin=model.twin,
                                   limits=limits, rounds=options.refine_rounds, repeats=options.refine_repeats,
-                                  locality=plan.header.options.locality, max_closed=plan.header.options.max_closed)
+                                  locality=plan.header.options.locality, max_closed=plan.header.options.max_closed,
+                                  max_repeats=options.refine_max_repeats)
         miss = np.abs(pair_transfer(refined.measured_s - array_transfer(model, twin, refined.cell_s, tile)).ravel())
         sigma = _pair_sigma(model, tile, refined.selection, gains(refined.measured_s, refined.cell_s), refined.noise_s)
         best = {"selection": refined.selection, "cell": refined.cell_s, "measured": refined.measured_s,

@@ -10,7 +10,17 @@ outputs, linearised with the twin's slopes (:func:`crossbar_ctl.engine._solve.re
 branch count, a rotating window above ``WINDOW_BRANCHES``, ``max_closed`` kept). A move only has to
 be right to the uncertainty of the few branches it toggles, and the next round measures what it did:
 later branches cancel the errors of earlier ones (multi-device compensation, Song et al., Science
-383:903, 2024). The floor is the measurement's noise and the subset sums' spacing near the target.
+383:903, 2024).
+
+Three things keep the rounds honest on a board the twin does not describe: a move's slope is the
+twin's times each cell's measured over predicted transfer (the calibration's error common to a cell's
+branches divides out); every pair's recorded output is of the configuration kept (read afresh where
+its own cells are as read, moved by the twin's difference for what its neighbours kept or put back:
+they share a row driver and wires), never a stale best-of-several; and the readings grow four-fold,
+up to ``max_repeats``, once the pairs are within the noise bound (no chosen pair off, or the bound
+above half the median error), on the rows where a pair is ambiguous. The floor is then the readout's
+own systematic error (the column channels' gains, README "Realized weight precision"), the
+calibration's error of the branches a move toggles, and the subset sums' spacing near the target.
 """
 
 from __future__ import annotations
@@ -27,14 +37,14 @@ from crossbar_ctl.engine._mapping import (
     pair_transfer,
     row_voltages,
 )
-from crossbar_ctl.engine._solve import array_response, refine_tile
+from crossbar_ctl.engine._solve import array_response, array_transfer, gains, refine_tile
 from crossbar_ctl.engine._twin import sensed_a
 
 if TYPE_CHECKING:
     from calibration import TwinParameters
     from drivers import Lab
 
-__all__ = ["Refined", "measure_tile", "refine_measured"]
+__all__ = ["Refined", "measure_tile", "measured_slope", "refine_measured"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,8 @@ def measure_tile(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarray,
 def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarray, target_s: np.ndarray,
                     context: np.ndarray, *, twin: TwinParameters | None, limits: dict[str, float],
                     rounds: int, repeats: int, tolerance_sigma: float = 2.0, locality: float = 0.001,
-                    max_closed: int | None = None, pairs: np.ndarray | None = None) -> Refined:
+                    max_closed: int | None = None, pairs: np.ndarray | None = None,
+                    measured_gain: bool = True, max_repeats: int | None = None) -> Refined:
     """Refine a programmed tile on its measured transfer until its pairs are within the noise.
 
     Parameters
@@ -140,43 +151,73 @@ def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarr
     pairs : ndarray (cells,) of bool, optional
         Only these pairs may be re-solved (``crossbar program --update``: those over budget);
         default every pair.
+    measured_gain : bool
+        Scale the twin's slopes by each cell's measured over predicted transfer
+        (:func:`measured_slope`); False: the twin's slopes alone.
+    max_repeats : int, optional
+        When no pair is off at the present noise, the rows where one could be off at half that
+        noise are read again with four times the readings, up to this many per row (default
+        ``repeats``: never).
     """
-    measure = {"repeats": repeats, "limits": limits, "twin": twin}
-    cell, measured, noise, readings = measure_tile(lab, model, tile, selection, context, **measure)
+    measure = {"limits": limits, "twin": twin}
+    cell, measured, noise, readings = measure_tile(lab, model, tile, selection, context, repeats=repeats, **measure)
     error = pair_transfer(measured).ravel() - target_s
     kept = (_rms(error), selection, cell, measured, error, noise)
     best = {"selection": selection.copy(), "error": np.abs(error), "outputs": measured.copy()}
+    row_noise = np.full(tile.rows, noise)  # each row's last reading's noise
+    reads = repeats
     moved = done = 0
     for round_ in range(rounds):
-        off = best["error"] > tolerance_sigma * np.sqrt(2.0) * noise
+        bound = tolerance_sigma * np.sqrt(2.0) * np.repeat(row_noise, tile.pairs)  # a pair's noise: two cells
+        off = best["error"] > bound
         if pairs is not None:
             off &= pairs
-        if not off.any():
-            break
         cell = model.cell_conductance_s(masks_from_selection(best["selection"], tile.rows, tile.pairs), tile)
-        slope = np.ones_like(cell) if twin is None else array_response(model, twin, cell, tile)[1]
-        chosen, predicted = refine_tile(model, tile, best["selection"], target_s, cell, best["outputs"], slope,
+        twin_now = _twin_outputs(model, twin, tile, best["selection"])
+        chosen, predicted = refine_tile(model, tile, best["selection"], target_s, cell, best["outputs"],
+                                        measured_slope(model, twin, tile, cell, best["outputs"],
+                                                       measured_gain=measured_gain),
                                         locality=locality, max_closed=max_closed, round_=round_)
         move = off & (np.abs(predicted - target_s) < best["error"])
-        if not move.any():
-            break
-        moved += int(move.sum())
-        # only the rows that moved are read again (the others' cells are as they were measured)
-        rows = np.flatnonzero(move.reshape(tile.rows, tile.pairs).any(axis=1))
+        # longer readings as the pairs close in: the noise bound at most half the median error
+        # (four times the readings at a time, up to ``max_repeats``); a round with nothing to move
+        # reads again, longer, the rows where a pair would be off at half the bound (ambiguous)
+        longer = reads
+        while longer * 4 <= (max_repeats or repeats) and np.median(bound) * np.sqrt(reads / longer) > np.median(best["error"]) / 2:
+            longer *= 4
+        if move.any():
+            rows = np.flatnonzero(move.reshape(tile.rows, tile.pairs).any(axis=1))
+        else:
+            ambiguous = (best["error"] > bound / 2) & (True if pairs is None else pairs)
+            rows = np.flatnonzero(ambiguous.reshape(tile.rows, tile.pairs).any(axis=1))
+            longer = max(longer, reads * 4)
+            if longer > (max_repeats or repeats) or rows.size == 0:
+                break
+        reads = longer
         trial = np.where(move[:, None], chosen, best["selection"])
-        _, measured, noise, count = measure_tile(lab, model, tile, trial, context, rows=rows, **measure)
+        moved += int(move.sum())
+        _, measured, noise, count = measure_tile(lab, model, tile, trial, context, rows=rows, repeats=reads,
+                                                 **measure)
         readings += count
         done = round_ + 1
+        row_noise[rows] = noise
         error = np.abs(pair_transfer(measured).ravel() - target_s)
-        read = np.zeros(tile.rows, dtype=bool)
-        read[rows] = True
-        better = np.repeat(read, tile.pairs) & (error < best["error"])
-        cells = np.repeat(better.reshape(tile.rows, tile.pairs), 2, axis=1)  # plus and minus columns
-        best["outputs"] = np.where(cells, measured, best["outputs"])
-        best["selection"] = np.where(better[:, None], trial, best["selection"])
-        best["error"] = np.where(better, error, best["error"])
+        read = np.repeat(np.isin(np.arange(tile.rows), rows), tile.pairs)
+        better = read & (error < best["error"])
+        kept_now = np.where(better[:, None], trial, best["selection"])
+        # the outputs of what is kept: read afresh where the pair's own cells are as read (it kept
+        # its move, or did not move), else as before; both moved by the twin's difference between
+        # what is kept and what was there (the others' moves reach a pair through the row's driver
+        # and the wires)
+        twin_kept = _twin_outputs(model, twin, tile, kept_now)
+        fresh = np.repeat((read & (better | ~move)).reshape(tile.rows, tile.pairs), 2, axis=1)
+        best["outputs"] = np.where(fresh, measured + twin_kept - _twin_outputs(model, twin, tile, trial),
+                                   best["outputs"] + twin_kept - twin_now)
+        best["selection"] = kept_now
+        best["error"] = np.abs(pair_transfer(best["outputs"]).ravel() - target_s)
     if done:  # every pair's best, measured together; kept only if the whole tile is better
-        cell, measured, noise, count = measure_tile(lab, model, tile, best["selection"], context, **measure)
+        cell, measured, noise, count = measure_tile(lab, model, tile, best["selection"], context, repeats=repeats,
+                                                    **measure)
         readings += count
         error = pair_transfer(measured).ravel() - target_s
         if _rms(error) < kept[0]:
@@ -189,6 +230,32 @@ def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarr
     full[tile.block] = masks_from_selection(selection, tile.rows, tile.pairs)
     load_tile(lab, context | full)
     return Refined(selection, cell, measured, error, noise, done, readings, moved)
+
+
+def measured_slope(model: ArrayModel, twin: TwinParameters | None, tile: Tile, cell_s: np.ndarray,
+                   measured_s: np.ndarray, *, measured_gain: bool = True) -> np.ndarray:
+    """``dT/dG`` of a tile's cells for a move, ``(tile.rows, 2 tile.pairs)``.
+
+    The twin's slope, times each cell's measured transfer over the twin's prediction for it: a move
+    of the calibrated conductance ``dG`` then changes the output by what the readout would read, with
+    the cell's calibration scale (6.6e-4 rms on pcb, 4.6 times its within-cell spread) and the twin's
+    wire error divided out. Cells below a tenth of the median (no branch closed, leakage only) take their column's median ratio.
+    ``twin`` None: 1 (the output moves with the conductance), times that ratio.
+    """
+    if twin is None:
+        predicted, slope = array_transfer(model, twin, cell_s, tile), np.ones_like(cell_s)
+    else:
+        predicted, slope = array_response(model, twin, cell_s, tile)
+    if not measured_gain:
+        return slope
+    small = predicted < 0.1 * np.median(predicted[predicted > 0]) if np.any(predicted > 0) else True
+    return slope * gains(measured_s, np.where(small, 0.0, predicted))
+
+
+def _twin_outputs(model: ArrayModel, twin: TwinParameters | None, tile: Tile, selection: np.ndarray) -> np.ndarray:
+    """The twin's transfer of a tile's selection, ``(tile.rows, 2 tile.pairs)``."""
+    cell = model.cell_conductance_s(masks_from_selection(selection, tile.rows, tile.pairs), tile)
+    return array_transfer(model, twin, cell, tile)
 
 
 def _rms(a: np.ndarray) -> float:
