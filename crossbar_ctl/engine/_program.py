@@ -84,6 +84,9 @@ class ProgramOptions(StrictModel):
     refine_max_repeats: int = Field(16, ge=2, le=10_000)
     """When no pair is off at the refinement's noise, the rows with an ambiguous pair are read
     again with four times the readings, up to this many (``refine_repeats``: never)."""
+    refine_differential: bool = True
+    """Refine on the board's difference channels too, when it has them (``CAP?`` lists ``DIFF``):
+    their noise is relative to the pair's difference, not to its two column currents."""
 
 
 def remeasure_cells(lab: Lab, model: ArrayModel, cells: np.ndarray, *, repeats: int,
@@ -335,7 +338,7 @@ def _program_tile(lab: Lab, model: ArrayModel, plan: SwitchPlan, t: int, arrays:
         refined = refine_measured(lab, model, tile, best["selection"], target, context, twin=model.twin,
                                   limits=limits, rounds=options.refine_rounds, repeats=options.refine_repeats,
                                   locality=plan.header.options.locality, max_closed=plan.header.options.max_closed,
-                                  max_repeats=options.refine_max_repeats)
+                                  max_repeats=options.refine_max_repeats, differential=options.refine_differential)
         miss = np.abs(pair_transfer(refined.measured_s - array_transfer(model, twin, refined.cell_s, tile)).ravel())
         sigma = _pair_sigma(model, tile, refined.selection, gains(refined.measured_s, refined.cell_s), refined.noise_s)
         best = {"selection": refined.selection, "cell": refined.cell_s, "measured": refined.measured_s,
