@@ -29,7 +29,10 @@ def programmed():
     x = rng.uniform(0, 1, size=(200, 8))
     with open_lab({"sim": {"rows": 9, "cols": 12, "branches": 6, "seed": 0, "profile": "pcb"}}) as lab:
         model = array_model(calibrate(lab))
-        plan = program_plan(lab, make_plan(network, model), model, options=ProgramOptions(affine_vectors=0))
+        # the refinement single-ended: on the difference channels it already reads away most of the
+        # columns' gain errors, and the correction on the columns then adds 0.08 bit (6.50 -> 6.58)
+        plan = program_plan(lab, make_plan(network, model), model,
+                            options=ProgramOptions(affine_vectors=0, refine_differential=False))
         yield lab, plan, x, model
 
 
