@@ -148,7 +148,8 @@ def _bench_branches(args: argparse.Namespace) -> int:
         units = {"branches": "branches [#]", "pool": "pool [#]", "realized_bits_median": "realized median [bit]",
                  "realized_bits_p01": "realized p01 [bit]", "planned_bits_median": "planned median [bit]",
                  "subset_sum_bits_median": "subset sum median [bit]", "enob": "enob [bit]",
-                 "calibration_floor_bits": "calibration floor [bit]", "refine_readings": "refine readings [#]",
+                 "calibration_floor_bits": "calibration floor [bit]", "readout_floor_bits": "readout floor [bit]",
+                 "refine_readings": "refine readings [#]",
                  "switch_writes": "switch writes [#]", "agreement": "agreement [1]", "wall_s": "wall [s]"}
         print_table([{units[key]: value for key, value in row.items()} for row in rows],
                     title=f"one U(-1, 1) layer on a {args.rows}x{args.cols} array, profile {args.profile}: "

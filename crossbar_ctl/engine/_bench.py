@@ -20,7 +20,7 @@ import numpy as np
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.core.files import atomic_save_figure, pyplot
 from crossbar_ctl.engine._check import precision_bits, truth_of
-from crossbar_ctl.engine._mapping import pair_pool, weight_magnitude
+from crossbar_ctl.engine._mapping import pair_pool, pair_transfer, weight_magnitude
 from crossbar_ctl.engine._network import Network, build_network
 
 __all__ = ["BRANCHES", "bench_branches", "plot_branches", "uniform_layer"]
@@ -74,6 +74,31 @@ def _calibration_floor_bits(record: Any, plan: Any, network: Network) -> float:
     return float(np.median(np.concatenate(bits)))
 
 
+def _readout_floor_bits(lab: Any, record: Any, plan: Any, network: Network, *, repeats: int = 256) -> float:
+    """Median bits the readout's own systematic error leaves the programmed pairs: the plan's tile
+    read with ``repeats`` unit vectors per row through the columns (offsets removed, the column
+    gains of the calibration divided out; noise ~5e-9 S per element at 256 on pcb) against the truth's
+    pair transfer, against the layer's max|w|. The refinement can place a pair no closer to its
+    target than it reads it: its difference channels are fitted on these columns."""
+    from crossbar_ctl.engine._program import _selection, readout_limits
+    from crossbar_ctl.engine._refine import measure_tile
+    from crossbar_ctl.engine._workflow import array_model
+
+    lp = plan.header.layers[0]
+    model = array_model(record)
+    bits = []
+    for t in lp.tiles:
+        tile = plan.header.tiles[t].tile
+        selection = _selection(plan.tile(t, "masks")[tile.block], tile, model.geometry[2])
+        context = plan.step_masks(tile.step) & ~plan.tile(t, "masks")
+        _, measured, _, _ = measure_tile(lab, model, tile, selection, context, repeats=repeats,
+                                         limits=readout_limits(lab), twin=plan.board_twin(0))
+        error = pair_transfer(measured) - pair_transfer(np.asarray(truth_of(lab).transfer_s())[tile.block])
+        bits.append(error.ravel())
+    scale = lp.conductance_per_weight_s * weight_magnitude(network.layers[0].matrix, network.layers[0].bias)
+    return float(np.median(-np.log2(np.abs(np.concatenate(bits)) / scale)))
+
+
 def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES, rows: int = 16,
                    cols: int = 16, samples: int = 200, nplc: float = 4.0, seed: int = 0,
                    progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
@@ -102,7 +127,8 @@ def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES
     list of dict
         One row per branch count: ``branches``, ``pool``, ``realized_bits_median``,
         ``realized_bits_p01``, ``planned_bits_median``, ``subset_sum_bits_median``,
-        ``calibration_floor_bits`` (:func:`_calibration_floor_bits`), ``enob``, ``agreement`` (the
+        ``calibration_floor_bits`` (:func:`_calibration_floor_bits`), ``readout_floor_bits``
+        (:func:`_readout_floor_bits`), ``enob``, ``agreement`` (the
         output's argmax as float64's), ``refine_readings`` (readout vectors of the closed-loop
         refinement), ``switch_writes`` (programming's, refinement included), ``wall_s``.
     """
@@ -124,6 +150,7 @@ def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES
             plan = program_network(lab, network, record)
             report = check_network(lab, plan, x, nplc=nplc)
             subset_sum = _subset_sum_bits(truth_of(lab), plan, network, solve_subset_sum)
+            readout_floor = _readout_floor_bits(lab, record, plan, network)
         program = plan.header.program
         layer = report.layers[0]
         results.append({
@@ -131,6 +158,7 @@ def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES
             "realized_bits_median": layer.realized_bits.median, "realized_bits_p01": layer.realized_bits.p01,
             "planned_bits_median": layer.planned_bits.median, "subset_sum_bits_median": subset_sum,
             "calibration_floor_bits": _calibration_floor_bits(record, plan, network),
+            "readout_floor_bits": readout_floor,
             "enob": layer.enob, "agreement": report.agreement, "refine_readings": program.refine_readings,
             "switch_writes": program.cost.switch_writes if program.cost else None,
             "wall_s": time.monotonic() - started,
