@@ -33,12 +33,13 @@ the next. The chain starts from what the plan itself predicts it programmed:
 
 - a plan programmed by the closed loop (``tile{t}.measured_s``): the loop measured the circuit,
   wires and calibration errors included, and re-solved against the measurement, so the twin's
-  stages would be large and cancel (the masks were chosen to undo them); instead
-
-  1. ``quantization``: the loop's last measurement of the programmed transfer vs float64 (what the
-     loop knew it left: subset sum and refinement residual);
-  2. ``measurement``: the true noiseless circuit vs that measurement (what the loop misread:
-     its read noise, channel gains, the wires' and calibration's leftovers, drift since);
+  stages would be large and cancel (the masks were chosen to undo them). The programmed error
+  (the true circuit vs float64) splits instead by what the loop's last measurement of its
+  residual ``m`` (measured vs float64) accounts for: ``quantization`` is its projection on ``m``
+  (``beta * m``, ``beta`` by least squares over the layer's outputs: what the loop knew it left),
+  ``measurement`` the rest (what it could not see: its probes' noise, channel gains, the wires'
+  and the calibration's leftovers, drift since). The two are uncorrelated; the plain increment
+  (true circuit vs ``m``) would carry the probes' noise twice, once with each sign in ``m``;
 
 - then, both: ``read_noise`` (the readout): the measurement vs the noiseless true circuit: read
   noise and everything the readout adds (DAC and ADC resolution and nonlinearity, channel gain and
@@ -154,14 +155,15 @@ class ErrorBudget(StrictModel):
     """What ``quantization`` compares with float64: the twin's transfer (open loop) or the closed
     loop's last measurement (and the chain that follows from it)."""
     quantization: float
-    """The plan's own prediction of its programmed transfer vs float64."""
+    """The plan's own prediction of its programmed transfer vs float64 (closed loop, with the
+    truth: the part of the true error the loop's measured residual accounts for)."""
     calibration: float | None = None
     """Open loop: the twin with the true vs the calibrated branch conductances."""
     ir_drop: float | None = None
     """Open loop: wires and the twin's model: the true noiseless circuit vs the twin with the true
     conductances."""
     measurement: float | None = None
-    """Closed loop: the true noiseless circuit vs the loop's last measurement of it."""
+    """Closed loop: the part of the true error the loop's last measurement did not see."""
     read_noise: float | None = None
     """The readout: measured vs the noiseless true circuit."""
     other: float | None = None
@@ -269,12 +271,15 @@ def _budget(evaluations: dict[str, np.ndarray], reference: np.ndarray, *, truth:
                            total=_rms(total), share=_shares(stages, total),
                            **{name: _rms(value) for name, value in stages.items()})
     circuit = evaluations["circuit"]
-    if closed:
-        stages["measurement"] = circuit - prediction
+    programmed, read_noise = circuit - reference, analog - circuit
+    if closed:  # the part of the true error the loop's measured residual accounts for, and the rest
+        known = stages["quantization"]
+        scale = float(np.sum(known**2))
+        beta = float(np.sum(programmed * known)) / scale if scale > 0 else 0.0
+        stages = {"quantization": beta * known, "measurement": programmed - beta * known}
     else:
         stages["calibration"] = evaluations["twin_true"] - prediction
         stages["ir_drop"] = circuit - evaluations["twin_true"]
-    programmed, read_noise = circuit - reference, analog - circuit
     return ErrorBudget(source="simulator truth", prediction="closed loop" if closed else "twin", total=_rms(total),
                        programmed=_rms(programmed), read_noise=_rms(read_noise),
                        share=_shares({"programmed": programmed, "read_noise": read_noise}, total),

@@ -67,21 +67,22 @@ def test_each_effect_alone_grows_its_own_stage_of_the_open_loop_chain(effect, st
             assert getattr(budget, name) < 1e-9 * budget.quantization
 
 
-def test_closed_loop_chain_starts_from_the_loops_measurement():
+def test_closed_loop_budget_splits_by_what_the_loops_measurement_saw():
     """A plan the closed loop programmed against wrong wires and calibration: the twin's stages
-    would be large and cancel; the chain from the loop's measurement adds up with a small cross
-    term, and the loop's misreading grows with the read noise of its probes."""
-    measurement = {}
+    would be large and cancel; the programmed error splits instead into the part the loop's
+    measured residual accounts for and the part it could not see, which grows with the read
+    noise of the loop's probes."""
+    shares = {}
     for noise in (1e-5, 1e-3):
         network, model, lab, x = _setup(true_error=2e-3, true_wire_ohm=6.0, noise=noise)
         plan = program_plan(lab, make_plan(network, model, solver=exact_solver), model, solver=exact_solver,
                             options=ProgramOptions(max_iterations=2, affine_vectors=0, refine_rounds=0))
         budget = run_check(lab, plan, x).layers[0].budget
         assert budget.prediction == "closed loop" and budget.calibration is None and budget.ir_drop is None
-        assert sum(budget.programmed_share.values()) == pytest.approx(1.0)
-        assert abs(budget.programmed_share["cross"]) < 0.3  # measured -0.01 and -0.13
-        measurement[noise] = budget.measurement
-    assert measurement[1e-3] > 10 * measurement[1e-5]  # measured 95x
+        assert budget.quantization**2 + budget.measurement**2 == pytest.approx(budget.programmed**2)
+        shares[noise] = budget.programmed_share["measurement"]
+    # measured: 6e-5 of the programmed error's mean square unseen at 1e-5 read noise, 0.33 at 1e-3
+    assert shares[1e-5] < 0.01 and shares[1e-3] > 0.15
 
 
 def test_the_correction_applies_to_every_evaluation():
