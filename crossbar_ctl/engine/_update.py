@@ -45,7 +45,7 @@ from crossbar_ctl.engine._program import (
     load_tile,
     readout_limits,
 )
-from crossbar_ctl.engine._refine import measure_tile, refine_measured
+from crossbar_ctl.engine._refine import DifferenceChannels, measure_tile, refine_measured
 from crossbar_ctl.engine._schedule import step_masks
 from crossbar_ctl.engine._solve import array_transfer
 
@@ -257,7 +257,12 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
     readings = 0
     for t, tile in enumerate(tiles):
         selection = _selection(arrays[f"tile{t}.masks"][tile.block], tile, branches)
-        cell, measured, noise, count = measure_tile(lab, model, tile, selection, context(t), **settings)
+        # through the difference channels too, as the refinement reads (and read the residual it left)
+        diff = (options.refine_differential and getattr(lab.readout, "differential", False)
+                and tile.block[1].start % 2 == 0)
+        cell, measured, noise, count = measure_tile(lab, model, tile, selection, context(t),
+                                                    channels=DifferenceChannels(tile.pairs) if diff else None,
+                                                    **settings)
         state[t] = (selection, cell, measured, pair_transfer(measured).ravel() - plan.tile(t, "target_s").ravel(),
                     noise)
         readings += count
@@ -289,7 +294,9 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
             refined = refine_measured(lab, model, tile, state[t][0], plan.tile(t, "target_s").ravel(), context(t),
                                       rounds=options.max_iterations + options.refine_rounds,
                                       locality=plan.header.options.locality,
-                                      max_closed=plan.header.options.max_closed, pairs=chosen[t], **settings)
+                                      max_closed=plan.header.options.max_closed, pairs=chosen[t],
+                                      max_repeats=options.refine_max_repeats,
+                                      differential=options.refine_differential, **settings)
             readings += refined.readings
             rounds_run[t] += refined.rounds
             resolved[t] |= chosen[t]

