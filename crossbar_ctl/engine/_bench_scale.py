@@ -12,8 +12,9 @@ the speed-up they allow) let a busy machine's figures be read: other processes s
 clock, hardly the CPU seconds.
 
 Study row: :func:`crossbar_ctl.engine._study.run_study` of ``arrays`` arrays per spread on a local
-cluster, timed from submission to the last result (cluster start-up excluded); ``identical``: its
-first two tasks rerun in this process give the same figures.
+cluster, timed from submission to the last result (cluster start-up excluded; each worker's first
+imports and numba cache loads included, as a study pays them); ``identical``: its first two tasks
+rerun in this process give the same figures. ``crossbar bench scale --skip-plan`` runs it alone.
 """
 
 from __future__ import annotations
