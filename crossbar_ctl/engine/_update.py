@@ -353,7 +353,7 @@ def remeasure_affine(lab: Lab, plan: SwitchPlan, *, vectors: int | None = None) 
     own errors of the tiles as they were programmed; rewritten pairs change both (demo, 64x64x8 pcb,
     31 days at 1e-4 with 63 % of the cells rewritten: enob 8.10 / 8.35 with the old correction, 8.86
     / 9.37 measured again, fresh 9.02 / 9.90). On the seed-0 16x16x8 board of ``bench drift`` the
-    new fit checks 0.2-0.5 bit worse than that board's old one (``enob_after_kept_affine``; held-out
+    new fit checks up to 0.4 bit worse than that board's old one (``enob_after_kept_affine``; held-out
     reference vectors read it better); over seeds 0-3 the two were level. A plan without one is
     returned as it is.
     """
