@@ -135,7 +135,7 @@ def measure_tile(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarray,
     step = (difference - pair_transfer(transfer[rows])) / 2  # the pair's difference set, its sum kept
     transfer[rows, 0::2] += step
     transfer[rows, 1::2] -= step
-    return cell, transfer, pair_noise / np.sqrt(2.0), 2 * len(voltage)
+    return cell, transfer, noise if pair_noise is None else pair_noise / np.sqrt(2.0), 2 * len(voltage)
 
 
 class DifferenceChannels:
@@ -156,17 +156,25 @@ class DifferenceChannels:
     def read(self, columns_s: np.ndarray, diff_s: np.ndarray) -> tuple[np.ndarray, float]:
         """Each pair's difference from the channels' readings ``diff_s (repeats, rows, pairs)``,
         given the single-ended transfer ``columns_s (rows, 2 pairs)`` of the same rows, and the
-        standard uncertainty of one of them (S)."""
+        standard uncertainty of one of them (S; None while a channel is not fitted yet: its pairs
+        keep the columns' difference and their noise)."""
         x = np.stack([columns_s[:, 0::2], columns_s[:, 1::2]], axis=-1)  # (rows, pairs, 2)
         mean = diff_s.mean(axis=0)
         self.xx += np.einsum("rpi,rpj->pij", x, x)
         self.xy += np.einsum("rpi,rp->pi", x, mean)
-        a, b = np.moveaxis(np.linalg.solve(self.xx + 1e-30 * np.eye(2), self.xy[..., None])[..., 0], -1, 0)
+        # a channel whose two columns have not varied apart yet (a rank-one fit) keeps the columns'
+        # difference; so does one with no sensible gain
+        trace = np.trace(self.xx, axis1=1, axis2=2)
+        fitted = np.linalg.det(self.xx) > 1e-6 * trace**2
+        ridge = np.where(fitted, 0.0, 1.0)[:, None, None] * np.eye(2) + 1e-12 * trace[:, None, None] * np.eye(2)
+        a, b = np.moveaxis(np.linalg.solve(self.xx + ridge, self.xy[..., None])[..., 0], -1, 0)
         gain, leak = (a - b) / 2, a + b
-        difference = (mean - leak * (x[..., 0] + x[..., 1]) / 2) / gain
+        fitted &= np.abs(gain - 1) < 0.1
+        gain, leak = np.where(fitted, gain, 1.0), np.where(fitted, leak, 0.0)
+        difference = np.where(fitted, (mean - leak * (x[..., 0] + x[..., 1]) / 2) / gain, x[..., 0] - x[..., 1])
         repeats = diff_s.shape[0]
         spread = np.var(diff_s / gain, axis=0, ddof=1) if repeats > 1 else np.zeros_like(mean)
-        return difference, float(np.sqrt(np.mean(spread) / repeats))
+        return difference, float(np.sqrt(np.mean(spread) / repeats)) if fitted.all() else None
 
 
 def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarray, target_s: np.ndarray,

@@ -139,3 +139,21 @@ def test_difference_channels_read_the_pairs_closer_to_the_truth():
                 noises[diff].append(noise)
     assert np.mean(errors[True]) < 0.85 * np.mean(errors[False])
     assert np.mean(noises[True]) < 0.6 * np.mean(noises[False])
+
+
+def test_difference_channels_fit_gain_and_leak_and_keep_the_columns_until_they_can():
+    """Channel 0 reads 1.001 (I+ - I-) + 1e-4 (I+ + I-) / 2 and is fitted back (to 1e-6); channel 1's
+    minus column never conducts (a rank-one fit: its gain and leak cannot be told apart), so its pairs
+    keep the columns' difference (the demo's sparse last tile, where a solve raised 'Singular matrix')."""
+    from crossbar_ctl.engine._refine import DifferenceChannels
+
+    rng = np.random.default_rng(0)
+    columns = rng.uniform(1e-4, 5e-4, size=(12, 4))
+    columns[:, 3] = 0.0
+    plus, minus = columns[:, 0::2], columns[:, 1::2]
+    diff = 1.001 * (plus - minus) + 1e-4 * (plus + minus) / 2
+    channels = DifferenceChannels(2)
+    difference, noise = channels.read(columns, np.stack([diff + 1e-9, diff - 1e-9]))
+    np.testing.assert_allclose(difference[:, 0], plus[:, 0] - minus[:, 0], rtol=1e-6)
+    np.testing.assert_array_equal(difference[:, 1], plus[:, 1] - minus[:, 1])
+    assert noise is None
