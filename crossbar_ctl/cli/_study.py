@@ -60,19 +60,23 @@ def add_cluster_options(parser: argparse.ArgumentParser, what: str) -> None:
                        help=f"{what} on a running Dask scheduler, e.g. tcp://host:8786")
 
 
-@contextmanager
-def cluster(args: argparse.Namespace) -> Iterator[Any]:
-    """The Dask client the options ask for (the dashboard link on stderr), or None.
-
-    dask's loggers log at INFO (dozens of lines per cluster); they follow ``-v`` like ours.
-    """
-    if args.workers is None and args.scheduler is None:
-        yield None
-        return
-    from crossbar_ctl.engine._distributed import dask_client, distributed
+def _dask_logs_follow_verbosity() -> None:
+    """dask's loggers log at INFO (dozens of lines per cluster); make them follow ``-v`` like ours."""
+    from crossbar_ctl.engine._distributed import distributed
 
     distributed()  # imported first: the import sets its loggers' level
     logging.getLogger("distributed").setLevel(logging.getLogger().getEffectiveLevel())
+
+
+@contextmanager
+def cluster(args: argparse.Namespace) -> Iterator[Any]:
+    """The Dask client the options ask for (the dashboard link on stderr, its one line), or None."""
+    if args.workers is None and args.scheduler is None:
+        yield None
+        return
+    from crossbar_ctl.engine._distributed import dask_client
+
+    _dask_logs_follow_verbosity()
     with dask_client(workers=args.workers, scheduler=args.scheduler,
                      announce=lambda line: print(line, file=sys.stderr)) as client:
         yield client
@@ -175,6 +179,7 @@ def _bench_scale(args: argparse.Namespace) -> int:
 
     if args.skip_plan and not args.arrays:
         raise ConfigError("--skip-plan with --arrays 0 leaves nothing to measure", key="--arrays")
+    _dask_logs_follow_verbosity()
     rows = [] if args.skip_plan else bench_plan_scale(
         hidden=args.hidden, branches=args.branches, size=args.size, workers=args.workers,
         in_process=not args.skip_in_process, show_progress=_progress(args))

@@ -80,6 +80,7 @@ def test_a_started_cluster_prints_its_dashboard_link_and_the_link_serves_the_das
     assert page.status == 200 and "<html" in body.lower() and "needs bokeh" not in body
 
 
+@pytest.mark.slow  # two fresh worker processes and a restarted one: 33-37 s at load 3-7
 def test_a_worker_that_dies_mid_study_is_one_line_the_finished_tasks_stay_and_a_rerun_completes(tmp_path, capsys):
     """Through the CLI, on a running scheduler: array 3's worker kills itself once (SIGKILL) after
     another array is kept; the scheduler fails the task at the first death; the same command then
@@ -129,6 +130,7 @@ def test_a_worker_that_dies_mid_study_is_one_line_the_finished_tasks_stay_and_a_
 def test_bench_scale_skip_plan_runs_the_study_row_alone(capsys, monkeypatch):
     """The coordinator's measure of the study target: no planning rows, the study's options passed
     on (the study row itself is what test_study's serial-against-Dask test checks, at 2x2)."""
+    pytest.importorskip("distributed")
     from crossbar_ctl.engine import _bench_scale
 
     calls = []
