@@ -76,17 +76,33 @@ class FakeReadout:
         self.rng = np.random.default_rng(seed)
         self.calls = 0
 
-    def transfer(self):
+    def cell_conductance_s(self):
         from crossbar_ctl.engine._mapping import selection_from_masks
 
         closed = selection_from_masks(self.board.masks, self.true_g.shape[2])
-        return twin_transfer(self.twin, np.sum(closed * self.true_g, axis=-1))
+        return np.sum(closed * self.true_g, axis=-1)
+
+    def transfer(self):
+        return twin_transfer(self.twin, self.cell_conductance_s())
 
     def mvm(self, voltage_v):
         voltage_v = np.atleast_2d(voltage_v)
         self.calls += len(voltage_v)
         current = voltage_v @ self.transfer()
         return current * (1 + self.noise * self.rng.standard_normal(current.shape))
+
+
+class FakeTruth:
+    """The fake's noiseless truth, as ``crossbar_ctl._lab.SimTruth`` gives it on a simulated lab."""
+
+    def __init__(self, readout):
+        self.readout = readout
+
+    def transfer_s(self):
+        return self.readout.transfer()
+
+    def cell_conductance_s(self):
+        return self.readout.cell_conductance_s()
 
 
 class FakeLab:

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 from crossbar_ctl.engine._check import CheckReport, effective_bits, run_check, sinad_db, snr_db
-from crossbar_ctl.engine._mapping import selection_from_masks
 from crossbar_ctl.engine._network import build_network
 from crossbar_ctl.engine._plan import make_plan
 from crossbar_ctl.engine._program import ProgramOptions, program_plan
 from crossbar_ctl.core.errors import EngineError
-from tests.crossbar_ctl.engine.fakes import FakeLab, array_model, exact_solver
+from tests.crossbar_ctl.engine.fakes import FakeLab, FakeTruth, array_model, exact_solver
 
 
 def _quantized_sine(bits, offset, *, samples=4096):
@@ -113,20 +112,6 @@ def test_effective_bits_of_a_known_gain_error(gain_error):
         assert layer.enob < expected - 0.1  # the outputs' means are far from zero here
 
 
-class _Truth:
-    """The fake's noiseless truth, as ``crossbar_ctl._lab.SimTruth`` gives it on a simulated lab."""
-
-    def __init__(self, readout):
-        self.readout = readout
-
-    def transfer_s(self):
-        return self.readout.transfer()
-
-    def cell_conductance_s(self):
-        closed = selection_from_masks(self.readout.board.masks, self.readout.true_g.shape[2])
-        return np.sum(closed * self.readout.true_g, axis=-1)
-
-
 @pytest.mark.parametrize("true_error", [0.0, 1e-3, 4e-3])
 def test_realized_bits_fall_with_the_true_conductances_error(true_error):
     """Realized bits score the true transfer of the programmed pairs: without an error they are
@@ -137,7 +122,7 @@ def test_realized_bits_fall_with_the_true_conductances_error(true_error):
                             input_shape=None, strides=[1], paddings=[0], name="one")
     model = array_model(rows=6, cols=10, branches=8, wire_ohm=1.0, sense_ohm=5.0)
     lab = FakeLab(model, true_error=true_error, noise=1e-5)
-    lab.truth = _Truth(lab.readout)
+    lab.truth = FakeTruth(lab.readout)
     plan = make_plan(network, model, solver=exact_solver)  # not programmed: the truth keeps its error
     layer = run_check(lab, plan, rng.uniform(0, 1, size=(50, 5))).layers[0]
     realized, planned = layer.realized_bits, layer.planned_bits

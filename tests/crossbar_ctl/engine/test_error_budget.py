@@ -6,26 +6,11 @@ import pytest
 
 from crossbar_ctl.engine._affine import measure_affine
 from crossbar_ctl.engine._check import run_check
-from crossbar_ctl.engine._mapping import selection_from_masks
 from crossbar_ctl.engine._network import build_network
 from crossbar_ctl.engine._plan import make_plan
 from crossbar_ctl.engine._program import ProgramOptions, program_plan
 from calibration import TwinParameters
-from tests.crossbar_ctl.engine.fakes import FakeLab, array_model, exact_solver
-
-
-class _Truth:
-    """The fake's noiseless truth, as ``crossbar_ctl._lab.SimTruth`` gives it."""
-
-    def __init__(self, readout):
-        self.readout = readout
-
-    def transfer_s(self):
-        return self.readout.transfer()
-
-    def cell_conductance_s(self):
-        closed = selection_from_masks(self.readout.board.masks, self.readout.true_g.shape[2])
-        return np.sum(closed * self.readout.true_g, axis=-1)
+from tests.crossbar_ctl.engine.fakes import FakeLab, FakeTruth, array_model, exact_solver
 
 
 def _setup(*, branches=6, true_error=0.0, true_wire_ohm=1.0, noise=0.0, seed=3):
@@ -36,7 +21,7 @@ def _setup(*, branches=6, true_error=0.0, true_wire_ohm=1.0, noise=0.0, seed=3):
     true_twin = TwinParameters(row_wire_resistance_ohm=true_wire_ohm, col_wire_resistance_ohm=true_wire_ohm,
                                sense_resistance_ohm=5.0)
     lab = FakeLab(model, true_error=true_error, true_twin=true_twin, noise=noise)
-    lab.truth = _Truth(lab.readout)
+    lab.truth = FakeTruth(lab.readout)
     return network, model, lab, rng.uniform(0, 1, size=(60, 5))
 
 
