@@ -15,6 +15,7 @@ dask is the ``distributed`` extra, imported only here and only when a cluster is
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -54,11 +55,14 @@ def distributed():
 
 
 def _dashboard(client: Any) -> str:
-    """The dashboard's address, or why there is none (it needs bokeh)."""
-    services = client.scheduler_info().get("services", {})
-    if "dashboard" in services:
-        return f"Dask dashboard: {client.dashboard_link}"
-    return "Dask dashboard: not running (it needs bokeh: pip install 'bokeh>=3.1')"
+    """The dashboard's address, or why there is none (it needs bokeh).
+
+    Asked of the installed packages: without bokeh the scheduler still serves a page (saying it
+    needs bokeh) under the same ``dashboard`` service, so the service list cannot tell.
+    """
+    if importlib.util.find_spec("bokeh") is None:
+        return "Dask dashboard: not running (it needs bokeh: pip install 'bokeh>=3.1')"
+    return f"Dask dashboard: {client.dashboard_link}"
 
 
 @contextmanager

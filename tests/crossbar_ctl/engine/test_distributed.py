@@ -79,6 +79,26 @@ def test_an_unreachable_scheduler_is_one_line():
     assert message.startswith(f"cannot reach the Dask scheduler at {address}") and "\n" not in message
 
 
+def test_the_dashboard_line_asks_whether_bokeh_is_installed(monkeypatch):
+    """Without bokeh, dask still registers its ``dashboard`` service (a page saying bokeh is
+    missing): the line must come from the installed packages, not from the service list."""
+    import importlib.util
+
+    from crossbar_ctl.engine import _distributed
+
+    class Client:  # what a scheduler without bokeh reports
+        dashboard_link = "http://127.0.0.1:8787/status"
+
+        def scheduler_info(self):
+            return {"services": {"dashboard": 8787}}
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bokeh" else find_spec(name, *a))
+    assert _distributed._dashboard(Client()) == "Dask dashboard: http://127.0.0.1:8787/status"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bokeh" else find_spec(name, *a))
+    assert _distributed._dashboard(Client()) == "Dask dashboard: not running (it needs bokeh: pip install 'bokeh>=3.1')"
+
+
 def test_workers_and_scheduler_are_exclusive():
     with pytest.raises(ConfigError, match="either --workers N or --scheduler"):
         with dask_client(workers=1, scheduler="tcp://127.0.0.1:1"):
