@@ -9,8 +9,12 @@ One cell: pick a subset of its usable branches whose sum is closest to the targe
   first, keeping the subset the tie-break prefers, so exact ties (equal or integer values) cost
   one visit per pair of distinct sums, not one per tied subset. With a tolerance, a second sweep visits
   every pair within ``best + tolerance`` and keeps the lowest variance, then the fewest closed
-  branches, then the lowest error. A cap on closed branches splits each half by popcount and
-  sweeps only the allowed pairs of classes.
+  branches, then the lowest error. With a weight ``w`` (the common-mode-aware joint cost), the
+  second sweep instead minimises ``error + w * rank`` (``rank``: the closed branches' ``|value|``,
+  a pair's ``G+ + G-``), then the fewest closed, then the lowest error; its window shrinks with the
+  best cost found, since ``rank >= |sum| >= |target| - error`` bounds the error of any better
+  subset by ``(cost - w |target|) / (1 - w)``. A cap on closed branches splits each half by
+  popcount and sweeps only the allowed pairs of classes.
 - Reduced (more branches): a random split leaves ``REDUCED_FREE`` branches free; the others are
   fixed greedily so that the residual target sits at the centre of the free pool's range; the
   free part is solved exactly. ``ATTEMPTS`` splits are tried unless one meets the tolerance.
@@ -212,14 +216,26 @@ def _distinct_classes(s, m, offsets, classes, sig2, shift):
 
 
 @njit(cache=True)
+def _joint_bound(key, target):
+    """The largest error a subset may have and still beat the joint cost of the chosen one."""
+    w = key[4]
+    return (key[0] + w * key[1] - w * abs(target)) / (1.0 - w)
+
+
+@njit(cache=True)
 def _offer(mask, err, sig2, running, key, chosen):
-    """Keep ``mask`` if it beats the chosen one: by (error, variance, count) while ``running``,
-    by (variance, count, error) inside a fixed window. ``key[3]`` counts the offers (work)."""
+    """Keep ``mask`` if it beats the chosen one: by (error, variance, count) while ``running`` is 1,
+    by (error + key[4] variance, count, error) while it is 2 (the joint cost), by (variance, count,
+    error) inside a fixed window (0). ``key[3]`` counts the offers (work)."""
     var = _variance(mask, sig2, 0)
     count = _popcount(mask)
     key[3] += 1.0
-    if running:
+    if running == 1:
         better = err < key[0] or (err == key[0] and (var < key[1] or (var == key[1] and count < key[2])))
+    elif running == 2:
+        cost = err + key[4] * var
+        best = key[0] + key[4] * key[1]
+        better = cost < best or (cost == best and (count < key[2] or (count == key[2] and err < key[0])))
     else:
         better = var < key[1] or (var == key[1] and (count < key[2] or (count == key[2] and err < key[0])))
     if better:
@@ -231,14 +247,22 @@ def _offer(mask, err, sig2, running, key, chosen):
 
 @njit(cache=True)
 def _window(a, a_mask, b_s, b_m, r, step, b0, b1, shift, target, bound, sig2, running, key, chosen):
-    """Offer ``a + b_s[r]``, ``a + b_s[r + step]``, ... while within ``bound``; return the bound."""
+    """Offer ``a + b_s[r]``, ``a + b_s[r + step]``, ... while within ``bound``; return the bound.
+
+    In a joint-cost sweep a row whose own rank and distance to the target already cost as much as
+    the chosen subset is skipped: any ``b`` costs at least ``weight * (rank(a) + |target - a|)``.
+    """
+    if running == 2 and key[4] * (_variance(a_mask, sig2, 0) + abs(target - a)) >= key[0] + key[4] * key[1]:
+        return bound
     while b0 <= r < b1:
         err = abs((a + b_s[r]) - target)
         if err > bound:
             break
         _offer(a_mask | (b_m[r] << shift), err, sig2, running, key, chosen)
-        if running:
+        if running == 1:
             bound = key[0]
+        elif running == 2:
+            bound = _joint_bound(key, target)
         r += step
     return bound
 
@@ -274,7 +298,8 @@ def _scan(a_s, a_m, a0, a1, b_s, b_m, b0, b1, shift, target, bound, sig2, key, c
     """Offer every pair of the two ascending ranges with ``|a + b - target| <= bound``.
 
     With ``bound < 0`` the bound is the best error so far (``key[0]``), so one sweep finds the
-    least error and, among exact ties, the least variance, then count.
+    least error and, among exact ties, the least variance, then count. With ``key[4] > 0`` (a
+    joint-cost sweep) the bound shrinks with the best joint cost (``_joint_bound``).
 
     A walk over rows ``i`` keeps ``j`` at the last ``b`` not above the window: ``j`` drops while
     the pair is above it, else row ``i`` is done (its window, rarely non-empty, is walked down
@@ -285,12 +310,14 @@ def _scan(a_s, a_m, a0, a1, b_s, b_m, b0, b1, shift, target, bound, sig2, key, c
     """
     if a1 <= a0 or b1 <= b0:
         return
-    running = bound < 0.0
+    running = 1 if bound < 0.0 else (2 if key[4] > 0.0 else 0)
+    if running == 2:  # the best cost so far may come from an earlier range
+        bound = min(bound, _joint_bound(key, target))
     walks = 4 if a1 - a0 >= 128 else 1
     e0 = a0 + (a1 - a0) // walks
     e1 = a0 + 2 * (a1 - a0) // walks
     e2 = a0 + 3 * (a1 - a0) // walks
-    if running:
+    if running == 1:
         for w in range(walks):
             r = (a0, e0, e1, e2)[w]
             p = _first_above(a_s[r], b_s, b0, b1, target, 0.0)
@@ -347,7 +374,7 @@ def _scan(a_s, a_m, a0, a1, b_s, b_m, b0, b1, shift, target, bound, sig2, key, c
 
 
 @njit(cache=True)
-def _exact(values, sig2, k, target, cap, tolerance, bufs_s, bufs_m, off_a, off_b, key, chosen):
+def _exact(values, sig2, k, target, cap, tolerance, weight, bufs_s, bufs_m, off_a, off_b, key, chosen):
     """Exact optimum over ``values[:k]`` with at most ``cap`` closed; the mask lands in ``chosen[0]``."""
     ha = k // 2
     hb = k - ha
@@ -373,16 +400,20 @@ def _exact(values, sig2, k, target, cap, tolerance, bufs_s, bufs_m, off_a, off_b
     _distinct_classes(b_s, b_m, off_b, classes_b, sig2, ha)
     key[:3] = np.inf
     key[3] = 0.0
+    key[4] = 0.0
     chosen[0] = 0
-    bound = -1.0  # first sweep: the least error; with a tolerance, a second one over the window
-    for sweep in range(1 if tolerance == 0.0 else 2):
+    bound = -1.0  # first sweep: the least error; with a tolerance or a weight, a second one
+    for sweep in range(1 if tolerance == 0.0 and weight == 0.0 else 2):
         for ca in range(classes_a):
             for cb in range(classes_b):
                 if capped and ca + cb > cap:
                     break
                 _scan(a_s, a_m, off_a[ca], off_a[ca + 1], b_s, b_m, off_b[cb], off_b[cb + 1], ha,
                       target, bound, sig2, key, chosen)
-        if sweep == 0:
+        if sweep == 0 and weight > 0.0:  # the joint cost, from the least error's subset on
+            key[4] = weight
+            bound = _joint_bound(key, target)
+        elif sweep == 0:
             bound = key[0] + tolerance
             key[1:3] = np.inf
 
@@ -434,9 +465,10 @@ def _extreme(values, sig2, k, cap, upward, local):
 
 
 @njit(cache=True)
-def _reduced(values, sig2, k, target, cap, tolerance, seed, bufs_s, bufs_m, off_a, off_b, key,
+def _reduced(values, sig2, k, target, cap, tolerance, weight, seed, bufs_s, bufs_m, off_a, off_b, key,
              chosen, local):
-    """Split, fix, solve the free part exactly; best of ``ATTEMPTS`` splits into ``local``."""
+    """Split, fix, solve the free part exactly; best of ``ATTEMPTS`` splits into ``local`` (by the
+    joint cost ``error + weight * variance`` when ``weight`` > 0)."""
     state = np.uint64(seed)
     perm = np.arange(k)
     free_v = np.empty(REDUCED_FREE)
@@ -466,7 +498,7 @@ def _reduced(values, sig2, k, target, cap, tolerance, seed, bufs_s, bufs_m, off_
                 trial[b] = True
                 closed += 1
         _exact(free_v, free_s, REDUCED_FREE, target - total, min(cap - closed, REDUCED_FREE),
-               tolerance, bufs_s, bufs_m, off_a, off_b, key, chosen)
+               tolerance, weight, bufs_s, bufs_m, off_a, off_b, key, chosen)
         for r in range(REDUCED_FREE):
             if (chosen[0] >> r) & 1:
                 trial[perm[r]] = True
@@ -480,6 +512,9 @@ def _reduced(values, sig2, k, target, cap, tolerance, seed, bufs_s, bufs_m, off_
                 count += 1
         err = abs(achieved - target)
         beyond = err if err > tolerance else 0.0
+        if weight > 0.0:  # the joint cost first, then count and error
+            beyond = err + weight * var
+            var = 0.0
         if beyond < best[0] or (beyond == best[0] and (var < best[1] or (var == best[1] and (
                 count < best[2] or (count == best[2] and err < best[3]))))):
             best[0] = beyond
@@ -487,18 +522,19 @@ def _reduced(values, sig2, k, target, cap, tolerance, seed, bufs_s, bufs_m, off_
             best[2] = count
             best[3] = err
             local[:k] = trial
-        if best[0] == 0.0 and (tolerance > 0.0 or best[3] == 0.0):
+        if best[0] == 0.0 and (tolerance > 0.0 or best[3] == 0.0):  # never with a weight (cost > 0)
             break
 
 
 @njit(parallel=True, cache=True)
-def solve_cells(values, sig2, usable, target, cap, tolerance, seeds, threads, mask, achieved, variance,
-                status):
+def solve_cells(values, sig2, usable, target, cap, tolerance, weight, seeds, threads, mask, achieved,
+                variance, status):
     """Solve every cell (row) of ``values`` into the output arrays.
 
     values, sig2 : float64 (cells, m); usable : bool (cells, m); target : float64 (cells,);
-    cap : int64 (cells,), negative for no cap; seeds : uint64 (cells,) for the reduction path;
-    threads : the number of numba threads (cells are split into 4 contiguous blocks per thread).
+    cap : int64 (cells,), negative for no cap; tolerance : the near-tie window; weight : the
+    joint cost's weight on ``sig2`` (0: off; then ``sig2`` ranks ties only); seeds : uint64
+    (cells,) for the reduction path; threads : the number of numba threads (cells are split into 4 contiguous blocks per thread).
     Outputs: mask bool (cells, m), achieved and variance float64 (cells,), status int8 (cells,).
     """
     cells, m = values.shape
@@ -518,7 +554,7 @@ def solve_cells(values, sig2, usable, target, cap, tolerance, seeds, threads, ma
         bufs_m = np.empty((4, size), dtype=np.int64)
         off_a = np.empty(half + 2, dtype=np.int64)
         off_b = np.empty(half + 2, dtype=np.int64)
-        key = np.empty(4)
+        key = np.empty(5)  # chosen error, variance, count; offers; the joint cost's weight
         chosen = np.zeros(1, dtype=np.int64)
         local_v = np.empty(m)
         local_s = np.empty(m)
@@ -537,8 +573,8 @@ def solve_cells(values, sig2, usable, target, cap, tolerance, seeds, threads, ma
             low, high = _reach(local_v, k, limit)
             outside = t < low or t > high
             if k <= MAX_EXACT:
-                _exact(local_v, local_s, k, t, limit, tolerance, bufs_s, bufs_m, off_a, off_b, key,
-                       chosen)
+                _exact(local_v, local_s, k, t, limit, tolerance, weight, bufs_s, bufs_m, off_a, off_b,
+                       key, chosen)
                 for b in range(k):
                     local[b] = ((chosen[0] >> b) & 1) == 1
                 status[c] = OUT_OF_RANGE if outside else OPTIMAL
@@ -546,7 +582,7 @@ def solve_cells(values, sig2, usable, target, cap, tolerance, seeds, threads, ma
                 _extreme(local_v, local_s, k, limit, t >= high, local)
                 status[c] = OUT_OF_RANGE if outside else OPTIMAL
             else:
-                _reduced(local_v, local_s, k, t, limit, tolerance, seeds[c], bufs_s, bufs_m,
+                _reduced(local_v, local_s, k, t, limit, tolerance, weight, seeds[c], bufs_s, bufs_m,
                          off_a, off_b, key, chosen, local)
                 status[c] = NOT_PROVEN
             for r in range(k):

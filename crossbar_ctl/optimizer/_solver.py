@@ -148,7 +148,8 @@ def _seeds(rng, cells: int, *, draw: bool) -> np.ndarray:
 
 
 def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_closed=None,
-                     tolerance_s: float = 0.0, common_mode_sigmas: float = 0.0, rng=None) -> SubsetSumResult:
+                     tolerance_s: float = 0.0, common_mode_sigmas: float = 0.0, common_mode_weight: float = 0.0,
+                     rng=None) -> SubsetSumResult:
     """Choose, per cell, the subset of branches whose summed conductance is closest to the target.
 
     Parameters
@@ -174,6 +175,12 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
         half-closed pool's), take the smallest ``sum(|values_s|)`` over the closed branches
         (``G+ + G-`` of a differential pair), then the fewest closed branches. The window is the
         larger of this and ``tolerance_s``. Default 0: off (the uncertainty tie-break above).
+    common_mode_weight : float, optional
+        Common-mode-aware joint cost, in ``[0, 1)``: the subset with the least
+        ``|error| + common_mode_weight * sum(|values_s|)`` over its closed branches (siemens of
+        error charged per siemens of ``G+ + G-``), then the fewest closed. Unlike the window of
+        ``common_mode_sigmas`` (which it excludes), a subset gives up only as much error as the
+        common mode it saves is worth. Default 0: off.
     rng : None, int or numpy.random.Generator, optional
         Randomness of the reduction path (cells beyond ``MAX_EXACT_BRANCHES`` usable branches).
         None is seed 0, so results are reproducible by default.
@@ -186,7 +193,8 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
     ------
     OptimizerError
         Non-numeric, non-finite or wrongly shaped input, an empty or too large pool, negative
-        sigma, max_closed or tolerance; the message names the argument.
+        sigma, max_closed or tolerance, a common-mode weight outside [0, 1) or beside
+        ``common_mode_sigmas``; the message names the argument.
     """
     values = _real_array("values_s", values_s, ndim=(1, 2))
     shape = values.shape
@@ -225,9 +233,16 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
     cap = _max_closed(max_closed, cells, single)
     tolerance = _non_negative("tolerance_s", tolerance_s)
     common_mode = _non_negative("common_mode_sigmas", common_mode_sigmas)
+    weight = _non_negative("common_mode_weight", common_mode_weight)
+    if weight >= 1:
+        raise OptimizerError(f"common_mode_weight: must be < 1, got {common_mode_weight!r}")
+    if weight > 0 and common_mode > 0:
+        raise OptimizerError("common_mode_weight: give it or common_mode_sigmas, not both")
     rank = sig2  # the kernels' tie-break weights: uncertainty, or with common_mode the conductance
     if common_mode > 0 and cells:
         tolerance = max(tolerance, common_mode * float(np.median(np.sqrt(0.5 * np.sum(sig2, axis=1)))))
+        rank = np.abs(values)
+    if weight > 0:
         rank = np.abs(values)
     seeds = _seeds(rng, cells, draw=bool(np.any(allowed.sum(axis=1) > MAX_EXACT_BRANCHES)))
 
@@ -240,7 +255,7 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
         if cells * 2.0 ** (min(m, MAX_EXACT_BRANCHES) / 2) < PARALLEL_SUMS:
             numba.set_num_threads(1)  # this thread's parallel regions only
         try:
-            _kernels.solve_cells(values, rank, allowed, target, cap, tolerance, seeds,
+            _kernels.solve_cells(values, rank, allowed, target, cap, tolerance, weight, seeds,
                                  numba.get_num_threads(), mask, achieved, variance, status)
         finally:
             numba.set_num_threads(threads)

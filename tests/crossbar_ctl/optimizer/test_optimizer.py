@@ -297,8 +297,8 @@ def exact_offers(values: np.ndarray, target: float, *, sigma=None, cap=None,
     sig2 = np.zeros(k) if sigma is None else np.asarray(sigma, dtype=float) ** 2
     bufs_s, bufs_m = np.empty((4, (1 << half) + 1)), np.empty((4, (1 << half) + 1), dtype=np.int64)
     off_a, off_b = np.empty(half + 2, dtype=np.int64), np.empty(half + 2, dtype=np.int64)
-    key, chosen = np.full(4, np.nan), np.zeros(1, dtype=np.int64)
-    _kernels._exact(values, sig2, k, float(target), k if cap is None else cap, float(tolerance),
+    key, chosen = np.full(5, np.nan), np.zeros(1, dtype=np.int64)
+    _kernels._exact(values, sig2, k, float(target), k if cap is None else cap, float(tolerance), 0.0,
                     bufs_s, bufs_m, off_a, off_b, key, chosen)
     closed = (chosen[0] >> np.arange(k)) & 1 == 1
     return int(key[3]), float(abs(values[closed].sum() - target))
