@@ -18,11 +18,22 @@ from drivers._safety import SafetyGuard, check_choice, check_int, check_number
 from drivers._scpi import OVERFLOW, format_number
 from drivers._transport import Transport
 
-__all__ = ["ROW_ROUTES", "COL_ROUTES", "SETTLE_TIME_CONSTANTS", "SwitchBoard", "crc16_ccitt"]
+__all__ = ["BOUND_MARGIN", "COL_ROUTES", "PROBE_FRACTION", "ROW_ROUTES", "SETTLE_TIME_CONSTANTS", "SwitchBoard",
+           "crc16_ccitt"]
 
 ROW_ROUTES = ("SRC", "GND", "FLOAT")
 COL_ROUTES = ("SENSE", "GND", "FLOAT")
 _ERR = re.compile(r"ERR (\d+) ?(.*)")
+BOUND_MARGIN = 1.05
+"""A row's calibrated conductance times this bounds its current
+(:meth:`SwitchBoard.declare_cell_conductance_s`): the calibration's uncertainty (3e-4 on the demo),
+drift and temperature since (1.6e-5 per sqrt(hour) on ``pcb``), and the column nodes' swing under
+rows of both signs (``tests/drivers/test_measured_bound.py``: random signed inputs on the demo's
+64x64x8 board stay within the limit)."""
+PROBE_FRACTION = 0.1
+""":meth:`SwitchBoard.declare_cell_conductance_s` probes each row at this fraction of the voltage
+the closed-branch bound allows it: a branch shorted since calibration draws a tenth of what it
+would at that voltage."""
 SETTLE_TIME_CONSTANTS = 16
 """A switch write is followed by ``WAIT`` for this many settling time constants (``SETTLE?``):
 a reading's error falls to exp(-16) ~ 1e-7 of the switched current, below an 18-bit LSB."""
@@ -53,10 +64,11 @@ class SwitchBoard:
         Increases whenever the driver changes a mask or a route (lets readouts cache per state).
     route_version : int
         Increases whenever the driver changes a route.
-    row_writes, switch_writes, settle_waits : int
+    row_writes, switch_writes, settle_waits, bound_readings : int
         What the driver has sent since it connected: rows loaded (``LOAD``), branch switches those
         rows and ``SET``, ``SAFE`` and ``*RST`` change from the state the board held (every switch
-        of a row whose previous state is unknown), and settling waits (``WAIT``).
+        of a row whose previous state is unknown), settling waits (``WAIT``), and the readings
+        :meth:`declare_cell_conductance_s` took.
     """
 
     def __init__(self, transport: Transport, *, guard: SafetyGuard | None = None) -> None:
@@ -74,9 +86,10 @@ class SwitchBoard:
         self._masks: np.ndarray | None = None  # what the board holds, once known
         self._dac_max_v: float | None = None
         self._bound: tuple[int, np.ndarray] | None = None  # (version, conductance bound)
+        self._declared: tuple[int, np.ndarray, np.ndarray] | None = None  # (version, bound, cells declared)
         self.version = 0
         self.route_version = 0
-        self.row_writes = self.switch_writes = self.settle_waits = 0
+        self.row_writes = self.switch_writes = self.settle_waits = self.bound_readings = 0
 
     def _count_switches(self, old: np.ndarray | None, new: np.ndarray) -> None:
         """Add the switches that change from ``old`` (None: unknown, every switch) to ``new``."""
@@ -360,14 +373,91 @@ class SwitchBoard:
         return self._number("ADCNPLC?")
 
     def conductance_bound_s(self) -> np.ndarray:
-        """Upper bound of each row's conductance to the columns, S: closed branches / R_min."""
+        """Upper bound of each row's conductance to the columns, S: the cells' calibrated
+        conductance times :data:`BOUND_MARGIN` once :meth:`declare_cell_conductance_s` checked it for
+        the masks and routes now set, else closed branches / R_min."""
+        if self._declared is not None and self._declared[0] == self.version:
+            return self._declared[1]
+        return self._closed_bound_s()
+
+    def _closed_bound_s(self) -> np.ndarray:
+        """Closed branches of each row / R_min, S (the bound the lab's declaration gives)."""
         if self._bound is None or self._bound[0] != self.version:
-            masks = self.known_masks()
-            closed = np.zeros(self._geometry[0])
-            for bit in range(self._geometry[2]):
-                closed += ((masks >> np.uint64(bit)) & np.uint64(1)).sum(axis=1)
-            self._bound = (self.version, closed / self.guard.min_resistance_ohm)
+            self._bound = (self.version, self._closed(self.known_masks()).sum(axis=1) / self.guard.min_resistance_ohm)
         return self._bound[1]
+
+    def _closed(self, masks: np.ndarray) -> np.ndarray:
+        """Closed branches of every cell, ``(rows, cols)``."""
+        closed = np.zeros(masks.shape)
+        for bit in range(self._geometry[2]):
+            closed += (masks >> np.uint64(bit)) & np.uint64(1)
+        return closed
+
+    def declare_cell_conductance_s(self, cell_s: np.ndarray) -> np.ndarray:
+        """Bound the total current by the cells' calibrated conductance, once a measurement agrees.
+
+        Parameters
+        ----------
+        cell_s : ndarray (rows, cols)
+            The conductance of every cell with the masks now loaded, S, as calibrated (0 or NaN:
+            not declared; such a cell keeps its closed branches over ``min_resistance_ohm``).
+
+        Until the masks or routes change, :meth:`conductance_bound_s` is each row's declared sum
+        (the larger of it and the measured one) times :data:`BOUND_MARGIN`. The measurement: one
+        ``MVM`` per row with a closed branch, that row alone at :data:`PROBE_FRACTION` of the
+        voltage the closed-branch bound allows it (its total current, and each column within 0.9
+        of the ADC range), less one all-zero reading (the channels' offsets, the DACs' zero-code
+        error); the sum of its columns' ``|I|`` per volt (below the row's own current: some of it
+        returns through the other rows). A board without ``MVM`` keeps the closed-branch bound.
+
+        Returns
+        -------
+        ndarray (rows,)
+            The bound now in force, S.
+
+        Raises
+        ------
+        LimitError
+            A row conducts more than its declared cells times :data:`BOUND_MARGIN`, or a column
+            overflowed: a short since calibration, or cells of other masks. Nothing further is
+            read and the closed-branch bound stays.
+        """
+        if not self.has_readout:
+            return self.conductance_bound_s()
+        rows, cols, _ = self._geometry
+        cell = np.asarray(cell_s, dtype=np.float64)
+        if cell.shape != (rows, cols):
+            raise LimitError("cell_s", np.nan, rows * cols, f"expected shape ({rows}, {cols}), got {cell.shape}")
+        version = self.version
+        if self._declared is not None and self._declared[0] == version and np.array_equal(self._declared[2], cell):
+            return self._declared[1]  # checked already for these masks
+        closed = self._closed(self.known_masks())
+        bound = self._closed_bound_s()
+        declared = np.isfinite(cell) & (cell > 0)
+        row_s = np.where(declared, cell, closed / self.guard.min_resistance_ohm).sum(axis=1)
+        limits = self.guard.limits
+        with np.errstate(divide="ignore"):
+            probe_v = PROBE_FRACTION * np.minimum.reduce([
+                np.full(rows, min(limits.max_voltage_v, self.dac_max_v())),
+                0.9 * limits.max_total_current_a / bound,
+                0.9 * self.adc_range_a() * self.guard.min_resistance_ohm / np.max(closed, axis=1),
+            ])
+        self._declared = None  # the probes are checked against the closed-branch bound
+        zero = self.mvm(np.zeros(rows))
+        self.bound_readings += 1
+        measured = np.zeros(rows)
+        for row in np.flatnonzero(bound > 0):
+            voltage = np.zeros(rows)
+            voltage[row] = probe_v[row]
+            measured[row] = np.sum(np.abs(self.mvm(voltage) - zero)) / probe_v[row]
+            self.bound_readings += 1
+            if not measured[row] <= BOUND_MARGIN * row_s[row]:  # NaN: a column overflowed
+                seen = "a column overflowed" if np.isnan(measured[row]) else f"{measured[row]:.4g} S"
+                raise LimitError("cell_s", measured[row], BOUND_MARGIN * row_s[row],
+                                 f"row {row} conducts more than its cells were calibrated at ({seen}): "
+                                 "a short since calibration? recalibrate")
+        self._declared = (version, BOUND_MARGIN * np.maximum(row_s, measured), cell.copy())
+        return self._declared[1]
 
     def mvm(self, voltage_v: object) -> np.ndarray:
         """``MVM <v0>,...``: drive every row, return every column's current.

@@ -42,8 +42,8 @@ if TYPE_CHECKING:
     from crossbar_ctl.engine._plan import SwitchPlan
 
 __all__ = [
-    "AFFINE_VERSION", "RANGE_HEADROOM", "AffineRecord", "adc_range", "correct_pairs", "fit_affine", "measure_affine",
-    "reference_inputs", "reference_voltages", "tile_pairs", "tile_range", "tile_range_a", "validate_affine",
+    "AFFINE_VERSION", "RANGE_HEADROOM", "AffineRecord", "adc_range", "correct_pairs", "declare_bound", "fit_affine",
+    "measure_affine", "reference_inputs", "reference_voltages", "tile_pairs", "tile_range", "tile_range_a", "validate_affine",
 ]
 
 AFFINE_VERSION = 1
@@ -65,6 +65,10 @@ class AffineRecord(StrictModel):
     seed: int
     ranged: bool = False
     """Each tile measured (and to be read) at its own ADC range, ``tile{t}.adc_range_a``."""
+    measured_bound: bool = False
+    """Row voltages scaled (as ``check`` will scale them) to the total-current bound of the cells'
+    calibrated conductance, checked by measurement (:func:`declare_bound`); else to closed branches
+    over the smallest resistance."""
     gain_rms_deviation: float
     """rms of ``gain - 1`` over every output."""
     offset_rms_a: float
@@ -75,6 +79,24 @@ _BATCH = 64  # input vectors per readout call
 RANGE_HEADROOM = 1.25
 """A tile's ADC range over its column-current bound (the bound is computed on the plan's predicted
 cell conductances; the true ones differ by their calibration error and drift)."""
+
+
+def declare_bound(lab: Lab, plan: SwitchPlan, t: int) -> int:
+    """Have the drivers bound the total current by the calibrated conductance of the cells of tile
+    ``t``'s step (loaded), so that ``row_voltages`` scales to it: ``SwitchBoard.
+    declare_cell_conductance_s`` checks it with one reading per row with a closed branch, once per
+    loaded configuration; nothing on a board that cannot. Returns the readings it took."""
+    board = lab.board
+    if not hasattr(board, "declare_cell_conductance_s"):
+        return 0
+    tile = plan.header.tiles[t].tile
+    cell = np.zeros(board.geometry()[:2])
+    for u, record in enumerate(plan.header.tiles):
+        if (record.tile.board, record.tile.step) == (tile.board, tile.step):
+            cell[record.tile.block] = plan.tile(u, "cell_s")
+    before = board.bound_readings
+    board.declare_cell_conductance_s(cell)
+    return board.bound_readings - before
 
 
 def tile_range_a(lab: Lab, plan: SwitchPlan, t: int, limits: dict[str, float], *,
@@ -157,7 +179,8 @@ def _fit(expected: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int = 64, seed: int = 0, differential: bool = True,
-                   ranged: bool = True, progress: Callable[[int], None] | None = None) -> SwitchPlan:
+                   ranged: bool = True, measured_bound: bool = True,
+                   progress: Callable[[int], None] | None = None) -> SwitchPlan:
     """Measure every tile's per-output gain and offset with reference vectors; the plan with them.
 
     Parameters
@@ -174,6 +197,10 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
         Read pairs through the board's difference channels when it has them (as ``check`` will).
     ranged : bool
         Measure (and have ``check`` read) each tile at its own ADC range (:func:`tile_range_a`).
+    measured_bound : bool
+        Scale the row voltages (here and in ``check``) to the cells' calibrated conductance, checked
+        by measurement (:func:`declare_bound`, one reading per driven row of each step), not to
+        closed branches over the smallest resistance.
     progress : callable, optional
         Called with 1 per tile.
 
@@ -200,6 +227,8 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
         tile = record.tile
         board_lab = labs[tile.board]
         load_tile(board_lab, plan.step_masks(tile.step))
+        if measured_bound:
+            readings += declare_bound(board_lab, plan, t)
         voltage = reference_voltages(board_lab, plan, t, inputs[t], limits[tile.board])
         full = np.zeros((vectors, board_lab.readout.rows))
         full[:, tile.block[0]] = voltage
@@ -218,7 +247,7 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
     gain_all, offset_all = np.concatenate(gains), np.concatenate(offsets)
     writes = sum(getattr(board_lab.board, "switch_writes", 0) for board_lab in labs) - writes
     record = AffineRecord(vectors=vectors, readings=readings, switch_writes=writes, differential=uses_diff, seed=seed,
-                          ranged=ranged,
+                          ranged=ranged, measured_bound=measured_bound,
                           gain_rms_deviation=float(np.sqrt(np.mean((gain_all - 1) ** 2))),
                           offset_rms_a=float(np.sqrt(np.mean(offset_all**2))))
     from crossbar_ctl.engine._plan import SwitchPlan

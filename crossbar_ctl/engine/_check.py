@@ -66,7 +66,8 @@ from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.core.files import atomic_write_text
 from crossbar_ctl.engine._affine import (
-    correct_pairs, fit_affine, reference_inputs, reference_voltages, tile_pairs, tile_range, validate_affine,
+    correct_pairs, declare_bound, fit_affine, reference_inputs, reference_voltages, tile_pairs, tile_range,
+    validate_affine,
 )
 from crossbar_ctl.engine._guard import DriftProbe
 from crossbar_ctl.engine._mapping import CalibrationRef, pair_transfer, row_voltages, weight_magnitude
@@ -308,6 +309,9 @@ def _run_tile(lab: Lab, plan: SwitchPlan, t: int, x_aug: np.ndarray, cpw: float,
     evaluation (the measurement and the budget's, see the module), and the pairs' weights."""
     tile = plan.header.tiles[t].tile
     load_tile(lab, plan.step_masks(tile.step))
+    affine = plan.header.affine
+    if affine is not None and affine.measured_bound:  # as the correction was measured
+        declare_bound(lab, plan, t)
     voltage, per_unit = row_voltages(x_aug[:, tile.inputs], plan.tile(t, "cell_s"),
                                      row_bound_s=row_bound(lab, tile.block[0]), **limits)
     full = np.zeros((len(voltage), lab.readout.rows))
@@ -315,7 +319,6 @@ def _run_tile(lab: Lab, plan: SwitchPlan, t: int, x_aug: np.ndarray, cpw: float,
     with np.errstate(divide="ignore", invalid="ignore"):
         unit = np.where(per_unit > 0, 1.0 / (per_unit * cpw), 0.0)[:, None]
     # through the difference channels, at the tile's ADC range, when the correction was measured so
-    affine = plan.header.affine
     analog = correct_pairs(plan, t, tile_pairs(lab, full, tile, plan.board_twin(tile.board), progress=progress,
                                                differential=affine is not None and affine.differential,
                                                range_a=tile_range(plan, t)))

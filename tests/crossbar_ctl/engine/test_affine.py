@@ -44,10 +44,12 @@ def test_affine_correction_and_difference_channels_raise_the_enob(programmed):
     lab, plan, x, _ = programmed
     assert plan.header.affine is None
     bare = _enob(lab, plan, x)
-    single = measure_affine(lab, plan, differential=False)
-    assert single.header.affine.readings == 64 and not single.header.affine.differential
+    before = lab.board.bound_readings
+    single = measure_affine(lab, plan, differential=False, measured_bound=False)  # the correction alone
+    assert single.header.affine.readings == 64 + lab.board.bound_readings - before  # and the bound's
+    assert not single.header.affine.differential
     corrected = _enob(lab, single, x)
-    diff = measure_affine(lab, plan)
+    diff = measure_affine(lab, plan, measured_bound=False)
     assert diff.header.affine.differential
     differential = _enob(lab, diff, x)
     # measured (9x12x6 pcb, seed 0): 6.33 bits bare, 6.61 with the correction on the columns, 8.33
@@ -78,8 +80,10 @@ def test_the_correction_travels_in_the_plan_and_is_validated(programmed, tmp_pat
 
 def test_program_measures_the_correction_and_the_budget_adds_up(programmed):
     lab, plan, x, model = programmed
+    before = lab.board.bound_readings
     again = program_plan(lab, plan, model, options=ProgramOptions(max_iterations=0, affine_vectors=8))
-    assert again.header.affine.vectors == 8 and again.header.affine.readings == 8 * len(plan.header.tiles)
+    assert again.header.affine.vectors == 8
+    assert again.header.affine.readings == 8 * len(plan.header.tiles) + lab.board.bound_readings - before
     details: dict = {}
     report = run_check(lab, again, x, details=details)
     stages = details["stages"][0]
@@ -102,16 +106,49 @@ def test_each_tile_read_at_its_own_adc_range_lowers_the_readout_stage(programmed
     lab.limits = limits.model_copy(update={"max_total_current_a": 1.5e-3})
     try:
         budgets = {}
-        for ranged in (False, True):
-            corrected = measure_affine(lab, plan, ranged=ranged)
+        for ranged in (False, True):  # on the closed-branch bound (the measured one fills the range)
+            corrected = measure_affine(lab, plan, ranged=ranged, measured_bound=False)
             budgets[ranged] = run_check(lab, corrected, x, nplc=4.0).layers[0]
             assert corrected.header.affine.ranged == ranged
             assert (tile_range(corrected, 0) is not None) == ranged
         full = lab.board.adc_range_a()
-        assert tile_range(measure_affine(lab, plan), 0) < 0.25 * full
+        assert tile_range(measure_affine(lab, plan, measured_bound=False), 0) < 0.25 * full
         assert lab.board.adc_range_a() == full  # restored after every tile
     finally:
         lab.limits = limits
     # measured (9x12x6 pcb, seed 0): readout stage 2.2e-3 -> 9.0e-4 (output units), enob 7.7 -> 8.2
     assert budgets[True].budget.read_noise < 0.7 * budgets[False].budget.read_noise
     assert budgets[True].enob > budgets[False].enob + 0.2
+
+
+def test_the_calibrated_total_current_bound_lowers_the_readout_stage(programmed):
+    """Where the total-current limit bounds the row voltages (1.5 mA here), bounding it by the
+    cells' calibrated conductance (checked by the drivers) rather than closed branches over the
+    smallest resistance lets the rows rise ~2.5x: the readout stage falls; the truth's total
+    current stays within the limit."""
+    lab, plan, x, _ = programmed
+    limits = lab.limits
+    lab.limits = lab.guard.limits = limits.model_copy(update={"max_total_current_a": 1.5e-3})
+    board, array = lab.sim.devices["board"], lab.sim.array
+    read, peak = board._column_currents_a, [0.0]
+
+    def watched(voltage_v):  # the truth's total current into the rows of every reading
+        circuit = array.circuit(np.ones(array.rows, bool), np.ones(array.cols, bool))
+        current = circuit.solve(board.dac_output_v(voltage_v)[None, :]).row_current_a
+        peak[0] = max(peak[0], float(np.sum(np.abs(current))))
+        return read(voltage_v)
+
+    board._column_currents_a = watched
+    try:
+        layers = {}
+        for bound in (False, True):
+            corrected = measure_affine(lab, plan, measured_bound=bound)
+            assert corrected.header.affine.measured_bound == bound
+            layers[bound] = run_check(lab, corrected, x, nplc=4.0).layers[0]
+    finally:
+        lab.limits = lab.guard.limits = limits
+        board._column_currents_a = read
+    # measured (9x12x6 pcb, seed 0): readout stage 8.7e-4 -> 5.4e-4, enob 8.38 -> 8.52, 1.30 mA
+    assert layers[True].budget.read_noise < 0.75 * layers[False].budget.read_noise
+    assert layers[True].enob > layers[False].enob + 0.08
+    assert 0.7 * 1.5e-3 < peak[0] <= 1.5e-3
