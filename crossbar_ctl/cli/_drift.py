@@ -75,8 +75,8 @@ def add_commands(commands, bench) -> None:
 
     drift = bench.add_parser(
         "drift", help="precision after 1, 7, 31 days and a +10 K step; what recalibrate + program --update win back")
-    drift.add_argument("--scenarios", nargs="+", default=["1 d", "7 d", "31 d", "+10 K"], metavar="S",
-                       help="'<days> d' or '+10 K', one row each")
+    drift.add_argument("--scenarios", nargs="+", default=["1 d", "7 d", "31 d", "+10 K", "+10 K uncompensated"],
+                       metavar="S", help="'<days> d', '+10 K' (TCR compensated) or '+10 K uncompensated', one row each")
     drift.add_argument("--profile", choices=("ideal", "pcb", "harsh"), default="pcb",
                        help="the simulated board's hidden physics")
     drift.add_argument("--rows", type=int_range(2, 64), default=16, metavar="N", help="array rows")
@@ -222,7 +222,7 @@ def _bench_drift(args: argparse.Namespace) -> int:
     def show(rows: list[dict[str, Any]]) -> None:
         keys = ("scenario", "realized_bits_fresh", "realized_bits_stale", "realized_bits_after", "enob_fresh",
                 "enob_stale", "enob_after", "enob_after_kept_affine", "readings_fraction", "rewrites_fraction", "switch_writes_fraction",
-                "guard_fresh", "guard_stale", "wall_s")
+                "guard_fresh", "guard_stale", "guard_after", "bits_lost_probe", "wall_s")
         geometry = "the demo's 64x64x8 lab, digits MLP" if args.demo else f"{args.rows}x{args.cols}x{args.branches}"
         print_table([{key: row[key] for key in keys} for row in rows],
                     title=f"drift on {geometry}, profile {args.profile}: least over layers of realized median bits "

@@ -10,9 +10,10 @@ ENOB (variance convention). ``readings_fraction`` is the recalibration's reading
 re-measured rows and the plan probe) over the full calibration's; ``rewrites_fraction`` the cells
 whose switches changed over the plan's cells (what a full program writes).
 
-The temperature step is compensated through a TCR estimate fitted from a second full calibration
+The ``+10 K`` step is compensated through a TCR estimate fitted from a second full calibration
 10 K warmer, taken before programming (not counted in ``readings_fraction``; it is a one-off per
-array, not per recalibration).
+array, not per recalibration): recalibrate and program --update predict the conductances at the
+measured temperature. ``+10 K uncompensated`` is the same step with no TCR estimate.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from crossbar_ctl.core.errors import EngineError
 
 __all__ = ["SCENARIOS", "bench_drift"]
 
-SCENARIOS = ("1 d", "7 d", "31 d", "+10 K")
-"""The bench's rows: days of drift after programming, and a temperature step."""
+SCENARIOS = ("1 d", "7 d", "31 d", "+10 K", "+10 K uncompensated")
+"""The bench's rows: days of drift after programming, and a temperature step with and without the
+TCR compensation."""
+_COMPENSATED = {"+10 K": True, "+10 K uncompensated": False}
 _STEP_K = 10.0
 
 
@@ -45,7 +48,7 @@ def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: i
     Parameters
     ----------
     scenarios : sequence of str
-        Among :data:`SCENARIOS` (``"<days> d"`` for any number of days, ``"+10 K"``).
+        Among :data:`SCENARIOS` (``"<days> d"`` for any number of days).
     rows, cols, branches : int
         The array (a U(-1, 1) layer of ``rows - 1`` inputs and ``cols // 2`` outputs, one tile).
     samples : int
@@ -83,8 +86,8 @@ def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: i
     from crossbar_ctl.engine._workflow import check_network, program_network
 
     for name in scenarios:
-        if name != "+10 K" and not (name.endswith(" d") and _days(name) > 0):
-            raise EngineError(f"scenario {name!r}: expected '<days> d' or '+10 K'")
+        if name not in _COMPENSATED and not (name.endswith(" d") and _days(name) > 0):
+            raise EngineError(f"scenario {name!r}: expected '<days> d', '+10 K' or '+10 K uncompensated'")
     if demo:
         from crossbar_ctl.engine._demo import DEMO_LAB, DIGITS_NETWORK
         from crossbar_ctl.engine._network import load_dataset, load_network
@@ -108,14 +111,14 @@ def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: i
         with open_lab(config) as lab:
             record = calibrate(lab)
             tcr = None
-            if name == "+10 K":  # the TCR from a second record, 10 K warmer, before programming
+            if _COMPENSATED.get(name):  # the TCR from a second record, 10 K warmer, before programming
                 base = lab.temperature_c()
                 set_sim_temperature_c(lab, base + _STEP_K)
                 tcr = fit_tcr([record, calibrate(lab)])
                 set_sim_temperature_c(lab, base)
             plan = program_network(lab, network, record)
             fresh = check_network(lab, plan, x)
-            if name == "+10 K":
+            if name in _COMPENSATED:
                 set_sim_temperature_c(lab, lab.temperature_c() + _STEP_K)
             else:
                 advance_sim_time(lab, _days(name) * 86400.0)

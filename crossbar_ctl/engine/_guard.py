@@ -1,20 +1,32 @@
 """The drift guard: a cheap probe of a programmed plan before it is trusted.
 
-Each tile of the plan is loaded and its transfer measured with one unit vector per row (the
-closed loop's own reading, :func:`crossbar_ctl.engine._program.measure_transfer`), so the probe
-sees what the array does now: drift, temperature, late faults, through the same readout the plan
-was verified with. Each pair's measured transfer minus its target, in weight units, is its error
-now; per layer the rms of it is compared with the plan's **error budget**: the rms the same probe
-read when the plan was programmed (``residual_programmed_s``; plans from before it: the closed
-loop's ``residual_after_s``) times ``2**slack_bits``, i.e. the plan may lose ``slack_bits`` of
-precision before it is refused.
+Each tile of the plan is loaded and its transfer measured as the programming's refinement
+measures it (:func:`crossbar_ctl.engine._refine.measure_tile`: one unit vector per row,
+``repeats`` each, less the all-zero reading, through the board's difference channels when it
+has them), so the probe sees what the array does now: drift, temperature, late faults. Each
+pair's measured transfer minus its target, in weight units, is its error now.
 
-The probe costs ``repeats`` readings per row of each tile (a 64-row tile: 128), a small fraction of
-a check. A plan that was never programmed has no measured error to hold it to: no guard.
+Per layer the probe estimates the error's **median scale**, the median |error| with the probe's
+own read noise taken out in quadrature (as for a normal error), because that is what the realized
+median bits count; the rms, noise taken out too, is kept for ``program --update``. Both are held
+to the same probe read right after programming (``tile{t}.probe_fresh_s``, written by
+``program_plan``; older plans: the refinement's last residual), so the readout's static errors sit
+on both sides. The **error budget** is that fresh median times ``2**slack_bits``: the plan may lose
+``slack_bits`` of precision before it is refused.
+
+Why this reading: the closed loop's single-ended probe (offsets in, 2 reads per row) read a pair
+with 7.9e-8 S of noise on the 16x16x8 pcb board, 2.4 times the fresh plan's median true error
+(3.3e-8): its rms held the noise, so 7 days at the thin-film bound (0.76 bit of realized median
+lost) read as 0.38 bit *gained*. Through the difference channels at 4 reads a pair reads with
+about 1e-8, and the median scale follows the truth's loss (README "Keeping precision over time").
+
+The probe costs ``2 (rows + 1) repeats`` readout vectors per tile (a 64-row tile at 4: 520), a
+small fraction of a check. A plan that was never programmed has no measured error: no guard.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,28 +35,43 @@ from pydantic import Field
 
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
+from crossbar_ctl.engine._mapping import Tile, pair_transfer
 from crossbar_ctl.engine._plan import SwitchPlan, utc_now
-from crossbar_ctl.engine._program import probe_errors
+from crossbar_ctl.engine._program import _selection, readout_limits
+from crossbar_ctl.engine._refine import DifferenceChannels, measure_tile
 
 if TYPE_CHECKING:
     from drivers import Lab
 
 __all__ = [
     "DEFAULT_SLACK_BITS",
+    "HALF_NORMAL_MEDIAN",
     "PAIR_FACTOR",
+    "PROBE_REPEATS",
     "DriftProbe",
     "LayerProbe",
     "ProbeErrors",
+    "fresh_arrays",
     "guard_plan",
+    "measure_plan",
+    "median_scale",
     "probe_plan",
     "programmed_residual_s",
     "stale_message",
 ]
 
 DEFAULT_SLACK_BITS = 0.5
-"""Precision a plan may lose (rms weight error up by ``2**0.5``) before the guard refuses it."""
+"""Precision a plan may lose (median error up by ``2**0.5``) before the guard refuses it."""
 PAIR_FACTOR = 2.0
 """A pair is over the budget when its error exceeds this many times the layer's budget rms."""
+PROBE_REPEATS = 4
+"""Unit-vector reads per row of the probe (16x16x8 pcb: a pair's noise 1.0e-8 S at 4, 1.4e-8 at 2,
+0.7e-8 at 8, against a fresh median error of 3.3e-8)."""
+_MASK_BITS = 64
+"""Every bit of a ``uint64`` mask: a selection of this many branches gives the plan's masks back,
+whatever the array's branch count."""
+HALF_NORMAL_MEDIAN = 0.6744897501960817
+"""Median of |x| for a standard normal x."""
 
 
 class LayerProbe(StrictModel):
@@ -52,24 +79,31 @@ class LayerProbe(StrictModel):
 
     index: int
     pairs: int
+    error_median: float
+    """Median |pair error| now (measured transfer minus target), the probe's read noise taken out
+    (:func:`median_scale`)."""
+    programmed_median: float
+    """The same, read by the same probe right after programming."""
+    budget_median: float
+    """``programmed_median * 2**slack_bits``: the median error the plan may reach."""
     error_rms: float
-    """rms of measured pair transfer minus target now, over the layer's pairs, weight units, the
-    probe's own read noise (estimated from its repeats) taken out in quadrature."""
+    """rms of the pair errors now, the read noise taken out in quadrature."""
     programmed_rms: float
-    """The same when the plan was programmed (after the closed loop)."""
+    """The same right after programming."""
     budget_rms: float
-    """``programmed_rms * 2**slack_bits``: the error the plan may reach."""
+    """``programmed_rms * 2**slack_bits`` (``program --update``'s pair rule)."""
     pairs_over: int
     """Pairs whose error exceeds ``PAIR_FACTOR`` times ``budget_rms``."""
     bits_lost: float
-    """``log2(error_rms / programmed_rms)``: precision lost since programming (negative: gained)."""
+    """``log2(error_median / programmed_median)``: precision lost since programming, the estimate
+    of the realized median bits' loss (negative: gained)."""
 
 
 class DriftProbe(StrictModel):
     """What the guard measured before trusting a plan (a check report keeps it)."""
 
     over_budget: bool
-    """Some layer's error exceeds its budget: the guard refuses (unless told to run anyway)."""
+    """Some layer's median error exceeds its budget: the guard refuses (unless told to run anyway)."""
     slack_bits: float = Field(ge=0)
     layers: tuple[LayerProbe, ...]
     readings: int
@@ -80,24 +114,115 @@ class DriftProbe(StrictModel):
 
 @dataclass(frozen=True)
 class ProbeErrors:
-    """Per tile: the pair errors now, siemens ``(rows, pairs)``, and the measured transfer."""
+    """Per tile: the pair errors now, siemens ``(rows, pairs)``, the measured transfer, and the
+    variance a pair's error reads with, S^2."""
 
     error_s: dict[int, np.ndarray]
     measured_s: dict[int, np.ndarray]
+    noise_var_s2: dict[int, float]
+    readings: int
+    channels: dict[int, DifferenceChannels]
+    """Per tile on a board with difference channels: their fit, every reading so far included."""
+
+
+@dataclass(frozen=True)
+class _PlannedCells:
+    """What :func:`measure_tile` asks of an array model, from the plan: the geometry, and the
+    cells' predicted conductances (they set each row's probe voltage)."""
+
+    geometry: tuple[int, int, int]
+    cell_s: np.ndarray
+
+    def cell_conductance_s(self, masks: np.ndarray, tile: Tile) -> np.ndarray:
+        return self.cell_s
+
+
+def measure_plan(labs: Sequence[Lab], plan: SwitchPlan, *, repeats: int = PROBE_REPEATS,
+                 passes: int = 1) -> ProbeErrors:
+    """Load each tile's program step and measure its pairs' transfer minus their targets, as the
+    refinement measures (offsets removed, through the difference channels when the board has them).
+
+    The channels' gains and leaks are fitted on every reading of the tile so far: those the plan
+    keeps from programming (``tile{t}.probe_channels_xx`` / ``_xy``) and this probe's. A fit on one
+    16-row reading alone moves a pair's reading by 2.6e-8 S rms between two probes (16x16x8 pcb,
+    its read noise 1.4e-8): the median read 0.25 bit apart on a plan just programmed.
+
+    Parameters
+    ----------
+    labs : sequence of drivers.Lab
+        One per board of the plan.
+    plan : SwitchPlan
+    repeats : int
+        Unit-vector reads per row (>= 2: the noise is estimated from them).
+    passes : int
+        Readings of each tile; the last is returned, all feed the channels' fit (programming: 2).
+    """
+    if repeats < 2 or passes < 1:
+        raise EngineError(f"repeats = {repeats!r}, passes = {passes!r}: the probe needs >= 2 reads per row "
+                          "(its noise is estimated from them) and >= 1 pass")
+    error, measured_s, noise_var, fits, readings = {}, {}, {}, {}, 0
+    for t, tile in enumerate(plan.tiles()):
+        lab = labs[tile.board if tile.board < len(labs) else 0]
+        masks = plan.arrays[f"tile{t}.masks"]
+        geometry = (*masks.shape, _MASK_BITS)
+        selection = _selection(masks[tile.block], tile, _MASK_BITS)
+        channels = None
+        if getattr(lab.readout, "differential", False) and tile.block[1].start % 2 == 0:
+            channels = fits[t] = DifferenceChannels(tile.pairs)
+            if f"tile{t}.probe_channels_xx" in plan.arrays:
+                channels.xx = plan.arrays[f"tile{t}.probe_channels_xx"].copy()
+                channels.xy = plan.arrays[f"tile{t}.probe_channels_xy"].copy()
+        for _ in range(passes):
+            _, measured, noise, count = measure_tile(
+                lab, _PlannedCells(geometry, plan.tile(t, "cell_s")), tile, selection, plan.step_masks(tile.step),
+                repeats=repeats, limits=readout_limits(lab), twin=plan.board_twin(tile.board), channels=channels)
+            readings += count
+        measured_s[t] = measured
+        error[t] = pair_transfer(measured) - plan.tile(t, "target_s")
+        noise_var[t] = 2 * noise**2
+    return ProbeErrors(error, measured_s, noise_var, readings, fits)
+
+
+def fresh_arrays(probe: ProbeErrors) -> dict[str, np.ndarray]:
+    """The plan arrays that hold later probes to this one (taken right after programming): each
+    tile's pair errors and its channels' fit."""
+    arrays = {f"tile{t}.probe_fresh_s": error for t, error in probe.error_s.items()}
+    for t, channels in probe.channels.items():
+        arrays.update({f"tile{t}.probe_channels_xx": channels.xx, f"tile{t}.probe_channels_xy": channels.xy})
+    return arrays
 
 
 def programmed_residual_s(plan: SwitchPlan, t: int) -> np.ndarray:
-    """Tile ``t``'s pair residual when the plan was first programmed, siemens ``(rows, pairs)``
-    (an updated plan keeps it as ``residual_programmed_s``: its budget does not loosen)."""
-    key = f"tile{t}.residual_programmed_s"
+    """Tile ``t``'s pair errors as the probe read them right after the plan was first programmed,
+    siemens ``(rows, pairs)`` (an updated plan keeps them: its budget does not loosen; a plan from
+    before the probe read them: the refinement's last residual, read the same way)."""
+    key = f"tile{t}.probe_fresh_s"
     return plan.arrays[key] if key in plan.arrays else plan.tile(t, "residual_after_s")
 
 
-def _rms(a: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(a)))) if a.size else 0.0
+def median_scale(error: np.ndarray, noise_var: float = 0.0) -> float:
+    """The median |error| of the error without its read noise: ``Q sqrt((m / Q)^2 - noise_var)``
+    with ``m`` the median |error| and ``Q`` the median |x| of a standard normal (0 when the noise
+    explains it all).
+
+    Parameters
+    ----------
+    error : ndarray
+        Measured errors (any unit).
+    noise_var : float
+        Variance of the read noise in each, the unit squared.
+    """
+    if not error.size:
+        return 0.0
+    scale = np.median(np.abs(error)) / HALF_NORMAL_MEDIAN
+    return float(HALF_NORMAL_MEDIAN * np.sqrt(max(scale**2 - noise_var, 0.0)))
 
 
-def probe_plan(lab: Lab, plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_BITS, repeats: int = 2,
+def _rms(a: np.ndarray, noise_var: float = 0.0) -> float:
+    return float(np.sqrt(max(np.mean(np.square(a)) - noise_var, 0.0))) if a.size else 0.0
+
+
+def probe_plan(lab: Lab, plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_BITS, repeats: int = PROBE_REPEATS,
                errors: list[ProbeErrors] | None = None) -> DriftProbe:
     """Measure every tile of a programmed plan and compare its error with the plan's budget.
 
@@ -109,9 +234,9 @@ def probe_plan(lab: Lab, plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_
     slack_bits : float
         Precision the plan may lose before it is over budget, bits (>= 0).
     repeats : int
-        Unit-vector reads per row (2: the closed loop's).
+        Unit-vector reads per row.
     errors : list, optional
-        Appended with the per-tile :class:`ProbeErrors` (``crossbar program --update`` uses them).
+        Appended with the :class:`ProbeErrors` (``crossbar recalibrate --plan`` uses them).
 
     Raises
     ------
@@ -123,38 +248,38 @@ def probe_plan(lab: Lab, plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_
                           "program it with crossbar program")
     if not (np.isfinite(slack_bits) and slack_bits >= 0):
         raise EngineError(f"slack_bits = {slack_bits!r}: must be finite and >= 0")
-    per_tile_error, per_tile_measured, per_tile_noise = probe_errors([lab], plan, repeats=repeats)
-    readings = repeats * sum(tile.rows for tile in plan.tiles())
+    probe = measure_plan([lab], plan, repeats=repeats)
     layers = []
     for lp in plan.header.layers:
         cpw = lp.conductance_per_weight_s
-        now = np.concatenate([per_tile_error[t].ravel() for t in lp.tiles]) / cpw
+        now = np.concatenate([probe.error_s[t].ravel() for t in lp.tiles]) / cpw
         then = np.concatenate([programmed_residual_s(plan, t).ravel() for t in lp.tiles]) / cpw
-        programmed = max(_rms(then), 1e-300)
-        budget = programmed * 2.0**slack_bits
-        # the probe's own read noise taken out of the error now; the budget keeps the noise the
-        # programming-time probe read with (a fresh plan is never refused for its noise)
-        noise = np.mean([per_tile_noise[t] for t in lp.tiles]) / cpw**2
-        error = float(np.sqrt(max(np.mean(np.square(now)) - noise, 0.0)))
-        layers.append(LayerProbe(index=lp.index, pairs=int(now.size), error_rms=error, programmed_rms=programmed,
-                                 budget_rms=budget, pairs_over=int(np.sum(np.abs(now) > PAIR_FACTOR * budget)),
-                                 bits_lost=float(np.log2(max(error, 1e-300) / programmed))))
+        # the same probe's noise on both sides: a fresh plan reads its own errors again
+        noise = float(np.mean([probe.noise_var_s2[t] for t in lp.tiles])) / cpw**2
+        median, programmed = median_scale(now, noise), max(median_scale(then, noise), 1e-300)
+        rms, programmed_rms = _rms(now, noise), max(_rms(then, noise), 1e-300)
+        layers.append(LayerProbe(
+            index=lp.index, pairs=int(now.size), error_rms=rms, programmed_rms=programmed_rms,
+            budget_rms=programmed_rms * 2.0**slack_bits, error_median=median, programmed_median=programmed,
+            budget_median=programmed * 2.0**slack_bits,
+            pairs_over=int(np.sum(np.abs(now) > PAIR_FACTOR * programmed_rms * 2.0**slack_bits)),
+            bits_lost=float(np.log2(max(median, 1e-300) / programmed))))
     if errors is not None:
-        errors.append(ProbeErrors(per_tile_error, per_tile_measured))
+        errors.append(probe)
     try:
         temperature = float(lab.temperature_c())
     except (EngineError, AttributeError, TypeError, ValueError):
         temperature = None
-    return DriftProbe(over_budget=any(layer.error_rms > layer.budget_rms for layer in layers),
-                      slack_bits=slack_bits, layers=tuple(layers), readings=readings,
+    return DriftProbe(over_budget=any(layer.error_median > layer.budget_median for layer in layers),
+                      slack_bits=slack_bits, layers=tuple(layers), readings=probe.readings,
                       temperature_c=temperature, measured_utc=utc_now())
 
 
 def stale_message(probe: DriftProbe) -> str:
     """The guard's one-line refusal: the worst layer, its loss, and what to run."""
-    worst = max(probe.layers, key=lambda layer: layer.error_rms / layer.budget_rms)
-    return (f"the plan has drifted past its error budget: layer {worst.index} weight error "
-            f"{worst.error_rms:.3g} rms, {worst.bits_lost:.2f} bit lost since programming (budget "
+    worst = max(probe.layers, key=lambda layer: layer.bits_lost)
+    return (f"the plan has drifted past its error budget: layer {worst.index} median weight error "
+            f"{worst.error_median:.3g}, {worst.bits_lost:.2f} bit lost since programming (budget "
             f"{probe.slack_bits:g} bit, {worst.pairs_over} of {worst.pairs} pairs over); run crossbar recalibrate "
             "--calibration CAL --plan PLAN --out CAL2, then crossbar program --update PLAN --calibration CAL2 "
             "(or check --allow-stale to run anyway)")

@@ -270,8 +270,9 @@ def program_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, model: ArrayModel |
                          steps=len({tile.step for tile in tiles}), tiles=len(tiles))
     # the drift guard's budget: what its own probe reads right now, so that a later probe is held
     # to a reading of the same kind (the closed loop's best-of-several residual reads lower)
-    errors, _, _ = probe_errors(labs, SwitchPlan(plan.header, arrays))
-    arrays.update({f"tile{t}.residual_programmed_s": error for t, error in errors.items()})
+    from crossbar_ctl.engine._guard import fresh_arrays, measure_plan  # it imports this module
+
+    arrays.update(fresh_arrays(measure_plan(labs, SwitchPlan(plan.header, arrays), passes=2)))
     column = lambda key: tuple(results[t][key] for t in range(len(tiles)))  # noqa: E731
     record = ProgramRecord(
         programmed_utc=utc_now(), lab_idn=lab_idn(labs[0]), iterations=column("iterations"),
@@ -359,31 +360,6 @@ def _program_tile(lab: Lab, model: ArrayModel, plan: SwitchPlan, t: int, arrays:
                    "refine_readings": refined.readings if refined else 0,
                    "after": _rms(best["residual"]), "worst": best["worst"], "remeasured": remeasured,
                    "opened": opened}
-
-
-def probe_errors(labs: Sequence[Lab], plan: SwitchPlan, *, repeats: int = 2
-                 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], dict[int, float]]:
-    """Load each tile's program step and measure its pairs' transfer minus their targets.
-
-    Returns
-    -------
-    error_s, measured_s : dict tile -> ndarray
-        Per tile, siemens: ``(rows, pairs)`` error and ``(rows, cols_used)`` measured transfer.
-    noise_var_s2 : dict tile -> float
-        Variance one pair's difference of two cells reads with, S^2.
-    """
-    error, measured_s, noise_var = {}, {}, {}
-    limits = [readout_limits(lab) for lab in labs]
-    for t, tile in enumerate(plan.tiles()):
-        board = tile.board if tile.board < len(labs) else 0
-        load_tile(labs[board], plan.step_masks(tile.step))  # the configuration check loads
-        measured, noise = measure_transfer(labs[board], plan.tile(t, "cell_s"), repeats=repeats,
-                                           limits=limits[board], twin=plan.board_twin(tile.board),
-                                           block=tile.block)
-        measured_s[t] = measured
-        error[t] = pair_transfer(measured) - plan.tile(t, "target_s")
-        noise_var[t] = 2 * noise**2
-    return error, measured_s, noise_var
 
 
 def _full_masks(model: ArrayModel, tile: Tile, selection: np.ndarray) -> np.ndarray:

@@ -6,16 +6,17 @@
   calibration's readings.
 - :func:`update_plan` (``crossbar program --update``): every tile is measured as programmed, the
   way the programming's refinement measures it (:func:`crossbar_ctl.engine._refine.measure_tile`:
-  channel offsets removed); per layer only the pairs :func:`choose_pairs` picks against the
-  residual programming left (the fewest, worst first, that bring the layer's rms back within half
-  the budget's slack, and any pair over ``PAIR_FACTOR`` times the budget) are re-solved, by the
+  channel offsets removed); per layer only the pairs :func:`choose_pairs` picks against what the
+  guard's probe read right after programming (the fewest, worst first, that bring the layer's
+  median error and its rms back within ``UPDATE_GOAL_BITS`` of it, and any pair over
+  ``PAIR_FACTOR`` times the budget) are re-solved, by the
   programming's own refinement (:func:`crossbar_ctl.engine._refine.refine_measured`) restricted to
   them, on the new record; picked again on the last measurement (a rewrite moves its row-mates).
   Every other cell keeps its switches; when any cell was rewritten, the plan's affine correction
   (:mod:`crossbar_ctl.engine._affine`) is measured again, as programming measured it.
 
 The updated plan names the new record; its budget stays the one the plan was first programmed to
-(``tile{t}.residual_programmed_s``), so updates cannot loosen it.
+(``tile{t}.probe_fresh_s``), so updates cannot loosen it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.engine._guard import (
     DEFAULT_SLACK_BITS,
+    HALF_NORMAL_MEDIAN,
     PAIR_FACTOR,
     ProbeErrors,
+    median_scale,
     probe_plan,
     programmed_residual_s,
 )
@@ -55,9 +58,11 @@ if TYPE_CHECKING:
 
 __all__ = ["UPDATE_GOAL_BITS", "UpdateReport", "choose_pairs", "recalibrate_plan", "remeasure_affine", "update_plan"]
 
-UPDATE_GOAL_BITS = 0.1
-"""``program --update`` rewrites until each layer's measured rms is within this of what programming
-left (the issue's recovery target is 0.3 bit of the fresh plan, realized median and ENOB)."""
+UPDATE_GOAL_BITS = 0.2
+"""``program --update`` rewrites until each layer's median error and rms, as measured, are within
+this of the fresh plan's, as the guard's probe read it right after programming (the issue's
+recovery target is 0.3 bit of the fresh plan, realized median and ENOB; 0.1 bit is left for the
+estimate's own error)."""
 
 class UpdateReport(StrictModel):
     """What ``crossbar program --update`` rewrote."""
@@ -90,24 +95,27 @@ def _check_lineage(plan: SwitchPlan, record: CalibrationRecord) -> None:
                           f"{planned} but this record {named}; recalibrate from the plan's calibration")
 
 
-def choose_pairs(error_s: np.ndarray, programmed_s: float, slack_bits: float, noise_var_s2: float = 0.0, *,
-                 goal_bits: float | None = None) -> np.ndarray:
+def choose_pairs(error_s: np.ndarray, fresh_median_s: float, fresh_rms_s: float, noise_var_s2: float = 0.0, *,
+                 goal_bits: float = UPDATE_GOAL_BITS, limit_s: float = np.inf) -> np.ndarray:
     """The pairs of a layer to rewrite: the fewest, worst first, whose rewriting (each back to the
-    programmed precision) brings the layer's rms error within ``goal_bits`` of where it was
-    programmed, and every pair over ``PAIR_FACTOR`` times the budget.
+    fresh median error) brings the layer's median error (:func:`median_scale`) and its rms within
+    ``goal_bits`` of the fresh plan's, and every pair over ``limit_s``.
+
+    The median comes back once half the pairs are within its goal: the pairs rewritten and those
+    already there, whichever are rewritten; worst first is what brings the rms (and the ENOB) back.
 
     Parameters
     ----------
     error_s : ndarray (pairs,)
         Each pair's measured error now, siemens (absolute).
-    programmed_s : float
-        The layer's rms error when programmed, siemens.
-    slack_bits : float
-        The budget's slack (``programmed_s * 2**slack_bits`` is the budget).
+    fresh_median_s, fresh_rms_s : float
+        The layer's median error and rms right after programming, read noise taken out, siemens.
     noise_var_s2 : float
-        Read-noise variance in each measured error, taken out of the rms.
-    goal_bits : float, optional
-        Precision the layer may keep lost after the rewrites (default: half the slack).
+        Read-noise variance in each measured error, S^2.
+    goal_bits : float
+        Precision the layer may keep lost after the rewrites, bits.
+    limit_s : float
+        A pair over this is rewritten whatever the layer's figures (the guard's pair rule).
 
     Returns
     -------
@@ -115,16 +123,19 @@ def choose_pairs(error_s: np.ndarray, programmed_s: float, slack_bits: float, no
     """
     n = error_s.size
     order = np.argsort(-error_s)
+    goal = 2.0**goal_bits
+    # the median: a pair reads within the goal below the goal's scale with the read noise put back
+    threshold = HALF_NORMAL_MEDIAN * np.sqrt((fresh_median_s * goal / HALF_NORMAL_MEDIAN) ** 2 + noise_var_s2)
+    for_median = max(0, -(-n // 2) - int(np.sum(error_s <= threshold)))
+    # the rms: left[k] is the noise-free square sum of the pairs kept after the worst k rewritten
     squares = error_s[order] ** 2 - noise_var_s2
-    left = np.concatenate([np.cumsum(squares[::-1])[::-1], [0.0]])  # left[k]: the pairs kept after k rewritten
-    k = np.arange(n + 1)
-    mean_square = (left + k * programmed_s**2) / max(n, 1)
-    goal = slack_bits / 2 if goal_bits is None else goal_bits
-    reached = np.nonzero(mean_square <= (programmed_s * 2.0**goal) ** 2)[0]
-    count = int(reached[0]) if reached.size else n
+    left = np.concatenate([np.cumsum(squares[::-1])[::-1], [0.0]])
+    mean_square = (left + np.arange(n + 1) * fresh_rms_s**2) / max(n, 1)
+    reached = np.nonzero(mean_square <= (fresh_rms_s * goal) ** 2)[0]
+    count = max(for_median, int(reached[0]) if reached.size else n)
     picked = np.zeros(n, bool)
     picked[order[:count]] = True
-    return picked | (error_s > PAIR_FACTOR * programmed_s * 2.0**slack_bits)
+    return picked | (error_s > limit_s)
 
 
 def recalibrate_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: TcrEstimate | None = None,
@@ -151,7 +162,9 @@ def recalibrate_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, t
     for lp, layer in zip(plan.header.layers, probe.layers):
         cpw = lp.conductance_per_weight_s
         now = [np.abs(errors[0].error_s[t]) for t in lp.tiles]
-        picked = choose_pairs(np.concatenate([e.ravel() for e in now]), layer.programmed_rms * cpw, slack_bits)
+        picked = choose_pairs(np.concatenate([e.ravel() for e in now]), layer.programmed_median * cpw,
+                              layer.programmed_rms * cpw, np.mean([errors[0].noise_var_s2[t] for t in lp.tiles]),
+                              limit_s=PAIR_FACTOR * layer.budget_rms * cpw)
         for t, error, part in zip(lp.tiles, now, np.split(picked, np.cumsum([e.size for e in now])[:-1])):
             first = plan.header.tiles[t].tile.block[0].start  # the tile's rows on the array
             part = part.reshape(error.shape)
@@ -197,7 +210,7 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
     slack_bits : float
         The plan's budget: precision it may lose since programming (the guard's).
     goal_bits : float
-        Precision (rms) the update may leave lost against the residual programming left.
+        Precision (median error and rms) the update may leave lost against the fresh plan's.
     options : ProgramOptions, optional
         ``max_iterations + refine_rounds`` measured rounds per pass at ``refine_repeats`` reads per
         row (the programming's verify and refinement rounds together).
@@ -267,13 +280,17 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
                     noise)
         readings += count
     layer_of = {t: lp for lp in plan.header.layers for t in lp.tiles}
-    # held to the same kind of reading: the programming's refinement left residual_after_s as measured
-    # by measure_tile (the guard's budget reads through the channels' offsets and 2 reads per row)
-    programmed = {lp.index: _rms(np.concatenate([plan.tile(t, "residual_after_s").ravel() for t in lp.tiles]))
-                  for lp in plan.header.layers}
+    # held to the guard's reading right after programming, of the same kind as measure_tile's (its
+    # repeats, the difference channels), each side's read noise taken out
+    noise_var = {lp.index: float(np.mean([2 * state[t][4] ** 2 for t in lp.tiles])) for lp in plan.header.layers}
+    fresh = {}
+    for lp in plan.header.layers:
+        then = np.concatenate([programmed_residual_s(plan, t).ravel() for t in lp.tiles])
+        fresh[lp.index] = (median_scale(then, noise_var[lp.index]),
+                           float(np.sqrt(max(np.mean(then**2) - noise_var[lp.index], 0.0))))
 
     def limit(t: int) -> float:  # the guard's rule for one pair
-        return PAIR_FACTOR * programmed[layer_of[t].index] * 2.0**slack_bits
+        return PAIR_FACTOR * fresh[layer_of[t].index][1] * 2.0**slack_bits
 
     over_before = sum(int(np.sum(np.abs(state[t][3]) > limit(t))) for t in state)
     before_rms = [_rms(state[t][3]) for t in range(len(tiles))]
@@ -283,8 +300,8 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
         chosen: dict[int, np.ndarray] = {}
         for lp in plan.header.layers:
             errors = np.concatenate([np.abs(state[t][3]) for t in lp.tiles])
-            noise_var = float(np.mean([2 * state[t][4] ** 2 for t in lp.tiles]))
-            picked = choose_pairs(errors, programmed[lp.index], slack_bits, noise_var, goal_bits=goal_bits)
+            picked = choose_pairs(errors, *fresh[lp.index], noise_var[lp.index], goal_bits=goal_bits,
+                                  limit_s=limit(lp.tiles[0]))
             chosen.update(zip(lp.tiles, np.split(picked, np.cumsum([state[t][3].size for t in lp.tiles])[:-1])))
         if not any(part.any() for part in chosen.values()):
             break
@@ -310,7 +327,7 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
         pairs += residual.size
         cells += 2 * residual.size
         rewritten += int(np.sum(final != plan.tile(t, "masks")[tile.block]))
-        arrays[f"tile{t}.residual_programmed_s"] = programmed_residual_s(plan, t)
+        arrays[f"tile{t}.probe_fresh_s"] = programmed_residual_s(plan, t)
         arrays[f"tile{t}.cell_s"] = cell
         arrays[f"tile{t}.predicted_s"] = array_transfer(model, twin, cell, tile)
         arrays[f"tile{t}.measured_s"] = measured

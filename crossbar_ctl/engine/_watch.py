@@ -97,7 +97,7 @@ def watch_plan(lab: Lab, plan: SwitchPlan, *, every_s: float, count: int, log: s
     -------
     entries : list of dict
         This run's log lines: ``time_utc``, ``sim_time_s`` (None on hardware), ``temperature_c``,
-        ``over_budget``, ``bits_lost``, ``error_rms`` and ``budget_rms`` (per layer), ``slack_bits``,
+        ``over_budget``, ``bits_lost``, ``error_median`` and ``budget_median`` (per layer), ``slack_bits``,
         ``readings``, ``action``
         (None, or what the recalibration and update did, with ``bits_lost_after``: the probe after).
     plan, record
@@ -118,8 +118,8 @@ def watch_plan(lab: Lab, plan: SwitchPlan, *, every_s: float, count: int, log: s
             "time_utc": utc_now(), "sim_time_s": lab.sim.time_s if lab.sim is not None else None,
             "temperature_c": probe.temperature_c, "over_budget": probe.over_budget,
             "bits_lost": [layer.bits_lost for layer in probe.layers],
-            "error_rms": [layer.error_rms for layer in probe.layers],
-            "budget_rms": [layer.budget_rms for layer in probe.layers], "slack_bits": probe.slack_bits,
+            "error_median": [layer.error_median for layer in probe.layers],
+            "budget_median": [layer.budget_median for layer in probe.layers], "slack_bits": probe.slack_bits,
             "readings": probe.readings,
             "action": None}
         if probe.over_budget and record is not None:
