@@ -149,6 +149,7 @@ def _bench_branches(args: argparse.Namespace) -> int:
                  "realized_bits_p01": "realized p01 [bit]", "planned_bits_median": "planned median [bit]",
                  "subset_sum_bits_median": "subset sum median [bit]", "enob": "enob [bit]",
                  "calibration_floor_bits": "calibration floor [bit]", "readout_floor_bits": "readout floor [bit]",
+                 "common_mode_ratio": "common mode [1]", "common_mode_full_scale": "common mode / full scale [1]",
                  "refine_readings": "refine readings [#]",
                  "switch_writes": "switch writes [#]", "agreement": "agreement [1]", "wall_s": "wall [s]"}
         print_table([{units[key]: value for key, value in row.items()} for row in rows],

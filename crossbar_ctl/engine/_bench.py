@@ -56,6 +56,12 @@ def _subset_sum_bits(truth: Any, plan: Any, network: Network, solver: Callable) 
                           weight_magnitude(layer.matrix, layer.bias)).median
 
 
+def _full_scale_s(plan: Any, network: Network) -> float:
+    """The conductance of the layer's max|w| (what the bits figures are against), siemens."""
+    layer = network.layers[0]
+    return plan.header.layers[0].conductance_per_weight_s * weight_magnitude(layer.matrix, layer.bias)
+
+
 def _calibration_floor_bits(record: Any, plan: Any, network: Network) -> float:
     """Median bits the calibration's uncertainty alone allows the programmed pairs: each pair's
     closed branches' sigmas in quadrature, against the layer's max|w| (the floor of a solve on the
@@ -64,7 +70,7 @@ def _calibration_floor_bits(record: Any, plan: Any, network: Network) -> float:
 
     lp = plan.header.layers[0]
     sigma = np.asarray(record.sigma_s)
-    scale = lp.conductance_per_weight_s * weight_magnitude(network.layers[0].matrix, network.layers[0].bias)
+    scale = _full_scale_s(plan, network)
     bits = []
     for t in lp.tiles:
         block = plan.header.tiles[t].tile.block
@@ -95,12 +101,23 @@ def _readout_floor_bits(lab: Any, record: Any, plan: Any, network: Network, *, r
                                          limits=readout_limits(lab), twin=plan.board_twin(0))
         error = pair_transfer(measured) - pair_transfer(np.asarray(truth_of(lab).transfer_s())[tile.block])
         bits.append(error.ravel())
-    scale = lp.conductance_per_weight_s * weight_magnitude(network.layers[0].matrix, network.layers[0].bias)
+    scale = _full_scale_s(plan, network)
     return float(np.median(-np.log2(np.abs(np.concatenate(bits)) / scale)))
+
+
+def _common_mode_full_scale(plan: Any, network: Network) -> float:
+    """Median over the layer's pairs of the plan's ``(G+ + G-)`` against the layer's full scale
+    (the conductance of max|w|): the common mode the readout's gain errors act on, in the units of
+    the bits figures."""
+    lp = plan.header.layers[0]
+    scale = _full_scale_s(plan, network)
+    common = [(c[:, 0::2] + c[:, 1::2]).ravel() for c in (plan.tile(t, "cell_s") for t in lp.tiles)]
+    return float(np.median(np.concatenate(common)) / scale)
 
 
 def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES, rows: int = 16,
                    cols: int = 16, samples: int = 200, nplc: float = 4.0, seed: int = 0,
+                   plan_options: Any = None,
                    progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Calibrate, program and check one U(-1, 1) layer on simulated labs with 4..16 branches per cell.
 
@@ -119,6 +136,8 @@ def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES
         Readout integration time of the check, power-line cycles.
     seed : int
         Seed of the layer, its inputs and every lab.
+    plan_options : PlanOptions, optional
+        How the layer is planned (default ``PlanOptions()``, the engine's).
     progress : callable, optional
         Called with 1 after each row.
 
@@ -128,9 +147,10 @@ def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES
         One row per branch count: ``branches``, ``pool``, ``realized_bits_median``,
         ``realized_bits_p01``, ``planned_bits_median``, ``subset_sum_bits_median``,
         ``calibration_floor_bits`` (:func:`_calibration_floor_bits`), ``readout_floor_bits``
-        (:func:`_readout_floor_bits`), ``enob``, ``agreement`` (the
-        output's argmax as float64's), ``refine_readings`` (readout vectors of the closed-loop
-        refinement), ``switch_writes`` (programming's, refinement included), ``wall_s``.
+        (:func:`_readout_floor_bits`), ``common_mode_ratio`` (the check's median
+        ``(G+ + G-) / |G+ - G-|``), ``common_mode_full_scale`` (:func:`_common_mode_full_scale`),
+        ``enob``, ``agreement`` (the output's argmax as float64's), ``refine_readings`` (readout
+        vectors of the closed-loop refinement), ``switch_writes`` (programming's, refinement included), ``wall_s``.
     """
     from calibration import calibrate
     from crossbar_ctl._lab import open_lab
@@ -147,7 +167,7 @@ def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES
                   "sim": {"rows": rows, "cols": cols, "branches": int(n), "profile": profile, "seed": seed}}
         with open_lab(config) as lab:
             record = calibrate(lab)
-            plan = program_network(lab, network, record)
+            plan = program_network(lab, network, record, plan_options=plan_options)
             report = check_network(lab, plan, x, nplc=nplc)
             subset_sum = _subset_sum_bits(truth_of(lab), plan, network, solve_subset_sum)
             readout_floor = _readout_floor_bits(lab, record, plan, network)
@@ -158,7 +178,8 @@ def bench_branches(*, profile: str = "ideal", branches: Sequence[int] = BRANCHES
             "realized_bits_median": layer.realized_bits.median, "realized_bits_p01": layer.realized_bits.p01,
             "planned_bits_median": layer.planned_bits.median, "subset_sum_bits_median": subset_sum,
             "calibration_floor_bits": _calibration_floor_bits(record, plan, network),
-            "readout_floor_bits": readout_floor,
+            "readout_floor_bits": readout_floor, "common_mode_ratio": layer.common_mode_ratio,
+            "common_mode_full_scale": _common_mode_full_scale(plan, network),
             "enob": layer.enob, "agreement": report.agreement, "refine_readings": program.refine_readings,
             "switch_writes": program.cost.switch_writes if program.cost else None,
             "wall_s": time.monotonic() - started,

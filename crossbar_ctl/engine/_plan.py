@@ -93,7 +93,15 @@ class PlanOptions(StrictModel):
     common_mode_sigmas: float = Field(0.0, ge=0, le=10)
     """Common-mode-aware choice: among subsets within this many calibration uncertainties of the
     best, the smallest ``G+ + G-`` (0: off; on a fake with wrong wires it left the closed loop
-    5.8e-7 S rms where 3.35e-7 S without, while the demo's common mode fell from 13.5 to 10.6)."""
+    5.8e-7 S rms where 3.35e-7 S without, while the demo's common mode fell from 13.5 to 10.6).
+    When > 0 it replaces ``common_mode_weight``."""
+    common_mode_weight: float = Field(3e-5, ge=0, lt=1)
+    """Common-mode-aware joint cost: each pair's subset minimises ``|error| + common_mode_weight *
+    (G+ + G-)``, siemens of error charged per siemens of common mode (0: off). The default is the
+    readout's error per siemens of a pair's common mode on pcb (the pair's two columns' calibrated
+    gains differ by about +-3e-5): a subset gives up no more error than the readout would add with
+    the common mode it saves. It holds the pairs' ``G+ + G-`` flat as the branches grow (bench
+    branches: 4.3 / 2.5 / 2.5 of the full scale at 8 / 12 / 16, against 5.1 / 6.0 / 7.8)."""
 
 
 class TileRecord(StrictModel):
@@ -329,7 +337,7 @@ def make_plan(network: Network, model: ArrayModel | Sequence[ArrayModel], *, opt
         Too many tiles, or weights beyond what the pools can reach. Nothing is programmed.
     """
     options = options or PlanOptions()
-    solver = solver or default_solver(options.common_mode_sigmas)
+    solver = solver or default_solver(options.common_mode_sigmas, options.common_mode_weight)
     models = [model] if isinstance(model, ArrayModel) else list(model)
     rows, cols, branches = models[0].geometry
     twins = [m.twin if options.predistort and not is_ideal(m.twin) else None for m in models]

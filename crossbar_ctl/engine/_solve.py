@@ -34,14 +34,17 @@ Solver = Callable[..., Any]
 """``solve_subset_sum`` or a compatible function (its result has ``.mask``)."""
 
 
-def default_solver(common_mode_sigmas: float = 0.0) -> Solver:
-    """``solve_subset_sum``; with ``common_mode_sigmas`` > 0 its common-mode-aware choice (among
-    subsets within that many calibration uncertainties of the best, the smallest ``G+ + G-``)."""
+def default_solver(common_mode_sigmas: float = 0.0, common_mode_weight: float = 0.0) -> Solver:
+    """``solve_subset_sum`` with a common-mode-aware choice: with ``common_mode_sigmas`` > 0 the
+    window (among subsets within that many calibration uncertainties of the best, the smallest
+    ``G+ + G-``), else with ``common_mode_weight`` > 0 the joint cost ``|error| + weight (G+ + G-)``."""
     from functools import partial
 
     from crossbar_ctl.optimizer import solve_subset_sum
 
-    return partial(solve_subset_sum, common_mode_sigmas=common_mode_sigmas) if common_mode_sigmas else solve_subset_sum
+    if common_mode_sigmas:
+        return partial(solve_subset_sum, common_mode_sigmas=common_mode_sigmas)
+    return partial(solve_subset_sum, common_mode_weight=common_mode_weight) if common_mode_weight else solve_subset_sum
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ def test_bench_branches_follows_one_bit_per_resistor_on_ideal(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [(row["branches"], row["pool"]) for row in rows] == [(4, 8), (6, 12), (8, 16)]
     keys = {"branches", "pool", "realized_bits_median", "realized_bits_p01", "planned_bits_median",
-            "subset_sum_bits_median", "calibration_floor_bits", "readout_floor_bits", "enob", "agreement",
-            "refine_readings", "switch_writes", "wall_s"}
+            "subset_sum_bits_median", "calibration_floor_bits", "readout_floor_bits", "common_mode_ratio",
+            "common_mode_full_scale", "enob", "agreement", "refine_readings", "switch_writes", "wall_s"}
     assert all(set(row) == keys for row in rows)
     # measured (32 pairs per row): subset sum 7.2, 11.1, 15.7 bits, 1.07 bits per value of the pair's
     # pool (one per resistor); realized 7.4, 10.2, 11.4 (the calibration's uncertainty caps it);
