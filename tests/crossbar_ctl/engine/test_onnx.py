@@ -201,9 +201,21 @@ def test_version_1_network_files_still_load(digits):
     assert all(not layer.post for layer in network.layers)
 
 
+@pytest.fixture(scope="module")
+def calibrated_ideal_lab(tmp_path_factory):
+    """``crossbar calibrate`` of a 16x16x8 simulated lab on the ideal board: (lab file, record)."""
+    from crossbar_ctl.cli._main import main
+
+    tmp = tmp_path_factory.mktemp("onnx_lab")
+    lab, cal = tmp / "lab.toml", tmp / "cal.npz"
+    lab.write_text('[sim]\nrows = 16\ncols = 16\nbranches = 8\nseed = 1\nprofile = "ideal"\n')
+    assert main(["calibrate", "--lab", str(lab), "--out", str(cal), "--json"]) == 0
+    return lab, cal
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
-def test_program_and_check_on_a_simulated_lab(name, tmp_path, capsys, digits):
+def test_program_and_check_on_a_simulated_lab(name, tmp_path, capsys, digits, calibrated_ideal_lab):
     """crossbar program + check of an exported model, through the CLI, on a 16x16x8 simulated lab on
     the ideal board: a self-consistency check (the board is the controller's own model), small
     enough for the suite. The evidence on the pcb board is scripts/check_onnx_models.py's
@@ -211,10 +223,9 @@ def test_program_and_check_on_a_simulated_lab(name, tmp_path, capsys, digits):
     from crossbar_ctl.cli._main import main
 
     x, y = digits
-    lab, cal, plan, data = (tmp_path / n for n in ("lab.toml", "cal.npz", "plan.npz", "data.npz"))
-    lab.write_text('[sim]\nrows = 16\ncols = 16\nbranches = 8\nseed = 1\nprofile = "ideal"\n')
+    lab, cal = calibrated_ideal_lab
+    plan, data = tmp_path / "plan.npz", tmp_path / "data.npz"
     np.savez(data, x=x[:60], y=y[:60])
-    assert main(["calibrate", "--lab", str(lab), "--out", str(cal), "--json"]) == 0
     assert main(["program", "--weights", str(DATA / f"{name}.onnx"), "--calibration", str(cal), "--lab", str(lab),
                  "--out", str(plan), "--json"]) == 0
     capsys.readouterr()
