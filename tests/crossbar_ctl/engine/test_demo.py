@@ -218,19 +218,30 @@ def test_cli_errors_are_one_line(calibrated, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_meets_its_targets():
-    from crossbar_ctl.engine._demo import run_demo
+    """The demo on the ideal board (the controller's own model): a self-consistency check of the
+    whole pipeline. Its lab leaves out the demo's stuck-closed switch, whose handling the pcb demo
+    below checks at the same place: with it, every calibration row is a full network solve at each
+    step of the twin fit, which on this board takes 19 steps to reach its zero driver resistance
+    (84 against 29 CPU s for the run, load 6)."""
+    import tomllib
 
-    result = run_demo(profile="ideal", show_progress=False)  # ideal: the controller's own model
-    # measured: agreement 359/360, accuracy gap 1/360, enob 8.4 and 8.7 (target >= 8; SINAD 8.5
-    # and 8.9), realized weights 12.9 and 12.8 bits median, 10.1 and 9.9 at the 1st percentile,
-    # pre-distortion leaves 0.0096 and 0.0014 of the bare plan's error on the true circuit
+    from crossbar_ctl.core.config import LabConfig
+    from crossbar_ctl.engine._demo import DEMO_LAB, run_demo
+
+    config = tomllib.loads(DEMO_LAB.read_text())
+    config["sim"]["faults"] = [f for f in config["sim"]["faults"] if f["kind"] != "switch_stuck_closed"]
+    result = run_demo(lab_config=LabConfig(**config), profile="ideal", show_progress=False)
+    # measured: agreement 359/360, accuracy gap 1/360, enob 8.4 and 9.0 (target >= 8), realized
+    # weights 12.9 and 12.8 bits median, pre-distortion leaves 0.0025 and 0.0019 of the bare plan's
+    # error on the true circuit (with the stuck switch: 8.5 / 9.0, 12.5 / 12.6, 0.0024 / 0.0019;
+    # 0.0096 / 0.0014 at an earlier stop)
     assert result["samples"] == 360
     assert result["agreement"] >= 358 / 360
     assert abs(result["analog_accuracy"] - result["digital_accuracy"]) <= 2 / 360
-    for layer, bits, realized in zip(result["layers"], (8.4, 8.7), (12.9, 12.8)):
+    for layer, bits, realized in zip(result["layers"], (8.4, 9.0), (12.9, 12.8)):
         assert 8 <= layer["enob"] < bits + 1
         assert realized - 1 < layer["realized_bits"]["median"] < realized + 1
-    for row, ratio in zip(result["predistortion"], (0.0096, 0.0014)):
+    for row, ratio in zip(result["predistortion"], (0.0025, 0.0019)):
         assert row["predistorted"] < 2 * ratio * row["bare"]
     json.dumps(result)  # the --json output is plain data
 
