@@ -100,8 +100,10 @@ class PlanOptions(StrictModel):
     (G+ + G-)``, siemens of error charged per siemens of common mode (0: off). The default is the
     readout's error per siemens of a pair's common mode on pcb (the pair's two columns' calibrated
     gains differ by about +-3e-5): a subset gives up no more error than the readout would add with
-    the common mode it saves. It holds the pairs' ``G+ + G-`` flat as the branches grow (bench
-    branches: 4.3 / 2.5 / 2.5 of the full scale at 8 / 12 / 16, against 5.1 / 6.0 / 7.8)."""
+    the common mode it saves. It keeps the pairs' ``G+ + G-`` from growing with the branches
+    (bench branches pcb: 4.27 / 2.73 / 2.77 of the full scale at 8 / 12 / 16, 5.14 / 6.03 / 7.79
+    without), so the readout's error on it (readout floor 13.44 / 13.58 / 13.48 bits, 13.24 / 13.41
+    / 13.01 without) no longer falls; a 2 x 16 pool's solve costs about 2.7x."""
 
 
 class TileRecord(StrictModel):
