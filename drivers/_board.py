@@ -87,6 +87,7 @@ class SwitchBoard:
         self._dac_max_v: float | None = None
         self._bound: tuple[int, np.ndarray] | None = None  # (version, conductance bound)
         self._declared: tuple[int, np.ndarray, np.ndarray] | None = None  # (version, bound, cells declared)
+        self._in_force = False  # whether the declared bound applies
         self.version = 0
         self.route_version = 0
         self.row_writes = self.switch_writes = self.settle_waits = self.bound_readings = 0
@@ -374,9 +375,9 @@ class SwitchBoard:
 
     def conductance_bound_s(self) -> np.ndarray:
         """Upper bound of each row's conductance to the columns, S: the cells' calibrated
-        conductance times :data:`BOUND_MARGIN` once :meth:`declare_cell_conductance_s` checked it for
-        the masks and routes now set, else closed branches / R_min."""
-        if self._declared is not None and self._declared[0] == self.version:
+        conductance times :data:`BOUND_MARGIN` while a declaration :meth:`declare_cell_conductance_s`
+        checked for the masks and routes now set is in force, else closed branches / R_min."""
+        if self._in_force and self._declared is not None and self._declared[0] == self.version:
             return self._declared[1]
         return self._closed_bound_s()
 
@@ -402,8 +403,9 @@ class SwitchBoard:
             The conductance of every cell with the masks now loaded, S, as calibrated (0 or NaN:
             not declared; such a cell keeps its closed branches over ``min_resistance_ohm``).
 
-        Until the masks or routes change, :meth:`conductance_bound_s` is each row's declared sum
-        (the larger of it and the measured one) times :data:`BOUND_MARGIN`. The measurement: one
+        Until :meth:`release_declared` or the masks or routes change, :meth:`conductance_bound_s`
+        is each row's declared sum (the larger of it and the measured one) times
+        :data:`BOUND_MARGIN` (declaring the same cells again for the same masks measures nothing). The measurement: one
         ``MVM`` per row with a closed branch, that row alone at :data:`PROBE_FRACTION` of the
         voltage the closed-branch bound allows it (its total current, and each column within 0.9
         of the ADC range), less one all-zero reading (the channels' offsets, the DACs' zero-code
@@ -430,7 +432,8 @@ class SwitchBoard:
             raise LimitError("cell_s", np.nan, rows * cols, f"expected shape ({rows}, {cols}), got {cell.shape}")
         version = self.version
         if self._declared is not None and self._declared[0] == version and np.array_equal(self._declared[2], cell):
-            return self._declared[1]  # checked already for these masks
+            self._in_force = True  # checked already for these masks
+            return self._declared[1]
         closed = self._closed(self.known_masks())
         bound = self._closed_bound_s()
         declared = np.isfinite(cell) & (cell > 0)
@@ -442,7 +445,7 @@ class SwitchBoard:
                 0.9 * limits.max_total_current_a / bound,
                 0.9 * self.adc_range_a() * self.guard.min_resistance_ohm / np.max(closed, axis=1),
             ])
-        self._declared = None  # the probes are checked against the closed-branch bound
+        self._declared, self._in_force = None, False  # the probes are checked against the closed-branch bound
         zero = self.mvm(np.zeros(rows))
         self.bound_readings += 1
         measured = np.zeros(rows)
@@ -456,8 +459,12 @@ class SwitchBoard:
                 raise LimitError("cell_s", measured[row], BOUND_MARGIN * row_s[row],
                                  f"row {row} conducts more than its cells were calibrated at ({seen}): "
                                  "a short since calibration? recalibrate")
-        self._declared = (version, BOUND_MARGIN * np.maximum(row_s, measured), cell.copy())
+        self._declared, self._in_force = (version, BOUND_MARGIN * np.maximum(row_s, measured), cell.copy()), True
         return self._declared[1]
+
+    def release_declared(self) -> None:
+        """Back to the closed-branch bound (the declaration stays checked for its masks)."""
+        self._in_force = False
 
     def mvm(self, voltage_v: object) -> np.ndarray:
         """``MVM <v0>,...``: drive every row, return every column's current.

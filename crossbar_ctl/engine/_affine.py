@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from crossbar_ctl.engine._plan import SwitchPlan
 
 __all__ = [
-    "AFFINE_VERSION", "RANGE_HEADROOM", "AffineRecord", "adc_range", "correct_pairs", "declare_bound", "fit_affine",
+    "AFFINE_VERSION", "RANGE_HEADROOM", "AffineRecord", "adc_range", "correct_pairs", "declared_bound", "fit_affine",
     "measure_affine", "reference_inputs", "reference_voltages", "tile_pairs", "tile_range", "tile_range_a", "validate_affine",
 ]
 
@@ -67,7 +67,7 @@ class AffineRecord(StrictModel):
     """Each tile measured (and to be read) at its own ADC range, ``tile{t}.adc_range_a``."""
     measured_bound: bool = False
     """Row voltages scaled (as ``check`` will scale them) to the total-current bound of the cells'
-    calibrated conductance, checked by measurement (:func:`declare_bound`); else to closed branches
+    calibrated conductance, checked by measurement (:func:`declared_bound`); else to closed branches
     over the smallest resistance."""
     gain_rms_deviation: float
     """rms of ``gain - 1`` over every output."""
@@ -81,14 +81,18 @@ RANGE_HEADROOM = 1.25
 cell conductances; the true ones differ by their calibration error and drift)."""
 
 
-def declare_bound(lab: Lab, plan: SwitchPlan, t: int) -> int:
-    """Have the drivers bound the total current by the calibrated conductance of the cells of tile
-    ``t``'s step (loaded), so that ``row_voltages`` scales to it: ``SwitchBoard.
-    declare_cell_conductance_s`` checks it with one reading per row with a closed branch, once per
-    loaded configuration; nothing on a board that cannot. Returns the readings it took."""
+@contextmanager
+def declared_bound(lab: Lab, plan: SwitchPlan, t: int, *, enabled: bool = True) -> Iterator[int]:
+    """Within it, the drivers bound the total current by the calibrated conductance of the cells
+    of tile ``t``'s step (loaded), and ``row_voltages`` scales to it (``SwitchBoard.
+    declare_cell_conductance_s``: one reading per row with a closed branch, once per loaded
+    configuration); after it, closed branches over the smallest resistance again, so that other
+    readings scale as they always did. Yields the readings the check took (0: not ``enabled``, or
+    a board that cannot)."""
     board = lab.board
-    if not hasattr(board, "declare_cell_conductance_s"):
-        return 0
+    if not enabled or not hasattr(board, "declare_cell_conductance_s"):
+        yield 0
+        return
     tile = plan.header.tiles[t].tile
     cell = np.zeros(board.geometry()[:2])
     for u, record in enumerate(plan.header.tiles):
@@ -96,7 +100,10 @@ def declare_bound(lab: Lab, plan: SwitchPlan, t: int) -> int:
             cell[record.tile.block] = plan.tile(u, "cell_s")
     before = board.bound_readings
     board.declare_cell_conductance_s(cell)
-    return board.bound_readings - before
+    try:
+        yield board.bound_readings - before
+    finally:
+        board.release_declared()
 
 
 def tile_range_a(lab: Lab, plan: SwitchPlan, t: int, limits: dict[str, float], *,
@@ -199,7 +206,7 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
         Measure (and have ``check`` read) each tile at its own ADC range (:func:`tile_range_a`).
     measured_bound : bool
         Scale the row voltages (here and in ``check``) to the cells' calibrated conductance, checked
-        by measurement (:func:`declare_bound`, one reading per driven row of each step), not to
+        by measurement (:func:`declared_bound`, one reading per driven row of each step), not to
         closed branches over the smallest resistance.
     progress : callable, optional
         Called with 1 per tile.
@@ -227,17 +234,16 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
         tile = record.tile
         board_lab = labs[tile.board]
         load_tile(board_lab, plan.step_masks(tile.step))
-        if measured_bound:
-            readings += declare_bound(board_lab, plan, t)
-        voltage = reference_voltages(board_lab, plan, t, inputs[t], limits[tile.board])
-        full = np.zeros((vectors, board_lab.readout.rows))
-        full[:, tile.block[0]] = voltage
-        range_a = tile_range_a(board_lab, plan, t, limits[tile.board]) if ranged else None
-        if range_a is not None:
-            arrays[f"tile{t}.adc_range_a"] = np.array([range_a])
-        measured = tile_pairs(board_lab, full, tile, plan.board_twin(tile.board), differential=uses_diff,
-                              range_a=range_a)
-        readings += vectors
+        with declared_bound(board_lab, plan, t, enabled=measured_bound) as bound_readings:
+            voltage = reference_voltages(board_lab, plan, t, inputs[t], limits[tile.board])
+            full = np.zeros((vectors, board_lab.readout.rows))
+            full[:, tile.block[0]] = voltage
+            range_a = tile_range_a(board_lab, plan, t, limits[tile.board]) if ranged else None
+            if range_a is not None:
+                arrays[f"tile{t}.adc_range_a"] = np.array([range_a])
+            measured = tile_pairs(board_lab, full, tile, plan.board_twin(tile.board), differential=uses_diff,
+                                  range_a=range_a)
+        readings += vectors + bound_readings
         gain, offset = _fit(voltage @ plan.tile(t, "target_s"), measured)
         arrays[f"tile{t}.affine_gain"], arrays[f"tile{t}.affine_offset_a"] = gain, offset
         gains.append(gain)

@@ -66,7 +66,7 @@ from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.core.files import atomic_write_text
 from crossbar_ctl.engine._affine import (
-    correct_pairs, declare_bound, fit_affine, reference_inputs, reference_voltages, tile_pairs, tile_range,
+    correct_pairs, declared_bound, fit_affine, reference_inputs, reference_voltages, tile_pairs, tile_range,
     validate_affine,
 )
 from crossbar_ctl.engine._guard import DriftProbe
@@ -310,18 +310,19 @@ def _run_tile(lab: Lab, plan: SwitchPlan, t: int, x_aug: np.ndarray, cpw: float,
     tile = plan.header.tiles[t].tile
     load_tile(lab, plan.step_masks(tile.step))
     affine = plan.header.affine
-    if affine is not None and affine.measured_bound:  # as the correction was measured
-        declare_bound(lab, plan, t)
-    voltage, per_unit = row_voltages(x_aug[:, tile.inputs], plan.tile(t, "cell_s"),
-                                     row_bound_s=row_bound(lab, tile.block[0]), **limits)
-    full = np.zeros((len(voltage), lab.readout.rows))
-    full[:, tile.block[0]] = voltage
+    # the rows scaled to the total-current bound the correction was measured with (older plans: closed
+    # branches); through the difference channels, at the tile's ADC range, when it was measured so
+    with declared_bound(lab, plan, t, enabled=affine is not None and affine.measured_bound):
+        voltage, per_unit = row_voltages(x_aug[:, tile.inputs], plan.tile(t, "cell_s"),
+                                         row_bound_s=row_bound(lab, tile.block[0]), **limits)
+        full = np.zeros((len(voltage), lab.readout.rows))
+        full[:, tile.block[0]] = voltage
+        analog = correct_pairs(plan, t, tile_pairs(lab, full, tile, plan.board_twin(tile.board), progress=progress,
+                                                   differential=affine is not None and affine.differential,
+                                                   range_a=tile_range(plan, t)))
+        reference_v = None if reference_x is None else reference_voltages(lab, plan, t, reference_x, limits)
     with np.errstate(divide="ignore", invalid="ignore"):
         unit = np.where(per_unit > 0, 1.0 / (per_unit * cpw), 0.0)[:, None]
-    # through the difference channels, at the tile's ADC range, when the correction was measured so
-    analog = correct_pairs(plan, t, tile_pairs(lab, full, tile, plan.board_twin(tile.board), progress=progress,
-                                               differential=affine is not None and affine.differential,
-                                               range_a=tile_range(plan, t)))
     transfers = {"planned": pair_transfer(plan.tile(t, "predicted_s"))}
     if f"tile{t}.measured_s" in plan.arrays:
         transfers["measured"] = pair_transfer(plan.tile(t, "measured_s"))
@@ -332,7 +333,6 @@ def _run_tile(lab: Lab, plan: SwitchPlan, t: int, x_aug: np.ndarray, cpw: float,
         transfers["twin_true"] = pair_transfer(twin_true[tile.block])
         transfers["circuit"] = pair_transfer(circuit)
         weights["realized"] = transfers["circuit"] / cpw
-    reference_v = None if reference_x is None else reference_voltages(lab, plan, t, reference_x, limits)
     outputs = {"analog": analog * unit}
     for name, pairs_s in transfers.items():
         fitted = None if reference_v is None else fit_affine(plan, t, reference_v, pairs_s)

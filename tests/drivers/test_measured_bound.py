@@ -40,6 +40,8 @@ def test_the_bound_is_the_calibrated_rows_with_their_margin_checked_once_per_loa
         assert np.allclose(bound, BOUND_MARGIN * cells.sum(axis=1))
         assert np.all(board.conductance_bound_s() == bound)
         assert np.all(closed[:7] / bound[:7] > 2)  # seed 3: 2.4-3.1x
+        board.release_declared()  # other readings scale to closed branches again
+        assert np.array_equal(board.conductance_bound_s(), closed)
         board.declare_cell_conductance_s(cells)
         assert board.bound_readings == 8  # once per loaded configuration
         masks[6] = 0b0111
