@@ -106,6 +106,9 @@ def add_commands(commands, bench) -> None:
     branches.add_argument("--branches", type=int_range(1, 16), nargs="+", default=[4, 6, 8, 12, 16],
                           metavar="N", help="branches per cell, one row each")
     branches.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="seed of the layer and the labs")
+    branches.add_argument("--common-mode-weight", type=float, default=0.0, metavar="W",
+                          help="plan with the common-mode-aware joint cost |error| + W (G+ + G-) (0: off; 3e-5 "
+                               "is the pcb readout's error per siemens of common mode)")
     branches.add_argument("--plot", metavar="FILE.png", type=Path,
                           help="bits against branches beside one bit per resistor (needs matplotlib)")
     branches.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -137,10 +140,13 @@ def _bench_branches(args: argparse.Namespace) -> int:
     _check_plot(args.plot, "--plot")
     from crossbar_ctl.engine._bench import bench_branches, plot_branches
     from crossbar_ctl.engine._demo import progress_bar
+    from crossbar_ctl.engine._plan import PlanOptions
 
+    plan_options = build_options(PlanOptions, common_mode_weight=args.common_mode_weight)
     with progress_bar(len(args.branches), f"branches ({args.profile})", enabled=_progress(args)) as bar:
         rows = bench_branches(profile=args.profile, branches=args.branches, rows=args.rows, cols=args.cols,
-                              samples=args.samples, seed=args.seed, progress=bar.update)
+                              samples=args.samples, seed=args.seed, plan_options=plan_options,
+                              progress=bar.update)
     if args.plot:
         plot_branches(rows, args.plot, title=f"{args.rows}x{args.cols} array, profile {args.profile}")
 

@@ -95,12 +95,13 @@ class PlanOptions(StrictModel):
     best, the smallest ``G+ + G-`` (0: off; on a fake with wrong wires it left the closed loop
     5.8e-7 S rms where 3.35e-7 S without, while the demo's common mode fell from 13.5 to 10.6).
     When > 0 it replaces ``common_mode_weight``."""
-    common_mode_weight: float = Field(3e-5, ge=0, lt=1)
+    common_mode_weight: float = Field(0.0, ge=0, lt=1)
     """Common-mode-aware joint cost: each pair's subset minimises ``|error| + common_mode_weight *
-    (G+ + G-)``, siemens of error charged per siemens of common mode (0: off). The default is the
-    readout's error per siemens of a pair's common mode on pcb (the pair's two columns' calibrated
-    gains differ by about +-3e-5): a subset gives up no more error than the readout would add with
-    the common mode it saves. It keeps the pairs' ``G+ + G-`` from growing with the branches
+    (G+ + G-)``, siemens of error charged per siemens of common mode (0: off, the default: with it
+    the drift guard of 4879b09 refuses a fresh demo plan, 0.58 bit "lost" right after programming).
+    3e-5 is the readout's error per siemens of a pair's common mode on pcb (the pair's two columns'
+    calibrated gains differ by about +-3e-5): a subset gives up no more error than the readout would
+    add with the common mode it saves. At 3e-5 it keeps the pairs' ``G+ + G-`` from growing with the branches
     (bench branches pcb: 4.27 / 2.73 / 2.77 of the full scale at 8 / 12 / 16, 5.14 / 6.03 / 7.79
     without), so the readout's error on it (readout floor 13.44 / 13.58 / 13.48 bits, 13.24 / 13.41
     / 13.01 without) no longer falls; a 2 x 16 pool's solve costs about 2.7x."""

@@ -40,3 +40,9 @@ def test_bench_branches_refuses_a_bad_profile_before_any_work(capsys):
     assert main(["bench", "branches", "--profile", "lab"]) == 2
     err = capsys.readouterr().err
     assert "invalid choice: 'lab'" in err and err.count("\n") == 1
+
+
+def test_bench_branches_refuses_a_common_mode_weight_of_one_before_any_work(capsys):
+    assert main(["bench", "branches", "--common-mode-weight", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--common-mode-weight" in err and err.count("\n") == 1
