@@ -12,7 +12,12 @@ median bits count; the rms, noise taken out too, is kept for ``program --update`
 to the same probe read right after programming (``tile{t}.probe_fresh_s``, written by
 ``program_plan``; older plans: the refinement's last residual), so the readout's static errors sit
 on both sides. The **error budget** is that fresh median times ``2**slack_bits``: the plan may lose
-``slack_bits`` of precision before it is refused.
+``slack_bits`` of precision before it is refused, widened by the two medians' own sampling error
+(``MEDIAN_SIGMAS`` standard deviations of the log2 ratio of two medians of ``n`` pairs:
+``MEDIAN_LOG2_SD / sqrt(n)``, 0.38 bit at 40 pairs, 0.04 at the demo's 2,000), and neither median
+is taken below the probe's own noise (a pair read with noise sd ``s`` cannot show a median error
+finer than ``HALF_NORMAL_MEDIAN * s``): a small layer, or one whose fresh error the noise hides (an
+all-zero layer reads 0), is never refused for what its probe cannot resolve.
 
 Why this reading: the closed loop's single-ended probe (offsets in, 2 reads per row) read a pair
 with 7.9e-8 S of noise on the 16x16x8 pcb board, 2.4 times the fresh plan's median true error
@@ -72,6 +77,13 @@ _MASK_BITS = 64
 whatever the array's branch count."""
 HALF_NORMAL_MEDIAN = 0.6744897501960817
 """Median of |x| for a standard normal x."""
+MEDIAN_LOG2_SD = float(np.sqrt(2.0) / (2.0 * 2.0 * np.exp(-HALF_NORMAL_MEDIAN**2 / 2) / np.sqrt(2 * np.pi)
+                                       * HALF_NORMAL_MEDIAN * np.log(2.0)))
+"""Standard deviation of ``log2`` of the ratio of two independent medians of |x| over one pair, x
+normal (the sample median's variance ``1 / (4 n f(m)^2)``, ``f`` the half-normal density): 2.38 bit,
+divided by ``sqrt(n)`` for ``n`` pairs."""
+MEDIAN_SIGMAS = 2.0
+"""The budget's allowance for the medians' sampling error, in their standard deviations."""
 
 
 class LayerProbe(StrictModel):
@@ -85,7 +97,8 @@ class LayerProbe(StrictModel):
     programmed_median: float
     """The same, read by the same probe right after programming."""
     budget_median: float
-    """``programmed_median * 2**slack_bits``: the median error the plan may reach."""
+    """``programmed_median * 2**(slack_bits + MEDIAN_SIGMAS * MEDIAN_LOG2_SD / sqrt(pairs))``, each
+    median taken no lower than the probe's noise: the median error the plan may reach."""
     error_rms: float
     """rms of the pair errors now, the read noise taken out in quadrature."""
     programmed_rms: float
@@ -256,14 +269,16 @@ def probe_plan(lab: Lab, plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_
         then = np.concatenate([programmed_residual_s(plan, t).ravel() for t in lp.tiles]) / cpw
         # the same probe's noise on both sides: a fresh plan reads its own errors again
         noise = float(np.mean([probe.noise_var_s2[t] for t in lp.tiles])) / cpw**2
-        median, programmed = median_scale(now, noise), max(median_scale(then, noise), 1e-300)
+        floor = max(HALF_NORMAL_MEDIAN * np.sqrt(noise), 1e-300)  # the finest median the probe resolves
+        median, programmed = max(median_scale(now, noise), floor), max(median_scale(then, noise), floor)
+        allowance = MEDIAN_SIGMAS * MEDIAN_LOG2_SD / np.sqrt(max(now.size, 1))
         rms, programmed_rms = _rms(now, noise), max(_rms(then, noise), 1e-300)
         layers.append(LayerProbe(
             index=lp.index, pairs=int(now.size), error_rms=rms, programmed_rms=programmed_rms,
             budget_rms=programmed_rms * 2.0**slack_bits, error_median=median, programmed_median=programmed,
-            budget_median=programmed * 2.0**slack_bits,
+            budget_median=programmed * 2.0 ** (slack_bits + allowance),
             pairs_over=int(np.sum(np.abs(now) > PAIR_FACTOR * programmed_rms * 2.0**slack_bits)),
-            bits_lost=float(np.log2(max(median, 1e-300) / programmed))))
+            bits_lost=float(np.log2(median / programmed))))
     if errors is not None:
         errors.append(probe)
     try:
@@ -278,9 +293,10 @@ def probe_plan(lab: Lab, plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_
 def stale_message(probe: DriftProbe) -> str:
     """The guard's one-line refusal: the worst layer, its loss, and what to run."""
     worst = max(probe.layers, key=lambda layer: layer.bits_lost)
+    budget_bits = np.log2(worst.budget_median / worst.programmed_median)
     return (f"the plan has drifted past its error budget: layer {worst.index} median weight error "
             f"{worst.error_median:.3g}, {worst.bits_lost:.2f} bit lost since programming (budget "
-            f"{probe.slack_bits:g} bit, {worst.pairs_over} of {worst.pairs} pairs over); run crossbar recalibrate "
+            f"{budget_bits:.2f} bit, {worst.pairs_over} of {worst.pairs} pairs over); run crossbar recalibrate "
             "--calibration CAL --plan PLAN --out CAL2, then crossbar program --update PLAN --calibration CAL2 "
             "(or check --allow-stale to run anyway)")
 
