@@ -14,7 +14,7 @@ to the same probe read right after programming (``tile{t}.probe_fresh_s``, writt
 on both sides. The **error budget** is that fresh median times ``2**slack_bits``: the plan may lose
 ``slack_bits`` of precision before it is refused, widened by the two medians' own sampling error
 (``MEDIAN_SIGMAS`` standard deviations of the log2 ratio of two medians of ``n`` pairs:
-``MEDIAN_LOG2_SD / sqrt(n)``, 0.38 bit at 40 pairs, 0.04 at the demo's 2,000), and neither median
+``MEDIAN_LOG2_SD / sqrt(n)``: 0.38 bit at 40 pairs, 0.05 at the demo's 2,080), and neither median
 is taken below the probe's own noise (a pair read with noise sd ``s`` cannot show a median error
 finer than ``HALF_NORMAL_MEDIAN * s``): a small layer, or one whose fresh error the noise hides (an
 all-zero layer reads 0), is never refused for what its probe cannot resolve.

@@ -97,8 +97,9 @@ class PlanOptions(StrictModel):
     When > 0 it replaces ``common_mode_weight``."""
     common_mode_weight: float = Field(0.0, ge=0, lt=1)
     """Common-mode-aware joint cost: each pair's subset minimises ``|error| + common_mode_weight *
-    (G+ + G-)``, siemens of error charged per siemens of common mode (0: off, the default: with it
-    the drift guard of 4879b09 refuses a fresh demo plan, 0.58 bit "lost" right after programming).
+    (G+ + G-)``, siemens of error charged per siemens of common mode (0: off, the default; it was
+    turned off when the drift guard of 4879b09 refused its fresh demo plan, 0.58 bit "lost" right
+    after programming, a guard defect fixed in 00b14d4; not measured as the default since).
     3e-5 is the readout's error per siemens of a pair's common mode on pcb (the pair's two columns'
     calibrated gains differ by about +-3e-5): a subset gives up no more error than the readout would
     add with the common mode it saves. At 3e-5 it keeps the pairs' ``G+ + G-`` from growing with the branches
