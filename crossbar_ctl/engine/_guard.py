@@ -168,7 +168,7 @@ def measure_plan(labs: Sequence[Lab], plan: SwitchPlan, *, repeats: int = PROBE_
     repeats : int
         Unit-vector reads per row (>= 2: the noise is estimated from them).
     passes : int
-        Readings of each tile; the last is returned, all feed the channels' fit (programming: 2).
+        Readings of each tile; the last is returned, all feed the channels' fit (programming: 1).
     """
     if repeats < 2 or passes < 1:
         raise EngineError(f"repeats = {repeats!r}, passes = {passes!r}: the probe needs >= 2 reads per row "
