@@ -50,8 +50,11 @@ def fit_and_estimate(raw: RawData, twin_arrays: dict, header: CalibrationHeader,
     if gain is not None:
         twin_arrays = {**twin_arrays, "sum_a": twin_arrays["sum_a"] / gain,
                        "sumsq_a2": twin_arrays["sumsq_a2"] / gain**2}
+    # The first pass sets the noise model, the stuck cells and the fit's bounds: the stuck cells'
+    # network solves (their lines' readings move by ~1e-3) are left to the final estimate.
+    no_stuck = np.zeros(raw.base_sum_a.shape)
     first = estimate(corrected, voltage_v=voltage, method=method, twin=TwinParameters.ideal(),
-                     options=options, measured_rows=measured, resolution_a=resolution_a)
+                     options=options, measured_rows=measured, resolution_a=resolution_a, stuck_s=no_stuck)
     noise = (first.noise_rel, first.noise_floor_a)
     stuck_s = np.where((first.flags & FLAG_STUCK_CLOSED) != 0, first.conductance_s, 0.0).sum(axis=2)
     patterns = twin_arrays["masks"].shape[0]
@@ -82,11 +85,11 @@ def fit_and_estimate(raw: RawData, twin_arrays: dict, header: CalibrationHeader,
 
     rows_at = np.nonzero(touched)[0]
 
-    def residuals(twin: TwinParameters) -> np.ndarray:
+    def residuals(twin: TwinParameters, stuck: np.ndarray = stuck_s) -> np.ndarray:
         part = estimate(sub, voltage_v=voltage, method=method, twin=twin, options=options,
                         measured_rows=measured[touched], noise=noise, resolution_a=resolution_a,
                         row_index=rows_at,
-                        array_rows=header.rows, stuck_s=stuck_s)
+                        array_rows=header.rows, stuck_s=stuck)
         full = {name: np.array(getattr(first, name)) for name in ("conductance_s", "sigma_s", "flags")}
         for name in full:
             full[name][rows_at] = getattr(part, name)
@@ -95,11 +98,14 @@ def fit_and_estimate(raw: RawData, twin_arrays: dict, header: CalibrationHeader,
         sensed = twin_arrays["sensed"][fit_idx]
         return ((mean[fit_idx] - pred) / np.sqrt(reading_var[fit_idx] + pvar))[sensed]
 
+    # The slopes without the stuck cells too: they cost every row step a network solve (5x the
+    # residual's time on the demo); the residuals keep them, so the fit converges on the exact model.
     twin, covariance = fit_twin(residuals, TwinParameters(row_wire_resistance_ohm=0.1,
                                                           col_wire_resistance_ohm=0.1,
                                                           sense_resistance_ohm=1.0,
                                                           driver_resistance_ohm=0.1),
-                                  conductance_s=first.conductance_s)
+                                  conductance_s=first.conductance_s,
+                                  slope_residuals=lambda twin: residuals(twin, no_stuck))
     twin = twin.model_copy(update=gain_update)
     final = with_twin(raw, header, options, measured, noise, twin, covariance, resolution_a)
 
@@ -137,11 +143,14 @@ def with_twin(raw: RawData, header: CalibrationHeader, options: CalibrationOptio
     final = estimate(raw, twin=twin, **kwargs)
     if not np.any(covariance):
         return final
+    # Slopes without the stuck cells' network solves, as in the fit (_fit.fit_and_estimate).
+    slope = dict(kwargs, stuck_s=np.zeros(raw.base_sum_a.shape))
+    at = estimate(raw, twin=twin, **slope).conductance_s
     jac = []
     for i, name in enumerate(TWIN_RESISTANCES):
         step = max(float(np.sqrt(covariance[i, i])), 1e-6)
         moved = twin.model_copy(update={name: getattr(twin, name) + step})
-        jac.append((estimate(raw, twin=moved, **kwargs).conductance_s - final.conductance_s) / step)
+        jac.append((estimate(raw, twin=moved, **slope).conductance_s - at) / step)
     jac = np.stack(jac, axis=-1)
     extra = np.nan_to_num(np.einsum("...i,ij,...j->...", jac, covariance, jac))
     return Estimate(**{**final.__dict__, "sigma_s": np.sqrt(final.sigma_s**2 + np.maximum(extra, 0))})
