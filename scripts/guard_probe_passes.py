@@ -23,14 +23,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "crossbar_ctl" / "engine"))
 
-from test_drift_guard import GRAY_BITS, SEED, bits_lost, lab_config, true_errors  # noqa: E402
+from test_drift_guard import GRAY_BITS, SEED, bits_lost, lab_config, true_errors
 
-from calibration import calibrate  # noqa: E402
-from crossbar_ctl._lab import open_lab  # noqa: E402
-from crossbar_ctl.engine._bench import uniform_layer  # noqa: E402
-from crossbar_ctl.engine._guard import DEFAULT_SLACK_BITS, fresh_arrays, measure_plan, probe_plan  # noqa: E402
-from crossbar_ctl.engine._plan import SwitchPlan  # noqa: E402
-from crossbar_ctl.engine._workflow import program_network  # noqa: E402
+from calibration import calibrate
+from crossbar_ctl._lab import open_lab
+from crossbar_ctl.engine._bench import uniform_layer
+from crossbar_ctl.engine._guard import (
+    DEFAULT_SLACK_BITS,
+    fresh_arrays,
+    measure_plan,
+    probe_plan,
+)
+from crossbar_ctl.engine._plan import SwitchPlan
+from crossbar_ctl.engine._workflow import program_network
 
 BOARDS = {
     "8x8x6, 1e-4": ({"seed": SEED}, (1, 3, 6, 12, 24, 168, 744, 2160, 8760)),
