@@ -9,8 +9,15 @@ simulator's truth (for this analysis only; the controller never reads it):
 - the refinement's first round on the first tile: how far its moves land from their prediction, split
   into what the calibration's branch values, the slopes and the neighbours' moves contribute.
 
-Usage: ``python scripts/realized_split.py`` (about 100 s CPU).
+Usage: ``python scripts/realized_split.py [--true-branches] [--locality S_PER_S]`` (about 100 s CPU). ``--true-branches``
+bounds what knowing the branch values would buy: the refinement (only it) is handed the simulator's
+true branch conductances, scaled to the calibration's overall scale; ``--locality``: the refinement's
+move penalty instead of the plan's. Each refined tile prints its rounds, moves, noise and median
+residual.
 """
+
+import sys
+from dataclasses import replace
 
 import numpy as np
 
@@ -69,6 +76,30 @@ refine.measure_tile, refine.refine_tile = logged_measure, logged_solve
 network = load_network(DIGITS_NETWORK)
 with demo_lab(str(DEMO_LAB)) as lab:
     model = array_model(calibrate(lab))
+    true_g = np.asarray(lab.truth.branch_conductance_s())
+    ok = model.usable & (true_g > 0)
+    within = model.conductance_s / true_g  # the calibration's error, its cell-wide part taken out
+    cell_scale = np.nanmedian(np.where(ok, within, np.nan), axis=-1, keepdims=True)
+    z = (model.conductance_s - cell_scale * true_g) / model.sigma_s
+    print(f"calibration: branch error within a cell over its stated sigma {np.sqrt(np.mean(z[ok] ** 2)):.2f} rms; "
+          f"cell scale {np.nanstd(cell_scale):.2e} rms")
+    import crossbar_ctl.engine._program as program
+
+    plain, told, extra = program.refine_measured, None, {}
+    if "--true-branches" in sys.argv:
+        told = replace(model, conductance_s=np.where(ok, true_g * np.median(within[ok]), model.conductance_s))
+    if "--locality" in sys.argv:
+        extra["locality"] = float(sys.argv[sys.argv.index("--locality") + 1])
+
+    def refine_with(lab_, model_, *args, **options):
+        done = plain(lab_, model_ if told is None else replace(told, usable=model_.usable), *args,
+                     **{**options, **extra})
+        error = np.abs(done.residual_s)
+        print(f"refined tile: {done.rounds} rounds, {done.pairs_moved} moves, noise {done.noise_s:.1e} S, "
+              f"median |residual| {np.median(error):.1e}, within 2 sqrt(2) noise {np.mean(error < 2.83 * done.noise_s):.2f}")
+        return done
+
+    program.refine_measured = refine_with
     plan = program_plan(lab, make_plan(network, model, options=PlanOptions()), model, options=ProgramOptions())
     for k, layer in enumerate(plan.header.layers):
         scale = layer.conductance_per_weight_s * weight_magnitude(network.layers[k].matrix, network.layers[k].bias)

@@ -48,9 +48,13 @@ class ScheduleCost(StrictModel):
     switch_writes: int
     """Counted from what the drivers sent, every board."""
     switch_writes_predicted: int
-    """Predicted from the configurations loaded and the boards' state before."""
+    """Predicted from the configurations loaded and the boards' state before. For ``program`` this is
+    one pass of the schedule: the closed loop's own loads (the verify loop's re-solves, the
+    refinement's trial configurations) are in ``switch_writes`` alone (the demo at 2e88727: 92,214
+    counted against 33,448 predicted), so the two differ by what the closed loop wrote."""
     row_writes: int
     row_writes_predicted: int
+    """Rows sent, counted and predicted as the switch writes are."""
     settle_waits: int
     settle_s_estimate: float
     """Predicted settling time, s: the largest over the boards (they run in parallel)."""

@@ -18,9 +18,11 @@ branches divides out); every pair's recorded output is of the configuration kept
 its own cells are as read, moved by the twin's difference for what its neighbours kept or put back:
 they share a row driver and wires), never a stale best-of-several; and the readings grow four-fold,
 up to ``max_repeats``, once the pairs are within the noise bound (no chosen pair off, or the bound
-above half the median error), on the rows where a pair is ambiguous. The floor is then the readout's
-own systematic error (the column channels' gains, README "Realized weight precision"), the
-calibration's error of the branches a move toggles, and the subset sums' spacing near the target.
+above half the median error), on the rows where a pair is ambiguous. On the demo the floor is the
+rounds themselves (README "Realized weight precision"): the best move within the locality penalty
+(1.2-1.3e-8 S median from the target) and where moves land, 3-5e-8 S off in every round (the
+neighbours' moves of the same round, the toggled branches' calibration error); knowing the branch
+values exactly buys 0.2 bit or less there (``scripts/realized_split.py --true-branches``).
 """
 
 from __future__ import annotations
