@@ -203,11 +203,12 @@ def _cost_table(cost: dict[str, Any] | None, what: str) -> None:
     if cost is None:
         return
     print_table([{"boards [#]": cost["boards"], "steps [#]": cost["steps"], "tiles [#]": cost["tiles"],
-                  "switch writes [#]": cost["switch_writes"], "predicted [#]": cost["switch_writes_predicted"],
+                  "switch writes [#]": cost["switch_writes"], "predicted, one pass [#]": cost["switch_writes_predicted"],
                   "row writes [#]": cost["row_writes"], "settle waits [#]": cost["settle_waits"],
                   "settle estimate [s]": cost["settle_s_estimate"]}],
-                title=f"cost of {what}: switch writes counted from what the drivers sent, and predicted by "
-                      "the schedule's model (steps: configurations of tiles packed together)")
+                title=f"cost of {what}: switch writes counted from what the drivers sent, closed loop included, "
+                      "and predicted by the schedule's model for one pass of its steps (steps: configurations "
+                      "of tiles packed together)")
 
 
 def _demo(args: argparse.Namespace) -> int:
