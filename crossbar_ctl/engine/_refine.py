@@ -22,7 +22,7 @@ above half the median error), on the rows where a pair is ambiguous. On the demo
 rounds themselves (README "Realized weight precision"): the best move within the locality penalty
 (1.2-1.3e-8 S median from the target) and where moves land, 3-5e-8 S off in every round (the
 neighbours' moves of the same round, the toggled branches' calibration error); knowing the branch
-values exactly buys 0.2 bit or less there (``scripts/realized_split.py --true-branches``).
+values exactly buys 0.3 bit or less there (``scripts/realized_split.py --true-branches``).
 """
 
 from __future__ import annotations
