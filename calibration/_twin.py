@@ -313,9 +313,8 @@ def fit_twin(residuals, start: TwinParameters, *, conductance_s: np.ndarray | No
             at = slope(make(p))
         return np.stack([(slope(make(p + h * e)) - at) / h for h, e in zip(step, np.eye(p.size))], axis=1)
 
-    # ftol 1e-5: on the demo one step fewer than the default's 7, the branches moved by < 2e-8
     result = least_squares(fun, p0, jac=jacobian, bounds=(0.0, upper_ohm),
-                           x_scale=np.maximum(p0, min(0.1, 0.5 * upper_ohm)), ftol=1e-5, xtol=1e-10)
+                           x_scale=np.maximum(p0, min(0.1, 0.5 * upper_ohm)), xtol=1e-10)
     jac = result.jac
     dof = max(result.fun.size - p0.size, 1)
     scale = max(float(result.fun @ result.fun) / dof, 1.0)
