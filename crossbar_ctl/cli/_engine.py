@@ -52,9 +52,9 @@ def add_commands(commands, bench) -> None:
     program.add_argument("--no-predistort", action="store_true", help="solve for the bare cells, ignoring wires")
     program.add_argument("--max-iterations", type=int_range(0, 20), default=3, metavar="N",
                          help="closed-loop rounds per tile, 0 to 20")
-    program.add_argument("--common-mode-sigmas", type=float, default=0.0, metavar="K",
-                         help="common-mode-aware choice: among subsets within K calibration uncertainties of the "
-                              "best, the smallest G+ + G- (0: off)")
+    program.add_argument("--common-mode-weight", type=float, metavar="W",
+                         help="the common-mode-aware joint cost |error| + W (G+ + G-), W dimensionless "
+                              "(default 3e-5, the pcb readout's error per siemens of common mode; 0: off)")
     program.add_argument("--affine-vectors", type=int_range(0, 100_000), default=64, metavar="N",
                          help="reference vectors per tile for the affine correction measured after programming "
                               "(each output's gain and offset, applied by check; 0: none)")
@@ -106,9 +106,9 @@ def add_commands(commands, bench) -> None:
     branches.add_argument("--branches", type=int_range(1, 16), nargs="+", default=[4, 6, 8, 12, 16],
                           metavar="N", help="branches per cell, one row each")
     branches.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="seed of the layer and the labs")
-    branches.add_argument("--common-mode-weight", type=float, default=0.0, metavar="W",
-                          help="plan with the common-mode-aware joint cost |error| + W (G+ + G-) (0: off; 3e-5 "
-                               "is the pcb readout's error per siemens of common mode)")
+    branches.add_argument("--common-mode-weight", type=float, metavar="W",
+                          help="plan with the common-mode-aware joint cost |error| + W (G+ + G-) (default 3e-5, "
+                               "the pcb readout's error per siemens of common mode; 0: off)")
     branches.add_argument("--plot", metavar="FILE.png", type=Path,
                           help="bits against branches beside one bit per resistor (needs matplotlib)")
     branches.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -136,13 +136,18 @@ def _progress(args: argparse.Namespace) -> bool:
     return not getattr(args, "json", False) or sys.stderr.isatty()
 
 
+def _common_mode(args: argparse.Namespace) -> dict[str, float]:
+    """``--common-mode-weight`` as a plan option, when given (else the plans' default)."""
+    return {} if args.common_mode_weight is None else {"common_mode_weight": args.common_mode_weight}
+
+
 def _bench_branches(args: argparse.Namespace) -> int:
     _check_plot(args.plot, "--plot")
     from crossbar_ctl.engine._bench import bench_branches, plot_branches
     from crossbar_ctl.engine._demo import progress_bar
     from crossbar_ctl.engine._plan import PlanOptions
 
-    plan_options = build_options(PlanOptions, common_mode_weight=args.common_mode_weight)
+    plan_options = build_options(PlanOptions, **_common_mode(args))
     with progress_bar(len(args.branches), f"branches ({args.profile})", enabled=_progress(args)) as bar:
         rows = bench_branches(profile=args.profile, branches=args.branches, rows=args.rows, cols=args.cols,
                               samples=args.samples, seed=args.seed, plan_options=plan_options,
@@ -263,7 +268,7 @@ def _program(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._program import ProgramOptions
 
     plan_options = build_options(PlanOptions, predistort=not args.no_predistort, max_tiles=args.max_tiles,
-                                 pack=not args.no_pack, common_mode_sigmas=args.common_mode_sigmas)
+                                 pack=not args.no_pack, **_common_mode(args))
     program_options = build_options(ProgramOptions, max_iterations=args.max_iterations,
                                     affine_vectors=args.affine_vectors, differential=not args.single_ended)
     network = load_network(args.weights)

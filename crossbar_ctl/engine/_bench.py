@@ -76,7 +76,8 @@ def _calibration_floor_bits(record: Any, plan: Any, network: Network) -> float:
         block = plan.header.tiles[t].tile.block
         closed = selection_from_masks(plan.tile(t, "masks")[block], sigma.shape[2])
         var = np.sum(np.where(closed, sigma[block] ** 2, 0.0), axis=-1)
-        bits.append(-np.log2(np.sqrt(var[:, 0::2] + var[:, 1::2]) / scale).ravel())
+        with np.errstate(divide="ignore"):  # a pair with nothing closed: no calibration floor (inf)
+            bits.append(-np.log2(np.sqrt(var[:, 0::2] + var[:, 1::2]) / scale).ravel())
     return float(np.median(np.concatenate(bits)))
 
 

@@ -17,10 +17,10 @@ import datetime as _dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from calibration import TwinParameters
 from crossbar_ctl import __version__
@@ -46,6 +46,7 @@ from crossbar_ctl.engine._solve import Solver, TileSolution, default_solver
 from crossbar_ctl.engine._twin import is_ideal
 
 __all__ = [
+    "COMMON_MODE_WEIGHT",
     "ArrayModel",
     "BoardRef",
     "CalibrationRef",
@@ -64,6 +65,19 @@ __all__ = [
 ]
 
 PLAN_SCHEMA_VERSION = 2  # 2: post (digital steps between layers); version 1 plans load with none
+
+
+COMMON_MODE_WEIGHT = 3e-5
+"""Default joint-cost weight: the readout's error per siemens of a pair's common mode on ``pcb``
+(the two columns' calibrated gains differ by about 2-3e-5), so a subset gives up no more error
+than the readout would add on the common mode it saves. It keeps a pair's ``G+ + G-`` from growing
+with the branches (bench branches pcb: 4.3 / 2.7 / 2.8 times the full scale at 8 / 12 / 16, 5.1 /
+6.0 / 7.8 without) and its readout error with it (enob at 12 / 16 branches 9.9 / 9.8 against 8.9 /
+8.4). On the demo (8 branches, where the common mode grows least) it is about neutral: enob 9.70 /
+10.68 against 9.86 / 10.72, realized median 12.72 / 12.41 against 12.84 / 12.43, 1st percentile
+10.10 / 10.24 against 10.15 / 9.71, 9 % fewer switch writes, and the drift guard passes its fresh
+plan (README, "Realized weight precision on the pcb board"). A 2 x 16 pool's solve costs about
+2.7x the least error's."""
 
 
 def utc_now() -> str:
@@ -90,22 +104,20 @@ class PlanOptions(StrictModel):
     """Pack several small tiles into one program step where they fit (``_schedule``)."""
     max_closed: int | None = Field(None, ge=1)
     """Close at most this many branches per differential pair (limits common-mode current)."""
-    common_mode_sigmas: float = Field(0.0, ge=0, le=10)
-    """Common-mode-aware choice: among subsets within this many calibration uncertainties of the
-    best, the smallest ``G+ + G-`` (0: off; on a fake with wrong wires it left the closed loop
-    5.8e-7 S rms where 3.35e-7 S without, while the demo's common mode fell from 13.5 to 10.6).
-    When > 0 it replaces ``common_mode_weight``."""
-    common_mode_weight: float = Field(0.0, ge=0, lt=1)
+    common_mode_weight: float = Field(COMMON_MODE_WEIGHT, ge=0, lt=1)
     """Common-mode-aware joint cost: each pair's subset minimises ``|error| + common_mode_weight *
-    (G+ + G-)``, siemens of error charged per siemens of common mode (0: off, the default; it was
-    turned off when the drift guard of 4879b09 refused its fresh demo plan, 0.58 bit "lost" right
-    after programming, a guard defect fixed in 00b14d4; not measured as the default since).
-    3e-5 is the readout's error per siemens of a pair's common mode on pcb (the pair's two columns'
-    calibrated gains differ by about +-3e-5): a subset gives up no more error than the readout would
-    add with the common mode it saves. At 3e-5 it keeps the pairs' ``G+ + G-`` from growing with the branches
-    (bench branches pcb: 4.27 / 2.73 / 2.77 of the full scale at 8 / 12 / 16, 5.14 / 6.03 / 7.79
-    without), so the readout's error on it (readout floor 13.44 / 13.58 / 13.48 bits, 13.24 / 13.41
-    / 13.01 without) no longer falls; a 2 x 16 pool's solve costs about 2.7x."""
+    (G+ + G-)`` (then the fewest closed), siemens of error charged per siemens of common mode:
+    dimensionless, so the choice is the same at any conductance scale and geometry (0: the least
+    error alone). See :data:`COMMON_MODE_WEIGHT`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_common_mode_sigmas(cls, data: Any) -> Any:
+        """Plans written before the joint cost replaced the window ``common_mode_sigmas`` load: the
+        key is dropped (their masks stand as solved; re-solves take ``common_mode_weight``)."""
+        if isinstance(data, dict) and "common_mode_sigmas" in data:
+            data = {key: value for key, value in data.items() if key != "common_mode_sigmas"}
+        return data
 
 
 class TileRecord(StrictModel):
@@ -341,7 +353,7 @@ def make_plan(network: Network, model: ArrayModel | Sequence[ArrayModel], *, opt
         Too many tiles, or weights beyond what the pools can reach. Nothing is programmed.
     """
     options = options or PlanOptions()
-    solver = solver or default_solver(options.common_mode_sigmas, options.common_mode_weight)
+    solver = solver or default_solver(options.common_mode_weight)
     models = [model] if isinstance(model, ArrayModel) else list(model)
     rows, cols, branches = models[0].geometry
     twins = [m.twin if options.predistort and not is_ideal(m.twin) else None for m in models]

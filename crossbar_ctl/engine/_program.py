@@ -244,7 +244,7 @@ def program_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, model: ArrayModel |
         one pass without corrections, and the settling time).
     """
     options = options or ProgramOptions()
-    solver = solver or default_solver(plan.header.options.common_mode_sigmas, plan.header.options.common_mode_weight)
+    solver = solver or default_solver(plan.header.options.common_mode_weight)
     labs = per_board(lab, plan.board_count, "labs")
     models = per_board(model, plan.board_count, "calibrations")
     tiles = plan.tiles()

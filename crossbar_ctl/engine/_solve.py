@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossbar_ctl.engine._mapping import ArrayModel, Tile, masks_from_selection, pair_transfer
-from crossbar_ctl.engine._predistort import refine_pairs, subset_sums, twin_response, window
+from crossbar_ctl.engine._predistort import WINDOW_SUMS, refine_pairs, subset_sums, twin_response, window
 from crossbar_ctl.engine._twin import is_ideal, twin_transfer
 
 if TYPE_CHECKING:
@@ -34,16 +34,13 @@ Solver = Callable[..., Any]
 """``solve_subset_sum`` or a compatible function (its result has ``.mask``)."""
 
 
-def default_solver(common_mode_sigmas: float = 0.0, common_mode_weight: float = 0.0) -> Solver:
-    """``solve_subset_sum`` with a common-mode-aware choice: with ``common_mode_sigmas`` > 0 the
-    window (among subsets within that many calibration uncertainties of the best, the smallest
-    ``G+ + G-``), else with ``common_mode_weight`` > 0 the joint cost ``|error| + weight (G+ + G-)``."""
+def default_solver(common_mode_weight: float = 0.0) -> Solver:
+    """``solve_subset_sum`` with the common-mode-aware joint cost ``|error| + common_mode_weight
+    (G+ + G-)`` (0: the least error alone)."""
     from functools import partial
 
     from crossbar_ctl.optimizer import solve_subset_sum
 
-    if common_mode_sigmas:
-        return partial(solve_subset_sum, common_mode_sigmas=common_mode_sigmas)
     return partial(solve_subset_sum, common_mode_weight=common_mode_weight) if common_mode_weight else solve_subset_sum
 
 
@@ -128,12 +125,14 @@ def array_response(model: ArrayModel, twin: TwinParameters, cell_s: np.ndarray,
 
 def refine_tile(model: ArrayModel, tile: Tile, selection: np.ndarray, target_s: np.ndarray,
                 cell_s: np.ndarray, transfer_s: np.ndarray, slope: np.ndarray, *, locality: float,
-                max_closed: int | None = None, round_: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                max_closed: int | None = None, round_: int = 0,
+                window_sums: int = WINDOW_SUMS) -> tuple[np.ndarray, np.ndarray]:
     """Every pair's best selection under the response linearised at ``(cell_s, transfer_s, slope)``.
 
     The round moves the branches of :func:`crossbar_ctl.engine._predistort.window` on both sides of
-    every pair (all of them up to ``WINDOW_BRANCHES`` per cell) and keeps the others as
-    ``selection`` has them; ``max_closed`` caps the closed branches per pair.
+    every pair (all of them where the tile's subset tables fit ``window_sums``, default
+    ``WINDOW_SUMS``) and keeps the others as ``selection`` has them; ``max_closed`` caps the closed
+    branches per pair.
 
     Parameters
     ----------
@@ -151,7 +150,7 @@ def refine_tile(model: ArrayModel, tile: Tile, selection: np.ndarray, target_s: 
         The linearised pair outputs of that selection (NaN where the cap leaves no choice).
     """
     n = model.geometry[2]
-    free = window(n, round_)
+    free = window(n, round_, pairs=selection.shape[0], sums=window_sums)
     moved = np.zeros(n, dtype=bool)
     moved[free] = True
     block = tile.block
@@ -183,7 +182,8 @@ def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, twin: Twi
     its gain ``T / G`` in that configuration, then :func:`refine_tile` refines every pair on the
     twin's linearised response for up to ``iterations`` rounds, keeping the best round. Any branch
     count and ``max_closed`` are refined: above ``WINDOW_BRANCHES`` per cell a round moves a
-    rotating window of the branches.
+    rotating window of the branches (the measured refinement of ``_refine``, fewer rounds where
+    each counts, moves every branch that fits ``WINDOW_SUMS``).
 
     Parameters
     ----------
@@ -217,7 +217,8 @@ def solve_tile(model: ArrayModel, tile: Tile, target_s: np.ndarray, *, twin: Twi
         if round_ == iterations:
             break
         chosen, predicted = refine_tile(model, tile, selection, target, cell_s, transfer, slope,
-                                        locality=locality, max_closed=max_closed, round_=round_)
+                                        locality=locality, max_closed=max_closed, round_=round_,
+                                        window_sums=0)
         move = np.abs(predicted - target) < np.abs(residual)
         selection = np.where(move[:, None], chosen, selection)
     assert best is not None

@@ -148,8 +148,7 @@ def _seeds(rng, cells: int, *, draw: bool) -> np.ndarray:
 
 
 def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_closed=None,
-                     tolerance_s: float = 0.0, common_mode_sigmas: float = 0.0, common_mode_weight: float = 0.0,
-                     rng=None) -> SubsetSumResult:
+                     tolerance_s: float = 0.0, common_mode_weight: float = 0.0, rng=None) -> SubsetSumResult:
     """Choose, per cell, the subset of branches whose summed conductance is closest to the target.
 
     Parameters
@@ -169,18 +168,13 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
         Near-tie window, siemens: among subsets whose error is within ``tolerance_s`` of the best,
         take the lowest propagated uncertainty, then the fewest closed branches. Default 0 (exact
         ties only). A wide window costs time: every pair of distinct half sums in it is visited.
-    common_mode_sigmas : float, optional
-        Common-mode-aware choice: among subsets within ``common_mode_sigmas`` calibration
-        uncertainties of the best (the median over cells of ``sqrt(sum(sigma_s**2) / 2)``, a
-        half-closed pool's), take the smallest ``sum(|values_s|)`` over the closed branches
-        (``G+ + G-`` of a differential pair), then the fewest closed branches. The window is the
-        larger of this and ``tolerance_s``. Default 0: off (the uncertainty tie-break above).
     common_mode_weight : float, optional
-        Common-mode-aware joint cost, in ``[0, 1)``: the subset with the least
+        Common-mode-aware joint cost, in ``[0, 1)``, dimensionless: the subset with the least
         ``|error| + common_mode_weight * sum(|values_s|)`` over its closed branches (siemens of
-        error charged per siemens of ``G+ + G-``), then the fewest closed. Unlike the window of
-        ``common_mode_sigmas`` (which it excludes), a subset gives up only as much error as the
-        common mode it saves is worth. Default 0: off.
+        error charged per siemens of ``G+ + G-`` of a differential pair), then the fewest closed;
+        a subset gives up only as much error as the common mode it saves is worth. The choice does
+        not change when every value and target is scaled alike. Default 0: off (the uncertainty
+        tie-break above); plans take ``PlanOptions.common_mode_weight``.
     rng : None, int or numpy.random.Generator, optional
         Randomness of the reduction path (cells beyond ``MAX_EXACT_BRANCHES`` usable branches).
         None is seed 0, so results are reproducible by default.
@@ -193,8 +187,8 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
     ------
     OptimizerError
         Non-numeric, non-finite or wrongly shaped input, an empty or too large pool, negative
-        sigma, max_closed or tolerance, a common-mode weight outside [0, 1) or beside
-        ``common_mode_sigmas``; the message names the argument.
+        sigma, max_closed or tolerance, a common-mode weight outside [0, 1); the message names
+        the argument.
     """
     values = _real_array("values_s", values_s, ndim=(1, 2))
     shape = values.shape
@@ -232,18 +226,10 @@ def solve_subset_sum(values_s, target_s, *, sigma_s=None, usable=None, max_close
         allowed = _for_kernel(_shaped("usable", allowed, shape).reshape(cells, m), bool)
     cap = _max_closed(max_closed, cells, single)
     tolerance = _non_negative("tolerance_s", tolerance_s)
-    common_mode = _non_negative("common_mode_sigmas", common_mode_sigmas)
     weight = _non_negative("common_mode_weight", common_mode_weight)
     if weight >= 1:
         raise OptimizerError(f"common_mode_weight: must be < 1, got {common_mode_weight!r}")
-    if weight > 0 and common_mode > 0:
-        raise OptimizerError("common_mode_weight: give it or common_mode_sigmas, not both")
-    rank = sig2  # the kernels' tie-break weights: uncertainty, or with common_mode the conductance
-    if common_mode > 0 and cells:
-        tolerance = max(tolerance, common_mode * float(np.median(np.sqrt(0.5 * np.sum(sig2, axis=1)))))
-        rank = np.abs(values)
-    if weight > 0:
-        rank = np.abs(values)
+    rank = np.abs(values) if weight > 0 else sig2  # the kernels' second key: G+ + G-, or the uncertainty
     seeds = _seeds(rng, cells, draw=bool(np.any(allowed.sum(axis=1) > MAX_EXACT_BRANCHES)))
 
     mask = np.zeros((cells, m), dtype=bool)

@@ -77,8 +77,8 @@ def test_pair_search_under_a_cap_matches_brute_force():
 
 def test_windows_move_every_branch_in_turn():
     np.testing.assert_array_equal(window(8, 5), np.arange(8))
-    assert len(window(16, 0)) == WINDOW_BRANCHES
-    covered = np.concatenate([window(16, r) for r in range(4)])
+    assert len(window(16, 0, sums=0)) == WINDOW_BRANCHES
+    covered = np.concatenate([window(16, r, sums=0) for r in range(4)])
     np.testing.assert_array_equal(np.bincount(covered), np.full(16, 3))
 
 
