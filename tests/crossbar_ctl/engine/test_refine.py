@@ -108,13 +108,15 @@ def test_longer_reads_where_pairs_are_ambiguous_cost_readings_and_buy_nothing_on
 def test_measured_cell_gains_scale_the_moves():
     """Each cell's branches all 0.2 % off together (the kind of error the pcb calibration's twin
     leaves, 6.6e-4 rms there), read noise 2e-5: the moves predicted with the twin's slopes times the
-    measured over predicted transfer of each cell leave 0.75 of the true error of the twin's slopes
-    alone (3.5e-8 against 4.6e-8 S). Planned without the common-mode joint cost: with it the pairs
-    carry less conductance, so a cell-wide error costs less and the ratio is 0.89."""
+    measured over predicted transfer of each cell leave 0.87 of the true error of the twin's slopes
+    alone (3.52e-8 against 4.04e-8 S; 0.75 at 2e88727, whose guard probe read twice as many noise
+    samples before the refinement: the ratio moves that much with the noise drawn). Planned without
+    the common-mode joint cost: with it the pairs carry less conductance, so a cell-wide error
+    costs less and the ratio is 0.89."""
     options = PlanOptions(common_mode_weight=0.0)
     scaled, _ = _refined_error(2e-5, 2e-3, 5e-5, options)
     plain, _ = _refined_error(2e-5, 2e-3, 5e-5, options, measured_gain=False)
-    assert scaled < 0.85 * plain
+    assert scaled < 0.93 * plain
 
 
 def test_difference_channels_read_the_pairs_closer_to_the_truth():
