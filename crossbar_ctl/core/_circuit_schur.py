@@ -74,7 +74,7 @@ def transfer_plan_bytes(rows: int, cols: int) -> int:
     return _plan(rows, cols).nbytes
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=32)  # the twin fit alone solves about a dozen shapes in turn
 def _plan(rows: int, cols: int) -> _Plan:
     """The nested-dissection elimination of a ``rows x cols`` crossbar (see the module)."""
     n = rows * cols
