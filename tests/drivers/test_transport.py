@@ -234,7 +234,7 @@ def test_ctrl_c_outside_an_exchange_is_immediate():
             print(f"interrupted after {time.monotonic() - start:.3f} s")
         """)
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parents[2])
+                          check=False, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("interrupted after ")
     assert float(done.stdout.split()[2]) < 1.0

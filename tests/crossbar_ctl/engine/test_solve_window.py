@@ -2,8 +2,6 @@
 (``_predistort.WINDOW_SUMS``), not a 12-branch window: above 12 branches a window left the closed
 loop short of the full search (issue 12, "no cliff")."""
 
-import numpy as np
-
 import crossbar_ctl.engine._predistort as predistort
 import crossbar_ctl.engine._solve as solve
 from crossbar_ctl.engine._predistort import WINDOW_BRANCHES, WINDOW_SUMS, window
