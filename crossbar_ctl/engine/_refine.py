@@ -7,7 +7,8 @@ transfer (unit vectors, ``repeats`` each, minus the all-zero vector's reading: t
 offsets), keeps for every pair the selection with the smallest measured error so far, and re-solves
 the pairs still off by more than ``tolerance_sigma`` times their measurement noise on the measured
 outputs, linearised with the twin's slopes (:func:`crossbar_ctl.engine._solve.refine_tile`: any
-branch count, a rotating window above ``WINDOW_BRANCHES``, ``max_closed`` kept). A move only has to
+branch count: every branch where the tile's subset tables fit ``WINDOW_SUMS``, else a rotating
+window of at least ``WINDOW_BRANCHES``; ``max_closed`` kept). A move only has to
 be right to the uncertainty of the few branches it toggles, and the next round measures what it did:
 later branches cancel the errors of earlier ones (multi-device compensation, Song et al., Science
 383:903, 2024).
