@@ -58,6 +58,7 @@ __all__ = [
     "ProbeErrors",
     "fresh_arrays",
     "guard_plan",
+    "layer_residual_s",
     "measure_plan",
     "median_scale",
     "probe_plan",
@@ -213,6 +214,11 @@ def programmed_residual_s(plan: SwitchPlan, t: int) -> np.ndarray:
     return plan.arrays[key] if key in plan.arrays else plan.tile(t, "residual_after_s")
 
 
+def layer_residual_s(plan: SwitchPlan, tiles: Sequence[int]) -> np.ndarray:
+    """:func:`programmed_residual_s` of a layer's ``tiles``, every pair in one flat array, siemens."""
+    return np.concatenate([programmed_residual_s(plan, t).ravel() for t in tiles])
+
+
 def median_scale(error: np.ndarray, noise_var: float = 0.0) -> float:
     """The median |error| of the error without its read noise: ``Q sqrt((m / Q)^2 - noise_var)``
     with ``m`` the median |error| and ``Q`` the median |x| of a standard normal (0 when the noise
@@ -266,7 +272,7 @@ def probe_plan(lab: Lab, plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_
     for lp in plan.header.layers:
         cpw = lp.conductance_per_weight_s
         now = np.concatenate([probe.error_s[t].ravel() for t in lp.tiles]) / cpw
-        then = np.concatenate([programmed_residual_s(plan, t).ravel() for t in lp.tiles]) / cpw
+        then = layer_residual_s(plan, lp.tiles) / cpw
         # the same probe's noise on both sides: a fresh plan reads its own errors again
         noise = float(np.mean([probe.noise_var_s2[t] for t in lp.tiles])) / cpw**2
         floor = max(HALF_NORMAL_MEDIAN * np.sqrt(noise), 1e-300)  # the finest median the probe resolves

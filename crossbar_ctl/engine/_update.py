@@ -39,6 +39,7 @@ from crossbar_ctl.engine._guard import (
     HALF_NORMAL_MEDIAN,
     PAIR_FACTOR,
     ProbeErrors,
+    layer_residual_s,
     median_scale,
     probe_plan,
     programmed_residual_s,
@@ -196,7 +197,7 @@ def recalibrate_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, t
         picked = choose_pairs(np.concatenate([e.ravel() for e in now]), layer.programmed_median * cpw,
                               layer.programmed_rms * cpw, np.mean([errors[0].noise_var_s2[t] for t in lp.tiles]),
                               limit_s=PAIR_FACTOR * layer.budget_rms * cpw,
-                              fresh_s=np.concatenate([programmed_residual_s(plan, t).ravel() for t in lp.tiles]))
+                              fresh_s=layer_residual_s(plan, lp.tiles))
         for t, error, part in zip(lp.tiles, now, np.split(picked, np.cumsum([e.size for e in now])[:-1])):
             first = plan.header.tiles[t].tile.block[0].start  # the tile's rows on the array
             part = part.reshape(error.shape)
@@ -316,8 +317,8 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
     # measure_tile's (its repeats, the difference channels), read noise taken out; the rms to what
     # the refinement left (what a rewritten pair comes back to)
     noise_var = {lp.index: float(np.mean([2 * state[t][4] ** 2 for t in lp.tiles])) for lp in plan.header.layers}
-    fresh = {lp.index: (median_scale(np.concatenate([programmed_residual_s(plan, t).ravel() for t in lp.tiles]),
-                                     noise_var[lp.index]),
+    fresh_pairs = {lp.index: layer_residual_s(plan, lp.tiles) for lp in plan.header.layers}
+    fresh = {lp.index: (median_scale(fresh_pairs[lp.index], noise_var[lp.index]),
                         _rms(np.concatenate([plan.tile(t, "residual_after_s").ravel() for t in lp.tiles])))
              for lp in plan.header.layers}
 
@@ -334,7 +335,7 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
             errors = np.concatenate([np.abs(state[t][3]) for t in lp.tiles])
             picked = choose_pairs(errors, *fresh[lp.index], noise_var[lp.index], goal_bits=goal_bits,
                                   limit_s=limit(lp.tiles[0]),
-                                  fresh_s=np.concatenate([programmed_residual_s(plan, t).ravel() for t in lp.tiles]),
+                                  fresh_s=fresh_pairs[lp.index],
                                   settled=np.concatenate([resolved[t] for t in lp.tiles]))
             chosen.update(zip(lp.tiles, np.split(picked, np.cumsum([state[t][3].size for t in lp.tiles])[:-1])))
         if not any(part.any() for part in chosen.values()):

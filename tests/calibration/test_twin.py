@@ -160,7 +160,6 @@ def test_a_fitted_wire_of_5e_16_ohm_predicts_like_an_ideal_one():
                                   network_col_current_a(g, volts, ideal))
 
 
-
 def test_slopes_on_a_cheaper_model_reach_the_exact_fit_with_a_fraction_of_its_calls():
     """The readings carry a stuck cell that the slopes' model leaves out (calibration takes its
     slopes without the stuck cells' network solves): the fit lands where the exact model's own
