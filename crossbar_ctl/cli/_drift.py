@@ -36,8 +36,10 @@ def add_commands(commands, bench) -> None:
         description="Read a sample of the calibration's own steps again, find what moved, re-measure those "
                     "rows (with --plan: the rows of its pairs over budget first) within a share of a full "
                     "calibration's readings. The new record names its parent's checksum.")
-    recal.add_argument("--calibration", required=True, metavar="CAL", type=Path, help="the record to bring up to date")
-    recal.add_argument("--out", required=True, metavar="CAL2", type=Path, help="where to write the new record")
+    recal.add_argument("--calibration", required=True, metavar="CAL", type=Path, nargs="+",
+                       help="the record to bring up to date; one per board, in order, for a lab of several boards")
+    recal.add_argument("--out", required=True, metavar="CAL2", type=Path, nargs="+",
+                       help="where to write the new record; one per --calibration, in the same order")
     recal.add_argument("--plan", metavar="PLAN", type=Path, default=None,
                        help="a plan programmed from CAL: its pairs over budget decide which rows come first")
     recal.add_argument("--tcr", metavar="TCR", type=Path, default=None,
@@ -63,12 +65,14 @@ def add_commands(commands, bench) -> None:
                        help="draw the log's drift history (needs matplotlib)")
     watch.add_argument("--recalibrate", action="store_true",
                        help="act when the guard would refuse: recalibrate (needs --calibration) and program --update")
-    watch.add_argument("--calibration", type=Path, default=None, metavar="CAL", help="the plan's calibration record")
+    watch.add_argument("--calibration", type=Path, default=None, metavar="CAL", nargs="+",
+                       help="the plan's calibration record; one per board, in order, for a lab of several boards")
     watch.add_argument("--tcr", type=Path, default=None, metavar="TCR", help="TCR record used when acting")
     watch.add_argument("--out-plan", type=Path, default=Path("plan-updated.npz"), metavar="PLAN2",
                        help="with --recalibrate: where the updated plan goes (written only if the watch acted)")
-    watch.add_argument("--out-calibration", type=Path, default=Path("calibration-updated.npz"), metavar="CAL2",
-                       help="with --recalibrate: where the new record goes (written only if the watch acted)")
+    watch.add_argument("--out-calibration", type=Path, default=[Path("calibration-updated.npz")], metavar="CAL2",
+                       nargs="+", help="with --recalibrate: where the new record goes, one per --calibration "
+                                       "(written only if the watch acted)")
     watch.add_argument("--lab", metavar="LAB.toml", help="lab file (default: the simulated lab)")
     watch.add_argument("--json", action="store_true", help="print this run's log lines as JSON")
     watch.set_defaults(run=_watch)
@@ -97,41 +101,66 @@ def _progress(args: argparse.Namespace) -> bool:
     return not getattr(args, "json", False) or sys.stderr.isatty()
 
 
+def _board_records(paths: list[Path], labs: Any, option: str) -> list[Any]:
+    """One calibration record per board of ``labs``, loaded from ``paths`` in order."""
+    from calibration import CalibrationRecord
+
+    if len(paths) != len(labs):
+        raise ConfigError(f"{option}: the lab has {len(labs)} board(s); give one record per board, in order "
+                          f"(got {len(paths)})", key=option)
+    return [CalibrationRecord.load(path) for path in paths]
+
+
+def _check_outputs(paths: list[Path], count: int, option: str, of: str) -> None:
+    if len(paths) != count:
+        raise ConfigError(f"{option}: give one path per {of} ({count}), got {len(paths)}", key=option)
+    for path in paths:
+        check_output_path(path, option)
+
+
 def _recalibrate(args: argparse.Namespace) -> int:
-    check_output_path(args.out, "--out")
-    from calibration import CalibrationRecord, TcrEstimate, recalibrate
-    from crossbar_ctl._lab import open_lab
+    _check_outputs(args.out, len(args.calibration), "--out", "--calibration")
+    from calibration import TcrEstimate, recalibrate
+    from crossbar_ctl._lab import open_labs
     from crossbar_ctl.engine._plan import SwitchPlan
     from crossbar_ctl.engine._update import recalibrate_plan
 
-    record = CalibrationRecord.load(args.calibration)
     plan = SwitchPlan.load(args.plan) if args.plan is not None else None
     tcr = TcrEstimate.load(args.tcr) if args.tcr is not None else None
-    with open_lab(args.lab) as lab:
+    with open_labs(args.lab) as labs:
+        records = _board_records(args.calibration, labs, "--calibration")
         if plan is not None:
-            new, report = recalibrate_plan(lab, plan, record, tcr=tcr, max_fraction=args.max_fraction)
+            news, reports = recalibrate_plan(list(labs), plan, records, tcr=tcr, max_fraction=args.max_fraction)
         else:
-            new, report = recalibrate(lab, record, tcr=tcr, max_fraction=args.max_fraction)
-    new.save(args.out)
-    result = {"out": str(args.out), "checksum": new.checksum(), **report.model_dump()}
+            if tcr is not None and len(labs) > 1:
+                raise ConfigError("--tcr: a TCR estimate is of one array; recalibrate several boards without it",
+                                  key="--tcr")
+            news, reports = map(list, zip(*(recalibrate(board_lab, board_record, tcr=tcr,
+                                                        max_fraction=args.max_fraction)
+                                            for board_lab, board_record in zip(labs, records))))
+    for new, out in zip(news, args.out):  # every board measured before any file is written
+        new.save(out)
+    results = [{"board": board, "out": str(out), "checksum": new.checksum(), **report.model_dump()}
+               for board, (new, out, report) in enumerate(zip(news, args.out, reports))]
 
-    def show(result: dict[str, Any]) -> None:
-        print_table([{"parent": result["parent_checksum"], "new": result["checksum"],
+    def show(results: list[dict[str, Any]]) -> None:
+        print_table([{"board": result["board"], "parent": result["parent_checksum"], "new": result["checksum"],
                       "sampled steps [#]": result["sampled_steps"], "common move [1]": result["common_ratio"] - 1,
                       "spread [1]": result["spread_rel"], "rows moved [#]": len(result["moved_rows"]),
                       "rows asked [#]": len(result["asked_rows"]),
                       "rows re-measured [#]": len(result["remeasured_rows"]), "readings [#]": result["readings"],
-                      "of a full calibration [1]": result["readings_fraction"]}],
-                    title=f"recalibration written to {result['out']}")
+                      "of a full calibration [1]": result["readings_fraction"]} for result in results],
+                    title=f"recalibration written to {', '.join(result['out'] for result in results)}")
 
-    emit(result, args, show)
+    emit(results[0] if len(results) == 1 else results, args,
+         lambda result: show([result] if isinstance(result, dict) else result))
     return 0
 
 
 def program_update(args: argparse.Namespace) -> int:
     """``crossbar program --update PLAN --calibration CAL2``: rewrite only the pairs over budget."""
-    from calibration import CalibrationRecord, TcrEstimate
-    from crossbar_ctl._lab import open_lab
+    from calibration import TcrEstimate
+    from crossbar_ctl._lab import open_labs
     from crossbar_ctl.cli._main import build_options
     from crossbar_ctl.engine._demo import progress_bar
     from crossbar_ctl.engine._plan import SwitchPlan
@@ -139,17 +168,18 @@ def program_update(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._update import update_plan
 
     calibrations = args.calibration if isinstance(args.calibration, list) else [args.calibration]
-    if len(calibrations) != 1:
-        raise ConfigError("--update rewrites a plan on one board: give one --calibration", key="--calibration")
     options = build_options(ProgramOptions, max_iterations=args.max_iterations)
     plan = SwitchPlan.load(args.update)
-    record = CalibrationRecord.load(calibrations[0])
     tcr = TcrEstimate.load(args.tcr) if args.tcr is not None else None
-    with open_lab(args.lab) as lab, progress_bar(len(plan.header.tiles), "update", enabled=_progress(args)) as bar:
-        updated, report = update_plan(lab, plan, record, tcr=tcr, options=options, progress=bar.update,
-                                      affine_vectors=args.affine_vectors)
+    with open_labs(args.lab) as labs:
+        records = _board_records([Path(path) for path in calibrations], labs, "--calibration")
+        with progress_bar(len(plan.header.tiles), "update", enabled=_progress(args)) as bar:
+            updated, report = update_plan(list(labs), plan, records, tcr=tcr, options=options, progress=bar.update,
+                                          affine_vectors=args.affine_vectors)
     updated.save(args.out)
-    result = {"plan": str(args.out), "calibration": updated.header.calibration.checksum, **report.model_dump()}
+    result = {"plan": str(args.out), "calibration": updated.header.calibration.checksum,
+              "calibrations": [updated.board_calibration(b).checksum for b in range(updated.board_count)],
+              **report.model_dump()}
 
     def show(result: dict[str, Any]) -> None:
         print_table([{"pairs [#]": result["pairs"], "over budget before [#]": result["pairs_over_before"],
@@ -176,22 +206,24 @@ def _watch(args: argparse.Namespace) -> int:
             raise ConfigError("--plot needs matplotlib: pip install 'crossbar-ctl[plot]'", key="--plot")
     if args.recalibrate:
         check_output_path(args.out_plan, "--out-plan")
-        check_output_path(args.out_calibration, "--out-calibration")
+        _check_outputs(args.out_calibration, len(args.calibration), "--out-calibration", "--calibration")
     read_log(args.log)  # a log that is not ours is refused before any work
-    from calibration import CalibrationRecord, TcrEstimate
-    from crossbar_ctl._lab import open_lab
+    from calibration import TcrEstimate
+    from crossbar_ctl._lab import open_labs
     from crossbar_ctl.engine._demo import progress_bar
     from crossbar_ctl.engine._plan import SwitchPlan
     from crossbar_ctl.engine._watch import plot_watch, watch_plan
 
     plan = SwitchPlan.load(args.plan)
-    record = CalibrationRecord.load(args.calibration) if args.recalibrate else None
     tcr = TcrEstimate.load(args.tcr) if args.tcr is not None else None
-    with open_lab(args.lab) as lab, progress_bar(args.count, "watch", enabled=_progress(args)) as bar:
-        entries, new_plan, new_record = watch_plan(lab, plan, every_s=every_s, count=args.count, log=args.log,
-                                                   record=record, tcr=tcr, progress=bar.update)
+    with open_labs(args.lab) as labs:
+        records = _board_records(args.calibration, labs, "--calibration") if args.recalibrate else None
+        with progress_bar(args.count, "watch", enabled=_progress(args)) as bar:
+            entries, new_plan, new_records = watch_plan(list(labs), plan, every_s=every_s, count=args.count,
+                                                        log=args.log, record=records, tcr=tcr, progress=bar.update)
     if any(entry["action"] for entry in entries):
-        new_record.save(args.out_calibration)
+        for new_record, out in zip(new_records, args.out_calibration):
+            new_record.save(out)
         new_plan.save(args.out_plan)
     if args.plot is not None:
         plot_watch(read_log(args.log), args.plot, title=f"drift of {args.plan.name}")
@@ -204,7 +236,7 @@ def _watch(args: argparse.Namespace) -> int:
                       f"{e['action']['cells_rewritten']} cells rewritten, {e['action']['readings']} readings"}
                      for e in entries], title=f"drift probes of {args.plan} (log: {args.log})")
         if any(e["action"] for e in entries):
-            print(f"updated plan: {args.out_plan}; new calibration: {args.out_calibration}")
+            print(f"updated plan: {args.out_plan}; new calibration: {', '.join(map(str, args.out_calibration))}")
 
     emit(entries, args, show)
     return 0

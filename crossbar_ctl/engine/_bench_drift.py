@@ -42,7 +42,8 @@ def _figures(report: Any) -> tuple[float, float]:
 def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: int = 16, branches: int = 8,
                 samples: int = 100, profile: str = "pcb", drift_per_hour: float | None = None,
                 demo: bool = False, seed: int = 0, max_fraction: float = 0.15,
-                progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+                progress: Callable[[int], None] | None = None,
+                reports: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Fresh, stale and recovered precision per scenario on a simulated lab.
 
     Parameters
@@ -64,6 +65,9 @@ def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: i
         The recalibration's share of a full calibration's readings.
     progress : callable, optional
         Called with 1 per scenario.
+    reports : list, optional
+        Appended per scenario with its check reports (``fresh``, ``stale``, ``kept``, ``after``) and
+        the recalibration's and update's reports (``recalibration``, ``update``), to look inside a row.
 
     Returns
     -------
@@ -130,6 +134,9 @@ def bench_drift(*, scenarios: Sequence[str] = SCENARIOS, rows: int = 16, cols: i
         (bits_fresh, enob_fresh), (bits_stale, enob_stale), (bits_after, enob_after) = (
             _figures(fresh), _figures(stale), _figures(after))
         probe = stale.drift_probe
+        if reports is not None:
+            reports.append({"scenario": name, "fresh": fresh, "stale": stale, "kept": kept, "after": after,
+                            "recalibration": recal, "update": update})
         results.append({
             "scenario": name, "realized_bits_fresh": bits_fresh, "realized_bits_stale": bits_stale,
             "realized_bits_after": bits_after, "enob_fresh": enob_fresh, "enob_stale": enob_stale,

@@ -25,6 +25,12 @@ with 7.9e-8 S of noise on the 16x16x8 pcb board, 2.4 times the fresh plan's medi
 lost) read as 0.38 bit *gained*. Through the difference channels at 4 reads a pair reads with
 about 1e-8, and the median scale follows the truth's loss (README "Keeping precision over time").
 
+A plan on several boards is probed on each (every tile on its own board's lab, channels and
+twin) and judged per layer and per layer on each board (:func:`board_groups`): boards drift and
+warm on their own, and one board a month on can hide in a layer's median behind a fresh one (a
+two-board 8x8x6 plan, one board 744 h on at 1e-4: that board's pairs read 2.1 bit lost, the layer's
+1.08 against a budget of 1.11).
+
 The probe costs ``2 (rows + 1) repeats`` readout vectors per tile (a 64-row tile at 4: 520), a
 small fraction of a check. A plan that was never programmed has no measured error: no guard.
 """
@@ -41,8 +47,8 @@ from pydantic import Field
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.engine._mapping import Tile, pair_transfer
-from crossbar_ctl.engine._plan import SwitchPlan, utc_now
-from crossbar_ctl.engine._program import _selection, readout_limits
+from crossbar_ctl.engine._plan import LayerPlan, SwitchPlan, utc_now
+from crossbar_ctl.engine._program import _selection, per_board, readout_limits
 from crossbar_ctl.engine._refine import DifferenceChannels, measure_tile
 
 if TYPE_CHECKING:
@@ -56,10 +62,12 @@ __all__ = [
     "DriftProbe",
     "LayerProbe",
     "ProbeErrors",
+    "board_groups",
     "fresh_arrays",
     "guard_plan",
     "layer_residual_s",
     "measure_plan",
+    "median_allowance_bits",
     "median_scale",
     "probe_plan",
     "programmed_residual_s",
@@ -88,9 +96,11 @@ MEDIAN_SIGMAS = 2.0
 
 
 class LayerProbe(StrictModel):
-    """One layer's error now against its budget, weight units."""
+    """One layer's error now against its budget, weight units (or its tiles on one board's)."""
 
     index: int
+    board: int | None = None
+    """The board whose tiles of the layer these are; None: every tile of the layer."""
     pairs: int
     error_median: float
     """Median |pair error| now (measured transfer minus target), the probe's read noise taken out
@@ -117,12 +127,17 @@ class DriftProbe(StrictModel):
     """What the guard measured before trusting a plan (a check report keeps it)."""
 
     over_budget: bool
-    """Some layer's median error exceeds its budget: the guard refuses (unless told to run anyway)."""
+    """Some layer's median error (or its tiles' on some board) exceeds its budget: the guard
+    refuses (unless told to run anyway)."""
     slack_bits: float = Field(ge=0)
     layers: tuple[LayerProbe, ...]
+    board_layers: tuple[LayerProbe, ...] = ()
+    """A plan on several boards: each layer's tiles on each board (:func:`board_groups`), each
+    held to its own budget too."""
     readings: int
     """Readout vectors the probe used."""
     temperature_c: float | None
+    """Board 0's temperature, degC (None where the lab cannot read one)."""
     measured_utc: str
 
 
@@ -135,6 +150,8 @@ class ProbeErrors:
     measured_s: dict[int, np.ndarray]
     noise_var_s2: dict[int, float]
     readings: int
+    board_readings: tuple[int, ...]
+    """``readings`` by board."""
     channels: dict[int, DifferenceChannels]
     """Per tile on a board with difference channels: their fit, every reading so far included."""
 
@@ -174,9 +191,10 @@ def measure_plan(labs: Sequence[Lab], plan: SwitchPlan, *, repeats: int = PROBE_
     if repeats < 2 or passes < 1:
         raise EngineError(f"repeats = {repeats!r}, passes = {passes!r}: the probe needs >= 2 reads per row "
                           "(its noise is estimated from them) and >= 1 pass")
-    error, measured_s, noise_var, fits, readings = {}, {}, {}, {}, 0
+    labs = per_board(list(labs), plan.board_count, "labs")
+    error, measured_s, noise_var, fits, readings = {}, {}, {}, {}, [0] * len(labs)
     for t, tile in enumerate(plan.tiles()):
-        lab = labs[tile.board if tile.board < len(labs) else 0]
+        lab = labs[tile.board]
         masks = plan.arrays[f"tile{t}.masks"]
         geometry = (*masks.shape, _MASK_BITS)
         selection = _selection(masks[tile.block], tile, _MASK_BITS)
@@ -190,11 +208,11 @@ def measure_plan(labs: Sequence[Lab], plan: SwitchPlan, *, repeats: int = PROBE_
             _, measured, noise, count = measure_tile(
                 lab, _PlannedCells(geometry, plan.tile(t, "cell_s")), tile, selection, plan.step_masks(tile.step),
                 repeats=repeats, limits=readout_limits(lab), twin=plan.board_twin(tile.board), channels=channels)
-            readings += count
+            readings[tile.board] += count
         measured_s[t] = measured
         error[t] = pair_transfer(measured) - plan.tile(t, "target_s")
         noise_var[t] = 2 * noise**2
-    return ProbeErrors(error, measured_s, noise_var, readings, fits)
+    return ProbeErrors(error, measured_s, noise_var, sum(readings), tuple(readings), fits)
 
 
 def fresh_arrays(probe: ProbeErrors) -> dict[str, np.ndarray]:
@@ -241,13 +259,16 @@ def _rms(a: np.ndarray, noise_var: float = 0.0) -> float:
     return float(np.sqrt(max(np.mean(np.square(a)) - noise_var, 0.0))) if a.size else 0.0
 
 
-def probe_plan(lab: Lab, plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_BITS, repeats: int = PROBE_REPEATS,
-               errors: list[ProbeErrors] | None = None) -> DriftProbe:
+def probe_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_BITS,
+               repeats: int = PROBE_REPEATS, errors: list[ProbeErrors] | None = None) -> DriftProbe:
     """Measure every tile of a programmed plan and compare its error with the plan's budget.
+
+    A plan on several boards is probed on every board, each tile on its own (its board's lab,
+    channels and twin); a layer's budget holds all its tiles, whichever board they are on.
 
     Parameters
     ----------
-    lab : drivers.Lab
+    lab : drivers.Lab, or one per board of the plan, in order (``open_labs``)
     plan : SwitchPlan
         A programmed plan (``plan.header.program`` set) of this lab.
     slack_bits : float
@@ -267,49 +288,77 @@ def probe_plan(lab: Lab, plan: SwitchPlan, *, slack_bits: float = DEFAULT_SLACK_
                           "program it with crossbar program")
     if not (np.isfinite(slack_bits) and slack_bits >= 0):
         raise EngineError(f"slack_bits = {slack_bits!r}: must be finite and >= 0")
-    probe = measure_plan([lab], plan, repeats=repeats)
-    layers = []
-    for lp in plan.header.layers:
-        cpw = lp.conductance_per_weight_s
-        now = np.concatenate([probe.error_s[t].ravel() for t in lp.tiles]) / cpw
-        then = layer_residual_s(plan, lp.tiles) / cpw
-        # the same probe's noise on both sides: a fresh plan reads its own errors again
-        noise = float(np.mean([probe.noise_var_s2[t] for t in lp.tiles])) / cpw**2
-        floor = max(HALF_NORMAL_MEDIAN * np.sqrt(noise), 1e-300)  # the finest median the probe resolves
-        median, programmed = max(median_scale(now, noise), floor), max(median_scale(then, noise), floor)
-        allowance = MEDIAN_SIGMAS * MEDIAN_LOG2_SD / np.sqrt(max(now.size, 1))
-        rms, programmed_rms = _rms(now, noise), max(_rms(then, noise), 1e-300)
-        layers.append(LayerProbe(
-            index=lp.index, pairs=int(now.size), error_rms=rms, programmed_rms=programmed_rms,
-            budget_rms=programmed_rms * 2.0**slack_bits, error_median=median, programmed_median=programmed,
-            budget_median=programmed * 2.0 ** (slack_bits + allowance),
-            pairs_over=int(np.sum(np.abs(now) > PAIR_FACTOR * programmed_rms * 2.0**slack_bits)),
-            bits_lost=float(np.log2(median / programmed))))
+    labs = per_board(lab, plan.board_count, "labs")
+    probe = measure_plan(labs, plan, repeats=repeats)
+    layers = [_group_probe(plan, probe, lp, lp.tiles, None, slack_bits) for lp in plan.header.layers]
+    parts = [_group_probe(plan, probe, lp, tiles, board, slack_bits)
+             for lp, board, tiles in board_groups(plan)] if plan.board_count > 1 else []
     if errors is not None:
         errors.append(probe)
     try:
-        temperature = float(lab.temperature_c())
+        temperature = float(labs[0].temperature_c())
     except (EngineError, AttributeError, TypeError, ValueError):
         temperature = None
-    return DriftProbe(over_budget=any(layer.error_median > layer.budget_median for layer in layers),
-                      slack_bits=slack_bits, layers=tuple(layers), readings=probe.readings,
-                      temperature_c=temperature, measured_utc=utc_now())
+    return DriftProbe(over_budget=any(group.error_median > group.budget_median for group in layers + parts),
+                      slack_bits=slack_bits, layers=tuple(layers), board_layers=tuple(parts),
+                      readings=probe.readings, temperature_c=temperature, measured_utc=utc_now())
+
+
+def board_groups(plan: SwitchPlan) -> list[tuple[LayerPlan, int | None, list[int]]]:
+    """Each layer's tiles by board, ``(layer, board, tiles)``: on one board the whole layer (board
+    None); on several, one group per board holding some of the layer (each board drifts and warms
+    on its own, so each is held to its own fresh error)."""
+    if plan.board_count == 1:
+        return [(lp, None, list(lp.tiles)) for lp in plan.header.layers]
+    tiles = plan.tiles()
+    return [(lp, board, [t for t in lp.tiles if tiles[t].board == board])
+            for lp in plan.header.layers for board in sorted({tiles[t].board for t in lp.tiles})]
+
+
+def median_allowance_bits(pairs: int) -> float:
+    """The budget's allowance for the sampling error of two medians of ``pairs`` pair errors, bits
+    (``MEDIAN_SIGMAS * MEDIAN_LOG2_SD / sqrt(pairs)``): how far a fresh plan may read from its own
+    fresh reading."""
+    return MEDIAN_SIGMAS * MEDIAN_LOG2_SD / np.sqrt(max(pairs, 1))
+
+
+def _group_probe(plan: SwitchPlan, probe: ProbeErrors, lp: LayerPlan, tiles: Sequence[int], board: int | None,
+                 slack_bits: float) -> LayerProbe:
+    """One layer's (or its tiles on one board's) error now against its budget, weight units."""
+    cpw = lp.conductance_per_weight_s
+    now = np.concatenate([probe.error_s[t].ravel() for t in tiles]) / cpw
+    then = layer_residual_s(plan, tiles) / cpw
+    # the same probe's noise on both sides: a fresh plan reads its own errors again
+    noise = float(np.mean([probe.noise_var_s2[t] for t in tiles])) / cpw**2
+    floor = max(HALF_NORMAL_MEDIAN * np.sqrt(noise), 1e-300)  # the finest median the probe resolves
+    median, programmed = max(median_scale(now, noise), floor), max(median_scale(then, noise), floor)
+    rms, programmed_rms = _rms(now, noise), max(_rms(then, noise), 1e-300)
+    return LayerProbe(
+        index=lp.index, board=board, pairs=int(now.size), error_rms=rms, programmed_rms=programmed_rms,
+        budget_rms=programmed_rms * 2.0**slack_bits, error_median=median, programmed_median=programmed,
+        budget_median=programmed * 2.0 ** (slack_bits + median_allowance_bits(now.size)),
+        pairs_over=int(np.sum(np.abs(now) > PAIR_FACTOR * programmed_rms * 2.0**slack_bits)),
+        bits_lost=float(np.log2(median / programmed)))
 
 
 def stale_message(probe: DriftProbe) -> str:
-    """The guard's one-line refusal: the worst layer, its loss, and what to run."""
-    worst = max(probe.layers, key=lambda layer: layer.bits_lost)
+    """The guard's one-line refusal: the layer (on a board) furthest past its budget, its loss, and
+    what to run."""
+    worst = max(probe.layers + probe.board_layers,
+                key=lambda group: group.bits_lost - np.log2(group.budget_median / group.programmed_median))
     budget_bits = np.log2(worst.budget_median / worst.programmed_median)
-    return (f"the plan has drifted past its error budget: layer {worst.index} median weight error "
+    where = f"layer {worst.index}" + ("" if worst.board is None else f" on board {worst.board}")
+    return (f"the plan has drifted past its error budget: {where} median weight error "
             f"{worst.error_median:.3g}, {worst.bits_lost:.2f} bit lost since programming (budget "
             f"{budget_bits:.2f} bit, {worst.pairs_over} of {worst.pairs} pairs over); run crossbar recalibrate "
             "--calibration CAL --plan PLAN --out CAL2, then crossbar program --update PLAN --calibration CAL2 "
             "(or check --allow-stale to run anyway)")
 
 
-def guard_plan(lab: Lab, plan: SwitchPlan, *, allow_stale: bool = False,
+def guard_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, allow_stale: bool = False,
                slack_bits: float = DEFAULT_SLACK_BITS) -> DriftProbe | None:
-    """Probe a plan before it is used; refuse it over its budget unless ``allow_stale``.
+    """Probe a plan before it is used (every board of it: :func:`probe_plan`); refuse it over its
+    budget unless ``allow_stale``.
 
     Returns
     -------

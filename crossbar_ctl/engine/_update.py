@@ -21,7 +21,7 @@ The updated plan names the new record; its budget stays the one the plan was fir
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,7 +39,9 @@ from crossbar_ctl.engine._guard import (
     HALF_NORMAL_MEDIAN,
     PAIR_FACTOR,
     ProbeErrors,
+    board_groups,
     layer_residual_s,
+    median_allowance_bits,
     median_scale,
     probe_plan,
     programmed_residual_s,
@@ -50,8 +52,10 @@ from crossbar_ctl.engine._program import (
     ProgramOptions,
     _full_masks,
     _selection,
+    in_parallel,
     lab_idn,
     load_tile,
+    per_board,
     readout_limits,
 )
 from crossbar_ctl.engine._refine import (
@@ -99,18 +103,29 @@ class UpdateReport(StrictModel):
     compare with the plan's ``program.cost.switch_writes``)."""
 
 
-def _check_lineage(plan: SwitchPlan, record: CalibrationRecord) -> None:
-    planned = plan.header.calibration.checksum
-    mine, parent = record.checksum(), record.header.parent_checksum
-    if planned and planned not in (mine, parent):
+def _check_lineage(plan: SwitchPlan, records: Sequence[CalibrationRecord]) -> None:
+    """Each board's record is the plan's calibration of that board or one recalibrated from it."""
+    several = plan.board_count > 1
+    for board, record in enumerate(records):
+        planned = plan.board_calibration(board).checksum
+        mine, parent = record.checksum(), record.header.parent_checksum
+        if not planned or planned in (mine, parent):
+            continue
         named = f"was recalibrated from {parent}" if parent else f"is {mine}, a full calibration"
-        raise EngineError(f"the calibration does not belong to this plan: the plan was made from calibration "
-                          f"{planned} but this record {named}; recalibrate from the plan's calibration")
+        if not several:
+            raise EngineError(f"the calibration does not belong to this plan: the plan was made from calibration "
+                              f"{planned} but this record {named}; recalibrate from the plan's calibration")
+        other = [b for b in range(plan.board_count) if plan.board_calibration(b).checksum in (mine, parent)]
+        hint = (f"it is board {other[0]}'s: give one record per board, in the boards' order" if other else
+                "recalibrate from the plan's calibration of that board")
+        raise EngineError(f"calibration record {board} does not belong to board {board} of this plan: the plan "
+                          f"made it from calibration {planned} but this record {named}; {hint}")
 
 
 def choose_pairs(error_s: np.ndarray, fresh_median_s: float, fresh_rms_s: float, noise_var_s2: float = 0.0, *,
-                 goal_bits: float = UPDATE_GOAL_BITS, limit_s: float = np.inf, fresh_s: np.ndarray | None = None,
-                 settled: np.ndarray | None = None) -> np.ndarray:
+                 goal_bits: float = UPDATE_GOAL_BITS, limit_s: float | np.ndarray = np.inf,
+                 fresh_s: np.ndarray | None = None,
+                 settled: np.ndarray | None = None, resolution_bits: float = 0.0) -> np.ndarray:
     """The pairs of a layer to rewrite: the fewest, worst first, whose rewriting (each back to the
     fresh plan's error) brings the layer's median error (:func:`median_scale`) and its rms within
     ``goal_bits`` of the fresh plan's, and every pair over ``limit_s``.
@@ -131,8 +146,8 @@ def choose_pairs(error_s: np.ndarray, fresh_median_s: float, fresh_rms_s: float,
         Read-noise variance in each measured error, S^2.
     goal_bits : float
         Precision the layer may keep lost after the rewrites, bits.
-    limit_s : float
-        A pair over this is rewritten whatever the layer's figures (the guard's pair rule).
+    limit_s : float or ndarray (pairs,)
+        A pair over this is rewritten whatever the layer's figures (:func:`pair_limit_s`).
     fresh_s : ndarray, optional
         The layer's pair errors as read right after programming (as ``error_s`` is read): a
         rewritten pair comes back to that error, not below it, so it counts toward the median only
@@ -140,12 +155,22 @@ def choose_pairs(error_s: np.ndarray, fresh_median_s: float, fresh_rms_s: float,
     settled : ndarray (pairs,) of bool, optional
         Pairs rewritten already: they count as rewritten ones, whatever they read now (the
         refinement kept the selection it read lowest, so its reading of them is low).
+    resolution_bits : float
+        A group none of whose pairs is settled, none over ``limit_s``, and whose median reads within
+        this of the fresh plan's is left as it is: a fresh plan reads so (the medians' own sampling
+        error, :func:`crossbar_ctl.engine._guard.median_allowance_bits`); chasing that noise sent
+        ``recalibrate`` to a board that had not moved (a two-board 8x8x6 plan, one board a month on
+        at 1e-4: 4 of the other's 8 rows re-measured, without this rule or without
+        :func:`pair_limit_s`'s own-error rule; with both, none).
 
     Returns
     -------
     ndarray (pairs,) of bool
     """
     n = error_s.size
+    if ((settled is None or not settled.any()) and not np.any(error_s > limit_s)
+            and median_scale(error_s, noise_var_s2) <= fresh_median_s * 2.0**resolution_bits):
+        return np.zeros(n, bool)
     order = np.argsort(-error_s)
     goal = 2.0**goal_bits
     # the median: a pair reads within the goal below the goal's scale with the read noise put back
@@ -167,59 +192,103 @@ def choose_pairs(error_s: np.ndarray, fresh_median_s: float, fresh_rms_s: float,
     return picked | (error_s > limit_s)
 
 
-def recalibrate_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: TcrEstimate | None = None,
-                     slack_bits: float = DEFAULT_SLACK_BITS, max_fraction: float = 0.15,
-                     seed: int = 0) -> tuple[CalibrationRecord, RecalibrationReport]:
+def pair_limit_s(fresh_s: np.ndarray, budget_rms_s: float, slack_bits: float = DEFAULT_SLACK_BITS) -> np.ndarray:
+    """The error past which a pair is rewritten whatever its layer's figures, siemens: ``PAIR_FACTOR``
+    times the layer's budget rms (the guard's pair rule), or for a pair programmed worse than that
+    (a weight at its pool's edge, a fault), its own fresh error ``fresh_s`` times ``2**slack_bits``:
+    rewriting it again would only come back there (a two-board 8x8x6 plan: a pair read 3.9e-6 S
+    fresh, 46 times its board's median, and sent ``recalibrate`` to that board when the other moved).
+
+    Parameters
+    ----------
+    fresh_s : ndarray
+        The pairs' errors as read right after programming, siemens.
+    budget_rms_s : float
+        The layer's budget rms (:class:`crossbar_ctl.engine._guard.LayerProbe`), siemens.
+    """
+    return np.maximum(PAIR_FACTOR * budget_rms_s, np.abs(fresh_s) * 2.0**slack_bits)
+
+
+def recalibrate_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan,
+                     record: CalibrationRecord | Sequence[CalibrationRecord], *, tcr: TcrEstimate | None = None,
+                     slack_bits: float = DEFAULT_SLACK_BITS, max_fraction: float = 0.15, seed: int = 0
+                     ) -> tuple[CalibrationRecord | list[CalibrationRecord],
+                                RecalibrationReport | list[RecalibrationReport]]:
     """``calibration.recalibrate`` for a plan: the rows of its pairs over budget come first.
 
     The probe's readings count in the report's ``readings`` (and its fraction): the recalibration
-    gets what is left of ``max_fraction``.
+    gets what is left of ``max_fraction``. A plan on several boards is probed on every board (each
+    layer's pairs chosen per board, :func:`crossbar_ctl.engine._guard.board_groups`) and each
+    board's record recalibrated with the rows of its own pairs and its own share.
+
+    Parameters
+    ----------
+    lab : drivers.Lab, or one per board of the plan, in order
+    plan : SwitchPlan
+    record : calibration.CalibrationRecord, or one per board, in the boards' order
+
+    Returns
+    -------
+    record, report
+        The new record and its :class:`calibration.RecalibrationReport`; lists of them, one per
+        board, when ``record`` is a sequence.
 
     Raises
     ------
     EngineError
-        The plan was not made from ``record`` (nor from its parent).
+        A record not the plan's (nor recalibrated from it) on its board; a TCR estimate for several
+        boards.
     CalibrationError
         As ``calibration.recalibrate``.
     """
     from calibration import CalibrationRecord, recalibrate
 
-    _check_lineage(plan, record)
+    labs = per_board(lab, plan.board_count, "labs")
+    records = per_board(record, plan.board_count, "calibration records")
+    if tcr is not None and len(labs) > 1:
+        raise EngineError("a TCR estimate is of one array; recalibrate a plan on several boards without --tcr")
+    _check_lineage(plan, records)
     errors: list[ProbeErrors] = []
     # 2 reads a row rank the rows; the probe's readings come out of the recalibration's share (at 4,
     # on 16x16x8 pcb after 31 d at 1e-4: 0.10 of a calibration left, realized 11.31 after the update
     # against 11.84 with 2, fresh 12.34)
-    probe = probe_plan(lab, plan, slack_bits=slack_bits, errors=errors, repeats=2)
-    worst: dict[int, float] = {}
-    for lp, layer in zip(plan.header.layers, probe.layers):
+    probe = probe_plan(labs, plan, slack_bits=slack_bits, errors=errors, repeats=2)
+    tiles = plan.tiles()
+    worst: list[dict[int, float]] = [{} for _ in labs]  # per board: row -> its worst pair picked
+    for (lp, _, group), layer in zip(board_groups(plan), probe.board_layers or probe.layers):
         cpw = lp.conductance_per_weight_s
-        now = [np.abs(errors[0].error_s[t]) for t in lp.tiles]
+        now = [np.abs(errors[0].error_s[t]) for t in group]
         picked = choose_pairs(np.concatenate([e.ravel() for e in now]), layer.programmed_median * cpw,
-                              layer.programmed_rms * cpw, np.mean([errors[0].noise_var_s2[t] for t in lp.tiles]),
-                              limit_s=PAIR_FACTOR * layer.budget_rms * cpw,
-                              fresh_s=layer_residual_s(plan, lp.tiles))
-        for t, error, part in zip(lp.tiles, now, np.split(picked, np.cumsum([e.size for e in now])[:-1])):
-            first = plan.header.tiles[t].tile.block[0].start  # the tile's rows on the array
+                              layer.programmed_rms * cpw, np.mean([errors[0].noise_var_s2[t] for t in group]),
+                              limit_s=pair_limit_s(layer_residual_s(plan, group), layer.budget_rms * cpw, slack_bits),
+                              fresh_s=layer_residual_s(plan, group), resolution_bits=median_allowance_bits(layer.pairs))
+        for t, error, part in zip(group, now, np.split(picked, np.cumsum([e.size for e in now])[:-1])):
+            rows, first = worst[tiles[t].board], tiles[t].block[0].start  # the tile's rows on its array
             part = part.reshape(error.shape)
             for row in np.nonzero(part.any(axis=1))[0]:
-                worst[first + int(row)] = max(worst.get(first + int(row), 0.0), float(error[row][part[row]].max()))
-    rows = sorted(worst, key=lambda r: -worst[r])
-    share = max_fraction - probe.readings / max(record.header.readings, 1)  # the probe's readings count too
-    if share <= 0:
-        raise EngineError(f"the plan's probe alone takes {probe.readings} readings, more than max_fraction = "
-                          f"{max_fraction:g} of the calibration's {record.header.readings}; raise --max-fraction")
-    new, report = recalibrate(lab, record, rows=rows, tcr=tcr, max_fraction=share,
-                              sample_fraction=min(0.03, share), seed=seed)
-    readings = report.readings + probe.readings
-    new = CalibrationRecord(new.header.model_copy(update={"readings": new.header.readings + probe.readings}),
-                            new.arrays)
-    return new, report.model_copy(update={"readings": readings,
-                                          "readings_fraction": readings / max(report.parent_readings, 1)})
+                rows[first + int(row)] = max(rows.get(first + int(row), 0.0), float(error[row][part[row]].max()))
+    news, reports = [], []
+    for board, (board_lab, parent) in enumerate(zip(labs, records)):
+        probed = errors[0].board_readings[board]
+        share = max_fraction - probed / max(parent.header.readings, 1)  # the probe's readings count too
+        if share <= 0:
+            raise EngineError(f"the plan's probe alone takes {probed} readings, more than max_fraction = "
+                              f"{max_fraction:g} of the calibration's {parent.header.readings}; raise --max-fraction")
+        rows = sorted(worst[board], key=lambda r: -worst[board][r])
+        new, report = recalibrate(board_lab, parent, rows=rows, tcr=tcr, max_fraction=share,
+                                  sample_fraction=min(0.03, share), seed=seed)
+        readings = report.readings + probed
+        news.append(CalibrationRecord(new.header.model_copy(update={"readings": new.header.readings + probed}),
+                                      new.arrays))
+        reports.append(report.model_copy(update={"readings": readings,
+                                                 "readings_fraction": readings / max(report.parent_readings, 1)}))
+    return (news, reports) if isinstance(record, (list, tuple)) else (news[0], reports[0])
 
 
-def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: TcrEstimate | None = None,
-                slack_bits: float = DEFAULT_SLACK_BITS, goal_bits: float = UPDATE_GOAL_BITS,
-                options: ProgramOptions | None = None, passes: int = 2, affine_vectors: int | None = None,
+def update_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, record: CalibrationRecord | Sequence[CalibrationRecord],
+                *, tcr: TcrEstimate | None = None, slack_bits: float = DEFAULT_SLACK_BITS,
+                goal_bits: float = UPDATE_GOAL_BITS, options: ProgramOptions | None = None, passes: int = 2,
+                affine_vectors: int | None = None,
                 progress: Callable[[int], None] | None = None) -> tuple[SwitchPlan, UpdateReport]:
     """Re-solve and rewrite only the pairs of a programmed plan that are over its error budget.
 
@@ -229,17 +298,19 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
     refinement (:func:`crossbar_ctl.engine._refine.refine_measured`, its rounds and reads) re-solves
     only them until each is within its measurement noise, keeping the tile only if it measures
     better as a whole. A rewrite moves the pairs sharing its row's driver, so the pairs are picked
-    again on the last measurement, for ``passes`` passes.
+    again on the last measurement, for ``passes`` passes. A plan on several boards is measured and
+    rewritten on each board with its own record, the boards in parallel, and each layer's pairs are
+    picked per board (:func:`crossbar_ctl.engine._guard.board_groups`), as the guard holds them.
 
     Parameters
     ----------
-    lab : drivers.Lab
+    lab : drivers.Lab, or one per board of the plan, in order
     plan : SwitchPlan
         A programmed plan of this lab.
-    record : calibration.CalibrationRecord
-        The plan's calibration or one recalibrated from it (``header.parent_checksum``).
+    record : calibration.CalibrationRecord, or one per board, in the boards' order
+        The plan's calibration (of that board) or one recalibrated from it (``header.parent_checksum``).
     tcr : calibration.TcrEstimate, optional
-        Re-solve with the conductances predicted at the lab's measured temperature.
+        Re-solve with the conductances predicted at the lab's measured temperature (one board).
     slack_bits : float
         The plan's budget: precision it may lose since programming (the guard's).
     goal_bits : float
@@ -259,145 +330,162 @@ def update_plan(lab: Lab, plan: SwitchPlan, record: CalibrationRecord, *, tcr: T
     Returns
     -------
     plan : SwitchPlan
-        The updated plan (new masks where rewritten, the new record's reference, a new
+        The updated plan (new masks where rewritten, the new records' references, a new
         :class:`ProgramRecord` whose ``cost`` counts the update's switch writes).
     report : UpdateReport
 
     Raises
     ------
     EngineError
-        A plan never programmed; a record that is not the plan's nor recalibrated from it; another
-        array.
+        A plan never programmed; a record that is not the plan's nor recalibrated from it (on its
+        board); another array; a TCR estimate for several boards.
     """
     from crossbar_ctl.engine._workflow import array_model, check_fingerprint, check_lab
 
     if plan.header.program is None:
         raise EngineError("the plan was never programmed: program it with crossbar program")
-    tiles = plan.tiles()
-    if any(tile.board for tile in tiles):
-        raise EngineError("program --update rewrites plans on one board; this plan spans several: "
-                          "program it again with crossbar program")
-    _check_lineage(plan, record)
+    labs = per_board(lab, plan.board_count, "labs")
+    records = per_board(record, plan.board_count, "calibration records")
+    if tcr is not None and len(labs) > 1:
+        raise EngineError("a TCR estimate is of one array; update a plan on several boards without --tcr")
+    _check_lineage(plan, records)
     if tcr is not None:
         from calibration import record_at_temperature
 
-        record = record_at_temperature(record, tcr, lab.temperature_c())
-    model = array_model(record)
-    check_lab(model.reference, lab)
-    check_fingerprint(model.reference, lab)
+        records = [record_at_temperature(records[0], tcr, labs[0].temperature_c())]
+    models = [array_model(board_record) for board_record in records]
+    for board_lab, model in zip(labs, models):
+        check_lab(model.reference, board_lab)
+        check_fingerprint(model.reference, board_lab)
     options = options or ProgramOptions()
-    limits = readout_limits(lab)
-    branches = model.geometry[2]
+    tiles = plan.tiles()
+    mine = [[t for t, tile in enumerate(tiles) if tile.board == b] for b in range(len(labs))]
+    geometry = models[0].geometry
     arrays = dict(plan.arrays)
-    counters = board_counters(lab)
-    predicted_loads = predict_loads((plan.step_masks(tile.step) for tile in tiles), lab.board.known_masks(),
-                                    settle_s=lab.board.settle_s)
-    settings = {"twin": model.twin, "limits": limits, "repeats": options.refine_repeats}
+    counters = [board_counters(board_lab) for board_lab in labs]
+    predicted_loads = [predict_loads((plan.step_masks(tiles[t].step) for t in mine[b]), labs[b].board.known_masks(),
+                                     settle_s=labs[b].board.settle_s) for b in range(len(labs))]
+    settings = [{"twin": model.twin, "limits": readout_limits(board_lab), "repeats": options.refine_repeats}
+                for board_lab, model in zip(labs, models)]
 
     def context(t: int) -> np.ndarray:  # the other tiles of its step, as they are now
         return step_masks((arrays[f"tile{u}.masks"] for u, other in enumerate(tiles)
-                           if other.step == tiles[t].step and u != t), model.geometry[:2])
+                           if other.step == tiles[t].step and u != t), geometry[:2])
 
-    # every tile measured as programmed (selection, cell, measured, pair error, noise)
+    # every tile measured as programmed (selection, cell, measured, pair error, noise), on its board
     state: dict[int, tuple] = {}
-    readings = 0
-    for t, tile in enumerate(tiles):
-        selection = _selection(arrays[f"tile{t}.masks"][tile.block], tile, branches)
-        # through the difference channels too, as the refinement reads (and read the residual it left)
-        diff = (options.refine_differential and getattr(lab.readout, "differential", False)
-                and tile.block[1].start % 2 == 0)
-        cell, measured, noise, count = measure_tile(lab, model, tile, selection, context(t),
-                                                    channels=DifferenceChannels(tile.pairs) if diff else None,
-                                                    **settings)
-        state[t] = (selection, cell, measured, pair_transfer(measured).ravel() - plan.tile(t, "target_s").ravel(),
-                    noise)
-        readings += count
-    layer_of = {t: lp for lp in plan.header.layers for t in lp.tiles}
-    # the median held to the guard's reading right after programming, of the same kind as
-    # measure_tile's (its repeats, the difference channels), read noise taken out; the rms to what
-    # the refinement left (what a rewritten pair comes back to)
-    noise_var = {lp.index: float(np.mean([2 * state[t][4] ** 2 for t in lp.tiles])) for lp in plan.header.layers}
-    fresh_pairs = {lp.index: layer_residual_s(plan, lp.tiles) for lp in plan.header.layers}
-    fresh = {lp.index: (median_scale(fresh_pairs[lp.index], noise_var[lp.index]),
-                        _rms(np.concatenate([plan.tile(t, "residual_after_s").ravel() for t in lp.tiles])))
-             for lp in plan.header.layers}
+    readings = [0] * len(labs)
 
-    def limit(t: int) -> float:  # the guard's rule for one pair
-        return PAIR_FACTOR * fresh[layer_of[t].index][1] * 2.0**slack_bits
+    def measure_board(b: int) -> None:
+        for t in mine[b]:
+            tile = tiles[t]
+            selection = _selection(arrays[f"tile{t}.masks"][tile.block], tile, geometry[2])
+            # through the difference channels too, as the refinement reads (and read the residual it left)
+            diff = (options.refine_differential and getattr(labs[b].readout, "differential", False)
+                    and tile.block[1].start % 2 == 0)
+            cell, measured, noise, count = measure_tile(labs[b], models[b], tile, selection, context(t),
+                                                        channels=DifferenceChannels(tile.pairs) if diff else None,
+                                                        **settings[b])
+            state[t] = (selection, cell, measured,
+                        pair_transfer(measured).ravel() - plan.tile(t, "target_s").ravel(), noise)
+            readings[b] += count
+
+    in_parallel(measure_board, len(labs))
+    # per layer (on several boards: its tiles on each board, as the guard holds them) the median held
+    # to the guard's reading right after programming, of the same kind as measure_tile's (its
+    # repeats, the difference channels), read noise taken out; the rms to what the refinement left
+    # (what a rewritten pair comes back to)
+    groups = [group for _, _, group in board_groups(plan)]
+    group_of = {t: g for g, group in enumerate(groups) for t in group}
+    noise_var = [float(np.mean([2 * state[t][4] ** 2 for t in group])) for group in groups]
+    fresh_pairs = [layer_residual_s(plan, group) for group in groups]
+    fresh = [(median_scale(pairs, noise), _rms(np.concatenate([plan.tile(t, "residual_after_s").ravel()
+                                                                for t in group])))
+             for group, pairs, noise in zip(groups, fresh_pairs, noise_var)]
+
+    def limit(t: int) -> np.ndarray:  # each pair's of tile t
+        return pair_limit_s(programmed_residual_s(plan, t).ravel(), fresh[group_of[t]][1] * 2.0**slack_bits, slack_bits)
 
     over_before = sum(int(np.sum(np.abs(state[t][3]) > limit(t))) for t in state)
     before_rms = [_rms(state[t][3]) for t in range(len(tiles))]
     resolved = {t: np.zeros(state[t][3].size, bool) for t in state}
-    rounds_run = dict.fromkeys(state, 0)
-    for _ in range(max(passes, 1)):
-        chosen: dict[int, np.ndarray] = {}
-        for lp in plan.header.layers:
-            errors = np.concatenate([np.abs(state[t][3]) for t in lp.tiles])
-            picked = choose_pairs(errors, *fresh[lp.index], noise_var[lp.index], goal_bits=goal_bits,
-                                  limit_s=limit(lp.tiles[0]),
-                                  fresh_s=fresh_pairs[lp.index],
-                                  settled=np.concatenate([resolved[t] for t in lp.tiles]))
-            chosen.update(zip(lp.tiles, np.split(picked, np.cumsum([state[t][3].size for t in lp.tiles])[:-1])))
-        if not any(part.any() for part in chosen.values()):
-            break
-        for t, tile in enumerate(tiles):
+    rounds_run = dict.fromkeys(range(len(tiles)), 0)
+    chosen: dict[int, np.ndarray] = {}
+
+    def refine_board(b: int) -> None:
+        for t in mine[b]:
             if not chosen[t].any():
                 continue
-            refined = refine_measured(lab, model, tile, state[t][0], plan.tile(t, "target_s").ravel(), context(t),
-                                      rounds=options.max_iterations + options.refine_rounds,
+            refined = refine_measured(labs[b], models[b], tiles[t], state[t][0], plan.tile(t, "target_s").ravel(),
+                                      context(t), rounds=options.max_iterations + options.refine_rounds,
                                       locality=plan.header.options.locality,
                                       max_closed=plan.header.options.max_closed, pairs=chosen[t],
                                       max_repeats=options.refine_max_repeats,
-                                      differential=options.refine_differential, **settings)
-            readings += refined.readings
+                                      differential=options.refine_differential, **settings[b])
+            readings[b] += refined.readings
             rounds_run[t] += refined.rounds
             resolved[t] |= chosen[t]
             state[t] = (refined.selection, refined.cell_s, refined.measured_s, refined.residual_s, refined.noise_s)
-            arrays[f"tile{t}.masks"] = _full_masks(model, tile, refined.selection)
+            arrays[f"tile{t}.masks"] = _full_masks(models[b], tiles[t], refined.selection)
+
+    for _ in range(max(passes, 1)):
+        for g, group in enumerate(groups):
+            errors = np.concatenate([np.abs(state[t][3]) for t in group])
+            picked = choose_pairs(errors, *fresh[g], noise_var[g], goal_bits=goal_bits,
+                                  limit_s=np.concatenate([limit(t) for t in group]),
+                                  fresh_s=fresh_pairs[g], settled=np.concatenate([resolved[t] for t in group]),
+                                  resolution_bits=median_allowance_bits(errors.size))
+            chosen.update(zip(group, np.split(picked, np.cumsum([state[t][3].size for t in group])[:-1])))
+        if not any(part.any() for part in chosen.values()):
+            break
+        in_parallel(refine_board, len(labs))
     pairs = cells = rewritten = 0
     for t, tile in enumerate(tiles):
-        selection, cell, measured, residual, noise = state[t]
-        twin = plan.board_twin(tile.board)
+        selection, cell, measured, residual, _ = state[t]
         final = masks_from_selection(selection, tile.rows, tile.pairs)
         pairs += residual.size
         cells += 2 * residual.size
         rewritten += int(np.sum(final != plan.tile(t, "masks")[tile.block]))
         arrays[f"tile{t}.probe_fresh_s"] = programmed_residual_s(plan, t)
         arrays[f"tile{t}.cell_s"] = cell
-        arrays[f"tile{t}.predicted_s"] = array_transfer(model, twin, cell, tile)
+        arrays[f"tile{t}.predicted_s"] = array_transfer(models[tile.board], plan.board_twin(tile.board), cell, tile)
         arrays[f"tile{t}.measured_s"] = measured
         arrays[f"tile{t}.residual_after_s"] = residual.reshape(tile.rows, tile.pairs)
         if progress:
             progress(1)
     over_after = sum(int(np.sum(np.abs(state[t][3]) > limit(t))) for t in state)
-    last = tiles[-1].step  # the lab is left with the last step programmed, as program_plan leaves it
-    load_tile(lab, step_masks((arrays[f"tile{u}.masks"] for u, tile in enumerate(tiles) if tile.step == last),
-                              model.geometry[:2]))
-    cost = schedule_cost([count_since(lab, counters)], [predicted_loads], steps=len({tile.step for tile in tiles}),
-                         tiles=len(tiles))
+    for b, board_lab in enumerate(labs):  # each lab is left with its last step programmed, as program_plan leaves it
+        if mine[b]:
+            last = tiles[mine[b][-1]].step
+            load_tile(board_lab, step_masks((arrays[f"tile{u}.masks"] for u, tile in enumerate(tiles)
+                                             if tile.step == last), geometry[:2]))
+    cost = schedule_cost([count_since(board_lab, c) for board_lab, c in zip(labs, counters)], predicted_loads,
+                         steps=len({tile.step for tile in tiles}), tiles=len(tiles))
     old = plan.header.program
     rounds = tuple(rounds_run.values())
     program = ProgramRecord(
-        programmed_utc=utc_now(), lab_idn=lab_idn(lab), iterations=rounds,
+        programmed_utc=utc_now(), lab_idn=lab_idn(labs[0]), iterations=rounds,
         cells_resolved=tuple(int(r.sum()) for r in resolved.values()), residual_rms_before_s=tuple(before_rms),
-        residual_rms_after_s=tuple(_rms(state[t][3]) for t in state),
+        residual_rms_after_s=tuple(_rms(state[t][3]) for t in range(len(tiles))),
         max_residual_sigma_after=tuple(float(np.max(np.abs(state[t][3])) / max(np.sqrt(2.0) * state[t][4], 1e-300))
-                                       for t in state),
+                                       for t in range(len(tiles))),
         cells_remeasured=old.cells_remeasured, branches_found_open=old.branches_found_open,
-        refine_rounds=rounds, refine_readings=readings, cost=cost)
-    header = plan.header.model_copy(update={"calibration": model.reference or plan.header.calibration,
-                                            "program": program})
+        refine_rounds=rounds, refine_readings=sum(readings), cost=cost)
+    boards = tuple(ref.model_copy(update={"calibration": model.reference or ref.calibration})
+                   for ref, model in zip(plan.header.boards, models[1:]))
+    header = plan.header.model_copy(update={"calibration": models[0].reference or plan.header.calibration,
+                                            "boards": boards, "program": program})
     updated = SwitchPlan(header, arrays)
     if rewritten and affine_vectors != 0:
-        updated = remeasure_affine(lab, updated, vectors=affine_vectors)
+        updated = remeasure_affine(labs, updated, vectors=affine_vectors)
     report = UpdateReport(pairs=pairs, pairs_over_before=over_before, pairs_over_after=over_after,
                           pairs_resolved=sum(int(r.sum()) for r in resolved.values()), cells=cells,
-                          cells_rewritten=rewritten, rewrites_fraction=rewritten / max(cells, 1), readings=readings,
-                          switch_writes=cost.switch_writes)
+                          cells_rewritten=rewritten, rewrites_fraction=rewritten / max(cells, 1),
+                          readings=sum(readings), switch_writes=cost.switch_writes)
     return updated, report
 
 
-def remeasure_affine(lab: Lab, plan: SwitchPlan, *, vectors: int | None = None) -> SwitchPlan:
+def remeasure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int | None = None) -> SwitchPlan:
     """The plan with its affine correction measured again, as it was first measured (difference
     channels, ranges, seed), ``vectors`` reference vectors per tile (default: as many as then).
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from crossbar_ctl.core.errors import ConfigError, EngineError
 from crossbar_ctl.core.files import atomic_save_figure, atomic_write_text, pyplot
 from crossbar_ctl.engine._guard import DEFAULT_SLACK_BITS, probe_plan
 from crossbar_ctl.engine._plan import SwitchPlan, utc_now
+from crossbar_ctl.engine._program import per_board
 
 if TYPE_CHECKING:
     from calibration import CalibrationRecord, TcrEstimate
@@ -71,22 +72,26 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return entries
 
 
-def watch_plan(lab: Lab, plan: SwitchPlan, *, every_s: float, count: int, log: str | Path,
-               record: CalibrationRecord | None = None, tcr: TcrEstimate | None = None,
+def watch_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, every_s: float, count: int, log: str | Path,
+               record: CalibrationRecord | Sequence[CalibrationRecord] | None = None, tcr: TcrEstimate | None = None,
                slack_bits: float = DEFAULT_SLACK_BITS, sleep: Callable[[float], None] = time.sleep,
                progress: Callable[[int], None] | None = None
                ) -> tuple[list[dict[str, Any]], SwitchPlan, CalibrationRecord | None]:
     """Probe ``count`` times, ``every_s`` apart (the first at once), appending to ``log``.
 
+    A plan on several boards is probed, recalibrated and updated on every board (the same path as
+    ``check``, ``recalibrate`` and ``program --update``).
+
     Parameters
     ----------
+    lab : drivers.Lab, or one per board of the plan, in order
     every_s : float
         Time between probes, s: simulated time on a simulated lab, wall time otherwise.
     count : int
         Probes to take.
     log : path
         JSON-lines log, appended (rewritten atomically after each probe).
-    record : CalibrationRecord, optional
+    record : CalibrationRecord, or one per board, optional
         The plan's calibration: when given, a probe over budget recalibrates and updates the plan.
     tcr : TcrEstimate, optional
         Used by the recalibration and the update.
@@ -101,21 +106,27 @@ def watch_plan(lab: Lab, plan: SwitchPlan, *, every_s: float, count: int, log: s
         ``readings``, ``action``
         (None, or what the recalibration and update did, with ``bits_lost_after``: the probe after).
     plan, record
-        The plan and record in use at the end (updated when the watch acted).
+        The plan and record(s) in use at the end (updated when the watch acted).
     """
     from crossbar_ctl._lab import advance_sim_time
     from crossbar_ctl.engine._update import recalibrate_plan, update_plan
 
     if count < 1 or not every_s > 0:
         raise EngineError(f"count = {count}, every_s = {every_s}: need count >= 1 and every_s > 0")
+    labs = per_board(lab, plan.board_count, "labs")
+    simulated = all(board_lab.sim is not None for board_lab in labs)
     previous = read_log(log)
     entries: list[dict[str, Any]] = []
     for i in range(count):
         if i:
-            advance_sim_time(lab, every_s) if lab.sim is not None else sleep(every_s)
-        probe = probe_plan(lab, plan, slack_bits=slack_bits)
+            if simulated:
+                for board_lab in labs:
+                    advance_sim_time(board_lab, every_s)
+            else:
+                sleep(every_s)
+        probe = probe_plan(labs, plan, slack_bits=slack_bits)
         entry: dict[str, Any] = {
-            "time_utc": utc_now(), "sim_time_s": lab.sim.time_s if lab.sim is not None else None,
+            "time_utc": utc_now(), "sim_time_s": labs[0].sim.time_s if simulated else None,
             "temperature_c": probe.temperature_c, "over_budget": probe.over_budget,
             "bits_lost": [layer.bits_lost for layer in probe.layers],
             "error_median": [layer.error_median for layer in probe.layers],
@@ -123,15 +134,18 @@ def watch_plan(lab: Lab, plan: SwitchPlan, *, every_s: float, count: int, log: s
             "readings": probe.readings,
             "action": None}
         if probe.over_budget and record is not None:
-            record, recal = recalibrate_plan(lab, plan, record, tcr=tcr, slack_bits=slack_bits)
-            plan, update = update_plan(lab, plan, record, tcr=tcr, slack_bits=slack_bits)
-            entry["action"] = {"recalibrated_rows": len(recal.remeasured_rows), "readings": recal.readings,
-                               "readings_fraction": recal.readings_fraction, "pairs_resolved": update.pairs_resolved,
+            record, recal = recalibrate_plan(labs, plan, record, tcr=tcr, slack_bits=slack_bits)
+            plan, update = update_plan(labs, plan, record, tcr=tcr, slack_bits=slack_bits)
+            recals = recal if isinstance(recal, list) else [recal]
+            entry["action"] = {"recalibrated_rows": sum(len(r.remeasured_rows) for r in recals),
+                               "readings": sum(r.readings for r in recals),
+                               "readings_fraction": max(r.readings_fraction for r in recals),
+                               "pairs_resolved": update.pairs_resolved,
                                "cells_rewritten": update.cells_rewritten,
                                "rewrites_fraction": update.rewrites_fraction,
                                "pairs_over_after": update.pairs_over_after,
                                "bits_lost_after": [layer.bits_lost for layer in
-                                                   probe_plan(lab, plan, slack_bits=slack_bits).layers]}
+                                                   probe_plan(labs, plan, slack_bits=slack_bits).layers]}
         entries.append(entry)
         atomic_write_text(log, "".join(json.dumps(e) + "\n" for e in previous + entries))
         if progress:

@@ -181,13 +181,13 @@ def check_network(lab: Lab | Sequence[Lab], plan: SwitchPlan, x: np.ndarray, y: 
     The drift guard (:func:`crossbar_ctl.engine._guard.guard_plan`) probes the programmed tiles
     first and refuses a plan whose error has grown past its budget (``slack_bits`` of precision
     lost since programming) unless ``allow_stale``; the report keeps the probe (``drift_probe``).
-    A plan on several boards takes their labs in order (``open_labs``); the guard probes one
-    board's plan only, so it is not run on several.
+    A plan on several boards takes their labs in order (``open_labs``); the guard probes every
+    board's tiles.
     """
     labs = per_board(lab, plan.board_count, "labs")
     for board, board_lab in enumerate(labs):
         check_lab(plan.board_calibration(board), board_lab)
         check_fingerprint(plan.board_calibration(board), board_lab)
-    probe = guard_plan(labs[0], plan, allow_stale=allow_stale, slack_bits=slack_bits) if len(labs) == 1 else None
+    probe = guard_plan(labs, plan, allow_stale=allow_stale, slack_bits=slack_bits)
     report = run_check(labs, plan, x, y, nplc=nplc, progress=progress, details=details)
     return report.model_copy(update={"drift_probe": probe})
