@@ -160,6 +160,16 @@ def test_serial_loop_url_and_timeout():
     t.close()
 
 
+def test_serial_replies_are_read_in_chunks_not_bytes():
+    t = open_transport("serial://loop://", timeout_s=0.5)
+    line = ",".join(f"{k:.9e}" for k in range(64))  # a readout reply's length, about 1 kB
+    t.write(line + "\n" + "next")                   # two lines arrive at once: the second is kept
+    assert t.read() == line
+    assert t.read() == "next"
+    assert t.port_reads <= 3  # pyserial's read_until: one read per byte, over 1,000
+    t.close()
+
+
 def test_every_exchange_is_logged_at_debug(caplog):
     t = open_transport("sim://dev", devices={"dev": Echo()})
     with caplog.at_level(logging.DEBUG, logger="drivers.transport"):
