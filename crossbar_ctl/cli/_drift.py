@@ -253,7 +253,8 @@ def _bench_drift(args: argparse.Namespace) -> int:
 
     def show(rows: list[dict[str, Any]]) -> None:
         keys = ("scenario", "realized_bits_fresh", "realized_bits_stale", "realized_bits_after", "enob_fresh",
-                "enob_stale", "enob_after", "enob_after_kept_affine", "readings_fraction", "rewrites_fraction", "switch_writes_fraction",
+                "enob_stale", "enob_after", "enob_after_kept_affine", "realized_bits_reprogrammed",
+                "enob_reprogrammed", "readings_fraction", "rewrites_fraction", "switch_writes_fraction",
                 "guard_fresh", "guard_stale", "guard_after", "bits_lost_probe", "wall_s")
         geometry = "the demo's 64x64x8 lab, digits MLP" if args.demo else f"{args.rows}x{args.cols}x{args.branches}"
         print_table([{key: row[key] for key in keys} for row in rows],
