@@ -107,3 +107,25 @@ def test_two_boards_guard_recalibrate_and_update_on_the_board_that_drifted(two_b
     after = json.loads(out)["drift_probe"]
     assert code == 0 and not after["over_budget"]
     assert after["layers"][0]["bits_lost"] < stale["layers"][0]["bits_lost"] - 0.5
+
+
+@pytest.mark.slow
+def test_watch_on_two_boards_probes_both_and_acts_with_one_record_each(two_boards, tmp_path, capsys):
+    _, paths, records, _ = two_boards
+    log, out_plan = tmp_path / "drift.jsonl", tmp_path / "plan-updated.npz"
+    outs = [tmp_path / "cal-updated0.npz", tmp_path / "cal-updated1.npz"]
+    watch = ("watch", "--plan", paths["plan"], "--every", "31d", "--count", "2", "--log", log, "--recalibrate",
+             "--lab", lab_toml(tmp_path / "lab.toml", (0.0, 0.0)), "--out-plan", out_plan,
+             "--calibration", paths["cal0"], paths["cal1"], "--json", "--out-calibration")
+    code, _, err = run(capsys, *watch, outs[0])
+    assert code == 2 and err.count("\n") == 1 and "--out-calibration" in err and not log.exists()
+    code, out, _ = run(capsys, *watch, *outs)
+    assert code == 0
+    first, second = json.loads(out)
+    assert not first["over_budget"] and not first["action"]
+    assert second["over_budget"] and second["action"]  # both boards a month on: it acts on both
+    assert second["sim_time_s"] - first["sim_time_s"] == pytest.approx(31 * 86400.0, abs=600)
+    news = [CalibrationRecord.load(path) for path in outs]
+    assert [new.header.parent_checksum for new in news] == [record.checksum() for record in records]
+    updated = SwitchPlan.load(out_plan)
+    assert [updated.board_calibration(b).checksum for b in (0, 1)] == [new.checksum() for new in news]
