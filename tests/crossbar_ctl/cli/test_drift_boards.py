@@ -12,10 +12,10 @@ import pytest
 
 from calibration import CalibrationRecord, calibrate
 from crossbar_ctl._lab import open_labs
-from crossbar_ctl.cli._main import main
 from crossbar_ctl.engine._bench import uniform_layer
 from crossbar_ctl.engine._plan import SwitchPlan
 from crossbar_ctl.engine._workflow import program_network
+from tests.crossbar_ctl.engine.test_drift_guard import run_cli as run
 
 SEED = 1
 MONTH_H = 744.0
@@ -52,18 +52,12 @@ def two_boards(tmp_path_factory):
     records[1].save(paths["cal1"])
     plan.save(paths["plan"])
     np.savez(paths["data"], x=x)
-    return directory, paths, records, plan
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return paths, records, plan
 
 
 @pytest.mark.slow
 def test_two_boards_guard_recalibrate_and_update_on_the_board_that_drifted(two_boards, tmp_path, capsys):
-    directory, paths, records, plan = two_boards
+    paths, records, plan = two_boards
     assert {tile.board for tile in plan.tiles()} == {0, 1}
     fresh = lab_toml(tmp_path / "fresh.toml", (0.0, 0.0))
     drifted = lab_toml(tmp_path / "drifted.toml", (0.0, MONTH_H))  # board 1 a month on, board 0 as programmed
@@ -111,7 +105,7 @@ def test_two_boards_guard_recalibrate_and_update_on_the_board_that_drifted(two_b
 
 @pytest.mark.slow
 def test_watch_on_two_boards_probes_both_and_acts_with_one_record_each(two_boards, tmp_path, capsys):
-    _, paths, records, _ = two_boards
+    paths, records, _ = two_boards
     log, out_plan = tmp_path / "drift.jsonl", tmp_path / "plan-updated.npz"
     outs = [tmp_path / "cal-updated0.npz", tmp_path / "cal-updated1.npz"]
     watch = ("watch", "--plan", paths["plan"], "--every", "31d", "--count", "2", "--log", log, "--recalibrate",
