@@ -230,7 +230,8 @@ def _watch(args: argparse.Namespace) -> int:
 
     def show(entries: list[dict[str, Any]]) -> None:
         print_table([{"sim time [h]": None if e["sim_time_s"] is None else e["sim_time_s"] / 3600,
-                      "T [degC]": e["temperature_c"], "bits lost (worst layer) [bit]": max(e["bits_lost"]),
+                      "T [degC]": e["temperature_c"], "bits lost (worst layer) [bit]": max(e["bits_lost"] + [
+                          part["bits_lost"] for part in e.get("board_bits_lost", [])]),
                       "over budget": e["over_budget"],
                       "action": "" if not e["action"] else
                       f"{e['action']['cells_rewritten']} cells rewritten, {e['action']['readings']} readings"}

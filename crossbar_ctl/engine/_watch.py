@@ -102,7 +102,8 @@ def watch_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, every_s: float, co
     -------
     entries : list of dict
         This run's log lines: ``time_utc``, ``sim_time_s`` (None on hardware), ``temperature_c``,
-        ``over_budget``, ``bits_lost``, ``error_median`` and ``budget_median`` (per layer), ``slack_bits``,
+        ``over_budget``, ``bits_lost``, ``error_median`` and ``budget_median`` (per layer),
+        ``board_bits_lost`` (a plan on several boards: per layer and board), ``slack_bits``,
         ``readings``, ``action``
         (None, or what the recalibration and update did, with ``bits_lost_after``: the probe after).
     plan, record
@@ -131,6 +132,8 @@ def watch_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, every_s: float, co
             "bits_lost": [layer.bits_lost for layer in probe.layers],
             "error_median": [layer.error_median for layer in probe.layers],
             "budget_median": [layer.budget_median for layer in probe.layers], "slack_bits": probe.slack_bits,
+            "board_bits_lost": [{"layer": part.index, "board": part.board, "bits_lost": part.bits_lost}
+                                for part in probe.board_layers],
             "readings": probe.readings,
             "action": None}
         if probe.over_budget and record is not None:

@@ -118,6 +118,7 @@ def test_watch_on_two_boards_probes_both_and_acts_with_one_record_each(two_board
     first, second = json.loads(out)
     assert not first["over_budget"] and not first["action"]
     assert second["over_budget"] and second["action"]  # both boards a month on: it acts on both
+    assert [(part["layer"], part["board"]) for part in second["board_bits_lost"]] == [(0, 0), (0, 1)]
     assert second["sim_time_s"] - first["sim_time_s"] == pytest.approx(31 * 86400.0, abs=600)
     news = [CalibrationRecord.load(path) for path in outs]
     assert [new.header.parent_checksum for new in news] == [record.checksum() for record in records]
