@@ -18,7 +18,7 @@ from drivers._safety import SafetyGuard, check_choice, check_int, check_number
 from drivers._scpi import OVERFLOW, format_number
 from drivers._transport import Transport
 
-__all__ = ["BOUND_MARGIN", "COL_ROUTES", "PROBE_FRACTION", "ROW_ROUTES", "SETTLE_TIME_CONSTANTS", "SwitchBoard",
+__all__ = ["BOUND_MARGIN", "COL_ROUTES", "LINE_BYTES", "PROBE_FRACTION", "ROW_ROUTES", "SETTLE_TIME_CONSTANTS", "SwitchBoard",
            "crc16_ccitt"]
 
 ROW_ROUTES = ("SRC", "GND", "FLOAT")
@@ -34,6 +34,16 @@ PROBE_FRACTION = 0.1
 """:meth:`SwitchBoard.declare_cell_conductance_s` probes each row at this fraction of the voltage
 the closed-branch bound allows it: a branch shorted since calibration draws a tenth of what it
 would at that voltage."""
+LINE_BYTES = 65536
+"""The longest line a board takes (docs/switchboard-protocol.md): a batch goes out in lines of at
+most this many bytes, terminator included."""
+_BATCH_SECONDS_PER_VECTOR_PLC = 2 / 50
+"""A batch line's wait beyond the link's timeout, per vector and power-line cycle of ``ADCNPLC``:
+twice the integration at 50 Hz."""
+_BATCH_SECONDS_PER_BYTE = 2 * 10 / 115200
+"""... and per byte sent or answered: twice a byte's time at the protocol's 115200 baud (8N1)."""
+_REPLY_BYTES_PER_VALUE = 17
+"""A current on the wire: ``%.9e`` and its separator."""
 SETTLE_TIME_CONSTANTS = 16
 """A switch write is followed by ``WAIT`` for this many settling time constants (``SETTLE?``):
 a reading's error falls to exp(-16) ~ 1e-7 of the switched current, below an 18-bit LSB."""
@@ -85,6 +95,7 @@ class SwitchBoard:
                          if "SETTLE" in self._capabilities else 0.0)
         self._masks: np.ndarray | None = None  # what the board holds, once known
         self._dac_max_v: float | None = None
+        self._nplc: float | None = None  # ADCNPLC, once set or read
         self._bound: tuple[int, np.ndarray] | None = None  # (version, conductance bound)
         self._declared: tuple[int, np.ndarray, np.ndarray] | None = None  # (version, bound, cells declared)
         self._in_force = False  # whether the declared bound applies
@@ -140,6 +151,12 @@ class SwitchBoard:
     def has_readout(self) -> bool:
         """Whether the board runs whole matrix-vector products (``MVM`` in ``CAP?``)."""
         return "MVM" in self._capabilities
+
+    @property
+    def has_batch(self) -> bool:
+        """Whether the board takes batches (``BATCH`` in ``CAP?``): rows read back a line (``ROWS?``),
+        vectors read a line (``MVMB``, ``MVMDB``)."""
+        return "BATCH" in self._capabilities
 
     @property
     def has_differential(self) -> bool:
@@ -240,6 +257,13 @@ class SwitchBoard:
         """
         row = check_int("row", row, 0, self._geometry[0] - 1)
         values = self._check_masks(masks, (self._geometry[1],))
+        self._load(row, values)
+        self._verify([row], values[None])
+        if settle:
+            self.settle()
+
+    def _load(self, row: int, values: np.ndarray) -> None:
+        """``LOAD`` one checked row, tracked (read back by the caller)."""
         text = ",".join(f"{int(mask):x}" for mask in values)
         self._command(f"LOAD {row} {text} {crc16_ccitt(text):04x}")
         self.version += 1
@@ -247,18 +271,22 @@ class SwitchBoard:
         self._count_switches(None if self._masks is None else self._masks[row], values)
         if self._masks is not None:
             self._masks[row] = values
-        if not np.array_equal(self.read_row(row), values):
+
+    def _verify(self, rows: list[int], values: np.ndarray) -> None:
+        """Read ``rows`` back: the board must hold exactly ``values`` ``(len(rows), cols)``."""
+        if not np.array_equal(self.read_rows(rows), values):
             self._masks = None  # no longer known
             raise ProtocolError("row read back differs from the row loaded", address=self.address,
-                                command=f"ROW? {row}")
-        if settle:
-            self.settle()
+                                command=f"ROW? {rows[0]}" if len(rows) == 1 else f"ROWS? {rows[0]},...")
 
     def read_row(self, row: int) -> np.ndarray:
         """``ROW? <r>``: one row's masks, ``uint64 (cols,)``, checksum verified."""
         row = check_int("row", row, 0, self._geometry[0] - 1)
         command = f"ROW? {row}"
-        payload = self._command(command)
+        return self._row_masks(self._command(command), command)
+
+    def _row_masks(self, payload: str, command: str) -> np.ndarray:
+        """One row's ``<masks> <crc>`` payload as ``uint64 (cols,)``, checksum verified."""
         text, _, crc = payload.rpartition(" ")
         try:
             values = np.array([int(item, 16) for item in text.split(",")], dtype=np.uint64)
@@ -269,9 +297,27 @@ class SwitchBoard:
             raise ProtocolError(f"bad row read-back {payload[:60]!r}", address=self.address, command=command)
         return values
 
+    def read_rows(self, rows: list[int]) -> np.ndarray:
+        """Several rows' masks, ``uint64 (len(rows), cols)``, each checksum verified: ``ROWS?``
+        lines of at most :data:`LINE_BYTES` of reply on a board listing ``BATCH``, else a ``ROW?`` each."""
+        rows = [check_int("row", row, 0, self._geometry[0] - 1) for row in rows]
+        if not self.has_batch or len(rows) == 1:
+            return np.stack([self.read_row(row) for row in rows])
+        _, cols, branches = self._geometry
+        per_line = max(1, LINE_BYTES // (cols * (-(-branches // 4) + 1) + 6))  # a row's reply at most
+        found = []
+        for start in range(0, len(rows), per_line):
+            command = "ROWS? " + ",".join(str(row) for row in rows[start:start + per_line])
+            payloads = self._command(command).split(";")
+            if len(payloads) != len(rows[start:start + per_line]):
+                raise ProtocolError(f"expected {len(rows[start:start + per_line])} rows, got {len(payloads)}",
+                                    address=self.address, command=command[:40])
+            found += [self._row_masks(payload, command[:40]) for payload in payloads]
+        return np.stack(found)
+
     def read_masks(self) -> np.ndarray:
-        """Every row's masks, ``uint64 (rows, cols)`` (one ``ROW?`` per row)."""
-        masks = np.stack([self.read_row(row) for row in range(self._geometry[0])])
+        """Every row's masks, ``uint64 (rows, cols)`` (:meth:`read_rows`)."""
+        masks = self.read_rows(list(range(self._geometry[0])))
         self._masks = masks.copy()
         self.version += 1
         return masks
@@ -299,8 +345,9 @@ class SwitchBoard:
         current = self.known_masks()
         changed = [row for row in range(rows) if not np.array_equal(current[row], values[row])]
         for row in changed:
-            self.load_row(row, values[row], settle=False)
+            self._load(row, values[row])
         if changed:
+            self._verify(changed, values[changed])  # every row loaded, read back (ROWS?: at once)
             self.settle()
         return len(changed)
 
@@ -368,10 +415,12 @@ class SwitchBoard:
         """``ADCNPLC <n>``: ADC integration time in power-line cycles, 0.01..10."""
         value = check_number("nplc", nplc, 0.01, 10.0)
         self._command(f"ADCNPLC {format_number(value)}")
+        self._nplc = value
 
     def adc_nplc(self) -> float:
         """``ADCNPLC?``."""
-        return self._number("ADCNPLC?")
+        self._nplc = self._number("ADCNPLC?")
+        return self._nplc
 
     def conductance_bound_s(self) -> np.ndarray:
         """Upper bound of each row's conductance to the columns, S: the cells' calibrated
@@ -466,18 +515,22 @@ class SwitchBoard:
         """Back to the closed-branch bound (the declaration stays checked for its masks)."""
         self._in_force = False
 
+
     def mvm(self, voltage_v: object) -> np.ndarray:
         """``MVM <v0>,...``: drive every row, return every column's current.
 
+        A batch goes out as few ``MVMB`` lines as :data:`LINE_BYTES` allows on a board listing
+        ``BATCH``, else one ``MVM`` line per vector; the board reads the vectors in turn either way.
+
         Parameters
         ----------
-        voltage_v : array_like, shape (rows,)
+        voltage_v : array_like, shape (rows,) or (batch, rows)
             Row voltages, volts; within ``max_voltage_v``, the DAC range and the power and total
-            current limits (checked before sending).
+            current limits (every vector checked before the first is sent).
 
         Returns
         -------
-        current_a : ndarray, shape (cols,)
+        current_a : ndarray, shape (cols,) or (batch, cols)
             Column currents, amperes; a column beyond the ADC range reads NaN.
         """
         return self._read("MVM", voltage_v, self._geometry[1])
@@ -487,12 +540,12 @@ class SwitchBoard:
 
         Parameters
         ----------
-        voltage_v : array_like, shape (rows,)
-            Row voltages, volts, checked as for :meth:`mvm`.
+        voltage_v : array_like, shape (rows,) or (batch, rows)
+            Row voltages, volts, checked and batched (``MVMDB``) as for :meth:`mvm`.
 
         Returns
         -------
-        current_a : ndarray, shape (cols // 2,)
+        current_a : ndarray, shape (cols // 2,) or (batch, cols // 2)
             ``I[2o] - I[2o + 1]`` through pair ``o``'s difference channel, amperes (NaN on overflow).
 
         Raises
@@ -505,29 +558,61 @@ class SwitchBoard:
         return self._read("MVMD", voltage_v, self._geometry[1] // 2)
 
     def _read(self, name: str, voltage_v: object, count: int) -> np.ndarray:
-        """One readout line (``MVM`` or ``MVMD``): limits checked before sending, ``count`` currents back."""
+        """Readout lines (``MVM`` or ``MVMD``, batched as ``MVMB``, ``MVMDB``): limits checked for
+        every vector before sending, ``count`` currents back per vector."""
         rows = self._geometry[0]
         values = self.guard.voltages_v(voltage_v)
-        if values.shape != (rows,):
-            raise LimitError("voltage_v", np.nan, rows, f"expected shape ({rows},), got {values.shape}")
+        batch = np.atleast_2d(values)
+        if values.ndim > 2 or batch.shape[1] != rows:
+            raise LimitError("voltage_v", np.nan, rows, f"expected shape ({rows},) or (batch, {rows}), "
+                             f"got {values.shape}")
         dac_max = self.dac_max_v()
-        peak = float(np.max(np.abs(values)))
+        peak = float(np.max(np.abs(batch)))
         if peak > dac_max:
             raise LimitError("dac_max_v", peak, dac_max, "the board's DAC range")
-        self.guard.total_current_a(values, self.conductance_bound_s())
-        command = f"{name} " + ",".join(format_number(value) for value in values)
-        payload = self._command(command)
+        self.guard.total_current_a(batch, self.conductance_bound_s())
+        texts = [",".join(format_number(value) for value in vector) for vector in batch]
+        lines = _batched(name + "B", texts) if self.has_batch and len(texts) > 1 else [
+            (f"{name} {text}", 1) for text in texts]
+        current = np.concatenate([self._currents(*line, count) for line in lines])
+        current[np.abs(current) >= OVERFLOW] = np.nan
+        return current if values.ndim == 2 else current[0]
+
+    def _currents(self, command: str, vectors: int, count: int) -> np.ndarray:
+        """The ``(vectors, count)`` currents of one readout line (a batch waits as long as its
+        integrations and its bytes at 115200 baud may take, twice over, beyond the timeout)."""
+        if vectors == 1:
+            payload = self._command(command)
+        else:
+            nplc = self._nplc if self._nplc is not None else self.adc_nplc()
+            wire_bytes = len(command) + vectors * count * _REPLY_BYTES_PER_VALUE
+            with self.transport.patience(vectors * nplc * _BATCH_SECONDS_PER_VECTOR_PLC
+                                         + wire_bytes * _BATCH_SECONDS_PER_BYTE):
+                payload = self._command(command)
         try:
-            current = np.array([float(item) for item in payload.split(",")])
+            current = np.array([[float(item) for item in vector.split(",")] for vector in payload.split(";")])
         except ValueError:
             raise ProtocolError(f"expected {count} numbers, got {payload[:60]!r}", address=self.address,
                                 command=command[:40] + "...") from None
-        if current.shape != (count,):
-            raise ProtocolError(f"expected {count} currents, got {current.size}", address=self.address,
+        if current.shape != (vectors, count):
+            raise ProtocolError(f"expected {vectors} x {count} currents, got {current.size}", address=self.address,
                                 command=command[:40] + "...")
-        current[np.abs(current) >= OVERFLOW] = np.nan
         return current
 
     def close(self) -> None:
         """Close the transport."""
         self.transport.close()
+
+
+def _batched(name: str, texts: list[str]) -> list[tuple[str, int]]:
+    """``(line, vectors)`` of ``name`` lines carrying ``texts`` joined by ``;``, each within
+    :data:`LINE_BYTES` (a vector alone always fits: ``MVM`` takes a line too)."""
+    lines: list[tuple[str, int]] = []
+    start, size = 0, len(name) + 2  # the space and the terminator
+    for k, text in enumerate(texts):
+        if k > start and size + 1 + len(text) > LINE_BYTES:
+            lines.append((f"{name} " + ";".join(texts[start:k]), k - start))
+            start, size = k, len(name) + 2
+        size += len(text) + (k > start)
+    lines.append((f"{name} " + ";".join(texts[start:]), len(texts) - start))
+    return lines

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
-from collections.abc import Iterator
 
 from crossbar_ctl.core.errors import InstrumentReportedError, ProtocolError
 from drivers._transport import Transport
@@ -98,17 +96,6 @@ class ScpiInstrument:
             for command in commands if resend is None else resend:
                 self._write(command)
             self.check_errors()
-
-    @contextmanager
-    def _patience(self, duration_s: float) -> Iterator[None]:
-        """Lengthen the transport's timeout by ``duration_s`` for a long operation."""
-        transport = self.transport
-        original = transport.timeout_s
-        transport.timeout_s = original + duration_s
-        try:
-            yield
-        finally:
-            transport.timeout_s = original
 
     # ---- common commands ----------------------------------------------------------------------
     def clear_status(self) -> None:

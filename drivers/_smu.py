@@ -236,7 +236,7 @@ class SourceMeter(ScpiInstrument):
         try:
             for points, keep in plan:
                 self._output_on = True  # from here on, assume it may be
-                with self._patience(_SWEEP_MARGIN * sweep_duration_s(len(points), self._nplc)):
+                with self.transport.patience(_SWEEP_MARGIN * sweep_duration_s(len(points), self._nplc)):
                     readings.append(self._sweep_chunk(points)[keep])
         except BaseException:
             if not was_on:

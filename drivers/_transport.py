@@ -164,6 +164,16 @@ class Transport(ABC):
             if self._connected:
                 self._apply_timeout()
 
+    @contextmanager
+    def patience(self, duration_s: float) -> Iterator[None]:
+        """Lengthen :attr:`timeout_s` by ``duration_s`` for a long operation (a sweep, a batch)."""
+        original = self.timeout_s
+        self.timeout_s = original + duration_s
+        try:
+            yield
+        finally:
+            self.timeout_s = original
+
     def write(self, command: str) -> None:
         """Send one command line (the terminator is added here)."""
         self._exchange(command, expect_reply=False)

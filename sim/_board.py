@@ -139,8 +139,12 @@ class SimSwitchBoard(LineDevice):
             "DACMAX?": self._dacmax, "ADCRANGE": self._adcrange, "ADCRANGE?": self._adcrange_query,
             "ADCNPLC": self._adcnplc, "ADCNPLC?": self._adcnplc_query, "MVM": self._mvm,
             "SETTLE?": self._settle_query, "WAIT": self._wait, "MVMD": self._mvmd,
+            "MVMB": self._mvm_batch, "MVMDB": self._mvmd_batch, "ROWS?": self._rows,
         }
-        self._readout = {"DACMAX?", "ADCRANGE", "ADCRANGE?", "ADCNPLC", "ADCNPLC?", "MVM"}
+        self._readout = {"DACMAX?", "ADCRANGE", "ADCRANGE?", "ADCNPLC", "ADCNPLC?", "MVM", "MVMB"}
+        self.has_batch = True
+        """Whether ``CAP?`` lists ``BATCH`` (``ROWS?``; ``MVMB``, ``MVMDB`` with readout); a test may
+        turn it off."""
         self.row_routes = np.full(self.rows, "GND", dtype="<U5")
         self.col_routes = np.full(self.cols, "GND", dtype="<U5")
         self.version = 0
@@ -160,7 +164,9 @@ class SimSwitchBoard(LineDevice):
                 raise _Refused(1)
             if not self.has_readout and tokens[0].upper() in self._readout:
                 raise _Refused(6)
-            if not self.has_differential and tokens[0].upper() == "MVMD":
+            if not self.has_differential and tokens[0].upper() in ("MVMD", "MVMDB"):
+                raise _Refused(6)
+            if not self.has_batch and tokens[0].upper() in ("MVMB", "MVMDB", "ROWS?"):
                 raise _Refused(6)
             payload = handler(tokens[1:])
         except _Refused as exc:
@@ -224,7 +230,8 @@ class SimSwitchBoard(LineDevice):
     def _cap(self, args: list[str]) -> str:
         self._count(args, 0)
         settles = self.array.physics.devices.settling_time_s > 0
-        caps = (("MVM", self.has_readout), ("DIFF", self.has_differential), ("SETTLE", settles))
+        caps = (("MVM", self.has_readout), ("DIFF", self.has_differential), ("BATCH", self.has_batch),
+                ("SETTLE", settles))
         return " ".join(name for name, on in caps if on)
 
     # ---- switch settling ---------------------------------------------------------------------
@@ -278,6 +285,12 @@ class SimSwitchBoard(LineDevice):
         row = self._index(args[0], self.rows)
         text = ",".join(f"{int(mask):x}" for mask in self.array.masks[row])
         return f"{text} {crc16(text):04x}"
+
+    def _rows(self, args: list[str]) -> str:
+        """``ROWS? <r>,<r>,...``: each row's ``ROW?`` payload, joined by ``;`` (rows checked first)."""
+        self._count(args, 1)
+        rows = [self._index(item, self.rows) for item in args[0].split(",")]
+        return ";".join(self._row([str(row)]) for row in rows)
 
     # ---- routing -----------------------------------------------------------------------------
     def _route(self, args: list[str]) -> None:
@@ -353,6 +366,19 @@ class SimSwitchBoard(LineDevice):
 
     def _mvmd(self, args: list[str]) -> str:
         return ",".join(f"{value:.9e}" for value in self.read_pairs(self._voltages(args)))
+
+    def _batch(self, args: list[str], read: Callable[[np.ndarray], np.ndarray]) -> str:
+        """Several vectors separated by ``;``, each checked as one ``MVM`` checks it (all before the
+        first is driven), then read in turn exactly as that many ``MVM`` lines would be."""
+        self._count(args, 1)
+        vectors = [self._voltages([item]) for item in args[0].split(";")]
+        return ";".join(",".join(f"{value:.9e}" for value in read(vector)) for vector in vectors)
+
+    def _mvm_batch(self, args: list[str]) -> str:
+        return self._batch(args, self.read_columns)
+
+    def _mvmd_batch(self, args: list[str]) -> str:
+        return self._batch(args, self.read_pairs)
 
     def _column_currents_a(self, voltage_v: np.ndarray) -> np.ndarray:
         """The columns' currents for requested row voltages during one integration, A (noiseless)."""

@@ -107,6 +107,29 @@ def test_load_masks_reads_the_board_first_when_unknown():
     t.assert_done()
 
 
+def test_rows_are_read_back_in_one_rows_line_on_a_board_with_batch():
+    a, b = crc16_ccitt("1,2,3"), crc16_ccitt("4,5,6")
+    loads = [("SAFE", "OK"), (f"LOAD 0 1,2,3 {a:04x}", "OK"), (f"LOAD 1 4,5,6 {b:04x}", "OK")]
+    batched, t = connect_board(loads + [("ROWS? 0,1", f"OK 1,2,3 {a:04x};4,5,6 {b:04x}")] * 2, cap="BATCH")
+    plain, u = connect_board(loads + [("ROW? 0", f"OK 1,2,3 {a:04x}"), ("ROW? 1", f"OK 4,5,6 {b:04x}")] * 2)
+    masks = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.uint64)
+    for board in (batched, plain):
+        board.safe()
+        assert board.load_masks(masks) == 2
+        np.testing.assert_array_equal(board.read_masks(), masks)
+    assert t.round_trips == 3 + 5 and u.round_trips == 3 + 7  # connect, then 5 against 7
+    t.assert_done()
+    u.assert_done()
+    wrong, w = connect_board(loads + [("ROWS? 0,1", f"OK 1,2,3 {a:04x};4,5,7 {crc16_ccitt('4,5,7'):04x}")],
+                             cap="BATCH")
+    wrong.safe()
+    with pytest.raises(ProtocolError, match="read back differs"):
+        wrong.load_masks(masks)
+    w.extend([("ROWS? 0,1", f"OK 1,2,3 {a:04x}")])  # one row for two
+    with pytest.raises(ProtocolError, match="expected 2 rows"):
+        wrong.read_masks()
+
+
 def test_board_error_reply_raises_with_code_and_command():
     board, t = connect_board([("SET 0 0 1", "ERR 8 hardware fault")])
     with pytest.raises(InstrumentReportedError) as info:
@@ -131,6 +154,42 @@ def test_readout_commands_and_mvm():
     assert board.adc_nplc() == 0.1
     current = board.mvm([0.1, -0.05])
     assert current[0] == 1e-5 and current[1] == 0 and math.isnan(current[2])
+    t.assert_done()
+
+
+def test_a_batch_is_one_mvmb_line_on_a_board_with_batch_and_one_mvm_a_vector_without():
+    reply = "1.000000000e-05,0.000000000e+00,9.91e37"
+    batched, t = connect_board([("SAFE", "OK"), ("ADCNPLC 0.1", "OK"), ("DACMAX?", "OK 1"),
+                                ("MVMB 0.1,-0.05;0,0.2;0.3,0", f"OK {reply};{reply};{reply}")], cap="MVM BATCH")
+    plain, u = connect_board([("SAFE", "OK"), ("DACMAX?", "OK 1")] + [(f"MVM {v}", f"OK {reply}") for v in ("0.1,-0.05", "0,0.2", "0.3,0")])
+    batched.safe()
+    plain.safe()
+    batched.set_adc_nplc(0.1)
+    voltage = [[0.1, -0.05], [0, 0.2], [0.3, 0]]
+    for board in (batched, plain):
+        current = board.mvm(voltage)
+        assert current.shape == (3, 3) and np.all(current[:, 0] == 1e-5) and np.all(np.isnan(current[:, 2]))
+    assert t.round_trips == 3 + 4 and u.round_trips == 3 + 5  # connect, then 4 against 5
+    t.assert_done()
+    u.assert_done()
+    assert batched.transport.timeout_s == 1.0  # the batch's longer wait ended with it
+
+
+def test_a_batch_checks_every_vector_first_and_splits_at_the_line_limit():
+    from drivers._board import LINE_BYTES
+
+    board, t = connect_board([("SAFE", "OK"), ("DACMAX?", "OK 0.5")], cap="MVM BATCH")
+    board.safe()
+    board.dac_max_v()
+    with pytest.raises(LimitError, match="dac_max_v"):
+        board.mvm([[0.1, 0.0], [0.0, 0.6]])  # the second vector: nothing sent
+    t.assert_done()
+    voltage = np.full((8000, 2), 0.123456789)  # within DACMAX? 0.5  # 8000 vectors of 23 bytes: 3 lines
+    text = "0.123456789,0.123456789"
+    t.extend([("ADCNPLC?", "OK 1")] + [(f"MVMB {';'.join([text] * n)}", "OK " + ";".join(["1e-06,2e-06,3e-06"] * n))
+                                       for n in (2730, 2730, 2540)])
+    assert board.mvm(voltage).shape == (8000, 3)
+    assert all(len(line) + 1 <= LINE_BYTES for line in t.sent)
     t.assert_done()
 
 

@@ -77,7 +77,7 @@ def test_board_masks_routes_and_safe(served):
     lab = served.lab
     board = SwitchBoard(served.open("board"), guard=GUARD)
     assert board.geometry() == (4, 3, 4)
-    assert board.capabilities() == {"MVM"}
+    assert board.capabilities() == {"MVM", "BATCH"}
     board.safe()
     board.set_mask(3, 2, 0b1010)
     assert board.get_mask(3, 2) == 0b1010
@@ -108,7 +108,7 @@ def test_board_readout_matches_the_array(served):
     current = readout.mvm(voltage)
     ideal = voltage @ lab.array.cell_conductance_s()
     np.testing.assert_allclose(current, ideal, rtol=0.02, atol=2e-8)
-    assert readout.round_trips == 2
+    assert readout.round_trips == 1   # one MVMB line for both vectors
 
 
 def test_superposition_readout_equals_the_board_readout(served):

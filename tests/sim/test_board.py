@@ -117,7 +117,7 @@ def test_framing_empty_crlf_partial_and_over_long_lines(board: SimSwitchBoard) -
         (b"\n\r\n", b""),
         (b"GEOM?\r\n", b"OK 64 64 8\n"),
         (b"GE", b""),
-        (b"OM?\nCAP?\n", b"OK 64 64 8\nOK MVM\n"),
+        (b"OM?\nCAP?\n", b"OK 64 64 8\nOK MVM BATCH\n"),
         (b"SET 0 0 " + b"1" * 70000, b""),
         (b"\nGET? 0 0\n", b"ERR 4 line too long\nOK 0\n"),
         (b"*CLS\nERR?\n", b"OK\nOK 0 No error\n"),
@@ -194,7 +194,7 @@ def test_readout_overflow_unsafe_and_bad_vectors() -> None:
 def test_readout_commands_need_the_capability() -> None:
     board = make_board(rows=2, cols=2, branches=2, has_readout=False)
     replay(board, [
-        (b"CAP?\n", b"OK\n"),
+        (b"CAP?\n", b"OK BATCH\n"),
         (b"MVM 0,0\n", b"ERR 6 not supported\n"),
         (b"DACMAX?\n", b"ERR 6 not supported\n"),
         (b"ADCRANGE bogus\n", b"ERR 6 not supported\n"),

@@ -31,9 +31,9 @@ def _board(readout: dict, **config) -> SimSwitchBoard:
 
 
 def test_capability_and_refusals():
-    assert _ask(_board({"differential": True}), "CAP?") == "OK MVM DIFF"
+    assert _ask(_board({"differential": True}), "CAP?") == "OK MVM DIFF BATCH"
     plain = _board({})
-    assert _ask(plain, "CAP?") == "OK MVM"
+    assert _ask(plain, "CAP?") == "OK MVM BATCH"
     assert _ask(plain, "MVMD 0,0,0,0").startswith("ERR 6")
     board = _board({"differential": True})
     assert _ask(board, "MVMD 0,0,0").startswith("ERR 2")  # 3 voltages for 4 rows

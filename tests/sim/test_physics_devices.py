@@ -170,7 +170,7 @@ def settled_fraction(lab: SimLab, wait_s: float, nplc: float, mask: int = 1) -> 
 
 def test_a_reading_right_after_a_switch_write_is_off_and_decays_with_the_time_constant() -> None:
     lab = settling_lab()
-    assert lab.board.feed(b"CAP?\n") == b"OK MVM SETTLE\n"
+    assert lab.board.feed(b"CAP?\n") == b"OK MVM BATCH SETTLE\n"
     assert lab.board.feed(b"SETTLE?\n") == b"OK 0.002\n"
     nplc = 0.01
     window = -np.expm1(-nplc / 60 / TAU_S) / (nplc / 60 / TAU_S)  # the integration's average
@@ -208,7 +208,7 @@ def test_a_newly_opened_switch_still_conducts_and_ideal_boards_do_not_settle() -
     early = board.read_columns(np.array([1.0, 0.0]))[0]
     np.testing.assert_allclose(early, leak + (g - leak) * -np.expm1(-1) * window, rtol=1e-6)
     ideal = make_lab(rows=2, cols=2, drift_per_hour=0.0, **BARE)
-    assert ideal.board.feed(b"CAP?\n") == b"OK MVM\n"
+    assert ideal.board.feed(b"CAP?\n") == b"OK MVM BATCH\n"
     assert settled_fraction(ideal, 0.0, 0.01) == 1.0
 
 
