@@ -16,7 +16,9 @@
   (:mod:`crossbar_ctl.engine._affine`) is measured again, as programming measured it.
 
 The updated plan names the new record; its budget stays the one the plan was first programmed to
-(``tile{t}.probe_fresh_s``), so updates cannot loosen it.
+(``tile{t}.probe_fresh_s``), so updates cannot loosen it. A plan on several boards takes one lab
+and one record per board, in order; each board is probed, recalibrated and rewritten on its own,
+each layer's pairs chosen per board (:func:`crossbar_ctl.engine._guard.board_groups`).
 """
 
 from __future__ import annotations
