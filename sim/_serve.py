@@ -5,7 +5,10 @@ Every connection gets its own input buffer (:meth:`LineDevice.session`): a clien
 a command and disconnects leaves nothing behind for the next one. A device that raises
 ``ConnectionAbortedError`` (the ``drop`` fault) gets its TCP connection closed; on a pty, where
 there is no connection to close, the line is lost. Nothing a client sends or fails to read can
-stop a server: a slow reader only blocks its own connection's thread.
+stop a server: a slow reader only blocks its own connection's thread. An idle server sleeps in
+``select`` without a timeout and :meth:`stop` wakes it through a pipe: a thread that woke every
+0.1 s to look for a stop took the interpreter lock from the client in the same process (five such
+threads in a served lab: 50 wake-ups a second during the client's computations).
 """
 
 from __future__ import annotations
@@ -28,6 +31,35 @@ _POLL_S = 0.1
 _CHUNK = 65536
 
 
+class _Waker:
+    """A pipe whose read end becomes readable when :meth:`wake` is called: ``select`` on it beside
+    a socket or a terminal, without a timeout, and stop at once."""
+
+    def __init__(self) -> None:
+        self.fd, self._write_fd = os.pipe()
+
+    def wake(self) -> None:
+        if self._write_fd >= 0:
+            os.write(self._write_fd, b"x")
+
+    def close(self) -> None:
+        for fd in (self.fd, self._write_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self._write_fd = -1
+
+
+def _readable(fd: Any, waker: _Waker) -> bool:
+    """Wait until ``fd`` is readable (True: what has arrived is still taken, a connection waiting
+    in the backlog accepted and closed in order rather than reset) or else the server is woken to
+    stop, or ``fd`` was closed meanwhile (False)."""
+    try:
+        readable, _, _ = select.select([fd, waker.fd], [], [])
+    except (OSError, ValueError):
+        return False
+    return fd in readable
+
+
 class TcpServer:
     """One device on one loopback TCP port, a thread per connection.
 
@@ -45,7 +77,7 @@ class TcpServer:
         self.device = device
         self.host = host
         self.port = port
-        self._stop = threading.Event()
+        self._waker = _Waker()
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
         self._workers: list[threading.Thread] = []
@@ -60,7 +92,6 @@ class TcpServer:
     def start(self) -> None:
         """Bind, listen and accept in a background thread."""
         self._listener = socket.create_server((self.host, self.port))
-        self._listener.settimeout(_POLL_S)
         self.port = self._listener.getsockname()[1]
         self._accept_thread = threading.Thread(target=self._accept, daemon=True,
                                                name=f"sim-tcp-{self.port}-accept")
@@ -68,7 +99,7 @@ class TcpServer:
 
     def stop(self) -> None:
         """Close the listener and every connection, and wait for the threads."""
-        self._stop.set()
+        self._waker.wake()
         if self._accept_thread is not None:
             self._accept_thread.join(timeout=5)
         if self._listener is not None:
@@ -79,17 +110,15 @@ class TcpServer:
             _shutdown(connection)
         for worker in workers:
             worker.join(timeout=5)
+        self._waker.close()
 
     def _accept(self) -> None:
         assert self._listener is not None
-        while not self._stop.is_set():
+        while _readable(self._listener, self._waker):
             try:
                 connection, peer = self._listener.accept()
-            except TimeoutError:
-                continue
             except OSError:
                 return
-            connection.settimeout(_POLL_S)
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             worker = threading.Thread(target=self._serve, args=(connection,), daemon=True,
                                       name=f"sim-tcp-{self.port}-{peer[1]}")
@@ -101,18 +130,13 @@ class TcpServer:
     def _serve(self, connection: socket.socket) -> None:
         session = self.device.session()
         try:
-            while not self._stop.is_set():
-                try:
-                    data = connection.recv(_CHUNK)
-                except TimeoutError:
-                    continue
+            while _readable(connection, self._waker):
+                data = connection.recv(_CHUNK)
                 if not data:
                     return
                 reply = session.feed(data)
                 if reply:
-                    connection.settimeout(None)
                     connection.sendall(reply)
-                    connection.settimeout(_POLL_S)
         except ConnectionAbortedError:
             _log.debug("port %d: device dropped the connection", self.port)
         except OSError as exc:
@@ -144,6 +168,7 @@ class PtyServer:
         self.device = device
         self.path = ""
         self._stop = threading.Event()
+        self._waker = _Waker()
         self._thread: threading.Thread | None = None
         self._master = self._slave = -1
 
@@ -159,19 +184,18 @@ class PtyServer:
     def stop(self) -> None:
         """Stop serving and close the terminal."""
         self._stop.set()
+        self._waker.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
         for fd in (self._master, self._slave):
             if fd >= 0:
                 os.close(fd)
         self._master = self._slave = -1
+        self._waker.close()
 
     def _serve(self) -> None:
         session = self.device.session()
-        while not self._stop.is_set():
-            readable, _, _ = select.select([self._master], [], [], _POLL_S)
-            if not readable:
-                continue
+        while not self._stop.is_set() and _readable(self._master, self._waker):
             try:
                 data = os.read(self._master, _CHUNK)
             except BlockingIOError:

@@ -339,3 +339,31 @@ def test_cli_bad_config_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "sim.rows" in result.stderr
+
+
+def test_an_idle_server_sleeps_until_a_line_or_stop(monkeypatch):
+    import select as real_select
+
+    import sim._serve as serve
+
+    calls = []
+
+    def counting_select(*args):
+        calls.append(args[3] if len(args) > 3 else None)  # the timeout (None: blocking)
+        return real_select.select(*args)
+
+    monkeypatch.setattr(serve, "select", type("select", (), {"select": staticmethod(counting_select)}))
+    lab = SimLab(CONFIG)
+    server = LabServer(lab).start()
+    try:
+        port = serial.Serial(server.pty_paths["board"], timeout=2)
+        port.write(b"GEOM?\n")
+        assert port.read_until(b"\n") == b"OK 6 5 4\n"
+        time.sleep(0.5)  # idle: with a 0.1 s poll, 4 accept and pty threads made about 20 calls
+        idle = len(calls)
+        time.sleep(0.5)
+        assert len(calls) == idle and calls.count(None) >= 4  # no call since: 4 threads blocked
+        port.close()
+    finally:
+        server.stop()
+    assert len(calls) <= idle + 2
