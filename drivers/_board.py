@@ -257,20 +257,32 @@ class SwitchBoard:
         """
         row = check_int("row", row, 0, self._geometry[0] - 1)
         values = self._check_masks(masks, (self._geometry[1],))
-        self._load(row, values)
+        self._load([row], values[None])
         self._verify([row], values[None])
         if settle:
             self.settle()
 
-    def _load(self, row: int, values: np.ndarray) -> None:
-        """``LOAD`` one checked row, tracked (read back by the caller)."""
-        text = ",".join(f"{int(mask):x}" for mask in values)
-        self._command(f"LOAD {row} {text} {crc16_ccitt(text):04x}")
-        self.version += 1
-        self.row_writes += 1
-        self._count_switches(None if self._masks is None else self._masks[row], values)
-        if self._masks is not None:
-            self._masks[row] = values
+    def _load(self, rows: list[int], values: np.ndarray) -> None:
+        """Set checked rows ``values (len(rows), cols)``, tracked (read back by the caller): ``LOADB``
+        lines within :data:`LINE_BYTES` on a board listing ``BATCH``, else a ``LOAD`` each."""
+        texts = [",".join(f"{int(mask):x}" for mask in row_values) for row_values in values]
+        batch = self.has_batch and len(rows) > 1
+        if batch:
+            # "LOADB <rows> <masks> <crc>\n": 13 bytes besides the lists; each row adds its
+            # number, its masks and two separators.
+            groups = _groups([len(str(row)) + len(text) + 2 for row, text in zip(rows, texts)], LINE_BYTES - 13)
+        else:
+            groups = [slice(k, k + 1) for k in range(len(rows))]
+        for group in groups:
+            text = ";".join(texts[group])
+            numbers = ",".join(map(str, rows[group]))
+            self._command(f"{'LOADB' if batch else 'LOAD'} {numbers} {text} {crc16_ccitt(text):04x}")
+            for row, row_values in zip(rows[group], values[group]):
+                self.version += 1
+                self.row_writes += 1
+                self._count_switches(None if self._masks is None else self._masks[row], row_values)
+                if self._masks is not None:
+                    self._masks[row] = row_values
 
     def _verify(self, rows: list[int], values: np.ndarray) -> None:
         """Read ``rows`` back: the board must hold exactly ``values`` ``(len(rows), cols)``."""
@@ -344,9 +356,8 @@ class SwitchBoard:
         values = self._check_masks(masks, (rows, cols))
         current = self.known_masks()
         changed = [row for row in range(rows) if not np.array_equal(current[row], values[row])]
-        for row in changed:
-            self._load(row, values[row])
         if changed:
+            self._load(changed, values[changed])
             self._verify(changed, values[changed])  # every row loaded, read back (ROWS?: at once)
             self.settle()
         return len(changed)
@@ -604,15 +615,20 @@ class SwitchBoard:
         self.transport.close()
 
 
+def _groups(sizes: list[int], budget: int) -> list[slice]:
+    """Consecutive groups of items whose ``sizes`` (bytes, a separator included) add up to at most
+    ``budget``; an item alone always makes a group."""
+    groups, start, used = [], 0, 0
+    for k, size in enumerate(sizes):
+        if k > start and used + size > budget:
+            groups.append(slice(start, k))
+            start, used = k, 0
+        used += size
+    return [*groups, slice(start, len(sizes))]
+
+
 def _batched(name: str, texts: list[str]) -> list[tuple[str, int]]:
     """``(line, vectors)`` of ``name`` lines carrying ``texts`` joined by ``;``, each within
     :data:`LINE_BYTES` (a vector alone always fits: ``MVM`` takes a line too)."""
-    lines: list[tuple[str, int]] = []
-    start, size = 0, len(name) + 2  # the space and the terminator
-    for k, text in enumerate(texts):
-        if k > start and size + 1 + len(text) > LINE_BYTES:
-            lines.append((f"{name} " + ";".join(texts[start:k]), k - start))
-            start, size = k, len(name) + 2
-        size += len(text) + (k > start)
-    lines.append((f"{name} " + ";".join(texts[start:]), len(texts) - start))
-    return lines
+    groups = _groups([len(text) + 1 for text in texts], LINE_BYTES - len(name) - 1)  # the space; ";" or "\n" each
+    return [(f"{name} " + ";".join(texts[group]), group.stop - group.start) for group in groups]

@@ -140,6 +140,7 @@ class SimSwitchBoard(LineDevice):
             "ADCNPLC": self._adcnplc, "ADCNPLC?": self._adcnplc_query, "MVM": self._mvm,
             "SETTLE?": self._settle_query, "WAIT": self._wait, "MVMD": self._mvmd,
             "MVMB": self._mvm_batch, "MVMDB": self._mvmd_batch, "ROWS?": self._rows,
+            "LOADB": self._load_batch,
         }
         self._readout = {"DACMAX?", "ADCRANGE", "ADCRANGE?", "ADCNPLC", "ADCNPLC?", "MVM", "MVMB"}
         self.has_batch = True
@@ -166,7 +167,7 @@ class SimSwitchBoard(LineDevice):
                 raise _Refused(6)
             if not self.has_differential and tokens[0].upper() in ("MVMD", "MVMDB"):
                 raise _Refused(6)
-            if not self.has_batch and tokens[0].upper() in ("MVMB", "MVMDB", "ROWS?"):
+            if not self.has_batch and tokens[0].upper() in ("MVMB", "MVMDB", "ROWS?", "LOADB"):
                 raise _Refused(6)
             payload = handler(tokens[1:])
         except _Refused as exc:
@@ -269,16 +270,36 @@ class SimSwitchBoard(LineDevice):
 
     def _load(self, args: list[str]) -> None:
         self._count(args, 3)
-        if _CRC.fullmatch(args[2]) is None:
-            raise _Refused(2)
-        if crc16(args[1]) != int(args[2], 16):
-            raise _Refused(5)
+        self._crc(args[1], args[2])
         row = self._index(args[0], self.rows)
-        items = args[1].split(",")
+        self.array.set_row_masks(row, self._row_masks(args[1]))
+
+    def _crc(self, text: str, crc: str) -> None:
+        """A ``LOAD`` checksum: its form, then that it matches ``text``."""
+        if _CRC.fullmatch(crc) is None:
+            raise _Refused(2)
+        if crc16(text) != int(crc, 16):
+            raise _Refused(5)
+
+    def _row_masks(self, text: str) -> np.ndarray:
+        """One row's comma-separated masks, checked."""
+        items = text.split(",")
         if len(items) != self.cols:
             raise _Refused(2)
-        masks = np.array([self._mask(item) for item in items], dtype=np.uint64)
-        self.array.set_row_masks(row, masks)
+        return np.array([self._mask(item) for item in items], dtype=np.uint64)
+
+    def _load_batch(self, args: list[str]) -> None:
+        """``LOADB <r>,<r>,... <masks>;<masks>;... <crc>``: ``LOAD`` of several rows, all checked
+        (the CRC of the mask text, then each row, the count of mask lists, each list) before any is set."""
+        self._count(args, 3)
+        self._crc(args[1], args[2])
+        rows = [self._index(item, self.rows) for item in args[0].split(",")]
+        texts = args[1].split(";")
+        if len(texts) != len(rows):
+            raise _Refused(2)
+        masks = [self._row_masks(text) for text in texts]
+        for row, values in zip(rows, masks):
+            self.array.set_row_masks(row, values)
 
     def _row(self, args: list[str]) -> str:
         self._count(args, 1)

@@ -107,21 +107,24 @@ def test_load_masks_reads_the_board_first_when_unknown():
     t.assert_done()
 
 
-def test_rows_are_read_back_in_one_rows_line_on_a_board_with_batch():
+def test_rows_are_loaded_and_read_back_a_line_on_a_board_with_batch():
     a, b = crc16_ccitt("1,2,3"), crc16_ccitt("4,5,6")
-    loads = [("SAFE", "OK"), (f"LOAD 0 1,2,3 {a:04x}", "OK"), (f"LOAD 1 4,5,6 {b:04x}", "OK")]
-    batched, t = connect_board(loads + [("ROWS? 0,1", f"OK 1,2,3 {a:04x};4,5,6 {b:04x}")] * 2, cap="BATCH")
-    plain, u = connect_board(loads + [("ROW? 0", f"OK 1,2,3 {a:04x}"), ("ROW? 1", f"OK 4,5,6 {b:04x}")] * 2)
+    load = ("LOADB 0,1 1,2,3;4,5,6 " + f"{crc16_ccitt('1,2,3;4,5,6'):04x}", "OK")
+    batched, t = connect_board([("SAFE", "OK"), load] + [("ROWS? 0,1", f"OK 1,2,3 {a:04x};4,5,6 {b:04x}")] * 2,
+                               cap="BATCH")
+    plain, u = connect_board([("SAFE", "OK"), (f"LOAD 0 1,2,3 {a:04x}", "OK"), (f"LOAD 1 4,5,6 {b:04x}", "OK")]
+                             + [("ROW? 0", f"OK 1,2,3 {a:04x}"), ("ROW? 1", f"OK 4,5,6 {b:04x}")] * 2)
     masks = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.uint64)
     for board in (batched, plain):
         board.safe()
         assert board.load_masks(masks) == 2
         np.testing.assert_array_equal(board.read_masks(), masks)
-    assert t.round_trips == 3 + 5 and u.round_trips == 3 + 7  # connect, then 5 against 7
+        assert board.row_writes == 2
+    assert t.round_trips == 3 + 4 and u.round_trips == 3 + 7  # connect, then 4 against 7
     t.assert_done()
     u.assert_done()
-    wrong, w = connect_board(loads + [("ROWS? 0,1", f"OK 1,2,3 {a:04x};4,5,7 {crc16_ccitt('4,5,7'):04x}")],
-                             cap="BATCH")
+    wrong, w = connect_board([("SAFE", "OK"), load,
+                              ("ROWS? 0,1", f"OK 1,2,3 {a:04x};4,5,7 {crc16_ccitt('4,5,7'):04x}")], cap="BATCH")
     wrong.safe()
     with pytest.raises(ProtocolError, match="read back differs"):
         wrong.load_masks(masks)

@@ -59,3 +59,23 @@ def test_rows_reads_rows_back_as_row_does():
     assert _ask(board, "ROWS?").startswith("ERR 2")
     board.has_batch = False
     assert _ask(board, "ROWS? 0").startswith("ERR 6")
+
+
+def test_loadb_sets_rows_as_loads_do_or_nothing():
+    from sim._board import crc16
+
+    one, other = _board(), _board()
+    texts = ["1,2,3,4,5,6,7,8", "f,e,d,c,b,a,9,0"]
+    for row, text in zip((3, 1), texts):
+        assert _ask(one, f"LOAD {row} {text} {crc16(text):04x}") == "OK\n"
+    batch = ";".join(texts)
+    assert _ask(other, f"LOADB 3,1 {batch} {crc16(batch):04x}") == "OK\n"
+    np.testing.assert_array_equal(one.array.masks, other.array.masks)
+    assert _ask(one, f"MVM {VECTORS[0]}") == _ask(other, f"MVM {VECTORS[0]}")  # the same physics since
+    before = other.array.masks.copy()
+    bad = "0,0,0,0,0,0,0,0;0,0,0,0,0,0,0,10"  # the second row's last mask: 5 bits on a 4-branch board
+    assert _ask(other, f"LOADB 0,2 {bad} {crc16(bad):04x}").startswith("ERR 3")
+    assert _ask(other, f"LOADB 0,2 {batch} 0000").startswith("ERR 5")
+    assert _ask(other, f"LOADB 0 {batch} {crc16(batch):04x}").startswith("ERR 2")  # 2 lists, 1 row
+    assert _ask(other, f"LOADB 0,4 {batch} {crc16(batch):04x}").startswith("ERR 3")
+    np.testing.assert_array_equal(other.array.masks, before)  # a refused LOADB changed nothing
