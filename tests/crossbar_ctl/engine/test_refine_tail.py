@@ -41,3 +41,18 @@ def test_tail_rounds_take_the_worst_pairs_closer():
     (plain, plain_reads), (tail, tail_reads) = np.sum([_tails(seed) for seed in (0, 1)], axis=0)
     assert tail < 0.88 * plain
     assert plain_reads < tail_reads < 1.4 * plain_reads
+
+
+def test_program_runs_the_tail_rounds_it_is_given():
+    """``ProgramOptions.refine_tail_rounds`` reaches the refinement: more readout vectors, rounds
+    beyond ``refine_rounds``."""
+    records = []
+    for tail in (0, 6):
+        model = array_model(rows=16, cols=16, branches=8, wire_ohm=2.0, sense_ohm=10.0, seed=0)
+        lab = FakeLab(model, true_error=2e-4, noise=2e-5, seed=0)
+        network = build_network([np.random.default_rng(0).uniform(-1, 1, size=(8, 15))], [np.zeros(8)], ["none"],
+                                input_shape=None, strides=[1], paddings=[0], name="uniform")
+        records.append(program_plan(lab, make_plan(network, model), model,
+                                    options=ProgramOptions(refine_tail_rounds=tail, affine_vectors=0)).header.program)
+    assert records[0].refine_rounds[0] <= 4 < records[1].refine_rounds[0]
+    assert records[1].refine_readings > records[0].refine_readings
