@@ -18,13 +18,16 @@ oracle) accounts for; the refinement's rounds as each pair stood before them and
 predicted to land.
 
 Usage: ``python scripts/realized_tail.py [--save PATH] [--load PATH] [--true-branches]
-[--tail-rounds N [--tail-share PERCENT]] [--plan KEY=VALUE ...]`` (about 60 s CPU):
+[--refine-rounds N] [--tail-rounds N [--tail-share PERCENT] [--tail-locality S_PER_S]]
+[--plan KEY=VALUE ...]`` (about 35 s CPU):
 
 - ``--load``: tabulate a saved run without the lab;
 - ``--true-branches``: the refinement, and only it, is handed the simulator's true branch values at
   the calibration's overall scale, to bound what the calibration's branch errors cost the tail;
 - ``--tail-rounds``: after the refinement, N measured rounds more on its worst ``PERCENT`` of pairs
-  alone (default 5), kept if the tile's rms is better;
+  (by measured residual, default 5) alone, kept by ``refine_measured``'s own end-of-rounds gate,
+  with the move penalty ``--tail-locality`` (default the plan's);
+- ``--refine-rounds``: the refinement's rounds (``ProgramOptions.refine_rounds``) instead of 4;
 - ``--plan``: plan options (``PlanOptions`` fields), last.
 """
 
@@ -87,11 +90,16 @@ def collect(options, told=False, tail_rounds=0, tail_share=5.0):
                 error = np.abs(done.residual_s)
                 worst = error > np.percentile(error, 100 - tail_share)
                 again = plain_refine(lab_, model_, tile, done.selection, target, context,
-                                     **{**kw, "rounds": tail_rounds, "pairs": worst})
-                return again if np.sqrt(np.mean(again.residual_s**2)) <= np.sqrt(np.mean(done.residual_s**2)) else done
+                                     **{**kw, "rounds": tail_rounds, "pairs": worst,
+                                        "locality": option("--tail-locality", kw["locality"])})
+                print(f"tail rounds on tile {tile.layer}/{tile.input_start}/{tile.output_start}: {again.pairs_moved}"
+                      f" moves; those pairs' median |residual| {np.median(error[worst]):.2e} ->"
+                      f" {np.median(np.abs(again.residual_s[worst])):.2e} S")
+                return again  # refine_measured's own gate keeps the rounds or not
 
             program.refine_measured = refine_tail
-        plan = program_plan(lab, make_plan(network, model, options=options), model, options=ProgramOptions())
+        rounds = ProgramOptions(refine_rounds=option("--refine-rounds", ProgramOptions().refine_rounds, int))
+        plan = program_plan(lab, make_plan(network, model, options=options), model, options=rounds)
         faults = lab.config.sim.faults
         branches = model.geometry[2]
         for k, lp in enumerate(plan.header.layers):
