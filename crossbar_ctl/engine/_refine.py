@@ -19,11 +19,16 @@ branches divides out); every pair's recorded output is of the configuration kept
 its own cells are as read, moved by the twin's difference for what its neighbours kept or put back:
 they share a row driver and wires), never a stale best-of-several; and the readings grow four-fold,
 up to ``max_repeats``, once the pairs are within the noise bound (no chosen pair off, or the bound
-above half the median error), on the rows where a pair is ambiguous. On the demo the floor is the
-rounds themselves (README "Realized weight precision"): the best move within the locality penalty
-(1.2-1.3e-8 S median from the target) and where moves land, 3-5e-8 S off in every round (the
-neighbours' moves of the same round, the toggled branches' calibration error); knowing the branch
-values exactly buys 0.3 bit or less there (``scripts/realized_split.py --true-branches``).
+above half the median error), on the rows where a pair is ambiguous. After the rounds, tail rounds
+move only the tile's worst pairs (above ``TAIL_QUANTILE``) and read only their rows.
+
+On the demo the floor is the rounds themselves (README "Realized weight precision";
+``scripts/landing_split.py``): the best move within the locality penalty is 1.2e-8 S median from
+its target, and moves land 7.6-9.9e-8 S rms off their prediction. Of that, the same round's
+neighbours' moves are 6-9e-8 (the twin predicts them to 1e-8, so they cost tries, not knowledge),
+the move's own step 3-4e-8 (the toggled branches' values 2.7e-8, the slope 2e-8), and each reading
+1.5e-8 (5e-9 of it noise). Solving the moves against each other, refining rows in turn, moving fewer
+pairs, or knowing the branch values exactly each buys 0.2 bit or less.
 """
 
 from __future__ import annotations
