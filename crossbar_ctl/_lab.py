@@ -14,7 +14,7 @@ from crossbar_ctl.core.config import LabConfig, SimArrayConfig, load_lab_config
 from crossbar_ctl.core.errors import ConfigError
 from drivers import DEFAULT_MIN_RESISTANCE_OHM, Lab, Transport, build_lab, open_transport
 
-__all__ = ["Labs", "SimTruth", "advance_sim_time", "bench_io", "lab_info", "min_resistance_ohm", "open_lab",
+__all__ = ["Labs", "SimTruth", "advance_sim_time", "bench_board", "bench_io", "lab_info", "min_resistance_ohm", "open_lab",
            "open_labs", "set_sim_temperature_c"]
 
 _SERVED_TIMEOUT_S = 10.0
@@ -337,4 +337,55 @@ def bench_io(*, single_readings: int = 2000, sweep_points: int = 2500, sweeps: i
         r["x_sim_device"] = r["us_per_reading"] / reference if reference else None
         r["controller_x_sim_device"] = (r["controller_us_per_reading"] / reference
                                         if reference and r["controller_us_per_reading"] is not None else None)
+    return results
+
+
+def bench_board(*, vectors: int = 256, loads: int = 8, seed: int = 0) -> list[dict[str, Any]]:
+    """Readout vectors and whole-array loads through the switch board driver, one line per vector
+    and per row (a board without ``BATCH``) against batched lines (``MVMB``; ``LOADB`` and ``ROWS?``),
+    in process and over a pseudo-terminal (pyserial), on the default 64 x 64 x 8 simulated board.
+
+    Returns
+    -------
+    list of dict
+        One row per (transport, lines, operation): ``transport``, ``lines`` (``"one each"`` or
+        ``"batched"``), ``operation``, ``count`` (vectors or loads), ``replies`` (the board's
+        replies awaited), ``seconds``, ``per_s``; the readings of both modes are the same.
+    """
+    import time
+
+    import numpy as np
+
+    from sim import LabServer, SimLab
+
+    sim_config = SimArrayConfig(seed=seed)
+    rng = np.random.default_rng(seed)
+    voltage_v = rng.uniform(-0.005, 0.005, (vectors, sim_config.rows))  # within the total-current bound
+    masks = rng.integers(0, 1 << sim_config.branches, (loads, sim_config.rows, sim_config.cols))
+    results = []
+    for transport in ("in-process", "pty (pyserial)"):
+        for batched in (False, True):
+            sim_lab = SimLab(sim_config)
+            sim_lab.devices["board"].has_batch = batched
+            server = LabServer(sim_lab).start() if transport != "in-process" else None
+            uri = f"serial://{server.pty_paths['board']}" if server else "sim://board"
+            try:
+                with open_lab(LabConfig(sim=sim_config, instruments={"switch_board": {"uri": uri}}),
+                              sim=sim_lab) as lab:
+                    board = lab.board
+                    board.safe()
+                    for operation, count, action in (
+                        ("whole-array loads", loads, lambda: [board.load_masks(m) for m in masks]),
+                        ("readout vectors", vectors, lambda: board.mvm(voltage_v)),
+                    ):
+                        replies, start = board.transport.round_trips, time.perf_counter()
+                        action()
+                        seconds = time.perf_counter() - start
+                        results.append({"transport": transport, "lines": "batched" if batched else "one each",
+                                        "operation": operation, "count": count,
+                                        "replies": board.transport.round_trips - replies,
+                                        "seconds": seconds, "per_s": count / seconds})
+            finally:
+                if server is not None:
+                    server.stop()
     return results

@@ -1,4 +1,5 @@
-"""``crossbar info`` and ``crossbar bench io`` (registered by ``crossbar_ctl.cli._main``)."""
+"""``crossbar info``, ``crossbar bench io`` and ``crossbar bench board`` (registered by
+``crossbar_ctl.cli._main``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ def add_commands(commands, bench) -> None:
     io.add_argument("--nplc", type=float, default=0.01, help="integration time (default 0.01)")
     io.add_argument("--json", action="store_true", help="print JSON instead of a table")
     io.set_defaults(run=_bench_io)
+
+    board = bench.add_parser(
+        "board", help="switch board: lines and time per readout vector and whole-array load, one each vs batched",
+        description="Readout vectors and whole-array mask loads through the switch board driver on the "
+        "default 64 x 64 x 8 simulated board, one line per vector and row (a board without BATCH) "
+        "against batched lines (MVMB; LOADB and ROWS?), in process and over a pty through pyserial. "
+        "The replies are what a slow serial link pays for; the seconds include the simulator's physics.")
+    board.add_argument("--vectors", type=int, default=256, metavar="N", help="readout vectors (default 256)")
+    board.add_argument("--loads", type=int, default=8, metavar="N", help="whole-array loads (default 8)")
+    board.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    board.set_defaults(run=_bench_board)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -73,6 +85,21 @@ def _bench_io(args: argparse.Namespace) -> int:
         print_table(table, title=f"SMU I/O against the simulated lab (Keithley 2450, NPLC {args.nplc:g}); "
                                  "x_sim_device: over the simulated instrument's own time per reading "
                                  "(same mode, in process, this run)")
+
+    emit(results, args, show)
+    return 0
+
+
+def _bench_board(args: argparse.Namespace) -> int:
+    from crossbar_ctl._lab import bench_board
+    from crossbar_ctl.core.errors import ConfigError
+
+    if args.vectors < 1 or args.loads < 1:
+        raise ConfigError("--vectors and --loads must be >= 1")
+    results = bench_board(vectors=args.vectors, loads=args.loads)
+
+    def show(rows: list[dict[str, Any]]) -> None:
+        print_table(rows, title="Switch board lines against the simulated 64 x 64 x 8 board: one each vs batched")
 
     emit(results, args, show)
     return 0
