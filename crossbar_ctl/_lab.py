@@ -370,10 +370,11 @@ def bench_board(*, vectors: int = 256, loads: int = 8, seed: int = 0) -> list[di
             server = LabServer(sim_lab).start() if transport != "in-process" else None
             uri = f"serial://{server.pty_paths['board']}" if server else "sim://board"
             try:
-                with open_lab(LabConfig(sim=sim_config, instruments={"switch_board": {"uri": uri}}),
-                              sim=sim_lab) as lab:
+                instruments = {"switch_board": {"uri": uri, "timeout_s": _SERVED_TIMEOUT_S}}
+                with open_lab(LabConfig(sim=sim_config, instruments=instruments), sim=sim_lab) as lab:
                     board = lab.board
                     board.safe()
+                    board.mvm(voltage_v[0])  # a served simulator's first solve in its thread can take 1-2 s
                     for operation, count, action in (
                         ("whole-array loads", loads, lambda: [board.load_masks(m) for m in masks]),
                         ("readout vectors", vectors, lambda: board.mvm(voltage_v)),
