@@ -9,6 +9,13 @@ stop a server: a slow reader only blocks its own connection's thread. An idle se
 ``select`` without a timeout and :meth:`stop` wakes it through a pipe: a thread that woke every
 0.1 s to look for a stop took the interpreter lock from the client in the same process (five such
 threads in a served lab: 50 wake-ups a second during the client's computations).
+
+While a :class:`SimServer` runs, the process uses one BLAS thread (the circuit solver's own
+``_one_blas_thread``, held from :meth:`SimServer.start` to :meth:`SimServer.stop`): OpenBLAS's
+thread pool, switched between one thread in the simulator's solves and two in the client's work
+from different threads, made a served demo's solves many times slower (a 64 x 64 x 8 board's
+first readouts 1-7 s against 0.04 s; the served demo 84-119 s against 36 s with
+``OPENBLAS_NUM_THREADS=1``, the same figures bit for bit).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import tty
 from collections.abc import Mapping
 from typing import Any
 
+from crossbar_ctl.core.circuit import _one_blas_thread
 from sim._scpi import LineDevice
 
 __all__ = ["LabServer", "PtyServer", "SimServer", "TcpServer"]
@@ -251,6 +259,7 @@ class SimServer:
             raise ValueError(f"no device named {', '.join(unknown)}; have {', '.join(devices)}")
         self._tcp = {name: TcpServer(device, host=host, port=ports.get(name, 0))
                      for name, device in devices.items()}
+        self._blas_held = False
         self._pty = {name: PtyServer(devices[name]) for name in pty}
 
     @property
@@ -270,8 +279,10 @@ class SimServer:
         return uris
 
     def start(self) -> SimServer:
-        """Start every server (stopping those already started if one fails)."""
+        """Start every server (stopping those already started if one fails); one BLAS thread until
+        :meth:`stop`."""
         started: list[Any] = []
+        _one_blas_thread.__enter__()
         try:
             for server in [*self._tcp.values(), *self._pty.values()]:
                 server.start()
@@ -279,13 +290,18 @@ class SimServer:
         except BaseException:
             for server in started:
                 server.stop()
+            _one_blas_thread.__exit__(None, None, None)
             raise
+        self._blas_held = True
         return self
 
     def stop(self) -> None:
-        """Stop every server and wait for its threads."""
+        """Stop every server and wait for its threads (idempotent); BLAS threads as before :meth:`start`."""
         for server in [*self._tcp.values(), *self._pty.values()]:
             server.stop()
+        if self._blas_held:
+            self._blas_held = False
+            _one_blas_thread.__exit__(None, None, None)
 
     def __enter__(self) -> SimServer:
         return self.start()

@@ -367,3 +367,20 @@ def test_an_idle_server_sleeps_until_a_line_or_stop(monkeypatch):
     finally:
         server.stop()
     assert len(calls) <= idle + 2
+
+
+def test_a_served_lab_holds_blas_to_one_thread_until_it_stops():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"}
+
+    if not blas_threads():
+        pytest.skip("no BLAS library that threadpoolctl controls")
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):  # as on a 2-core machine
+        server = LabServer(SimLab(CONFIG)).start()
+        assert blas_threads() == {1}   # the client's and the simulator's threads share no pool
+        server.stop()
+        assert blas_threads() == {2}
+        server.stop()                   # idempotent: released once
+        assert blas_threads() == {2}
