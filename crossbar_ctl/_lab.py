@@ -376,8 +376,8 @@ def bench_board(*, vectors: int = 256, loads: int = 8, seed: int = 0) -> list[di
                     board.safe()
                     board.mvm(voltage_v[0])  # a served simulator's first solve in its thread can take 1-2 s
                     for operation, count, action in (
-                        ("whole-array loads", loads, lambda: [board.load_masks(m) for m in masks]),
-                        ("readout vectors", vectors, lambda: board.mvm(voltage_v)),
+                        ("whole-array loads", loads, lambda board=board: [board.load_masks(m) for m in masks]),
+                        ("readout vectors", vectors, lambda board=board: board.mvm(voltage_v)),
                     ):
                         replies, start = board.transport.round_trips, time.perf_counter()
                         action()
