@@ -526,7 +526,6 @@ class SwitchBoard:
         """Back to the closed-branch bound (the declaration stays checked for its masks)."""
         self._in_force = False
 
-
     def mvm(self, voltage_v: object) -> np.ndarray:
         """``MVM <v0>,...``: drive every row, return every column's current.
 
