@@ -183,8 +183,9 @@ def _summary(result: dict[str, Any], layers: list[LayerCheck]) -> None:
         "min enob [bit]": min(layer.enob for layer in layers),
     }], title="analog vs float64")
     print()
-    print_table(layer_rows(layers), title="per layer: bits of the weights against max|w| (planned, realized on "
-                                          "the true circuit), and of the outputs (enob, sinad)")
+    print_table(layer_rows(layers), title="per layer: bits of the weights against max|w| (planned by the twin, "
+                                          "measured by the programming's closed loop, realized on the true circuit), "
+                                          "and of the outputs (enob, sinad)")
     print()
     print_table(budget_rows(layers), title="error budget: rms output error by stage and its share of mean(error^2) "
                                            "(indented: of programmed's; cross: the parts' correlation)")

@@ -11,7 +11,10 @@ Precision figures per layer (every pair programmed, in weight units, against the
   variance convention: each output's mean is not signal; the error's mean is error);
   ``sinad_bits`` keeps the ADC convention, the error's mean removed too (:func:`sinad_db`);
 - ``planned_bits``: median, 1st percentile and worst of ``-log2(|planned - target| / max|w|)``,
-  where *planned* is the pair transfer the plan predicted;
+  where *planned* is the pair transfer the plan predicted (the twin's; far below the others on a
+  closed-loop plan, whose masks were chosen against the measured circuit the twin misses);
+- ``measured_bits``: the same for the closed loop's last measurement of each programmed pair (read
+  noise included): the controller's own view of what it programmed, the figure to read on hardware;
 - ``realized_bits``: the same for the noiseless true transfer of each programmed pair (the
   simulator's circuit with the plan's masks, no read noise, no converters). Only a simulated lab
   knows it (``lab.truth``, read for these figures only, never for control); on hardware None.
@@ -197,7 +200,10 @@ class LayerCheck(StrictModel):
     sinad_bits: float
     """``(sinad_db - 1.76) / 6.02``: effective bits in the ADC convention (an offset is free)."""
     planned_bits: PrecisionBits
-    """The plan's predicted pair transfers against the targets."""
+    """The plan's predicted pair transfers (the twin's) against the targets."""
+    measured_bits: PrecisionBits | None = None
+    """The closed loop's last measured pair transfers against the targets (None: a plan not
+    programmed with the hardware in the loop)."""
     realized_bits: PrecisionBits | None
     """The true noiseless transfers of the programmed pairs (simulated labs; None on hardware)."""
     budget: ErrorBudget
@@ -326,7 +332,8 @@ def _run_tile(lab: Lab, plan: SwitchPlan, t: int, x_aug: np.ndarray, cpw: float,
     transfers = {"planned": pair_transfer(plan.tile(t, "predicted_s"))}
     if f"tile{t}.measured_s" in plan.arrays:
         transfers["measured"] = pair_transfer(plan.tile(t, "measured_s"))
-    weights = {"target": plan.tile(t, "target_s") / cpw, "planned": transfers["planned"] / cpw}
+    weights = {name: transfers[name] / cpw for name in ("planned", "measured") if name in transfers}
+    weights["target"] = plan.tile(t, "target_s") / cpw
     if truth:
         twin_true = twin_transfer(plan.board_twin(tile.board), np.asarray(truth.cell_conductance_s()))
         circuit = np.asarray(truth.transfer_s())[tile.block]  # linear: I = V @ T
@@ -344,7 +351,7 @@ def _run_layer(labs: Sequence[Lab], plan: SwitchPlan, layer: Layer, k: int, x: n
                limits: Sequence[dict[str, float]], truths: Sequence, progress: Callable[[int], None] | None,
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """One layer on the boards: flat inputs (batch, in) -> the corrected outputs of each evaluation
-    (``analog`` and the budget's), and the pairs' ``target``, ``planned`` (and ``realized``) weights. Each board runs its tiles in plan
+    (``analog`` and the budget's), and the pairs' ``target``, ``planned`` (and ``measured``, ``realized``) weights. Each board runs its tiles in plan
     order, the boards in parallel."""
     lp = plan.header.layers[k]
     patches = layer.patches(x)
@@ -361,14 +368,15 @@ def _run_layer(labs: Sequence[Lab], plan: SwitchPlan, layer: Layer, k: int, x: n
 
     done = {t: result for board in in_parallel(run_board, len(labs)) for t, result in board.items()}
     stages: dict[str, np.ndarray] = {}
-    weights: dict[str, list[np.ndarray]] = {"target": [], "planned": [], "realized": []}
+    weights: dict[str, list[np.ndarray]] = {"target": [], "planned": [], "measured": [], "realized": []}
     for t in lp.tiles:  # in plan order: the sums come out the same whatever the boards
         outputs_w, tile_weights = done[t]
         for name, value in outputs_w.items():
             stages.setdefault(name, np.zeros((len(patches), outputs)))[:, tiles[t].tile.outputs] += value
         for name, value in tile_weights.items():
             weights[name].append(value)
-    flat = {name: np.concatenate([w.ravel() for w in parts]) for name, parts in weights.items() if parts}
+    flat = {name: np.concatenate([w.ravel() for w in parts]) for name, parts in weights.items()
+            if len(parts) == len(lp.tiles)}  # every tile's, or none
     return {name: layer.assemble(value, len(x)) for name, value in stages.items()}, flat
 
 
@@ -449,6 +457,8 @@ def run_check(lab: Lab | Sequence[Lab], plan: SwitchPlan, x: np.ndarray, y: np.n
             relative_error=_rms(error) / max(_rms(reference), 1e-300), snr_db=snr,
             enob=effective_bits(snr), sinad_db=sinad, sinad_bits=effective_bits(sinad),
             planned_bits=precision_bits(weights["planned"], weights["target"], magnitude),
+            measured_bits=(precision_bits(weights["measured"], weights["target"], magnitude)
+                           if "measured" in weights else None),
             realized_bits=(precision_bits(weights["realized"], weights["target"], magnitude)
                            if "realized" in weights else None),
             budget=budget,

@@ -22,11 +22,13 @@ def _bits(figure, key: str):
 
 def layer_rows(layers: Sequence[LayerCheck]) -> list[dict]:
     """One table row per layer: precision and error, the unit in every header (``[1]``: a ratio,
-    ``[#]``: a count; realized bits ``-`` on hardware)."""
+    ``[#]``: a count; planned: the twin's prediction; measured: the closed loop's last reading,
+    ``-`` for a plan not programmed; realized: the true circuit, ``-`` on hardware)."""
     return [{
         "layer": layer.index, "kind": layer.kind, "outputs [#]": layer.outputs, "tiles [#]": layer.tiles,
         "branches/w [#]": layer.branches_per_weight,
         "planned median [bit]": layer.planned_bits.median,
+        "measured median [bit]": _bits(layer.measured_bits, "median"),
         "realized median [bit]": _bits(layer.realized_bits, "median"),
         "realized p01 [bit]": _bits(layer.realized_bits, "p01"),
         "realized worst [bit]": _bits(layer.realized_bits, "worst"),

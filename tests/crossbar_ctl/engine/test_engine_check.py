@@ -85,6 +85,11 @@ def test_check_runs_layer_by_layer_and_reports(tmp_path):
             np.mean(details["reference"][layer.index] ** 2)))
         assert layer.measured_weight_error_rms is not None
         assert layer.realized_bits is None  # no truth on hardware: absent, not zero
+        # the closed loop's last reading of each pair: what the controller knows on hardware
+        # (measured 10.3 / 11.0 bits median, 1e-4 read noise included; the twin's prediction
+        # 9.8 / 11.9: this fake's twin is its circuit but for the 1e-3 calibration error)
+        assert layer.measured_bits is not None and layer.measured_bits.pairs == layer.planned_bits.pairs
+        assert layer.measured_bits.median > 9
         assert layer.planned_bits.pairs == layer.outputs * (network.layers[layer.index].matrix.shape[1] + 1)
     report.save(tmp_path / "report.json")
     again = CheckReport.model_validate(json.loads((tmp_path / "report.json").read_text()))
