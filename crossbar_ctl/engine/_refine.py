@@ -220,7 +220,12 @@ def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarr
         A pair is off when its measured error exceeds this many times its measurement noise.
     pairs : ndarray (cells,) of bool, optional
         Only these pairs may be re-solved (``crossbar program --update``: those over budget);
-        default every pair.
+        default every pair. Then every keep or put-back is judged per row, on the row's pairs (the
+        movers and their row-mates, which a move shifts through the row's driver and which may not
+        move to follow): a round's moves in a row are kept only if the row reads better as a whole,
+        and at the end each rewritten row only if it reads better than at the start
+        (:func:`_row_gate`), instead of the whole tile's rms, which is mostly the noise of the rows
+        that could not move.
     measured_gain : bool
         Scale the twin's slopes by each cell's measured over predicted transfer
         (:func:`measured_slope`); False: the twin's slopes alone.
@@ -280,6 +285,12 @@ def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarr
         error = np.abs(pair_transfer(measured).ravel() - target_s)
         read = np.repeat(np.isin(np.arange(tile.rows), rows), tile.pairs)
         better = read & (error < best["error"])
+        if pairs is not None:  # only some pairs may move: a row keeps its moves only if the row reads better
+            # as a whole (its row-mates too, which the moves shift through the row's driver and cannot follow)
+            now = np.where(read & (better | ~move), error, best["error"]).reshape(tile.rows, tile.pairs)
+            worse = (np.sum(now**2, axis=1) >= np.sum(best["error"].reshape(tile.rows, tile.pairs) ** 2, axis=1)) & (
+                (better & move).reshape(tile.rows, tile.pairs).any(axis=1))
+            better &= ~np.repeat(worse, tile.pairs)
         kept_now = np.where(better[:, None], trial, best["selection"])
         # the outputs of what is kept: read afresh where the pair's own cells are as read (it kept
         # its move, or did not move), else as before; both moved by the twin's difference between
@@ -296,7 +307,9 @@ def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarr
                                                     **measure)
         readings += count
         error = pair_transfer(measured).ravel() - target_s
-        if _rms(error) < kept[0]:
+        if pairs is not None:  # only some pairs could move: judged per row (:func:`_row_gate`)
+            kept = _row_gate(model, twin, tile, target_s, kept, (best["selection"], cell, measured, error, noise))
+        elif _rms(error) < kept[0]:
             kept = (_rms(error), best["selection"], cell, measured, error, noise)
     _, selection, cell, measured, error, noise = kept
     rows, cols, _ = model.geometry
@@ -332,6 +345,39 @@ def _twin_outputs(model: ArrayModel, twin: TwinParameters | None, tile: Tile, se
     """The twin's transfer of a tile's selection, ``(tile.rows, 2 tile.pairs)``."""
     cell = model.cell_conductance_s(masks_from_selection(selection, tile.rows, tile.pairs), tile)
     return array_transfer(model, twin, cell, tile)
+
+
+def _row_gate(model: ArrayModel, twin: TwinParameters | None, tile: Tile, target_s: np.ndarray, before: tuple,
+              after: tuple) -> tuple:
+    """The end-of-rounds gate of a refinement whose moves were restricted (``pairs``): each row whose
+    selection changed keeps it only if that row's pairs (the movers and their row-mates, which a
+    move shifts through the row's driver) read better in the final reading ``after`` than in the
+    starting one ``before``; the others are put back. The rows that could not move do not decide it:
+    with a few per cent of a tile's pairs moving, the whole tile's rms from two readings is mostly
+    their noise.
+
+    ``before`` is ``(rms, selection, cell, measured, error, noise)``, ``after`` the same without the
+    rms. A row put back keeps its starting reading, and every row is moved by the twin's difference
+    between what is kept and what was read (as the rounds do).
+    """
+    _, start, _, start_measured, start_error, start_noise = before
+    selection, _, measured, error, noise = after
+    changed = (selection != start).reshape(tile.rows, -1).any(axis=1)
+    better = np.sum(np.square(error.reshape(tile.rows, tile.pairs)), axis=1) < np.sum(
+        np.square(start_error.reshape(tile.rows, tile.pairs)), axis=1)
+    keep = changed & better
+    if not keep.any():
+        return before
+    if np.array_equal(keep, changed):
+        return (_rms(error), *after)
+    new = keep | ~changed  # the rows whose cells are as the final reading read them
+    kept = np.where(np.repeat(new, tile.pairs)[:, None], selection, start)
+    twin_kept = _twin_outputs(model, twin, tile, kept)
+    outputs = np.where(new[:, None], measured + twin_kept - _twin_outputs(model, twin, tile, selection),
+                       start_measured + twin_kept - _twin_outputs(model, twin, tile, start))
+    cell = model.cell_conductance_s(masks_from_selection(kept, tile.rows, tile.pairs), tile)
+    kept_error = pair_transfer(outputs).ravel() - target_s
+    return (_rms(kept_error), kept, cell, outputs, kept_error, max(noise, start_noise))
 
 
 def _rms(a: np.ndarray) -> float:

@@ -298,9 +298,10 @@ def update_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, record: CalibrationR
     vectors less the all-zero reading, :func:`crossbar_ctl.engine._refine.measure_tile`); per layer
     :func:`choose_pairs` picks the pairs to rewrite from those errors, and the programming's own
     refinement (:func:`crossbar_ctl.engine._refine.refine_measured`, its rounds and reads) re-solves
-    only them until each is within its measurement noise, keeping the tile only if it measures
-    better as a whole. A rewrite moves the pairs sharing its row's driver, so the pairs are picked
-    again on the last measurement, for ``passes`` passes. A plan on several boards is measured and
+    only them until each is within its measurement noise, keeping each rewritten row only where the
+    row (the rewritten pairs and their row-mates) measures better, in every round and at the end. A
+    rewrite moves the pairs sharing its row's driver, so the pairs are picked again on the last
+    measurement, for ``passes`` passes. A plan on several boards is measured and
     rewritten on each board with its own record, the boards in parallel, and each layer's pairs are
     picked per board (:func:`crossbar_ctl.engine._guard.board_groups`), as the guard holds them.
 
