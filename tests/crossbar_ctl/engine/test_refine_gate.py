@@ -52,6 +52,14 @@ def _rows_rms(error, rows):
     return float(np.sqrt(np.mean(error.reshape(SIZE, SIZE // 2)[rows] ** 2)))
 
 
+def _three_worst(lab, tile, target):
+    """The pairs' true errors, the three worst (the pairs that may move) and their rows."""
+    true = np.abs(pair_transfer(lab.readout.transfer()[tile.block]).ravel() - target)
+    pairs = np.zeros(true.size, bool)
+    pairs[np.argsort(-true)[:3]] = True
+    return true, pairs, np.flatnonzero(pairs.reshape(SIZE, SIZE // 2).any(axis=1))
+
+
 def test_rows_that_cannot_move_do_not_decide_the_gate():
     """Three pairs of a drifted tile may move (rows 0, 11 and 15); the gate's reading shows every
     other row's pairs 2e-7 S worse (as noise in 13 rows that could not move would). The rewritten
@@ -60,10 +68,7 @@ def test_rows_that_cannot_move_do_not_decide_the_gate():
     rewrite was put back and this test fails; without the disturbance both gates keep the same
     three cells."""
     lab, model, tile, target, selection = _drifted()
-    true = np.abs(pair_transfer(lab.readout.transfer()[tile.block]).ravel() - target)
-    pairs = np.zeros(true.size, bool)
-    pairs[np.argsort(-true)[:3]] = True
-    scope = np.flatnonzero(pairs.reshape(SIZE, SIZE // 2).any(axis=1))
+    true, pairs, scope = _three_worst(lab, tile, target)
     others = np.setdiff1d(np.arange(SIZE), scope)
     _disturb_last_reading(lab, others, 2e-7)
     done = refine_measured(lab, model, tile, selection, target, np.zeros((SIZE, SIZE), np.uint64), twin=model.twin,
@@ -79,10 +84,7 @@ def test_a_rewritten_row_that_reads_worse_is_put_back_alone():
     row gets its starting selection back (and its starting reading), the two other rewritten rows
     keep theirs."""
     lab, model, tile, target, selection = _drifted()
-    true = np.abs(pair_transfer(lab.readout.transfer()[tile.block]).ravel() - target)
-    pairs = np.zeros(true.size, bool)
-    pairs[np.argsort(-true)[:3]] = True
-    scope = np.flatnonzero(pairs.reshape(SIZE, SIZE // 2).any(axis=1))
+    true, pairs, scope = _three_worst(lab, tile, target)
     _disturb_last_reading(lab, scope[:1], 1e-6)
     done = refine_measured(lab, model, tile, selection, target, np.zeros((SIZE, SIZE), np.uint64), twin=model.twin,
                            limits=readout_limits(lab), rounds=6, repeats=4, pairs=pairs)
