@@ -87,6 +87,8 @@ class PhysicalArray:
         )
         self.switch_on_resistance_ohm.flags.writeable = False
         drift_seed, noise_seed = np.random.SeedSequence(config.seed).spawn(2)
+        if config.noise_seed is not None:  # the same board, another noise realization
+            noise_seed = np.random.SeedSequence([config.seed, config.noise_seed])
         self._drift_rng = np.random.default_rng(drift_seed)
         self._noise_rng = np.random.default_rng(noise_seed)
         self._drift = np.ones(shape)

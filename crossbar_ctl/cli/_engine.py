@@ -33,6 +33,9 @@ def add_commands(commands, bench) -> None:
                       help="use only the first N test samples (default: all of them)")
     demo.add_argument("--served", action="store_true",
                       help="go through the real stacks: pyvisa over loopback TCP, pyserial over a pty")
+    demo.add_argument("--noise-seed", type=int_range(0, 2**32 - 1), metavar="S",
+                      help="another realization of the read noise on the same board (default: the lab's); "
+                           "one run is one realization: compare changes over several")
     demo.set_defaults(run=_demo)
 
     program = commands.add_parser("program", help="map a network onto a calibrated array and program it")
@@ -223,10 +226,11 @@ def _demo(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._demo import run_demo
 
     result = run_demo(lab_config=args.lab, profile=args.profile, samples=args.samples, plot_dir=args.plot,
-                      show_progress=_progress(args), served=args.served)
+                      show_progress=_progress(args), served=args.served, noise_seed=args.noise_seed)
 
     def show(result: dict[str, Any]) -> None:
-        print(f"simulated board profile: {result['profile']}")
+        noise = "" if result["noise_seed"] is None else f", noise realization {result['noise_seed']}"
+        print(f"simulated board profile: {result['profile']}{noise}")
         _summary(result, [LayerCheck.model_validate(layer) for layer in result["layers"]])
         print()
         print_table([{"layer": layer["index"], "branches/w [#]": layer["branches_per_weight"],

@@ -137,6 +137,10 @@ class SimArrayConfig(StrictModel):
     faults: tuple[Fault, ...] = ()
     seed: int = Field(0, ge=0)
     """Seed of every random draw of the array (resistors, switches, noise)."""
+    noise_seed: int | None = Field(None, ge=0)
+    """Another realization of the read noise on the same board (its resistors, switches, drift and
+    faults still drawn from ``seed``); None: the noise drawn from ``seed``. One run of a
+    deterministic job is one noise realization: compare engine changes over several."""
 
     @model_validator(mode="after")
     def _faults_inside(self) -> "SimArrayConfig":

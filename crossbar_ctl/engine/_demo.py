@@ -34,7 +34,7 @@ from crossbar_ctl.core.errors import EngineError
 
 __all__ = [
     "DEMO_LAB", "DEMO_NPLC", "DIGITS_NETWORK", "demo_lab", "demo_targets", "predistortion_effect", "progress_bar",
-    "run_demo", "with_profile",
+    "run_demo", "with_sim",
 ]
 
 DEMO_LAB = files("crossbar_ctl") / "data" / "demo_lab.toml"
@@ -92,7 +92,7 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
              plan_options: PlanOptions | None = None, program_options: ProgramOptions | None = None,
              calibration_options: Any = None, nplc: float | None = DEMO_NPLC,
              plot_dir: str | Path | None = None, show_progress: bool = True,
-             served: bool = False) -> dict[str, Any]:
+             served: bool = False, noise_seed: int | None = None) -> dict[str, Any]:
     """Calibrate, program and check a network on a simulated lab; returns the summary.
 
     Parameters
@@ -112,11 +112,13 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
     served : bool
         Talk to the simulated instruments through the real stacks: the source-meter over loopback
         TCP with pyvisa, the switch board over a pseudo-terminal with pyserial.
+    noise_seed : int, optional
+        Another realization of the read noise on the same board (``[sim] noise_seed``).
 
     Returns
     -------
     dict
-        ``profile`` (the simulated board's), ``digital_accuracy``, ``analog_accuracy``,
+        ``profile`` (the simulated board's), ``noise_seed`` (None: the lab's own noise), ``digital_accuracy``, ``analog_accuracy``,
         ``agreement``, ``layers`` (:class:`LayerCheck` as data: ``enob``, ``planned_bits``,
         ``realized_bits``, the error budget with its shares), ``predistortion``, ``program``,
         ``calibration``, ``timings_s``.
@@ -133,8 +135,9 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
     if samples is not None and samples > len(network.test_x):
         raise EngineError(f"samples = {samples}: {network.name} has only {len(network.test_x)} test samples")
     x, y = network.test_x[:samples], network.test_y[:samples]
-    if profile is not None:
-        lab_config = with_profile(lab_config if lab_config is not None else str(DEMO_LAB), profile)
+    sim = {key: value for key, value in (("profile", profile), ("noise_seed", noise_seed)) if value is not None}
+    if sim:
+        lab_config = with_sim(lab_config if lab_config is not None else str(DEMO_LAB), **sim)
     with demo_lab(lab_config, served=served) as lab:
         if truth_of(lab) is None:
             raise EngineError("the demo runs on a simulated lab (its figures need the simulator's truth); "
@@ -170,6 +173,7 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
         timings["predistortion"] = time.monotonic() - mark
         calibration = record.summary()
         profile = lab.config.sim.profile if lab.config.sim is not None else None
+        noise = lab.config.sim.noise_seed if lab.config.sim is not None else None
     if plot_dir is not None:
         from crossbar_ctl.engine._reports import plot_check
 
@@ -179,6 +183,7 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
     return {
         "network": network.name,
         "profile": profile,
+        "noise_seed": noise,
         "samples": report.samples,
         "digital_accuracy": report.digital_accuracy,
         "analog_accuracy": report.analog_accuracy,
@@ -210,13 +215,14 @@ def demo_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def with_profile(lab_config: Any, profile: str) -> Any:
-    """A simulated lab configuration with its board profile replaced (``ideal``, ``pcb``, ``harsh``).
+def with_sim(lab_config: Any, **sim: Any) -> Any:
+    """A simulated lab configuration with keys of its ``[sim]`` table replaced (``profile``:
+    ``ideal``, ``pcb``, ``harsh``; ``noise_seed``).
 
     Raises
     ------
     ConfigError
-        The configuration is invalid, has no simulated array, or the profile is unknown.
+        The configuration is invalid, has no simulated array, or a value is not allowed.
     """
     from crossbar_ctl.core.config import LabConfig, config_error, load_lab_config
     from crossbar_ctl.core.errors import ConfigError
@@ -224,9 +230,9 @@ def with_profile(lab_config: Any, profile: str) -> Any:
 
     config = load_lab_config(lab_config)
     if config.sim is None:
-        raise ConfigError("a board profile needs a simulated lab (a [sim] table)", key="profile")
+        raise ConfigError(f"{', '.join(sim)} needs a simulated lab (a [sim] table)", key=next(iter(sim)))
     data = config.model_dump()
-    data["sim"]["profile"] = profile
+    data["sim"].update(sim)
     try:
         return LabConfig.model_validate(data)
     except ValidationError as exc:

@@ -21,6 +21,25 @@ def test_same_seed_same_array_other_seed_other_array():
     assert not np.array_equal(a.branch_conductance_s(), c.branch_conductance_s())
 
 
+def test_a_noise_seed_draws_other_noise_on_the_same_board():
+    """``noise_seed``: the same resistors and drift, another read-noise realization; None keeps the
+    board's own (the stream ``seed`` draws, so default runs stay as they were)."""
+    current = np.full(1000, 1e-3)
+    own, again = PhysicalArray(small(seed=3)), PhysicalArray(small(seed=3, noise_seed=None))
+    other, same = PhysicalArray(small(seed=3, noise_seed=1)), PhysicalArray(small(seed=3, noise_seed=1))
+    np.testing.assert_array_equal(own.branch_conductance_s(), other.branch_conductance_s())
+    for array in (own, again, other, same):
+        array.advance_time(86400.0)  # drift draws from its own stream: the same on every one
+    np.testing.assert_array_equal(own.branch_conductance_s(), other.branch_conductance_s())
+    reads = [array.read_noise(current, 1e-2, 1.0) for array in (own, again, other, same)]
+    np.testing.assert_array_equal(reads[0], reads[1])
+    np.testing.assert_array_equal(reads[2], reads[3])
+    assert not np.array_equal(reads[0], reads[2])
+    assert np.std(reads[2] - current) == pytest.approx(np.std(reads[0] - current), rel=0.15)
+    with pytest.raises(ValueError):
+        small(noise_seed=-1)
+
+
 @pytest.mark.parametrize("kind", ["lognormal", "uniform", "ladder"])
 def test_populations(kind):
     population = ResistorPopulation(kind=kind, nominal_resistance_ohm=1e4, spread=0.1)

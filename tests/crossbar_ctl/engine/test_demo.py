@@ -319,6 +319,22 @@ def test_demo_profile_replaces_the_labs_and_harsh_costs_realized_bits(tmp_path, 
     assert "invalid choice: 'lab'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_demo_noise_seed_is_another_noise_realization_of_the_same_board(tmp_path, capsys):
+    """``crossbar demo --noise-seed S``: the lab file's board with another read-noise draw; the
+    figures move (a run is one realization), the board does not."""
+    lab_path = _lab_file(tmp_path)
+    assert main(["demo", "--lab", str(lab_path), "--samples", "20", "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert main(["demo", "--lab", str(lab_path), "--samples", "20", "--noise-seed", "1", "--json"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert own["noise_seed"] is None and other["noise_seed"] == 1
+    assert own["calibration"]["branches"] == other["calibration"]["branches"]
+    assert [layer["realized_bits"] for layer in own["layers"]] != [layer["realized_bits"] for layer in other["layers"]]
+    assert main(["demo", "--lab", str(lab_path), "--noise-seed", "-1"]) == 2
+    assert "--noise-seed" in capsys.readouterr().err
+
+
 def test_demo_refuses_a_lab_without_truth_before_calibrating(tmp_path, monkeypatch):
     import crossbar_ctl.engine._demo as demo
 
