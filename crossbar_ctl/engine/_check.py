@@ -351,8 +351,8 @@ def _run_layer(labs: Sequence[Lab], plan: SwitchPlan, layer: Layer, k: int, x: n
                limits: Sequence[dict[str, float]], truths: Sequence, progress: Callable[[int], None] | None,
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """One layer on the boards: flat inputs (batch, in) -> the corrected outputs of each evaluation
-    (``analog`` and the budget's), and the pairs' ``target``, ``planned`` (and ``measured``, ``realized``) weights. Each board runs its tiles in plan
-    order, the boards in parallel."""
+    (``analog`` and the budget's), and the pairs' ``target``, ``planned`` (and ``measured``,
+    ``realized``) weights. Each board runs its tiles in plan order, the boards in parallel."""
     lp = plan.header.layers[k]
     patches = layer.patches(x)
     x_aug = np.hstack([patches, np.full((len(patches), 1), lp.bias_input)])

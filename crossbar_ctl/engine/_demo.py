@@ -118,10 +118,10 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
     Returns
     -------
     dict
-        ``profile`` (the simulated board's), ``noise_seed`` (None: the lab's own noise), ``digital_accuracy``, ``analog_accuracy``,
-        ``agreement``, ``layers`` (:class:`LayerCheck` as data: ``enob``, ``planned_bits``,
-        ``realized_bits``, the error budget with its shares), ``predistortion``, ``program``,
-        ``calibration``, ``timings_s``.
+        ``profile`` (the simulated board's), ``noise_seed`` (None: the lab's own noise),
+        ``digital_accuracy``, ``analog_accuracy``, ``agreement``, ``layers`` (:class:`LayerCheck`
+        as data: ``enob``, ``planned_bits``, ``measured_bits``, ``realized_bits``, the error budget
+        with its shares), ``predistortion``, ``program``, ``calibration``, ``timings_s``.
     """
     from calibration import calibrate
 
