@@ -383,17 +383,17 @@ class SimSwitchBoard(LineDevice):
         return voltage_v
 
     def _mvm(self, args: list[str]) -> str:
-        return ",".join(f"{value:.9e}" for value in self.read_columns(self._voltages(args)))
+        return _currents_text(self.read_columns(self._voltages(args)))
 
     def _mvmd(self, args: list[str]) -> str:
-        return ",".join(f"{value:.9e}" for value in self.read_pairs(self._voltages(args)))
+        return _currents_text(self.read_pairs(self._voltages(args)))
 
     def _batch(self, args: list[str], read: Callable[[np.ndarray], np.ndarray]) -> str:
         """Several vectors separated by ``;``, each checked as one ``MVM`` checks it (all before the
         first is driven), then read in turn exactly as that many ``MVM`` lines would be."""
         self._count(args, 1)
         vectors = [self._voltages([item]) for item in args[0].split(";")]
-        return ";".join(",".join(f"{value:.9e}" for value in read(vector)) for vector in vectors)
+        return ";".join(_currents_text(read(vector)) for vector in vectors)
 
     def _mvm_batch(self, args: list[str]) -> str:
         return self._batch(args, self.read_columns)
@@ -493,3 +493,8 @@ class SimSwitchBoard(LineDevice):
     def _edge_lsb(self, code: np.ndarray) -> np.ndarray:
         """How far the ADC's transition into ``code`` lies from its ideal place, LSB (fixed)."""
         return self.readout_physics.adc_dnl_lsb * (_unit_hash(code, self._dnl_key) - 0.5)
+
+
+def _currents_text(current_a: np.ndarray) -> str:
+    """A readout reply: the currents, ``%.9e`` each, comma-separated."""
+    return ",".join(f"{value:.9e}" for value in current_a)

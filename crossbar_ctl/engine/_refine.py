@@ -254,7 +254,6 @@ def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarr
         if round_ >= rounds:  # the tail's rounds: only the worst pairs move, only their rows are read
             off &= best["error"] > np.quantile(best["error"], TAIL_QUANTILE)
         cell = model.cell_conductance_s(masks_from_selection(best["selection"], tile.rows, tile.pairs), tile)
-        twin_now = _twin_outputs(model, twin, tile, best["selection"])
         chosen, predicted = refine_tile(model, tile, best["selection"], target_s, cell, best["outputs"],
                                         measured_slope(model, twin, tile, cell, best["outputs"],
                                                        measured_gain=measured_gain),
@@ -293,13 +292,10 @@ def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarr
             better &= ~np.repeat(worse, tile.pairs)
         kept_now = np.where(better[:, None], trial, best["selection"])
         # the outputs of what is kept: read afresh where the pair's own cells are as read (it kept
-        # its move, or did not move), else as before; both moved by the twin's difference between
-        # what is kept and what was there (the others' moves reach a pair through the row's driver
-        # and the wires)
-        twin_kept = _twin_outputs(model, twin, tile, kept_now)
+        # its move, or did not move), else as before (:func:`_kept_outputs`)
         fresh = np.repeat((read & (better | ~move)).reshape(tile.rows, tile.pairs), 2, axis=1)
-        best["outputs"] = np.where(fresh, measured + twin_kept - _twin_outputs(model, twin, tile, trial),
-                                   best["outputs"] + twin_kept - twin_now)
+        best["outputs"] = _kept_outputs(model, twin, tile, kept_now, fresh, measured, trial,
+                                        best["outputs"], best["selection"])
         best["selection"] = kept_now
         best["error"] = np.abs(pair_transfer(best["outputs"]).ravel() - target_s)
     if done:  # every pair's best, measured together; kept only if the whole tile is better
@@ -347,6 +343,18 @@ def _twin_outputs(model: ArrayModel, twin: TwinParameters | None, tile: Tile, se
     return array_transfer(model, twin, cell, tile)
 
 
+def _kept_outputs(model: ArrayModel, twin: TwinParameters | None, tile: Tile, kept: np.ndarray, fresh: np.ndarray,
+                  read: np.ndarray, read_selection: np.ndarray, old: np.ndarray, old_selection: np.ndarray
+                  ) -> np.ndarray:
+    """The outputs of the selection ``kept``: the reading ``read`` (taken at ``read_selection``)
+    where ``fresh`` (cells whose own pair is as read), else ``old`` (at ``old_selection``); either
+    moved by the twin's difference between ``kept`` and what was there (the others' moves reach a
+    pair through the row's driver and the wires)."""
+    twin_kept = _twin_outputs(model, twin, tile, kept)
+    return np.where(fresh, read + twin_kept - _twin_outputs(model, twin, tile, read_selection),
+                    old + twin_kept - _twin_outputs(model, twin, tile, old_selection))
+
+
 def _row_gate(model: ArrayModel, twin: TwinParameters | None, tile: Tile, target_s: np.ndarray, before: tuple,
               after: tuple) -> tuple:
     """The end-of-rounds gate of a refinement whose moves were restricted (``pairs``): each row whose
@@ -372,9 +380,7 @@ def _row_gate(model: ArrayModel, twin: TwinParameters | None, tile: Tile, target
         return (_rms(error), *after)
     new = keep | ~changed  # the rows whose cells are as the final reading read them
     kept = np.where(np.repeat(new, tile.pairs)[:, None], selection, start)
-    twin_kept = _twin_outputs(model, twin, tile, kept)
-    outputs = np.where(new[:, None], measured + twin_kept - _twin_outputs(model, twin, tile, selection),
-                       start_measured + twin_kept - _twin_outputs(model, twin, tile, start))
+    outputs = _kept_outputs(model, twin, tile, kept, new[:, None], measured, selection, start_measured, start)
     cell = model.cell_conductance_s(masks_from_selection(kept, tile.rows, tile.pairs), tile)
     kept_error = pair_transfer(outputs).ravel() - target_s
     return (_rms(kept_error), kept, cell, outputs, kept_error, max(noise, start_noise))
