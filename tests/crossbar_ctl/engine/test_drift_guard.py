@@ -23,10 +23,10 @@ from crossbar_ctl.engine._workflow import program_network
 
 SEED = 1
 GRAY_BITS = 0.5
-"""Truth within this of the budget may go either way: the probe reads the pairs through the
-readout's own static error, as large as a fresh pair's (2.4-4.3e-8 S rms against a fresh median of
-2.9-9.7e-8 on these boards), so its estimate of the realized median's loss is off by up to 0.5 bit
-(72 h on the 16x16x8 board: 0.25 lost, read as 0.65)."""
+"""How far the probe's estimate of the realized median's loss may be off: it reads the pairs through
+the readout's own static error, as large as a fresh pair's (2.4-4.3e-8 S rms against a fresh median
+of 2.9-9.7e-8 on these boards): up to 0.5 bit here (72 h on the 16x16x8 board: 0.25 lost, read as
+0.65)."""
 HOUR_S = 3600.0
 DRIFT_PER_HOUR = 1e-4
 """Six times pcb's thin-film drift (1.6e-5): the sweep reaches well past the budget within a year."""
@@ -122,18 +122,21 @@ def test_guard_refuses_every_stale_case_beyond_budget_and_never_a_fresh_plan(pro
     for name, config in [("fresh", lab_config(**board))] + [(f"{h} h", lab_config(h, **board)) for h in hours] + [
             ("+10 K", lab_config(temperature_c=35.0, **board))]:
         with open_lab(config) as lab:
-            cases[name] = (bits_lost(true_errors(lab, plan), fresh), probe_plan(lab, plan))
-    assert not cases["fresh"][1].over_budget  # never a fresh plan
-    beyond = {name: case for name, case in cases.items() if case[0] > DEFAULT_SLACK_BITS + GRAY_BITS}
-    within = {name: case for name, case in cases.items() if case[0] < DEFAULT_SLACK_BITS - GRAY_BITS}
+            now = true_errors(lab, plan)
+            cases[name] = (bits_lost(now, fresh), float(np.median(np.abs(now))), probe_plan(lab, plan))
+    assert not cases["fresh"][2].over_budget  # never a fresh plan
+    # beyond the budget: the truth's median error above the median the plan may reach
+    beyond = {name: case for name, case in cases.items() if case[1] > case[2].layers[0].budget_median}
     assert len(beyond) >= 3  # the sweep reaches well past the budget
-    for name, (lost, probe) in beyond.items():
-        assert probe.over_budget, (name, lost, probe.layers[0].bits_lost)
-        # it measures the truth's loss, to the readout's static error (measured: 0.50 bit under the
-        # truth after a year on the 8x8x6 board, 0.54 over it at +10 K on the 16x16x8)
-        assert probe.layers[0].bits_lost == pytest.approx(lost, abs=0.6, rel=0.2), name
-    for name, (lost, probe) in within.items():
-        assert not probe.over_budget, (name, lost, probe.layers[0].bits_lost)
+    for name, (lost, median, probe) in beyond.items():
+        assert probe.over_budget, (name, median / probe.layers[0].budget_median, probe.layers[0].bits_lost)
+    for name, (lost, median, probe) in cases.items():
+        if lost > DEFAULT_SLACK_BITS + GRAY_BITS:
+            # it measures the truth's loss, to the readout's static error (measured: 0.50 bit under the
+            # truth after a year on the 8x8x6 board, 0.54 over it at +10 K on the 16x16x8)
+            assert probe.layers[0].bits_lost == pytest.approx(lost, abs=0.6, rel=0.2), name
+        if lost < DEFAULT_SLACK_BITS - GRAY_BITS:  # a plan that lost nothing runs
+            assert not probe.over_budget, (name, lost, probe.layers[0].bits_lost)
 
 
 @pytest.mark.slow
