@@ -155,6 +155,13 @@ class ProbeErrors:
     channels: dict[int, DifferenceChannels]
     """Per tile on a board with difference channels: their fit, every reading so far included."""
 
+    def noise_var(self, tiles: Sequence[int]) -> float:
+        """The read-noise variance of the pairs of ``tiles``, S^2: each tile's weighted by its pairs
+        (a layer's tiles can read with very different noise: the demo's one-row bias tile, 32 pairs,
+        9 times the noise of its 2,048-pair tile, took half the layer's unweighted mean)."""
+        pairs = [self.error_s[t].size for t in tiles]
+        return float(np.average([self.noise_var_s2[t] for t in tiles], weights=pairs))
+
 
 @dataclass(frozen=True)
 class _PlannedCells:
@@ -329,7 +336,7 @@ def _group_probe(plan: SwitchPlan, probe: ProbeErrors, lp: LayerPlan, tiles: Seq
     now = np.concatenate([probe.error_s[t].ravel() for t in tiles]) / cpw
     then = layer_residual_s(plan, tiles) / cpw
     # the same probe's noise on both sides: a fresh plan reads its own errors again
-    noise = float(np.mean([probe.noise_var_s2[t] for t in tiles])) / cpw**2
+    noise = probe.noise_var(tiles) / cpw**2
     floor = max(HALF_NORMAL_MEDIAN * np.sqrt(noise), 1e-300)  # the finest median the probe resolves
     median, programmed = max(median_scale(now, noise), floor), max(median_scale(then, noise), floor)
     rms, programmed_rms = _rms(now, noise), max(_rms(then, noise), 1e-300)

@@ -261,7 +261,7 @@ def recalibrate_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan,
         cpw = lp.conductance_per_weight_s
         now = [np.abs(errors[0].error_s[t]) for t in group]
         picked = choose_pairs(np.concatenate([e.ravel() for e in now]), layer.programmed_median * cpw,
-                              layer.programmed_rms * cpw, np.mean([errors[0].noise_var_s2[t] for t in group]),
+                              layer.programmed_rms * cpw, errors[0].noise_var(group),
                               limit_s=pair_limit_s(layer_residual_s(plan, group), layer.budget_rms * cpw, slack_bits),
                               fresh_s=layer_residual_s(plan, group), resolution_bits=median_allowance_bits(layer.pairs))
         for t, error, part in zip(group, now, np.split(picked, np.cumsum([e.size for e in now])[:-1])):
@@ -400,7 +400,8 @@ def update_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, record: CalibrationR
     # (what a rewritten pair comes back to)
     groups = [group for _, _, group in board_groups(plan)]
     group_of = {t: g for g, group in enumerate(groups) for t in group}
-    noise_var = [float(np.mean([2 * state[t][4] ** 2 for t in group])) for group in groups]
+    noise_var = [float(np.average([2 * state[t][4] ** 2 for t in group], weights=[state[t][3].size for t in group]))
+                 for group in groups]  # each tile's by its pairs, as the probe's (ProbeErrors.noise_var)
     fresh_pairs = [layer_residual_s(plan, group) for group in groups]
     fresh = [(median_scale(pairs, noise), _rms(np.concatenate([plan.tile(t, "residual_after_s").ravel()
                                                                 for t in group])))

@@ -278,3 +278,32 @@ def test_bench_drift_json_on_a_small_board(capsys):
     # the same-run reference: calibrated and programmed afresh a month on, the board is as good as
     # fresh again (11.08 against 10.66 measured), not stale
     assert abs(row["realized_bits_reprogrammed"] - row["realized_bits_fresh"]) < 0.6
+
+
+@pytest.mark.slow
+def test_the_probe_follows_the_truth_on_a_layer_of_tiles_with_different_noise():
+    """The demo's layer 0 is a 64-row tile of 2,048 pairs and its one-row bias tile of 32 read with
+    9 times the noise. The layer's noise is its pairs' (``ProbeErrors.noise_var``): with the tiles'
+    unweighted mean the bias tile's noise set the layer's floor and the probe read at it, a week on
+    0.93 of the budget for a truth of 1.17 (past it, and passed). Now the estimate follows the truth
+    (0.93 for 0.96 there; ``scripts/guard_sweep.py``'s question on the demo's board)."""
+    import tomllib
+
+    from crossbar_ctl.engine._demo import DEMO_LAB, DIGITS_NETWORK
+    from crossbar_ctl.engine._network import load_network
+
+    config = tomllib.loads(DEMO_LAB.read_text())
+    with open_lab(config) as lab:
+        plan = program_network(lab, load_network(DIGITS_NETWORK), calibrate(lab))
+    config["sim"]["start_time_s"] = 168 * HOUR_S
+    with open_lab(config) as lab:
+        probe = probe_plan(lab, plan)
+        for layer, lp in zip(probe.layers, plan.header.layers):
+            truth = []
+            for t in lp.tiles:
+                tile = plan.header.tiles[t].tile
+                load_tile(lab, plan.step_masks(tile.step))
+                circuit = np.asarray(lab.truth.transfer_s())[tile.block]
+                truth.append((pair_transfer(circuit) - plan.tile(t, "target_s")).ravel())
+            true_median = float(np.median(np.abs(np.concatenate(truth)))) / lp.conductance_per_weight_s
+            assert abs(np.log2(layer.error_median / true_median)) < 0.2, (lp.index, layer.error_median, true_median)
