@@ -23,31 +23,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "crossbar_ctl" / "engine"))
 
-from test_drift_guard import HOUR_S, SWEEPS, lab_config
+from test_drift_guard import HOUR_S, SWEEPS, lab_config, layer_true_errors
 
 from calibration import calibrate
 from crossbar_ctl._lab import open_lab
 from crossbar_ctl.engine._bench import uniform_layer
 from crossbar_ctl.engine._demo import DEMO_LAB, DIGITS_NETWORK
 from crossbar_ctl.engine._guard import probe_plan
-from crossbar_ctl.engine._mapping import pair_transfer
 from crossbar_ctl.engine._network import load_network
-from crossbar_ctl.engine._program import load_tile
 from crossbar_ctl.engine._workflow import program_network
-
-
-def true_medians(lab, plan) -> list[float]:
-    """Each layer's median |pair error| on the truth, weight units."""
-    medians = []
-    for lp in plan.header.layers:
-        errors = []
-        for t in lp.tiles:
-            tile = plan.header.tiles[t].tile
-            load_tile(lab, plan.step_masks(tile.step))
-            circuit = np.asarray(lab.truth.transfer_s())[tile.block]
-            errors.append((pair_transfer(circuit) - plan.tile(t, "target_s")).ravel())
-        medians.append(float(np.median(np.abs(np.concatenate(errors)))) / lp.conductance_per_weight_s)
-    return medians
 
 
 def sweep(label: str, network, cases: list[tuple[str, dict]], tally: dict) -> None:
@@ -56,7 +40,7 @@ def sweep(label: str, network, cases: list[tuple[str, dict]], tally: dict) -> No
         plan = program_network(lab, network, calibrate(lab))
     for name, config in cases:
         with open_lab(config) as lab:
-            truth = true_medians(lab, plan)
+            truth = [float(np.median(np.abs(errors))) for errors in layer_true_errors(lab, plan)]
             probe = probe_plan(lab, plan)
         beyond = any(t > layer.budget_median for t, layer in zip(truth, probe.layers))
         tally["cases"] += 1

@@ -79,16 +79,23 @@ def test_choose_pairs_takes_the_fewest_worst_first_that_bring_the_median_and_rms
     assert not choose_pairs(noisy, median, 10.0, noise_var_s2=(median / 0.6745) ** 2 * (1.2**2 - 1)).any()
 
 
-def true_errors(lab, plan) -> np.ndarray:
-    """The true (noiseless) pair transfer minus target, weight units, each tile loaded in turn."""
-    errors = []
+def layer_true_errors(lab, plan) -> list[np.ndarray]:
+    """Each layer's true (noiseless) pair transfer minus target, weight units, each tile loaded in turn."""
+    layers = []
     for lp in plan.header.layers:
+        errors = []
         for t in lp.tiles:
             tile = plan.header.tiles[t].tile
             load_tile(lab, plan.step_masks(tile.step))
             circuit = np.asarray(lab.truth.transfer_s())[tile.block]
             errors.append((pair_transfer(circuit) - plan.tile(t, "target_s")).ravel() / lp.conductance_per_weight_s)
-    return np.concatenate(errors)
+        layers.append(np.concatenate(errors))
+    return layers
+
+
+def true_errors(lab, plan) -> np.ndarray:
+    """:func:`layer_true_errors` of every layer, in one flat array."""
+    return np.concatenate(layer_true_errors(lab, plan))
 
 
 def bits_lost(now: np.ndarray, fresh: np.ndarray) -> float:
@@ -298,12 +305,7 @@ def test_the_probe_follows_the_truth_on_a_layer_of_tiles_with_different_noise():
     config["sim"]["start_time_s"] = 168 * HOUR_S
     with open_lab(config) as lab:
         probe = probe_plan(lab, plan)
-        for layer, lp in zip(probe.layers, plan.header.layers):
-            truth = []
-            for t in lp.tiles:
-                tile = plan.header.tiles[t].tile
-                load_tile(lab, plan.step_masks(tile.step))
-                circuit = np.asarray(lab.truth.transfer_s())[tile.block]
-                truth.append((pair_transfer(circuit) - plan.tile(t, "target_s")).ravel())
-            true_median = float(np.median(np.abs(np.concatenate(truth)))) / lp.conductance_per_weight_s
-            assert abs(np.log2(layer.error_median / true_median)) < 0.2, (lp.index, layer.error_median, true_median)
+        truth = layer_true_errors(lab, plan)
+    for layer, errors in zip(probe.layers, truth):
+        true_median = float(np.median(np.abs(errors)))
+        assert abs(np.log2(layer.error_median / true_median)) < 0.2, (layer.index, layer.error_median, true_median)
