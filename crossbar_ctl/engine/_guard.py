@@ -69,6 +69,7 @@ __all__ = [
     "measure_plan",
     "median_allowance_bits",
     "median_scale",
+    "pooled_noise_var",
     "probe_plan",
     "programmed_residual_s",
     "stale_message",
@@ -156,11 +157,15 @@ class ProbeErrors:
     """Per tile on a board with difference channels: their fit, every reading so far included."""
 
     def noise_var(self, tiles: Sequence[int]) -> float:
-        """The read-noise variance of the pairs of ``tiles``, S^2: each tile's weighted by its pairs
-        (a layer's tiles can read with very different noise: the demo's one-row bias tile, 32 pairs,
-        9 times the noise of its 2,048-pair tile, took half the layer's unweighted mean)."""
-        pairs = [self.error_s[t].size for t in tiles]
-        return float(np.average([self.noise_var_s2[t] for t in tiles], weights=pairs))
+        """The read-noise variance of the pairs of ``tiles``, S^2 (:func:`pooled_noise_var`)."""
+        return pooled_noise_var([self.noise_var_s2[t] for t in tiles], [self.error_s[t].size for t in tiles])
+
+
+def pooled_noise_var(noise_var_s2: Sequence[float], pairs: Sequence[int]) -> float:
+    """The read-noise variance of a layer's pairs from its tiles': each tile's weighted by its
+    ``pairs`` (a layer's tiles can read with very different noise: the demo's one-row bias tile, 32
+    pairs, 9 times the noise of its 2,048-pair tile, took half the layer's unweighted mean)."""
+    return float(np.average(noise_var_s2, weights=pairs))
 
 
 @dataclass(frozen=True)

@@ -286,8 +286,8 @@ def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarr
         better = read & (error < best["error"])
         if pairs is not None:  # only some pairs may move: a row keeps its moves only if the row reads better
             # as a whole (its row-mates too, which the moves shift through the row's driver and cannot follow)
-            now = np.where(read & (better | ~move), error, best["error"]).reshape(tile.rows, tile.pairs)
-            worse = (np.sum(now**2, axis=1) >= np.sum(best["error"].reshape(tile.rows, tile.pairs) ** 2, axis=1)) & (
+            now = np.where(read & (better | ~move), error, best["error"])
+            worse = (_row_sq(now, tile) >= _row_sq(best["error"], tile)) & (
                 (better & move).reshape(tile.rows, tile.pairs).any(axis=1))
             better &= ~np.repeat(worse, tile.pairs)
         kept_now = np.where(better[:, None], trial, best["selection"])
@@ -371,8 +371,7 @@ def _row_gate(model: ArrayModel, twin: TwinParameters | None, tile: Tile, target
     _, start, _, start_measured, start_error, start_noise = before
     selection, _, measured, error, noise = after
     changed = (selection != start).reshape(tile.rows, -1).any(axis=1)
-    better = np.sum(np.square(error.reshape(tile.rows, tile.pairs)), axis=1) < np.sum(
-        np.square(start_error.reshape(tile.rows, tile.pairs)), axis=1)
+    better = _row_sq(error, tile) < _row_sq(start_error, tile)
     keep = changed & better
     if not keep.any():
         return before
@@ -384,6 +383,11 @@ def _row_gate(model: ArrayModel, twin: TwinParameters | None, tile: Tile, target
     cell = model.cell_conductance_s(masks_from_selection(kept, tile.rows, tile.pairs), tile)
     kept_error = pair_transfer(outputs).ravel() - target_s
     return (_rms(kept_error), kept, cell, outputs, kept_error, max(noise, start_noise))
+
+
+def _row_sq(error: np.ndarray, tile: Tile) -> np.ndarray:
+    """Each row's sum of its pairs' squared errors, ``(tile.rows,)``: what a row's keep is judged on."""
+    return np.sum(np.square(error.reshape(tile.rows, tile.pairs)), axis=1)
 
 
 def _rms(a: np.ndarray) -> float:

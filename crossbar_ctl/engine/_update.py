@@ -45,6 +45,7 @@ from crossbar_ctl.engine._guard import (
     layer_residual_s,
     median_allowance_bits,
     median_scale,
+    pooled_noise_var,
     probe_plan,
     programmed_residual_s,
 )
@@ -400,8 +401,8 @@ def update_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, record: CalibrationR
     # (what a rewritten pair comes back to)
     groups = [group for _, _, group in board_groups(plan)]
     group_of = {t: g for g, group in enumerate(groups) for t in group}
-    noise_var = [float(np.average([2 * state[t][4] ** 2 for t in group], weights=[state[t][3].size for t in group]))
-                 for group in groups]  # each tile's by its pairs, as the probe's (ProbeErrors.noise_var)
+    noise_var = [pooled_noise_var([2 * state[t][4] ** 2 for t in group], [state[t][3].size for t in group])
+                 for group in groups]
     fresh_pairs = [layer_residual_s(plan, group) for group in groups]
     fresh = [(median_scale(pairs, noise), _rms(np.concatenate([plan.tile(t, "residual_after_s").ravel()
                                                                 for t in group])))
