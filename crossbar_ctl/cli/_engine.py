@@ -36,6 +36,8 @@ def add_commands(commands, bench) -> None:
     demo.add_argument("--noise-seed", type=int_range(0, 2**32 - 1), metavar="S",
                       help="another realization of the read noise on the same board (default: the lab's); "
                            "one run is one realization: compare changes over several")
+    demo.add_argument("--no-residual", action="store_true",
+                      help="program without the residual plan (crossbar program --residual), to compare")
     demo.set_defaults(run=_demo)
 
     program = commands.add_parser("program", help="map a network onto a calibrated array and program it")
@@ -64,6 +66,9 @@ def add_commands(commands, bench) -> None:
     program.add_argument("--single-ended", action="store_true",
                          help="measure the correction (and so run check) on the columns' own channels, not the "
                               "board's difference channels (CAP? DIFF)")
+    program.add_argument("--residual", action="store_true",
+                         help="program each weight's measured residual on the same cells at its own scale, which "
+                              "check adds (about 1 bit more; every inference loads and reads each tile twice)")
     program.add_argument("--max-tiles", type=positive_int, default=None, metavar="N",
                          help="refuse a layer that needs more array tiles than this (default: no limit)")
     program.add_argument("--no-pack", action="store_true",
@@ -224,9 +229,11 @@ def _demo(args: argparse.Namespace) -> int:
     _check_plot(args.plot, "--plot", directory=True)  # before the imports: fail in a blink
     from crossbar_ctl.engine._check import LayerCheck
     from crossbar_ctl.engine._demo import run_demo
+    from crossbar_ctl.engine._program import ProgramOptions
 
     result = run_demo(lab_config=args.lab, profile=args.profile, samples=args.samples, plot_dir=args.plot,
-                      show_progress=_progress(args), served=args.served, noise_seed=args.noise_seed)
+                      show_progress=_progress(args), served=args.served, noise_seed=args.noise_seed,
+                      program_options=ProgramOptions(residual=False) if args.no_residual else None)
 
     def show(result: dict[str, Any]) -> None:
         noise = "" if result["noise_seed"] is None else f", noise realization {result['noise_seed']}"
@@ -275,7 +282,8 @@ def _program(args: argparse.Namespace) -> int:
     plan_options = build_options(PlanOptions, predistort=not args.no_predistort, max_tiles=args.max_tiles,
                                  pack=not args.no_pack, **_common_mode(args))
     program_options = build_options(ProgramOptions, max_iterations=args.max_iterations,
-                                    affine_vectors=args.affine_vectors, differential=not args.single_ended)
+                                    affine_vectors=args.affine_vectors, differential=not args.single_ended,
+                                    residual=args.residual)
     network = load_network(args.weights)
     records = [CalibrationRecord.load(path) for path in args.calibration]
     tcr = None
@@ -307,6 +315,9 @@ def _program(args: argparse.Namespace) -> int:
         "program": record_.model_dump() if record_ else None,
         "cost": record_.cost.model_dump() if record_ and record_.cost else None,
         "affine": plan.header.affine.model_dump() if plan.header.affine else None,
+        "residual": None if plan.residual is None else {
+            "conductance_per_weight_s": [lp.conductance_per_weight_s for lp in plan.residual.header.layers],
+            "cost": plan.residual.header.program.cost.model_dump() if plan.residual.header.program.cost else None},
     }
 
     def show(result: dict[str, Any]) -> None:

@@ -9,7 +9,8 @@ scaled to row voltages as ``check`` scales inputs) through every programmed tile
 
     y = gain * (V @ target) + offset_a
 
-by least squares, and stores ``gain`` and ``offset_a`` in the plan (``tile{t}.affine_gain``,
+by least squares (against the closed loop's measured transfer instead of ``target`` when the plan
+carries a residual plan, :func:`expected_s`), and stores ``gain`` and ``offset_a`` in the plan (``tile{t}.affine_gain``,
 ``tile{t}.affine_offset_a``, the header's :class:`AffineRecord`). ``check`` applies
 ``(y - offset_a) / gain`` (:func:`correct_pairs`). A tile whose reference outputs do not vary
 (one driven row: every vector scales to the same voltage) gets an offset only.
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
     from crossbar_ctl.engine._plan import SwitchPlan
 
 __all__ = [
-    "AFFINE_VERSION", "RANGE_HEADROOM", "AffineRecord", "adc_range", "correct_pairs", "declared_bound", "fit_affine",
+    "AFFINE_VERSION", "RANGE_HEADROOM", "AffineRecord", "adc_range", "correct_pairs", "declared_bound", "expected_s",
+    "fit_affine",
     "measure_affine", "reference_inputs", "reference_voltages", "tile_pairs", "tile_range", "tile_range_a", "validate_affine",
 ]
 
@@ -244,7 +246,7 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
             measured = tile_pairs(board_lab, full, tile, plan.board_twin(tile.board), differential=uses_diff,
                                   range_a=range_a)
         readings += vectors + bound_readings
-        gain, offset = _fit(voltage @ plan.tile(t, "target_s"), measured)
+        gain, offset = _fit(voltage @ expected_s(plan, t), measured)
         arrays[f"tile{t}.affine_gain"], arrays[f"tile{t}.affine_offset_a"] = gain, offset
         gains.append(gain)
         offsets.append(offset)
@@ -281,11 +283,20 @@ def reference_voltages(lab: Lab, plan: SwitchPlan, t: int, inputs: np.ndarray, l
     return voltage
 
 
+def expected_s(plan: SwitchPlan, t: int) -> np.ndarray:
+    """The pair transfer tile ``t``'s correction maps its readings to: the targets, or, when the plan
+    carries a residual plan (:mod:`crossbar_ctl.engine._residual`), the closed loop's measurement
+    (the residual plan adds the rest)."""
+    if plan.header.residual is not None:
+        return pair_transfer(plan.tile(t, "measured_s"))
+    return plan.tile(t, "target_s")
+
+
 def fit_affine(plan: SwitchPlan, t: int, voltage_v: np.ndarray, pairs_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The correction (gain, offset_a) that :func:`measure_affine` would fit to a noiseless tile
     whose pair transfer is ``pairs_s`` ``(tile.rows, tile.pairs)``, S, on the reference voltages
     ``voltage_v``: how ``check`` corrects its truth evaluations as it corrects the measurement."""
-    return _fit(voltage_v @ plan.tile(t, "target_s"), voltage_v @ pairs_s)
+    return _fit(voltage_v @ expected_s(plan, t), voltage_v @ pairs_s)
 
 
 def validate_affine(plan: SwitchPlan) -> AffineRecord | None:
@@ -294,8 +305,11 @@ def validate_affine(plan: SwitchPlan) -> AffineRecord | None:
     Raises
     ------
     EngineError
-        A tile's gain or offset missing, of the wrong shape, not finite, or a gain not positive.
+        A tile's gain or offset missing, of the wrong shape, not finite, or a gain not positive (the
+        residual plan's too).
     """
+    if plan.residual is not None:
+        validate_affine(plan.residual)
     record = plan.header.affine
     if record is None:
         return None

@@ -3,7 +3,9 @@
 Layer by layer, each tile is loaded, the layer's inputs (im2col patches for a convolution, plus
 the bias row) are mapped to row voltages, the readout returns column currents, and the pair
 currents are scaled back to numbers and accumulated digitally; activations are computed
-digitally. Each layer is compared with the float64 layer applied to the same (analog) inputs.
+digitally. A plan's residual plan (:mod:`crossbar_ctl.engine._residual`) is run the same way after
+it and its outputs added. Each layer is compared with the float64 layer applied to the same
+(analog) inputs.
 
 Precision figures per layer (every pair programmed, in weight units, against the layer's max|w|):
 
@@ -14,7 +16,9 @@ Precision figures per layer (every pair programmed, in weight units, against the
   where *planned* is the pair transfer the plan predicted (the twin's; far below the others on a
   closed-loop plan, whose masks were chosen against the measured circuit the twin misses);
 - ``measured_bits``: the same for the closed loop's last measurement of each programmed pair (read
-  noise included): the controller's own view of what it programmed, the figure to read on hardware;
+  noise included): the controller's own view of what it programmed, the figure to read on hardware
+  (with a residual plan, :mod:`crossbar_ctl.engine._residual`, the main plan's alone: the residual
+  plan lifts the truth above it, by as much as the readout's own error allows);
 - ``realized_bits``: the same for the noiseless true transfer of each programmed pair (the
   simulator's circuit with the plan's masks, no read noise, no converters). Only a simulated lab
   knows it (``lab.truth``, read for these figures only, never for control); on hardware None.
@@ -352,7 +356,24 @@ def _run_layer(labs: Sequence[Lab], plan: SwitchPlan, layer: Layer, k: int, x: n
                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """One layer on the boards: flat inputs (batch, in) -> the corrected outputs of each evaluation
     (``analog`` and the budget's), and the pairs' ``target``, ``planned`` (and ``measured``,
-    ``realized``) weights. Each board runs its tiles in plan order, the boards in parallel."""
+    ``realized``) weights. A plan's residual plan (:mod:`crossbar_ctl.engine._residual`) runs
+    after it and adds its outputs and its pairs' ``planned`` and ``realized`` weights; ``measured``
+    stays the plan's own (the residual was made from that measurement, so their sum would only
+    show the residual's own error), and so do the targets."""
+    stages, weights = _run_part(labs, plan, layer, k, x, limits, truths, progress)
+    if plan.residual is not None:
+        extra_stages, extra_weights = _run_part(labs, plan.residual, layer, k, x, limits, truths, progress)
+        stages = {name: value + extra_stages[name] for name, value in stages.items()}
+        weights.update({name: weights[name] + extra_weights[name] for name in ("planned", "realized")
+                        if name in weights})
+    return stages, weights
+
+
+def _run_part(labs: Sequence[Lab], plan: SwitchPlan, layer: Layer, k: int, x: np.ndarray,
+              limits: Sequence[dict[str, float]], truths: Sequence, progress: Callable[[int], None] | None,
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """:func:`_run_layer` for one plan alone. Each board runs its tiles in plan order, the boards
+    in parallel."""
     lp = plan.header.layers[k]
     patches = layer.patches(x)
     x_aug = np.hstack([patches, np.full((len(patches), 1), lp.bias_input)])
@@ -429,11 +450,12 @@ def run_check(lab: Lab | Sequence[Lab], plan: SwitchPlan, x: np.ndarray, y: np.n
     limits = [readout_limits(board_lab) for board_lab in labs]
     truths = [truth_of(board_lab) for board_lab in labs]
     truth = truths[0]
-    tiles = plan.tiles()
-    loads = [[tiles[t].step for lp in plan.header.layers for t in lp.tiles if tiles[t].board == board]
+    parts = [part for part in (plan, plan.residual) if part is not None]  # the order run_check loads them in
+    loads = [[part.step_masks(part.header.tiles[t].step) for k in range(len(plan.header.layers)) for part in parts
+              for t in part.header.layers[k].tiles if part.header.tiles[t].board == board]
              for board in range(len(labs))]
-    predicted = [predict_loads((plan.step_masks(step) for step in loads[board]), labs[board].board.known_masks(),
-                               settle_s=labs[board].board.settle_s) for board in range(len(labs))]
+    predicted = [predict_loads(loads[board], labs[board].board.known_masks(), settle_s=labs[board].board.settle_s)
+                 for board in range(len(labs))]
     before = [board_counters(board_lab) for board_lab in labs]
     layers = []
     activation = x
@@ -473,7 +495,8 @@ def run_check(lab: Lab | Sequence[Lab], plan: SwitchPlan, x: np.ndarray, y: np.n
             details.setdefault("analog", []).append(analog)
         activation = layer.activate(analog, inputs)  # activation and digital steps (pooling, ...)
     cost = schedule_cost([count_since(board_lab, b) for board_lab, b in zip(labs, before)], predicted,
-                         steps=len({tile.step for tile in tiles}), tiles=len(tiles))
+                         steps=sum(len({tile.step for tile in part.tiles()}) for part in parts),
+                         tiles=sum(len(part.header.tiles) for part in parts))
     digital = network.predict(x)
     analog_pred = np.argmax(activation, axis=1)  # the network's output, as Network.predict
     accuracy = (lambda p: float(np.mean(p == y))) if y is not None else (lambda p: None)

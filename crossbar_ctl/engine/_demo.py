@@ -33,7 +33,7 @@ from crossbar_ctl.engine._program import ProgramOptions, load_tile, program_plan
 from crossbar_ctl.core.errors import EngineError
 
 __all__ = [
-    "DEMO_LAB", "DEMO_NPLC", "DIGITS_NETWORK", "demo_lab", "demo_targets", "predistortion_effect", "progress_bar",
+    "DEMO_LAB", "DEMO_NPLC", "DEMO_PROGRAM", "DIGITS_NETWORK", "demo_lab", "demo_targets", "predistortion_effect", "progress_bar",
     "run_demo", "with_sim",
 ]
 
@@ -41,6 +41,8 @@ DEMO_LAB = files("crossbar_ctl") / "data" / "demo_lab.toml"
 DIGITS_NETWORK = files("crossbar_ctl") / "data" / "digits_mlp.npz"
 DEMO_NPLC = 4.0
 """Readout integration time of the demo's inference run (power-line cycles)."""
+DEMO_PROGRAM = ProgramOptions(residual=True)
+"""How the demo programs: with the residual plan (:mod:`crossbar_ctl.engine._residual`)."""
 
 
 @contextmanager
@@ -155,7 +157,7 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
         tiles = len(network_tiles(network, rows, cols))
         with progress_bar(2 * tiles, "solve + program", enabled=show_progress) as bar:
             plan = make_plan(network, model, options=plan_options, progress=bar.update)
-            programmed = program_plan(lab, plan, model, options=program_options, progress=bar.update)
+            programmed = program_plan(lab, plan, model, options=program_options or DEMO_PROGRAM, progress=bar.update)
         timings["program"] = time.monotonic() - mark
 
         mark = time.monotonic()

@@ -64,6 +64,7 @@ __all__ = [
     "weight_magnitude",
 ]
 
+RESIDUAL_PREFIX = "residual."
 PLAN_SCHEMA_VERSION = 2  # 2: post (digital steps between layers); version 1 plans load with none
 
 
@@ -231,6 +232,10 @@ class PlanHeader(StrictModel):
     affine: AffineRecord | None = None
     """The affine correction measured after programming (:mod:`crossbar_ctl.engine._affine`; its
     arrays ``tile{t}.affine_gain`` and ``tile{t}.affine_offset_a``); None: none (older plans)."""
+    residual: PlanHeader | None = None
+    """The residual plan (:mod:`crossbar_ctl.engine._residual`): the programmed weights' measured
+    residual, on the same tiles at its own scale, which ``check`` adds; its arrays carry the prefix
+    ``residual.``. None: none."""
 
 
 @dataclass(frozen=True)
@@ -258,16 +263,35 @@ class SwitchPlan:
         header, arrays = load_record(path, PlanHeader, kind="switch_plan")
         return cls(header, arrays)
 
-    def network(self) -> Network:
+    def network(self, weights: Sequence[np.ndarray] | None = None, biases: Sequence[np.ndarray] | None = None,
+                name: str | None = None) -> Network:
+        """The plan's network, or its layers with other ``weights`` and ``biases`` of the same shapes."""
         h = self.header
         count = len(h.layers)
         shape = h.input_shape if len(h.input_shape) == 3 else None
         return build_network(
-            [self.arrays[f"net.layer{k}.weight"] for k in range(count)],
-            [self.arrays[f"net.layer{k}.bias"] for k in range(count)],
+            list(weights) if weights is not None else [self.arrays[f"net.layer{k}.weight"] for k in range(count)],
+            list(biases) if biases is not None else [self.arrays[f"net.layer{k}.bias"] for k in range(count)],
             list(h.activations), input_shape=shape, strides=list(h.strides),
-            paddings=list(h.paddings), name=h.network_name, posts=list(h.post) or None,
+            paddings=list(h.paddings), name=name or h.network_name, posts=list(h.post) or None,
         )
+
+    @property
+    def residual(self) -> "SwitchPlan | None":
+        """The residual plan (header ``residual``, arrays ``residual.*``), or None."""
+        if self.header.residual is None:
+            return None
+        prefix = RESIDUAL_PREFIX
+        return SwitchPlan(self.header.residual,
+                          {name[len(prefix):]: value for name, value in self.arrays.items() if name.startswith(prefix)})
+
+    def with_residual(self, residual: "SwitchPlan | None") -> "SwitchPlan":
+        """This plan carrying ``residual`` (None: none) in place of any it had."""
+        arrays = {name: value for name, value in self.arrays.items() if not name.startswith(RESIDUAL_PREFIX)}
+        if residual is not None:
+            arrays.update({RESIDUAL_PREFIX + name: value for name, value in residual.arrays.items()})
+        header = self.header.model_copy(update={"residual": None if residual is None else residual.header})
+        return SwitchPlan(header, arrays)
 
     def tile(self, index: int, name: str) -> np.ndarray:
         return self.arrays[f"tile{index}.{name}"]

@@ -13,7 +13,9 @@
   programming's own refinement (:func:`crossbar_ctl.engine._refine.refine_measured`) restricted to
   them, on the new record; picked again on the last measurement (a rewrite moves its row-mates).
   Every other cell keeps its switches; when any cell was rewritten, the plan's affine correction
-  (:mod:`crossbar_ctl.engine._affine`) is measured again, as programming measured it.
+  (:mod:`crossbar_ctl.engine._affine`) is measured again, as programming measured it. A plan's
+  residual plan (:mod:`crossbar_ctl.engine._residual`) is programmed again from the new
+  measurement, and the correction measured again with it.
 
 The updated plan names the new record; its budget stays the one the plan was first programmed to
 (``tile{t}.probe_fresh_s``), so updates cannot loosen it. A plan on several boards takes one lab
@@ -61,6 +63,7 @@ from crossbar_ctl.engine._program import (
     per_board,
     readout_limits,
 )
+from crossbar_ctl.engine._residual import program_residual
 from crossbar_ctl.engine._refine import (
     DifferenceChannels,
     measure_tile,
@@ -481,7 +484,9 @@ def update_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, record: CalibrationR
     header = plan.header.model_copy(update={"calibration": models[0].reference or plan.header.calibration,
                                             "boards": boards, "program": program})
     updated = SwitchPlan(header, arrays)
-    if rewritten and affine_vectors != 0:
+    if plan.residual is not None:  # programmed again from what the tiles measure now (its writes: its own record)
+        updated = updated.with_residual(program_residual(labs, updated, models, options))
+    if (rewritten or plan.residual is not None) and affine_vectors != 0:
         updated = remeasure_affine(labs, updated, vectors=affine_vectors)
     report = UpdateReport(pairs=pairs, pairs_over_before=over_before, pairs_over_after=over_after,
                           pairs_resolved=sum(int(r.sum()) for r in resolved.values()), cells=cells,
