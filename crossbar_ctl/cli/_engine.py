@@ -68,7 +68,8 @@ def add_commands(commands, bench) -> None:
                               "board's difference channels (CAP? DIFF)")
     program.add_argument("--residual", action="store_true",
                          help="program each weight's measured residual on the same cells at its own scale, which "
-                              "check adds (about 1 bit more; every inference loads and reads each tile twice)")
+                              "check adds (about 1 bit more; every inference loads and reads each tile twice); "
+                              "the joint cost's weight is then 3e-4 unless --common-mode-weight is given")
     program.add_argument("--max-tiles", type=positive_int, default=None, metavar="N",
                          help="refuse a layer that needs more array tiles than this (default: no limit)")
     program.add_argument("--no-pack", action="store_true",
@@ -253,6 +254,9 @@ def _demo(args: argparse.Namespace) -> int:
                     title="relative output error vs float64 on the simulator's truth (no read noise)")
         print()
         _program_table(result["program"])
+        if result["residual_program"]:
+            print()
+            _cost_table(result["residual_program"]["cost"], "programming the residual plan (crossbar program --residual)")
         print()
         print_table([{f"{key} [s]": value for key, value in result["timings_s"].items()}], title="time")
 
@@ -279,8 +283,13 @@ def _program(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._distributed import tile_map
     from crossbar_ctl.engine._program import ProgramOptions
 
+    common_mode = _common_mode(args)
+    if args.residual and not common_mode:
+        from crossbar_ctl.engine._residual import RESIDUAL_COMMON_MODE_WEIGHT
+
+        common_mode = {"common_mode_weight": RESIDUAL_COMMON_MODE_WEIGHT}
     plan_options = build_options(PlanOptions, predistort=not args.no_predistort, max_tiles=args.max_tiles,
-                                 pack=not args.no_pack, **_common_mode(args))
+                                 pack=not args.no_pack, **common_mode)
     program_options = build_options(ProgramOptions, max_iterations=args.max_iterations,
                                     affine_vectors=args.affine_vectors, differential=not args.single_ended,
                                     residual=args.residual)
@@ -326,6 +335,9 @@ def _program(args: argparse.Namespace) -> int:
         _program_table(result["program"])
         print()
         _cost_table(result["cost"], "programming")
+        if result["residual"]:
+            print()
+            _cost_table(result["residual"]["cost"], "programming the residual plan")
 
     emit(result, args, show)
     return 0

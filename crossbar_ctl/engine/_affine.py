@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AFFINE_VERSION", "RANGE_HEADROOM", "AffineRecord", "adc_range", "correct_pairs", "declared_bound", "expected_s",
-    "fit_affine",
+    "fit_affine", "reads_differences",
     "measure_affine", "reference_inputs", "reference_voltages", "tile_pairs", "tile_range", "tile_range_a", "validate_affine",
 ]
 
@@ -108,15 +108,18 @@ def declared_bound(lab: Lab, plan: SwitchPlan, t: int, *, enabled: bool = True) 
         board.release_declared()
 
 
-def tile_range_a(lab: Lab, plan: SwitchPlan, t: int, limits: dict[str, float], *,
+def tile_range_a(lab: Lab, plan: SwitchPlan, t: int, limits: dict[str, float], *, differential: bool = False,
                  margin: float = 0.9) -> float | None:
     """The ADC range for tile ``t`` (its step loaded), A, or None: the board's range as it is.
 
     ``row_voltages`` (``check``'s scaling, the same ``margin``) keeps each column's current within
     ``margin * max_current_a`` and the rows' total ``|V| @ b`` (``b`` the drivers' row bound)
     within ``margin * max_total_current_a``, so for any input ``|I_j| <= margin * max_total_current_a
-    * max_i G_ij / b_i``. The range is the largest column's bound times :data:`RANGE_HEADROOM`; None
-    when that is not below the board's range, or the readout has no settable range.
+    * max_i G_ij / b_i``. Read through the difference channels (``differential``), what the ADC
+    converts is each pair's difference, so ``G_ij`` is the pair's ``|G+ - G-|``: the common mode
+    reaches neither the channel's converter nor its range (docs/switchboard-protocol.md). The
+    range is the largest output's bound times :data:`RANGE_HEADROOM`; None when that is not below
+    the board's range, or the readout has no settable range.
     """
     from crossbar_ctl.engine._program import row_bound
 
@@ -127,8 +130,9 @@ def tile_range_a(lab: Lab, plan: SwitchPlan, t: int, limits: dict[str, float], *
     cell = plan.tile(t, "cell_s")
     bound = row_bound(lab, rows.stop)
     bound = np.sum(cell, axis=1) if bound is None else bound[rows.start:]
+    signal = np.abs(pair_transfer(cell)) if differential else cell
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(bound[:, None] > 0, cell / bound[:, None], 0.0)
+        ratio = np.where(bound[:, None] > 0, signal / bound[:, None], 0.0)
     column_a = min(margin * limits["max_current_a"], margin * limits["max_total_current_a"] * float(np.max(ratio)))
     range_a = RANGE_HEADROOM * column_a
     full = float(board.adc_range_a())
@@ -150,6 +154,12 @@ def adc_range(lab: Lab, range_a: float | None) -> Iterator[None]:
         board.set_adc_range_a(full)
 
 
+def reads_differences(lab: Lab, tile: Tile, differential: bool) -> bool:
+    """Whether :func:`tile_pairs` reads ``tile`` through the board's difference channels: asked for,
+    the board has them, and the tile's pairs are the channels' (an even first column)."""
+    return bool(differential and getattr(lab.readout, "differential", False) and tile.block[1].start % 2 == 0)
+
+
 def tile_pairs(lab: Lab, voltage_v: np.ndarray, tile: Tile, twin: TwinParameters | None, *, differential: bool,
                progress: Callable[[int], None] | None = None, range_a: float | None = None) -> np.ndarray:
     """A tile's pair outputs ``(batch, tile.pairs)`` for row voltages ``(batch, array rows)``, A.
@@ -160,7 +170,7 @@ def tile_pairs(lab: Lab, voltage_v: np.ndarray, tile: Tile, twin: TwinParameters
     (:func:`adc_range`). ``progress`` is called with the vectors read.
     """
     columns = tile.block[1]
-    diff = differential and getattr(lab.readout, "differential", False) and columns.start % 2 == 0
+    diff = reads_differences(lab, tile, differential)
     read = lab.readout.mvm_pairs if diff else lab.readout.mvm
     out = []
     with adc_range(lab, range_a):
@@ -240,7 +250,8 @@ def measure_affine(lab: Lab | Sequence[Lab], plan: SwitchPlan, *, vectors: int =
             voltage = reference_voltages(board_lab, plan, t, inputs[t], limits[tile.board])
             full = np.zeros((vectors, board_lab.readout.rows))
             full[:, tile.block[0]] = voltage
-            range_a = tile_range_a(board_lab, plan, t, limits[tile.board]) if ranged else None
+            range_a = (tile_range_a(board_lab, plan, t, limits[tile.board],
+                                    differential=reads_differences(board_lab, tile, uses_diff)) if ranged else None)
             if range_a is not None:
                 arrays[f"tile{t}.adc_range_a"] = np.array([range_a])
             measured = tile_pairs(board_lab, full, tile, plan.board_twin(tile.board), differential=uses_diff,

@@ -21,6 +21,7 @@ from crossbar_ctl.engine._check import CheckReport, truth_of
 from crossbar_ctl.engine._workflow import array_model, check_lab, check_network
 from crossbar_ctl.engine._network import Network, load_network
 from crossbar_ctl.engine._plan import (
+    COMMON_MODE_WEIGHT,
     ArrayModel,
     PlanOptions,
     SwitchPlan,
@@ -30,6 +31,7 @@ from crossbar_ctl.engine._plan import (
     pair_transfer,
 )
 from crossbar_ctl.engine._program import ProgramOptions, load_tile, program_plan
+from crossbar_ctl.engine._residual import RESIDUAL_COMMON_MODE_WEIGHT
 from crossbar_ctl.core.errors import EngineError
 
 __all__ = [
@@ -111,6 +113,10 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
         Readout integration time of the inference run (default 4 power-line cycles).
     plot_dir : path, optional
         Write ``check.png`` (analog vs float64 per layer, error histograms) there.
+    plan_options, program_options : optional
+        Default: programmed with the residual plan (:data:`DEMO_PROGRAM`), planned with the joint
+        cost's weight for it (:data:`crossbar_ctl.engine._residual.RESIDUAL_COMMON_MODE_WEIGHT`;
+        without the residual, :data:`crossbar_ctl.engine._plan.COMMON_MODE_WEIGHT`).
     served : bool
         Talk to the simulated instruments through the real stacks: the source-meter over loopback
         TCP with pyvisa, the switch board over a pseudo-terminal with pyserial.
@@ -123,7 +129,8 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
         ``profile`` (the simulated board's), ``noise_seed`` (None: the lab's own noise),
         ``digital_accuracy``, ``analog_accuracy``, ``agreement``, ``layers`` (:class:`LayerCheck`
         as data: ``enob``, ``planned_bits``, ``measured_bits``, ``realized_bits``, the error budget
-        with its shares), ``predistortion``, ``program``, ``calibration``, ``timings_s``.
+        with its shares), ``predistortion``, ``program`` and ``residual_program`` (the residual
+        plan's, None without), ``calibration``, ``timings_s``.
     """
     from calibration import calibrate
 
@@ -152,12 +159,14 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
         check_lab(model.reference, lab)
 
         mark = time.monotonic()
-        plan_options = plan_options or PlanOptions()
+        program_options = program_options or DEMO_PROGRAM
+        plan_options = plan_options or PlanOptions(
+            common_mode_weight=RESIDUAL_COMMON_MODE_WEIGHT if program_options.residual else COMMON_MODE_WEIGHT)
         rows, cols, _ = lab.geometry
         tiles = len(network_tiles(network, rows, cols))
         with progress_bar(2 * tiles, "solve + program", enabled=show_progress) as bar:
             plan = make_plan(network, model, options=plan_options, progress=bar.update)
-            programmed = program_plan(lab, plan, model, options=program_options or DEMO_PROGRAM, progress=bar.update)
+            programmed = program_plan(lab, plan, model, options=program_options, progress=bar.update)
         timings["program"] = time.monotonic() - mark
 
         mark = time.monotonic()
@@ -193,6 +202,8 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
         "layers": [layer.model_dump() for layer in report.layers],
         "predistortion": effect,
         "program": program.model_dump() if program else None,
+        "residual_program": (programmed.residual.header.program.model_dump()
+                             if programmed.residual is not None else None),
         "affine": programmed.header.affine.model_dump() if programmed.header.affine else None,
         "calibration": calibration,
         "nplc": nplc,

@@ -154,3 +154,31 @@ def test_the_calibrated_total_current_bound_lowers_the_readout_stage(programmed)
     assert layers[True].budget.read_noise < 0.75 * layers[False].budget.read_noise
     assert layers[True].enob > layers[False].enob + 0.03
     assert 0.7 * 1.5e-3 < peak[0] <= 1.5e-3
+
+
+
+def test_the_difference_channels_range_holds_the_pairs_differences_not_their_columns():
+    """Read through the difference channels, the ADC converts each pair's difference, so the range
+    that holds it for any input is set by ``|G+ - G-|``, not by the columns: pairs that carry a
+    common mode beside their signal get a smaller range (its floor and steps with it)."""
+    from types import SimpleNamespace
+
+    from crossbar_ctl.engine._affine import tile_range_a
+    from crossbar_ctl.engine._mapping import Tile
+
+    rows, pairs = 4, 2
+    common = np.full((rows, pairs), 1e-4)  # siemens a side
+    signal = np.array([[5e-5, -2e-5], [1e-5, 3e-5], [-4e-5, 0.0], [2e-5, 1e-5]])
+    cell = np.empty((rows, 2 * pairs))
+    cell[:, 0::2], cell[:, 1::2] = common + np.maximum(signal, 0), common + np.maximum(-signal, 0)
+    board = SimpleNamespace(adc_range_a=lambda: 1e-3, set_adc_range_a=lambda value: None)
+    lab = SimpleNamespace(readout=SimpleNamespace(board=board), board=SimpleNamespace())  # no driver bound: row sums
+    tile = Tile(layer=0, input_start=0, input_stop=rows, output_start=0, output_stop=pairs)
+    plan = SimpleNamespace(header=SimpleNamespace(tiles=[SimpleNamespace(tile=tile)]), tile=lambda t, name: cell)
+    limits = {"max_current_a": 1e-3, "max_total_current_a": 1e-3}
+    columns = tile_range_a(lab, plan, 0, limits)
+    differences = tile_range_a(lab, plan, 0, limits, differential=True)
+    rowsum = cell.sum(axis=1)
+    assert columns == pytest.approx(1.25 * 0.9 * 1e-3 * float(np.max(cell / rowsum[:, None])))
+    assert differences == pytest.approx(1.25 * 0.9 * 1e-3 * float(np.max(np.abs(signal) / rowsum[:, None])))
+    assert differences < 0.4 * columns
