@@ -95,6 +95,7 @@ class SwitchBoard:
                          if "SETTLE" in self._capabilities else 0.0)
         self._masks: np.ndarray | None = None  # what the board holds, once known
         self._dac_max_v: float | None = None
+        self._dac_bits: int | None = None
         self._nplc: float | None = None  # ADCNPLC, once set or read
         self._bound: tuple[int, np.ndarray] | None = None  # (version, conductance bound)
         self._declared: tuple[int, np.ndarray, np.ndarray] | None = None  # (version, bound, cells declared)
@@ -412,6 +413,13 @@ class SwitchBoard:
         if self._dac_max_v is None:
             self._dac_max_v = self._number("DACMAX?")
         return self._dac_max_v
+
+    def dac_lsb_v(self) -> float | None:
+        """``DACBITS?``: the row DACs' step, ``DACMAX? / 2**(bits - 1)``, V (read once); None for a
+        DAC that is not quantized (``0``)."""
+        if self._dac_bits is None:
+            self._dac_bits = int(self._number("DACBITS?"))
+        return self.dac_max_v() / 2.0 ** (self._dac_bits - 1) if self._dac_bits > 0 else None
 
     def set_adc_range_a(self, current_a: float) -> None:
         """``ADCRANGE <amps>``: full-scale current of the column ADCs."""

@@ -5,7 +5,8 @@ and the route of every line; a board with readout (``CAP?`` lists ``MVM``) also 
 from a DAC and senses every column with an ADC, through the exact circuit of the array.
 
 The converters carry the array's readout physics (``sim/_physics.py``, docs/simulator.md): the
-row DACs apply codes (``dac_bits`` over +-``DACMAX?``, with an INL bow), not the text's value;
+row DACs apply codes (``dac_bits`` over +-``DACMAX?``, reported by ``DACBITS?``, with an INL bow),
+not the text's value;
 each column channel has its own gain, offset and offset drift (one draw per board from the
 ``readout`` stream); the ADC adds an INL bow and code-width errors (DNL) before it reports a code.
 A board with difference channels (``differential`` physics; ``CAP?`` lists ``DIFF``) also reads
@@ -136,13 +137,14 @@ class SimSwitchBoard(LineDevice):
             "CAP?": self._cap, "SET": self._set, "GET?": self._get, "LOAD": self._load,
             "ROW?": self._row, "ROUTE": self._route, "ROUTE?": self._route_query,
             "SAFE": self._safe, "TEMP?": self._temp, "ERR?": self._err,
-            "DACMAX?": self._dacmax, "ADCRANGE": self._adcrange, "ADCRANGE?": self._adcrange_query,
+            "DACMAX?": self._dacmax, "DACBITS?": self._dacbits, "ADCRANGE": self._adcrange,
+            "ADCRANGE?": self._adcrange_query,
             "ADCNPLC": self._adcnplc, "ADCNPLC?": self._adcnplc_query, "MVM": self._mvm,
             "SETTLE?": self._settle_query, "WAIT": self._wait, "MVMD": self._mvmd,
             "MVMB": self._mvm_batch, "MVMDB": self._mvmd_batch, "ROWS?": self._rows,
             "LOADB": self._load_batch,
         }
-        self._readout = {"DACMAX?", "ADCRANGE", "ADCRANGE?", "ADCNPLC", "ADCNPLC?", "MVM", "MVMB"}
+        self._readout = {"DACMAX?", "DACBITS?", "ADCRANGE", "ADCRANGE?", "ADCNPLC", "ADCNPLC?", "MVM", "MVMB"}
         self.has_batch = True
         """Whether ``CAP?`` lists ``BATCH`` (``ROWS?``; ``MVMB``, ``MVMDB`` with readout); a test may
         turn it off."""
@@ -349,6 +351,10 @@ class SimSwitchBoard(LineDevice):
     def _dacmax(self, args: list[str]) -> str:
         self._count(args, 0)
         return f"{self.dac_max_v:g}"
+
+    def _dacbits(self, args: list[str]) -> str:
+        self._count(args, 0)
+        return str(self.readout_physics.dac_bits or 0)
 
     def _adcrange(self, args: list[str]) -> None:
         self._count(args, 1)

@@ -282,17 +282,14 @@ def _program(args: argparse.Namespace) -> int:
     from crossbar_ctl.engine._plan import PlanOptions, network_tiles
     from crossbar_ctl.engine._distributed import tile_map
     from crossbar_ctl.engine._program import ProgramOptions
+    from crossbar_ctl.engine._residual import plan_options_for
 
-    common_mode = _common_mode(args)
-    if args.residual and not common_mode:
-        from crossbar_ctl.engine._residual import RESIDUAL_COMMON_MODE_WEIGHT
-
-        common_mode = {"common_mode_weight": RESIDUAL_COMMON_MODE_WEIGHT}
-    plan_options = build_options(PlanOptions, predistort=not args.no_predistort, max_tiles=args.max_tiles,
-                                 pack=not args.no_pack, **common_mode)
     program_options = build_options(ProgramOptions, max_iterations=args.max_iterations,
                                     affine_vectors=args.affine_vectors, differential=not args.single_ended,
                                     residual=args.residual)
+    common_mode = {"common_mode_weight": plan_options_for(program_options).common_mode_weight, **_common_mode(args)}
+    plan_options = build_options(PlanOptions, predistort=not args.no_predistort, max_tiles=args.max_tiles,
+                                 pack=not args.no_pack, **common_mode)
     network = load_network(args.weights)
     records = [CalibrationRecord.load(path) for path in args.calibration]
     tcr = None

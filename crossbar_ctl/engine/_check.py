@@ -81,7 +81,9 @@ from crossbar_ctl.engine._mapping import CalibrationRef, pair_transfer, row_volt
 from crossbar_ctl.engine._network import Layer
 from crossbar_ctl.engine._plan import SwitchPlan, utc_now
 from crossbar_ctl.engine._cost import ScheduleCost, board_counters, count_since, predict_loads, schedule_cost
-from crossbar_ctl.engine._program import in_parallel, lab_idn, load_tile, per_board, readout_limits, row_bound
+from crossbar_ctl.engine._program import (
+    dac_step_v, in_parallel, lab_idn, load_tile, per_board, readout_limits, row_bound,
+)
 from crossbar_ctl.engine._twin import is_ideal, twin_transfer
 
 if TYPE_CHECKING:
@@ -323,8 +325,10 @@ def _run_tile(lab: Lab, plan: SwitchPlan, t: int, x_aug: np.ndarray, cpw: float,
     # the rows scaled to the total-current bound the correction was measured with (older plans: closed
     # branches); through the difference channels, at the tile's ADC range, when it was measured so
     with declared_bound(lab, plan, t, enabled=affine is not None and affine.measured_bound):
+        # inputs on a grid (k-bit pixels) land on the DACs' codes
         voltage, per_unit = row_voltages(x_aug[:, tile.inputs], plan.tile(t, "cell_s"),
-                                         row_bound_s=row_bound(lab, tile.block[0]), **limits)
+                                         row_bound_s=row_bound(lab, tile.block[0]), dac_lsb_v=dac_step_v(lab),
+                                         **limits)
         full = np.zeros((len(voltage), lab.readout.rows))
         full[:, tile.block[0]] = voltage
         analog = correct_pairs(plan, t, tile_pairs(lab, full, tile, plan.board_twin(tile.board), progress=progress,

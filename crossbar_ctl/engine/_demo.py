@@ -21,7 +21,6 @@ from crossbar_ctl.engine._check import CheckReport, truth_of
 from crossbar_ctl.engine._workflow import array_model, check_lab, check_network
 from crossbar_ctl.engine._network import Network, load_network
 from crossbar_ctl.engine._plan import (
-    COMMON_MODE_WEIGHT,
     ArrayModel,
     PlanOptions,
     SwitchPlan,
@@ -31,7 +30,7 @@ from crossbar_ctl.engine._plan import (
     pair_transfer,
 )
 from crossbar_ctl.engine._program import ProgramOptions, load_tile, program_plan
-from crossbar_ctl.engine._residual import RESIDUAL_COMMON_MODE_WEIGHT
+from crossbar_ctl.engine._residual import plan_options_for
 from crossbar_ctl.core.errors import EngineError
 
 __all__ = [
@@ -160,8 +159,7 @@ def run_demo(*, lab_config: Any = None, profile: str | None = None, network: Net
 
         mark = time.monotonic()
         program_options = program_options or DEMO_PROGRAM
-        plan_options = plan_options or PlanOptions(
-            common_mode_weight=RESIDUAL_COMMON_MODE_WEIGHT if program_options.residual else COMMON_MODE_WEIGHT)
+        plan_options = plan_options or plan_options_for(program_options)
         rows, cols, _ = lab.geometry
         tiles = len(network_tiles(network, rows, cols))
         with progress_bar(2 * tiles, "solve + program", enabled=show_progress) as bar:

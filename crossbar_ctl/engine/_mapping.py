@@ -49,6 +49,7 @@ __all__ = [
     "check_reach",
     "choose_scale",
     "inference_vectors",
+    "input_grid",
     "map_network",
     "masks_from_selection",
     "network_tiles",
@@ -454,9 +455,26 @@ def selection_from_masks(masks: np.ndarray, branches: int) -> np.ndarray:
     return (np.right_shift(masks.astype(np.uint64)[..., None], shifts) & np.uint64(1)).astype(bool)
 
 
+def input_grid(x: np.ndarray, *, finest_bits: int = 16) -> float | None:
+    """The grid of inputs ``(batch, rows)``: the finest over the rows that lie on one of the coarsest
+    ``2**-k`` (``k`` 0 to ``finest_bits``) their entries are whole multiples of (pixels of ``k``-bit
+    images scaled to [0, 1], integers); None when no row does. Rows off any grid (a bias row's
+    constant) and rows of zeros do not count."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1])
+    on = ~np.any(x != 0, axis=0)  # a row of zeros carries nothing to land
+    grid = None
+    for k in range(finest_bits + 1):
+        scaled = x * 2.0**k
+        whole = np.all(np.abs(scaled - np.round(scaled)) <= 1e-9 * np.maximum(1.0, np.abs(scaled)), axis=0)
+        if np.any(whole & ~on):
+            grid = 2.0**-k
+        on |= whole
+    return grid
+
+
 def row_voltages(x: np.ndarray, cell_conductance_s: np.ndarray, *, max_voltage_v: float,
                  max_current_a: float, max_total_current_a: float, row_bound_s: np.ndarray | None = None,
-                 margin: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+                 margin: float = 0.9, dac_lsb_v: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Map input vectors to row voltages, as large as the limits allow, one scale per vector.
 
     Parameters
@@ -476,6 +494,11 @@ def row_voltages(x: np.ndarray, cell_conductance_s: np.ndarray, *, max_voltage_v
         branches over the smallest resistance); default the rows' predicted conductance.
     margin : float
         Fraction of each current bound used.
+    dac_lsb_v : float, optional
+        The row DACs' step. When inputs lie on a grid (:func:`input_grid`), each vector's scale is
+        rounded down to a whole number of steps per grid unit, so every row voltage on the grid is
+        one of the DACs' codes (no quantization error; at most one step per grid unit of the scale
+        given up); rows off it are quantized as before.
 
     Returns
     -------
@@ -494,4 +517,8 @@ def row_voltages(x: np.ndarray, cell_conductance_s: np.ndarray, *, max_voltage_v
             margin * max_total_current_a / total_a,
         ])
     scale = np.where(np.isfinite(scale), scale, 0.0)
+    grid = input_grid(x) if dac_lsb_v else None
+    if grid is not None:
+        step = dac_lsb_v / grid  # volts per input unit that put every grid value on a code
+        scale = np.where(scale >= step, np.floor(scale / step) * step, scale)
     return x * scale[:, None], scale

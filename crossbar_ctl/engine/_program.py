@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from drivers import Lab
 
 __all__ = [
-    "ProgramOptions", "in_parallel", "lab_idn", "load_tile", "measure_transfer", "per_board", "program_plan",
+    "ProgramOptions", "dac_step_v", "in_parallel", "lab_idn", "load_tile", "measure_transfer", "per_board", "program_plan",
     "readout_limits",
     "remeasure_cells", "row_bound",
 ]
@@ -154,6 +154,15 @@ def readout_limits(lab: Lab) -> dict[str, float]:
         current = min(current, float(board.adc_range_a()))
     return {"max_voltage_v": voltage, "max_current_a": current,
             "max_total_current_a": limits.max_total_current_a}
+
+
+def dac_step_v(lab: Lab) -> float | None:
+    """The row DACs' step (``DACBITS?``), V; None: a board without readout or one that does not
+    quantize (``check`` then scales inputs freely)."""
+    board = lab.board
+    if "MVM" not in board.capabilities() or not hasattr(board, "dac_lsb_v"):
+        return None
+    return board.dac_lsb_v()
 
 
 def row_bound(lab: Lab, rows: int | slice) -> np.ndarray | None:

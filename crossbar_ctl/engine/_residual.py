@@ -27,14 +27,14 @@ import numpy as np
 from crossbar_ctl.core.errors import EngineError
 from crossbar_ctl.engine._mapping import pair_transfer
 from crossbar_ctl.engine._network import Network
-from crossbar_ctl.engine._plan import ArrayModel, SwitchPlan, make_plan
+from crossbar_ctl.engine._plan import COMMON_MODE_WEIGHT, ArrayModel, PlanOptions, SwitchPlan, make_plan
 
 if TYPE_CHECKING:
     from crossbar_ctl.engine._program import ProgramOptions
     from crossbar_ctl.engine._solve import Solver
     from drivers import Lab
 
-__all__ = ["RESIDUAL_COMMON_MODE_WEIGHT", "program_residual", "residual_network"]
+__all__ = ["RESIDUAL_COMMON_MODE_WEIGHT", "plan_options_for", "program_residual", "residual_network"]
 
 RESIDUAL_COMMON_MODE_WEIGHT = 3e-4
 """The joint cost's weight for a plan programmed with its residual (``crossbar program --residual``
@@ -43,6 +43,13 @@ takes up the error the main plan gives up for a smaller ``G+ + G-``, and a small
 the rows rise where the total-current limit binds. Demo, three noise realizations (``crossbar demo
 --noise-seed S``, S = the lab's, 1, 2): layer 0's enob 11.06 / 11.01 / 11.04 against 10.90 / 10.91 /
 10.96 at 3e-5; layer 1's 11.57 / 11.52 / 11.61 against 11.52 / 11.48 / 11.55."""
+
+
+def plan_options_for(options: ProgramOptions | None) -> PlanOptions:
+    """The default plan options for a plan programmed with ``options``: the joint cost at
+    :data:`RESIDUAL_COMMON_MODE_WEIGHT` with the residual plan, at its plain weight without."""
+    residual = options is not None and options.residual
+    return PlanOptions(common_mode_weight=RESIDUAL_COMMON_MODE_WEIGHT if residual else COMMON_MODE_WEIGHT)
 
 
 def residual_network(plan: SwitchPlan) -> Network:

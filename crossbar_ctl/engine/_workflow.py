@@ -22,6 +22,7 @@ from crossbar_ctl.engine._guard import DEFAULT_SLACK_BITS, guard_plan
 from crossbar_ctl.engine._network import Network
 from crossbar_ctl.engine._plan import ArrayModel, CalibrationRef, PlanOptions, SwitchPlan, make_plan
 from crossbar_ctl.engine._program import ProgramOptions, lab_idn, per_board, program_plan
+from crossbar_ctl.engine._residual import plan_options_for
 from crossbar_ctl.core.errors import EngineError
 
 if TYPE_CHECKING:
@@ -136,6 +137,8 @@ def program_network(lab: Lab | Sequence[Lab], network: Network, record: Calibrat
     network : Network
     record : calibration.CalibrationRecord, or one per board, in the boards' order
     plan_options, program_options : optional
+        The plan options default to :func:`crossbar_ctl.engine._residual.plan_options_for` the
+        program options (the joint cost's weight for a plan programmed with its residual plan).
     recheck : bool
         Re-measure a sample of branches first and refuse a record too old for the array's drift.
     progress : callable, optional
@@ -168,7 +171,8 @@ def program_network(lab: Lab | Sequence[Lab], network: Network, record: Calibrat
         check_fingerprint(model.reference, board_lab)
         if recheck:
             check_drift(board_lab, board_record)
-    plan = make_plan(network, models, options=plan_options, progress=progress, tile_map=tile_map)
+    plan = make_plan(network, models, options=plan_options or plan_options_for(program_options), progress=progress,
+                     tile_map=tile_map)
     return program_plan(labs, plan, models, options=program_options, progress=progress)
 
 

@@ -144,13 +144,14 @@ def test_board_error_reply_raises_with_code_and_command():
 def test_readout_commands_and_mvm():
     board, t = connect_board([
         ("SAFE", "OK"), ("SET 0 0 1", "OK"),
-        ("DACMAX?", "OK 1"), ("ADCRANGE 0.001", "OK"), ("ADCRANGE?", "OK 0.001"),
+        ("DACMAX?", "OK 1"), ("DACBITS?", "OK 16"), ("ADCRANGE 0.001", "OK"), ("ADCRANGE?", "OK 0.001"),
         ("ADCNPLC 0.1", "OK"), ("ADCNPLC?", "OK 0.1"),
         ("MVM 0.1,-0.05", "OK 1.000000000e-05,0.000000000e+00,9.91e37"),
     ])
     board.safe()
     board.set_mask(0, 0, 1)
     assert board.dac_max_v() == 1.0
+    assert board.dac_lsb_v() == 2.0**-15 and board.dac_lsb_v() == 2.0**-15  # asked once
     board.set_adc_range_a(1e-3)
     assert board.adc_range_a() == 1e-3
     board.set_adc_nplc(0.1)

@@ -151,6 +151,16 @@ def test_dac_applies_the_nearest_code_not_the_requested_voltage(bits: int) -> No
     assert 0.8 < relative_sd(error, lsb_v / np.sqrt(12)) < 1.2  # uniform quantization error
 
 
+@pytest.mark.parametrize("bits", [None, 12, 16])
+def test_dacbits_reports_the_resolution_the_board_applies(bits) -> None:
+    board = quiet_board({"dac_bits": bits}, cols=8)
+    assert board.feed(b"DACBITS?\n") == f"OK {bits or 0}\n".encode()
+    if bits:  # a whole number of steps is applied as it is
+        lsb_v = 1.0 / 2 ** (bits - 1)
+        requested = lsb_v * np.array([-300.0, -7.0, 1.0, 1234.0])
+        np.testing.assert_allclose(applied_v(board, requested), requested, atol=1e-3 * lsb_v)  # not half a step off
+
+
 def test_mvm_text_with_ten_digits_is_applied_as_a_dac_code() -> None:
     board = quiet_board({"dac_bits": 8}, rows=2, cols=4)
     reply = board.feed(b"MVM 0.1234567891,-0.5\n").decode().split()

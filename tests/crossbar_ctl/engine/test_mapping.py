@@ -8,6 +8,7 @@ from crossbar_ctl.engine._mapping import (
     augmented_matrix,
     check_reach,
     choose_scale,
+    input_grid,
     map_network,
     masks_from_selection,
     pair_pool,
@@ -99,6 +100,33 @@ def test_row_voltages_respect_every_limit_and_scale_back():
     assert np.all(np.sum(np.abs(v) @ g, axis=1) <= 0.9 * 5e-4 * (1 + 1e-12))
     np.testing.assert_allclose(v, x * per_unit[:, None])
     assert per_unit[2] == 0.0 and np.all(per_unit[[0, 1, 3, 4, 5]] > 0)
+
+
+def test_inputs_on_a_grid_land_on_the_dac_codes():
+    """``dac_lsb_v``: inputs on a 2**-k grid get scales of whole DAC steps per grid unit, so every
+    row voltage is a code; the limits still hold and each scale gives up less than one step per
+    grid unit; inputs off any grid are scaled as without it."""
+    rng = np.random.default_rng(6)
+    pixels = rng.integers(0, 17, size=(40, 8)) / 16  # 4-bit pixels
+    g = rng.uniform(1e-4, 5e-4, size=(8, 4))
+    limits = dict(max_voltage_v=1.0, max_current_a=1e-3, max_total_current_a=5e-4)
+    lsb = 2.0**-15
+    assert input_grid(pixels) == 1 / 16 and input_grid(np.arange(5.0)[:, None]) == 1.0
+    assert input_grid(rng.uniform(0, 1, size=(3, 4))) is None
+    with_bias = np.hstack([pixels, np.full((40, 1), 0.371)])  # a bias row off the grid does not count
+    assert input_grid(with_bias) == 1 / 16
+    assert input_grid(np.hstack([pixels, np.arange(40.0)[:, None] / 256])) == 1 / 256  # the finest
+    assert input_grid(np.hstack([rng.uniform(0, 1, size=(40, 3)), np.zeros((40, 1))])) is None
+    free, free_scale = row_voltages(pixels, g, **limits)
+    aligned, scale = row_voltages(pixels, g, dac_lsb_v=lsb, **limits)
+    codes = aligned / lsb
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-6)
+    assert not np.allclose(free / lsb, np.round(free / lsb), atol=1e-3)
+    assert np.all(scale <= free_scale) and np.all(free_scale - scale < 16 * lsb)
+    assert np.all(np.sum(np.abs(aligned) @ g, axis=1) <= 0.9 * 5e-4 * (1 + 1e-12))
+    floats = rng.uniform(0, 1, size=(5, 8))
+    np.testing.assert_array_equal(row_voltages(floats, g, dac_lsb_v=lsb, **limits)[0],
+                                  row_voltages(floats, g, **limits)[0])
 
 
 def test_map_network_targets_reassemble_the_scaled_augmented_matrices():
