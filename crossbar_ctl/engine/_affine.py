@@ -10,8 +10,8 @@ scaled to row voltages as ``check`` scales inputs) through every programmed tile
     y = gain * (V @ target) + offset_a
 
 by least squares (against the closed loop's measured transfer instead of ``target`` when the plan
-carries a residual plan, :func:`expected_s`), and stores ``gain`` and ``offset_a`` in the plan (``tile{t}.affine_gain``,
-``tile{t}.affine_offset_a``, the header's :class:`AffineRecord`). ``check`` applies
+carries a residual plan, :func:`expected_s`), and stores ``gain`` and ``offset_a`` in the plan
+(``tile{t}.affine_gain``, ``tile{t}.affine_offset_a``, the header's :class:`AffineRecord`). ``check`` applies
 ``(y - offset_a) / gain`` (:func:`correct_pairs`). A tile whose reference outputs do not vary
 (one driven row: every vector scales to the same voltage) gets an offset only.
 

@@ -34,7 +34,8 @@ from crossbar_ctl.engine._residual import plan_options_for
 from crossbar_ctl.core.errors import EngineError
 
 __all__ = [
-    "DEMO_LAB", "DEMO_NPLC", "DEMO_PROGRAM", "DIGITS_NETWORK", "demo_lab", "demo_targets", "predistortion_effect", "progress_bar",
+    "DEMO_LAB", "DEMO_NPLC", "DEMO_PROGRAM", "DIGITS_NETWORK", "demo_lab", "demo_targets", "predistortion_effect",
+    "progress_bar",
     "run_demo", "with_sim",
 ]
 

@@ -281,9 +281,9 @@ class SwitchPlan:
         """The residual plan (header ``residual``, arrays ``residual.*``), or None."""
         if self.header.residual is None:
             return None
-        prefix = RESIDUAL_PREFIX
-        return SwitchPlan(self.header.residual,
-                          {name[len(prefix):]: value for name, value in self.arrays.items() if name.startswith(prefix)})
+        return SwitchPlan(self.header.residual, {name.removeprefix(RESIDUAL_PREFIX): value
+                                                 for name, value in self.arrays.items()
+                                                 if name.startswith(RESIDUAL_PREFIX)})
 
     def with_residual(self, residual: "SwitchPlan | None") -> "SwitchPlan":
         """This plan carrying ``residual`` (None: none) in place of any it had."""

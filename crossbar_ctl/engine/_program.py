@@ -96,8 +96,9 @@ class ProgramOptions(StrictModel):
     their noise is relative to the pair's difference, not to its two column currents."""
     residual: bool = False
     """Program the plan's measured residual on the same cells at its own scale, which ``check``
-    adds (:mod:`crossbar_ctl.engine._residual`): on the demo 1.1-1.6 bits more realized precision
-    and 0.8-1.1 more enob, for a second load and reading of every tile in each inference."""
+    adds (:mod:`crossbar_ctl.engine._residual`): on the demo 1.6 / 1.3 bits more realized median
+    and 1.3 / 1.0 more enob per layer, for a second load and reading of every tile in each
+    inference."""
 
 
 def remeasure_cells(lab: Lab, model: ArrayModel, cells: np.ndarray, *, repeats: int,
