@@ -339,8 +339,8 @@ def _program_tile(lab: Lab, model: ArrayModel, plan: SwitchPlan, t: int, arrays:
         gain = gains(measured, cell)
         sigma = _pair_sigma(model, tile, selection, gain, noise)
         miss = np.abs(pair_transfer(measured).ravel() - predicted)
-        # 0 / 0 (a pair of zeros, nothing closed, unprobed rows) deviates by nothing
-        deviation = np.divide(miss, sigma, out=np.zeros_like(miss), where=miss > 0)
+        # a pair with no uncertainty (nothing closed, unprobed rows) deviates by nothing: no re-solve moves it
+        deviation = np.divide(miss, sigma, out=np.zeros_like(miss), where=(miss > 0) & (sigma > 0))
         if best is None or _rms(residual) < _rms(best["residual"]):
             best = {"selection": selection, "cell": cell, "measured": measured, "residual": residual,
                     "worst": float(np.max(deviation))}

@@ -54,7 +54,8 @@ def plan_options_for(options: ProgramOptions | None) -> PlanOptions:
 
 def residual_network(plan: SwitchPlan) -> Network:
     """The programmed plan's measured residual, target less measured pair transfer, as a network of
-    the plan's shapes (weight units; the bias row's residual as a bias).
+    the plan's shapes (weight units; the bias row's residual as a bias). A layer of zeros has none:
+    it closes nothing and is exact, and its measurement is only read noise.
 
     Raises
     ------
@@ -63,9 +64,10 @@ def residual_network(plan: SwitchPlan) -> Network:
     """
     network = plan.network()
     weights, biases = [], []
-    for k, (layer, lp) in enumerate(zip(network.layers, plan.header.layers)):
+    for layer, lp in zip(network.layers, plan.header.layers):
         augmented = np.zeros((layer.matrix.shape[1] + 1, layer.matrix.shape[0]))
-        for t in lp.tiles:
+        exact = not (np.any(layer.matrix) or np.any(layer.bias))
+        for t in () if exact else lp.tiles:
             if f"tile{t}.measured_s" not in plan.arrays:
                 raise EngineError("the residual plan needs a programmed plan (its measured transfers); "
                                   "program the plan first")

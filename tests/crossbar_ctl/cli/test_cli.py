@@ -122,13 +122,16 @@ def _weights(path, *, zero_layer=None, inputs=8, seed=0):
     return path
 
 
+@pytest.mark.parametrize("residual", [[], ["--residual"]])
 @pytest.mark.parametrize("zero_layer", [0, 1])
-def test_a_plan_with_an_all_zero_layer_reads_back(small_lab, tmp_path, capsys, zero_layer):
+def test_a_plan_with_an_all_zero_layer_reads_back(small_lab, tmp_path, capsys, zero_layer, residual):
+    """A layer of zeros closes nothing and reads back exactly; with ``--residual`` too (its residual
+    is none: the measurement of a tile that closes nothing is read noise)."""
     _, lab, cal = small_lab
     weights = _weights(tmp_path / "w.npz", zero_layer=zero_layer)
     plan = tmp_path / "plan.npz"
     assert main(["program", "--weights", str(weights), "--calibration", str(cal), "--lab", str(lab),
-                 "--out", str(plan), "--json"]) == 0
+                 "--out", str(plan), "--json", *residual]) == 0
     layers = json.loads(capsys.readouterr().out)["layers"]
     other = layers[1 - zero_layer]
     # the zero layer is mapped at the scale of a unit weight, not at 1e296 S per weight
@@ -136,11 +139,11 @@ def test_a_plan_with_an_all_zero_layer_reads_back(small_lab, tmp_path, capsys, z
     assert all(np.isfinite(layer["weight_error_bits"]) for layer in layers)
     assert main(["check", "--plan", str(plan), "--data", str(weights), "--lab", str(lab), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert report["layers"][zero_layer]["realized_bits"]["median"] == 52.0  # nothing closed: exactly 0
     if zero_layer == 0:  # every sample's output is the second layer's bias: one class
         assert report["agreement"] >= 0.9
     else:  # all outputs 0: the argmax is a tie the read noise decides; the layer reads ~0
         zero = report["layers"][1]
-        assert zero["realized_bits"]["median"] == 52.0  # nothing closed: exactly 0
         assert zero["budget"]["total"] < 1e-3  # measured 8.5e-5, all read noise (mean square, weight units)
 
 
