@@ -46,6 +46,7 @@ from pydantic import Field
 
 from crossbar_ctl.core.config import StrictModel
 from crossbar_ctl.core.errors import EngineError
+from crossbar_ctl.engine._affine import reads_differences
 from crossbar_ctl.engine._mapping import Tile, pair_transfer
 from crossbar_ctl.engine._plan import LayerPlan, SwitchPlan, utc_now
 from crossbar_ctl.engine._program import _selection, per_board, readout_limits
@@ -211,7 +212,7 @@ def measure_plan(labs: Sequence[Lab], plan: SwitchPlan, *, repeats: int = PROBE_
         geometry = (*masks.shape, _MASK_BITS)
         selection = _selection(masks[tile.block], tile, _MASK_BITS)
         channels = None
-        if getattr(lab.readout, "differential", False) and tile.block[1].start % 2 == 0:
+        if reads_differences(lab, tile, True):
             channels = fits[t] = DifferenceChannels(tile.pairs)
             if f"tile{t}.probe_channels_xx" in plan.arrays:
                 channels.xx = plan.arrays[f"tile{t}.probe_channels_xx"].copy()

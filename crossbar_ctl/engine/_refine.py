@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from crossbar_ctl.engine._affine import reads_differences
 from crossbar_ctl.engine._mapping import (
     ArrayModel,
     Tile,
@@ -237,8 +238,8 @@ def refine_measured(lab: Lab, model: ArrayModel, tile: Tile, selection: np.ndarr
         Read the pairs through the board's difference channels too, when it has them
         (:class:`DifferenceChannels`).
     """
-    diff = differential and getattr(lab.readout, "differential", False) and tile.block[1].start % 2 == 0
-    measure = {"limits": limits, "twin": twin, "channels": DifferenceChannels(tile.pairs) if diff else None}
+    channels = DifferenceChannels(tile.pairs) if reads_differences(lab, tile, differential) else None
+    measure = {"limits": limits, "twin": twin, "channels": channels}
     cell, measured, noise, readings = measure_tile(lab, model, tile, selection, context, repeats=repeats, **measure)
     error = pair_transfer(measured).ravel() - target_s
     kept = (_rms(error), selection, cell, measured, error, noise)

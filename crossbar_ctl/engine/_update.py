@@ -38,6 +38,7 @@ from crossbar_ctl.engine._cost import (
     predict_loads,
     schedule_cost,
 )
+from crossbar_ctl.engine._affine import reads_differences
 from crossbar_ctl.engine._guard import (
     DEFAULT_SLACK_BITS,
     HALF_NORMAL_MEDIAN,
@@ -388,8 +389,7 @@ def update_plan(lab: Lab | Sequence[Lab], plan: SwitchPlan, record: CalibrationR
             tile = tiles[t]
             selection = _selection(arrays[f"tile{t}.masks"][tile.block], tile, geometry[2])
             # through the difference channels too, as the refinement reads (and read the residual it left)
-            diff = (options.refine_differential and getattr(labs[b].readout, "differential", False)
-                    and tile.block[1].start % 2 == 0)
+            diff = reads_differences(labs[b], tile, options.refine_differential)
             cell, measured, noise, count = measure_tile(labs[b], models[b], tile, selection, context(t),
                                                         channels=DifferenceChannels(tile.pairs) if diff else None,
                                                         **settings[b])

@@ -81,7 +81,7 @@ def test_with_its_residual_a_plan_trades_its_error_for_less_common_mode(programm
 
 
 def test_the_residual_plan_travels_in_the_plan_and_is_validated(programmed, tmp_path):
-    lab, _, _, plain, with_residual, x = programmed
+    lab, _, model, plain, with_residual, x = programmed
     with_residual.save(tmp_path / "p.npz")
     loaded = SwitchPlan.load(tmp_path / "p.npz")
     assert loaded.header == with_residual.header
@@ -96,7 +96,7 @@ def test_the_residual_plan_travels_in_the_plan_and_is_validated(programmed, tmp_
     with pytest.raises(EngineError, match="program the plan first"):
         residual_network(unprogrammed)
     # programming again drops a residual measured against other masks
-    assert program_plan(lab, with_residual, programmed[2], options=ProgramOptions(refine_rounds=0)).residual is None
+    assert program_plan(lab, with_residual, model, options=ProgramOptions(refine_rounds=0)).residual is None
 
 
 def test_update_programs_the_residual_again(programmed):
